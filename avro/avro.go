@@ -1,0 +1,134 @@
+// Package avro holds the Avro schema of the values keysetsync writes and the codec for them.
+//
+// Values are plain Avro binary (no container header, no schema-registry framing): a consumer
+// decodes them with the schema that `keysetsync schema` prints.
+package avro
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/linkedin/goavro/v2"
+)
+
+//go:embed user.avsc
+var userSchema string
+
+// Schema returns the Avro schema (JSON) of the User values.
+func Schema() string { return userSchema }
+
+// User is one record of the source API in the form the schema describes. Optional strings are
+// pointers so that an absent field (null) stays distinct from an empty string.
+type User struct {
+	ID        string
+	Name      *string
+	Email     *string
+	Address   *string
+	Company   *string
+	Job       *string
+	CreatedAt *time.Time
+	UpdatedAt time.Time
+}
+
+// ErrInvalid marks a record that cannot be encoded under the schema.
+var ErrInvalid = errors.New("invalid record")
+
+// Codec encodes and decodes Users. It is safe for concurrent use.
+type Codec struct {
+	codec *goavro.Codec
+}
+
+// NewCodec compiles the embedded schema.
+func NewCodec() (*Codec, error) {
+	c, err := goavro.NewCodec(userSchema)
+	if err != nil {
+		return nil, fmt.Errorf("compile user schema: %w", err)
+	}
+	return &Codec{codec: c}, nil
+}
+
+// Append appends the Avro binary encoding of u to buf and returns the extended buffer.
+func (c *Codec) Append(buf []byte, u *User) ([]byte, error) {
+	if u.ID == "" {
+		return buf, fmt.Errorf("%w: field id: empty", ErrInvalid)
+	}
+	if u.UpdatedAt.IsZero() {
+		return buf, fmt.Errorf("%w: field updatedAt: missing", ErrInvalid)
+	}
+	native := map[string]any{
+		"id":        u.ID,
+		"name":      optString(u.Name),
+		"email":     optString(u.Email),
+		"address":   optString(u.Address),
+		"company":   optString(u.Company),
+		"job":       optString(u.Job),
+		"createdAt": optTime(u.CreatedAt),
+		"updatedAt": u.UpdatedAt.UTC(),
+	}
+	out, err := c.codec.BinaryFromNative(buf, native)
+	if err != nil {
+		return buf, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return out, nil
+}
+
+// Decode decodes one Avro binary value into a User; trailing bytes are an error.
+func (c *Codec) Decode(b []byte) (User, error) {
+	native, rest, err := c.codec.NativeFromBinary(b)
+	if err != nil {
+		return User{}, fmt.Errorf("decode user: %w", err)
+	}
+	if len(rest) != 0 {
+		return User{}, fmt.Errorf("decode user: %d trailing bytes", len(rest))
+	}
+	m, ok := native.(map[string]any)
+	if !ok {
+		return User{}, fmt.Errorf("decode user: got %T, want record", native)
+	}
+	u := User{
+		Name:    fromOptString(m["name"]),
+		Email:   fromOptString(m["email"]),
+		Address: fromOptString(m["address"]),
+		Company: fromOptString(m["company"]),
+		Job:     fromOptString(m["job"]),
+	}
+	u.ID, _ = m["id"].(string)
+	if t, ok := m["updatedAt"].(time.Time); ok {
+		u.UpdatedAt = t.UTC()
+	}
+	if un, ok := m["createdAt"].(map[string]any); ok {
+		if t, ok := un["long.timestamp-millis"].(time.Time); ok {
+			t = t.UTC()
+			u.CreatedAt = &t
+		}
+	}
+	return u, nil
+}
+
+func optString(s *string) any {
+	if s == nil {
+		return nil
+	}
+	return goavro.Union("string", *s)
+}
+
+func optTime(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return goavro.Union("long.timestamp-millis", t.UTC())
+}
+
+func fromOptString(v any) *string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	s, ok := m["string"].(string)
+	if !ok {
+		return nil
+	}
+	return &s
+}

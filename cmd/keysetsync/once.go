@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+func runOnce(ctx context.Context, e *env, args []string) error {
+	var f syncFlags
+	fs := newFlagSet(e, "once", "Sync from the committed cursor until the API has nothing newer, then exit.\nExit status 0 when everything fetched was acknowledged and committed, 1 on failure.")
+	f.register(fs)
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	log, err := f.logger(e)
+	if err != nil {
+		return err
+	}
+	p, err := openPipeline(ctx, &f, log)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	_, err = p.syncer.Sync(ctx)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		log.Info("interrupted; the cursor covers every acknowledged batch")
+		return nil
+	}
+	return err
+}

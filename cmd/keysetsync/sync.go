@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/producer"
+)
+
+// syncFlags are the settings shared by once and run.
+type syncFlags struct {
+	apiURL         string
+	apiTimeout     time.Duration
+	apiMaxAttempts int
+	brokers        string
+	topic          string
+	cursorTopic    string
+	pipeline       string
+	batchRecords   int
+	writeTimeout   time.Duration
+	partitions     int
+	replication    int
+	logFlags
+}
+
+func (f *syncFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.apiURL, "api-url", "http://127.0.0.1:5001/pagination/keyset", "keyset endpoint of the source API")
+	fs.DurationVar(&f.apiTimeout, "api-timeout", 30*time.Second, "timeout of one API request, body included")
+	fs.IntVar(&f.apiMaxAttempts, "api-max-attempts", 6, "attempts per page on 5xx, 429, timeouts and connection errors (exponential backoff with jitter; Retry-After honoured)")
+	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
+	fs.StringVar(&f.topic, "topic", "users", "data topic: one Avro message per new or updated record, keyed by id")
+	fs.StringVar(&f.cursorTopic, "cursor-topic", "keysetsync-cursors", "compacted topic holding the cursors (key = pipeline name)")
+	fs.StringVar(&f.pipeline, "pipeline", "users", "pipeline name: the cursor's key and the keysetsync.pipeline header")
+	fs.IntVar(&f.batchRecords, "batch-records", 1000, "records produced and acknowledged per cursor commit")
+	fs.DurationVar(&f.writeTimeout, "write-timeout", 60*time.Second, "bound on producing one batch and committing its cursor, also when shutting down")
+	fs.IntVar(&f.partitions, "topic-partitions", 1, "partitions of the data topic when keysetsync creates it (-1: broker default)")
+	fs.IntVar(&f.replication, "topic-replication-factor", -1, "replication factor of the data and cursor topics when keysetsync creates them (-1: broker default)")
+	f.logFlags.register(fs)
+}
+
+func (f *syncFlags) validate() error {
+	var errs []error
+	if f.pipeline == "" {
+		errs = append(errs, errors.New("--pipeline is empty"))
+	}
+	if f.topic == "" || f.cursorTopic == "" {
+		errs = append(errs, errors.New("--topic and --cursor-topic must be set"))
+	}
+	if f.topic == f.cursorTopic {
+		errs = append(errs, fmt.Errorf("--topic and --cursor-topic are both %q", f.topic))
+	}
+	if len(brokerList(f.brokers)) == 0 {
+		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	if f.batchRecords < 1 {
+		errs = append(errs, fmt.Errorf("--batch-records %d: must be at least 1", f.batchRecords))
+	}
+	if f.partitions == 0 || f.partitions < -1 {
+		errs = append(errs, fmt.Errorf("--topic-partitions %d: must be positive or -1", f.partitions))
+	}
+	if f.replication == 0 || f.replication < -1 {
+		errs = append(errs, fmt.Errorf("--topic-replication-factor %d: must be positive or -1", f.replication))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return nil
+}
+
+func brokerList(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// pipeline is a ready Syncer with what it holds open.
+type pipeline struct {
+	syncer *producer.Syncer
+	close  func()
+}
+
+// openPipeline connects to Kafka, makes sure both topics exist (and that the cursor topic is
+// compacted), and builds the Syncer.
+func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipeline, error) {
+	transport := &kafka.Transport{ClientID: "keysetsync", DialTimeout: 10 * time.Second}
+	client := &kafka.Client{Addr: kafka.TCP(brokerList(f.brokers)...), Transport: transport, Timeout: 30 * time.Second}
+	closeAll := func() { transport.CloseIdleConnections() }
+
+	info, err := topic.Ensure(ctx, client, topic.Spec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication})
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("data topic on %s: %w", f.brokers, err)
+	}
+	if info.Created {
+		log.Info("created data topic", "topic", f.topic, "partitions", len(info.Partitions))
+	}
+	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: f.cursorTopic, ReplicationFactor: f.replication, Logger: log})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	codec, err := avro.NewCodec()
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	src, err := producer.NewSource(producer.SourceConfig{URL: f.apiURL, Timeout: f.apiTimeout, MaxAttempts: f.apiMaxAttempts, Logger: log})
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	writer := producer.NewWriter(client, f.topic, f.batchRecords)
+	s, err := producer.New(producer.Config{
+		Pipeline: f.pipeline, Source: src, Writer: writer, Store: store, Codec: codec,
+		BatchRecords: f.batchRecords, WriteTimeout: f.writeTimeout, Logger: log,
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	return &pipeline{syncer: s, close: func() {
+		writer.Close()
+		store.Close()
+		closeAll()
+	}}, nil
+}
+
+// logFlags select the log format and level.
+type logFlags struct {
+	format string
+	level  string
+}
+
+func (f *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.format, "log-format", "text", "log format: text (key=value) or json")
+	fs.StringVar(&f.level, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func (f *logFlags) logger(e *env) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, f.level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch f.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, f.format)
+	}
+}

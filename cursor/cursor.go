@@ -1,0 +1,120 @@
+// Package cursor holds the position of each pipeline in its source API and the stores that make
+// that position durable.
+//
+// A cursor says: every record with updatedAt before LastUpdatedAt, and the records listed in
+// Delivered at exactly LastUpdatedAt, were acknowledged by Kafka. The pipeline commits a cursor
+// only after that is true, so a cursor is never ahead of acknowledged data.
+package cursor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Version is the cursor format written by this build. Readers accept this version and older.
+const Version = 1
+
+// TimeLayout is the wire format of timestamps in the source API and in the cursor.
+const TimeLayout = "2006-01-02T15:04:05Z"
+
+// Start is where a pipeline with no committed cursor begins: before any record.
+var Start = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Cursor is the committed position of one pipeline.
+type Cursor struct {
+	Pipeline string
+	// LastUpdatedAt is the greatest updatedAt delivered so far, in whole seconds (UTC).
+	LastUpdatedAt time.Time
+	// Delivered maps the id of every record delivered with updatedAt == LastUpdatedAt to a
+	// fingerprint of its content. Timestamps have whole-second precision, so the next pass must
+	// re-read LastUpdatedAt inclusively: this set lets it skip what it already sent, and the
+	// fingerprint lets a record that changed again within that same second through.
+	Delivered map[string]string
+	// Seq increases by one with every commit of the pipeline; the highest wins on load, so the
+	// cursor survives a change in the number of partitions of the cursor topic.
+	Seq int64
+	// CommittedAt is when the cursor was written (informational).
+	CommittedAt time.Time
+	// Records is the running total of records delivered by the pipeline (informational).
+	Records int64
+}
+
+// Store keeps the committed cursor of each pipeline.
+//
+// The contract every implementation meets (see internal/cursortest):
+//   - Load returns the cursor most recently committed for the pipeline, or an error wrapping
+//     ErrNotFound when none was ever committed. Cursors of other pipelines never interfere.
+//   - Commit returns nil only once the cursor is durable: a Load after it, from this process or
+//     any other, returns that cursor or a later one.
+//   - A Commit that fails may or may not have become durable. Callers must not assume either;
+//     they resume from Load.
+type Store interface {
+	Load(ctx context.Context, pipeline string) (Cursor, error)
+	Commit(ctx context.Context, c Cursor) error
+	Close() error
+}
+
+var (
+	// ErrNotFound is returned by Load when the pipeline has never committed a cursor.
+	ErrNotFound = errors.New("no cursor committed")
+	// ErrNotCompacted is returned by NewKafkaStore when the cursor topic exists without
+	// cleanup.policy=compact: its cursors would eventually be deleted by retention.
+	ErrNotCompacted = errors.New("cursor topic is not compacted")
+	// ErrCorrupt is returned by Load when a cursor record of the pipeline cannot be decoded.
+	// Starting over would re-send the whole source, so this is never papered over.
+	ErrCorrupt = errors.New("corrupt cursor record")
+)
+
+// wire is the JSON value stored in the cursor topic. last_updated_at keeps the field name of the
+// Fivetran keyset example's state, so tools that read that state read ours too.
+type wire struct {
+	Version       int               `json:"version"`
+	Pipeline      string            `json:"pipeline"`
+	LastUpdatedAt string            `json:"last_updated_at"`
+	Delivered     map[string]string `json:"delivered_at_last_updated_at,omitempty"`
+	Seq           int64             `json:"seq"`
+	CommittedAt   string            `json:"committed_at,omitempty"`
+	Records       int64             `json:"records_delivered"`
+}
+
+// Marshal encodes c as the JSON value of a cursor record.
+func Marshal(c Cursor) ([]byte, error) {
+	w := wire{
+		Version:       Version,
+		Pipeline:      c.Pipeline,
+		LastUpdatedAt: c.LastUpdatedAt.UTC().Format(TimeLayout),
+		Delivered:     c.Delivered,
+		Seq:           c.Seq,
+		Records:       c.Records,
+	}
+	if !c.CommittedAt.IsZero() {
+		w.CommittedAt = c.CommittedAt.UTC().Format(time.RFC3339Nano)
+	}
+	return json.Marshal(w)
+}
+
+// Unmarshal decodes the JSON value of a cursor record. A value with only last_updated_at (the
+// Fivetran example's state) is accepted, so a user can seed a cursor by hand.
+func Unmarshal(b []byte) (Cursor, error) {
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Cursor{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if w.Version > Version {
+		return Cursor{}, fmt.Errorf("%w: version %d is newer than this build understands (%d)", ErrCorrupt, w.Version, Version)
+	}
+	t, err := time.Parse(TimeLayout, w.LastUpdatedAt)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("%w: last_updated_at %q: want %s", ErrCorrupt, w.LastUpdatedAt, TimeLayout)
+	}
+	c := Cursor{Pipeline: w.Pipeline, LastUpdatedAt: t, Delivered: w.Delivered, Seq: w.Seq, Records: w.Records}
+	if w.CommittedAt != "" {
+		if c.CommittedAt, err = time.Parse(time.RFC3339Nano, w.CommittedAt); err != nil {
+			return Cursor{}, fmt.Errorf("%w: committed_at %q: %w", ErrCorrupt, w.CommittedAt, err)
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,81 @@
+package producer
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
+)
+
+// wireUser is a user as the API sends it. Pointers tell a missing field from an empty one.
+type wireUser struct {
+	ID        *string `json:"id"`
+	Name      *string `json:"name"`
+	Email     *string `json:"email"`
+	Address   *string `json:"address"`
+	Company   *string `json:"company"`
+	Job       *string `json:"job"`
+	CreatedAt *string `json:"createdAt"`
+	UpdatedAt *string `json:"updatedAt"`
+}
+
+// DecodeUser turns one element of a page's data array into an avro.User, or a *RecordError
+// naming the field that is wrong. page and index only label the error.
+func DecodeUser(raw json.RawMessage, page, index int) (avro.User, error) {
+	fail := func(id, field string, err error) (avro.User, error) {
+		return avro.User{}, &RecordError{Page: page, Index: index, ID: id, Field: field, Err: err}
+	}
+	var w wireUser
+	if err := json.Unmarshal(raw, &w); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fail(peekID(raw), te.Field, fmt.Errorf("got JSON %s, want %s", te.Value, te.Type))
+		}
+		return fail("", "", fmt.Errorf("not a JSON object: %w", err))
+	}
+	if w.ID == nil || *w.ID == "" {
+		return fail("", "id", errors.New("missing or empty"))
+	}
+	id := *w.ID
+	if w.UpdatedAt == nil {
+		return fail(id, "updatedAt", errors.New("missing"))
+	}
+	updated, err := parseTime(*w.UpdatedAt)
+	if err != nil {
+		return fail(id, "updatedAt", err)
+	}
+	u := avro.User{ID: id, Name: w.Name, Email: w.Email, Address: w.Address, Company: w.Company, Job: w.Job, UpdatedAt: updated}
+	if w.CreatedAt != nil {
+		created, err := parseTime(*w.CreatedAt)
+		if err != nil {
+			return fail(id, "createdAt", err)
+		}
+		u.CreatedAt = &created
+	}
+	return u, nil
+}
+
+// parseTime accepts exactly the API's format, YYYY-MM-DDTHH:MM:SSZ: whole seconds in UTC. Any
+// other form would make the cursor, which is sent back in that format, inexact.
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(cursor.TimeLayout, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not a UTC time of the form YYYY-MM-DDTHH:MM:SSZ", s)
+	}
+	return t, nil
+}
+
+// peekID returns the record's id for an error message when the record is otherwise broken.
+func peekID(raw json.RawMessage) string {
+	var v struct {
+		ID any `json:"id"`
+	}
+	if json.NewDecoder(bytes.NewReader(raw)).Decode(&v) != nil || v.ID == nil {
+		return ""
+	}
+	return fmt.Sprint(v.ID)
+}

@@ -1,0 +1,216 @@
+package producer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/keysetsync/keysetsync/cursor"
+)
+
+// SourceConfig configures a Source.
+type SourceConfig struct {
+	// URL of the keyset endpoint, e.g. http://127.0.0.1:5001/pagination/keyset. Query
+	// parameters are added to it.
+	URL string
+	// Client sends the requests; nil means a client with Timeout.
+	Client *http.Client
+	// Timeout bounds one request, body included.
+	Timeout time.Duration
+	// MaxAttempts is how many times one page is requested before the pass fails.
+	MaxAttempts int
+	// BackoffMin and BackoffMax bound the exponential backoff (with full jitter) between
+	// attempts; a Retry-After header of a 429 or 503 answer wins over it, up to MaxRetryAfter.
+	BackoffMin, BackoffMax time.Duration
+	MaxRetryAfter          time.Duration
+	// MaxPageBytes caps the size of one answer: a larger one is an error, not an OOM.
+	MaxPageBytes int64
+	Logger       *slog.Logger
+}
+
+// Source reads pages from a keyset-paginated API: the first request of a pass carries
+// updated_since, the following ones either updated_since again or scroll_param.
+type Source struct {
+	cfg  SourceConfig
+	base *url.URL
+	log  *slog.Logger
+}
+
+// Query is one page request: Token when set (scroll_param), otherwise Since (updated_since).
+type Query struct {
+	Since time.Time
+	Token *string
+}
+
+func (q Query) values() url.Values {
+	if q.Token != nil {
+		return url.Values{"scroll_param": {*q.Token}}
+	}
+	return url.Values{"updated_since": {q.Since.UTC().Format(cursor.TimeLayout)}}
+}
+
+// RawPage is one answer of the API, decoded only as far as the envelope.
+type RawPage struct {
+	URL     string
+	Records []json.RawMessage
+	Next    *string // scroll_param; nil ends the pass
+	Bytes   int
+}
+
+// NewSource validates cfg and fills in defaults.
+func NewSource(cfg SourceConfig) (*Source, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%w: api url %q: want http(s)://host/path", ErrConfig, cfg.URL)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 6
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = 200 * time.Millisecond
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(10*time.Second, cfg.BackoffMin)
+	}
+	if cfg.MaxRetryAfter <= 0 {
+		cfg.MaxRetryAfter = 5 * time.Minute
+	}
+	if cfg.MaxPageBytes <= 0 {
+		cfg.MaxPageBytes = 64 << 20
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Source{cfg: cfg, base: u, log: log}, nil
+}
+
+// URL returns the endpoint without query, as it appears in message headers.
+func (s *Source) URL() string { return s.base.String() }
+
+// Fetch requests one page, retrying server errors, throttling and network failures with
+// backoff. page is the page's number within the pass, used in errors and logs.
+func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error) {
+	u := *s.base
+	v := u.Query()
+	for k, vs := range q.values() {
+		v[k] = vs
+	}
+	u.RawQuery = v.Encode()
+	target := u.String()
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		p, err := s.fetchOnce(ctx, target)
+		if err == nil {
+			return p, nil
+		}
+		var pe *PageError
+		if errors.As(err, &pe) {
+			pe.Page = page
+			return nil, err
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !IsRetryable(err) || attempt >= s.cfg.MaxAttempts {
+			break
+		}
+		wait := s.backoff(attempt, err)
+		s.log.Warn("api request failed, retrying", "page", page, "attempt", attempt, "max_attempts", s.cfg.MaxAttempts, "wait", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	if errors.Is(lastErr, ErrAPI) {
+		return nil, fmt.Errorf("page %d after %d attempts: %w", page, s.cfg.MaxAttempts, lastErr)
+	}
+	return nil, fmt.Errorf("page %d: GET %s after %d attempts: %w: %w", page, target, s.cfg.MaxAttempts, ErrAPI, lastErr)
+}
+
+func (s *Source) backoff(attempt int, err error) time.Duration {
+	var he *HTTPError
+	if errors.As(err, &he) && he.RetryAfter > 0 {
+		return min(he.RetryAfter, s.cfg.MaxRetryAfter)
+	}
+	ceil := s.cfg.BackoffMin << min(attempt-1, 30)
+	if ceil <= 0 || ceil > s.cfg.BackoffMax {
+		ceil = s.cfg.BackoffMax
+	}
+	// Full jitter: spread retries of many pipelines so they do not hit the API in lockstep.
+	return s.cfg.BackoffMin + rand.N(ceil-s.cfg.BackoffMin+1)
+}
+
+func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read body of GET %s: %w", target, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, newHTTPError(target, resp, body)
+	}
+	if int64(len(body)) > s.cfg.MaxPageBytes {
+		return nil, &PageError{URL: target, Err: fmt.Errorf("answer larger than the limit of %d bytes", s.cfg.MaxPageBytes)}
+	}
+	var env struct {
+		Data        *[]json.RawMessage `json:"data"`
+		ScrollParam *string            `json:"scroll_param"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, &PageError{URL: target, Err: fmt.Errorf("body is not a page {\"data\": [...], \"scroll_param\": ...}: %w", err)}
+	}
+	if env.Data == nil {
+		return nil, &PageError{URL: target, Err: errors.New(`no "data" array in the answer`)}
+	}
+	return &RawPage{URL: target, Records: *env.Data, Next: env.ScrollParam, Bytes: len(body)}, nil
+}
+
+func newHTTPError(target string, resp *http.Response, body []byte) *HTTPError {
+	e := &HTTPError{URL: target, Status: resp.StatusCode}
+	var msg struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &msg) == nil && msg.Error != "" {
+		e.Message = msg.Error
+	} else {
+		e.Message = string(body[:min(len(body), 200)])
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
+			e.RetryAfter = time.Duration(secs) * time.Second
+		} else if t, err := http.ParseTime(ra); err == nil {
+			e.RetryAfter = max(time.Until(t), 0)
+		}
+	}
+	return e
+}
