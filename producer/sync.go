@@ -63,8 +63,9 @@ type Stats struct {
 }
 
 // NewWriter returns the Kafka writer for the data topic with the settings the guarantees rest
-// on: acks=all, Murmur2 partitioning (a key lands where a Java producer would put it), batches
-// as large as a sync batch, and a short linger because every write is synchronous.
+// on: acks=all, Murmur2 partitioning (a key lands where a Java producer would put it), one
+// produce request per partition and sync batch where the bytes allow it, and a short linger
+// because every write is synchronous (the 1 s default would stall each batch).
 func NewWriter(client *kafka.Client, topic string, batchRecords int) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:         client.Addr,
@@ -72,9 +73,12 @@ func NewWriter(client *kafka.Client, topic string, batchRecords int) *kafka.Writ
 		Topic:        topic,
 		Balancer:     &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll,
-		BatchSize:    max(batchRecords, 1),
-		BatchBytes:   16 << 20,
-		BatchTimeout: 5 * time.Millisecond,
+		// A sync batch is BatchRecords plus less than one page: room for pages of up to 1000
+		// records keeps it one request (kafka-go preallocates this many slots per batch). Bytes
+		// stay below the broker's default message.max.bytes (1 MiB) so no batch is refused.
+		BatchSize:    max(batchRecords, 1) + 1000,
+		BatchBytes:   900 << 10,
+		BatchTimeout: 2 * time.Millisecond,
 		MaxAttempts:  5,
 	}
 }

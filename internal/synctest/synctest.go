@@ -1,0 +1,143 @@
+// Package synctest wires a whole pipeline for tests: a playground API served in-process, a
+// Kafka target (kfake or the real broker), a Syncer, and the comparison users rely on: the
+// topic's latest value per id equals the API's current state.
+package synctest
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/playground"
+	"github.com/keysetsync/keysetsync/producer"
+)
+
+// Pipeline is a Syncer over a playground and a Kafka target, with fresh topics.
+type Pipeline struct {
+	Target      kafkatest.Target
+	API         *playground.Server
+	URL         string
+	Topic       string
+	CursorTopic string
+	Name        string
+	Codec       *avro.Codec
+	Store       *cursor.KafkaStore
+	Syncer      *producer.Syncer
+}
+
+// Options tune New.
+type Options struct {
+	Playground   playground.Config
+	BatchRecords int
+	Partitions   int
+	Logger       *slog.Logger
+}
+
+// New starts the playground in-process and builds a Syncer writing to fresh topics of tg.
+func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
+	t.Helper()
+	api, err := playground.New(o.Playground)
+	require.NoError(t, err)
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	p := &Pipeline{
+		Target: tg, API: api, URL: srv.URL + "/pagination/keyset",
+		Topic: kafkatest.Topic(t, "users"), CursorTopic: kafkatest.Topic(t, "cursors"), Name: "test",
+	}
+	client := tg.Client(t)
+	_, err = topic.Ensure(t.Context(), client, topic.Spec{Name: p.Topic, Partitions: max(o.Partitions, 1), ReplicationFactor: 1})
+	require.NoError(t, err)
+	p.Store, err = cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: client, Topic: p.CursorTopic, ReplicationFactor: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Store.Close() })
+	p.Codec, err = avro.NewCodec()
+	require.NoError(t, err)
+	src, err := producer.NewSource(producer.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	require.NoError(t, err)
+	w := producer.NewWriter(client, p.Topic, o.BatchRecords)
+	t.Cleanup(func() { w.Close() })
+	p.Syncer, err = producer.New(producer.Config{Pipeline: p.Name, Source: src, Writer: w, Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, Logger: o.Logger})
+	require.NoError(t, err)
+	return p
+}
+
+// Latest reads the whole data topic and returns the last value per key, decoded, and the
+// number of messages read.
+func (p *Pipeline) Latest(t *testing.T) (map[string]avro.User, int) {
+	t.Helper()
+	msgs := kafkatest.ReadAll(t, p.Target, p.Topic)
+	out := map[string]avro.User{}
+	for _, m := range msgs {
+		u, err := p.Codec.Decode(m.Value)
+		require.NoError(t, err, "offset %d", m.Offset)
+		require.Equal(t, string(m.Key), u.ID, "the key is the id")
+		out[u.ID] = u
+	}
+	return out, len(msgs)
+}
+
+// Expected is the API's current state in the form the topic should hold it.
+func (p *Pipeline) Expected(t *testing.T) map[string]avro.User {
+	t.Helper()
+	return ToAvro(t, p.API.Snapshot())
+}
+
+// ToAvro converts playground users through their JSON, as the pipeline sees them.
+func ToAvro(t *testing.T, users []playground.User) map[string]avro.User {
+	t.Helper()
+	out := make(map[string]avro.User, len(users))
+	for i, u := range users {
+		b, err := json.Marshal(u)
+		require.NoError(t, err)
+		a, err := producer.DecodeUser(b, 0, i)
+		require.NoError(t, err)
+		out[a.ID] = a
+	}
+	return out
+}
+
+// RequireInSync fails unless the topic's latest value per id equals the API's state.
+func (p *Pipeline) RequireInSync(t *testing.T) {
+	t.Helper()
+	got, _ := p.Latest(t)
+	want := p.Expected(t)
+	var missing, stale []string
+	for id, w := range want {
+		g, ok := got[id]
+		switch {
+		case !ok:
+			missing = append(missing, id)
+		case !equalUser(g, w):
+			stale = append(stale, id)
+		}
+	}
+	require.Empty(t, missing, "ids of the API missing from the topic (%d of %d)", len(missing), len(want))
+	require.Empty(t, stale, "ids whose latest value in the topic differs from the API")
+	require.Len(t, got, len(want), "ids in the topic that the API does not have")
+}
+
+func equalUser(a, b avro.User) bool {
+	eqS := func(x, y *string) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	eqT := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
+	return a.ID == b.ID && eqS(a.Name, b.Name) && eqS(a.Email, b.Email) && eqS(a.Address, b.Address) &&
+		eqS(a.Company, b.Company) && eqS(a.Job, b.Job) && eqT(a.CreatedAt, b.CreatedAt) && a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+// MaxUpdatedAt is the greatest updatedAt of the API's records.
+func (p *Pipeline) MaxUpdatedAt(t *testing.T) time.Time {
+	var m time.Time
+	for _, u := range p.Expected(t) {
+		if u.UpdatedAt.After(m) {
+			m = u.UpdatedAt
+		}
+	}
+	return m
+}

@@ -1,0 +1,217 @@
+package producer_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/synctest"
+	"github.com/keysetsync/keysetsync/playground"
+	"github.com/keysetsync/keysetsync/producer"
+)
+
+func TestFullSyncThenNothingNew(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 1234, PageSize: 50, Seed: 7}, BatchRecords: 300})
+		st, err := p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, 1234, st.Produced)
+		assert.Equal(t, 0, st.TieOverflows)
+		p.RequireInSync(t)
+
+		c, err := p.Store.Load(t.Context(), p.Name)
+		require.NoError(t, err)
+		assert.True(t, p.MaxUpdatedAt(t).Equal(c.LastUpdatedAt), "cursor %s, max updatedAt %s", c.LastUpdatedAt, p.MaxUpdatedAt(t))
+		assert.EqualValues(t, 1234, c.Records)
+
+		st, err = p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, 0, st.Produced, "a second pass with nothing new sends nothing")
+		assert.Equal(t, 1, st.Skipped, "the record at the cursor is re-read and recognised")
+		_, n := p.Latest(t)
+		assert.Equal(t, 1234, n)
+	})
+}
+
+func TestSecondSyncSendsExactlyTheUpdatedRecords(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 600, PageSize: 50, Seed: 3}, BatchRecords: 200})
+		_, err := p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		_, before := p.Latest(t)
+
+		updated := p.API.Update(37)
+		inserted := p.API.Insert(5)
+		want := map[string]bool{}
+		for _, u := range append(updated, inserted...) {
+			want[u.ID] = true
+		}
+		st, err := p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, len(want), st.Produced)
+
+		msgs := kafkatest.ReadAll(t, tg, p.Topic)
+		got := map[string]bool{}
+		for _, m := range msgs[before:] {
+			got[string(m.Key)] = true
+		}
+		assert.Equal(t, want, got, "the second pass sends the updated and inserted records and nothing else")
+		p.RequireInSync(t)
+	})
+}
+
+func TestTiesAcrossPageBoundariesAreNotLost(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		// 20 records share every updatedAt and a page holds 50, so most pages end inside a tie:
+		// the reference algorithm (follow scroll_param) loses the rest of each such tie
+		// (see playground's TestReferenceAlgorithmLosesTies).
+		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 2000, PageSize: 50, TieWidth: 20, Seed: 11}, BatchRecords: 500})
+		st, err := p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, 0, st.TieOverflows)
+		assert.Equal(t, 2000, st.Produced, "every record exactly once")
+		p.RequireInSync(t)
+
+		// Restart on a cursor in the middle of a tie: a fresh pass re-reads the cursor's second
+		// and sends none of the 20 records already delivered there.
+		st, err = p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, 0, st.Produced)
+		assert.Equal(t, 20, st.Skipped)
+	})
+}
+
+func TestTieWiderThanAPageIsCountedNotSilent(t *testing.T) {
+	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{Playground: playground.Config{Records: 300, PageSize: 50, TieWidth: 75, Seed: 5}})
+	st, err := p.Syncer.Sync(t.Context())
+	require.NoError(t, err)
+	assert.Positive(t, st.TieOverflows, "a tie wider than a page cannot be paged through with this API and must be reported")
+	got, _ := p.Latest(t)
+	assert.Less(t, len(got), 300, "this API really loses part of such ties; the count above is how the user learns it")
+}
+
+func TestChangeWithinTheCursorSecondIsDelivered(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 100, PageSize: 50, Seed: 9, Clock: func() time.Time { return now }}})
+		first := p.API.Update(1)[0]
+		_, err := p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		c, err := p.Store.Load(t.Context(), p.Name)
+		require.NoError(t, err)
+		require.True(t, now.Equal(c.LastUpdatedAt))
+
+		// Same second: the record changes again and another one joins it.
+		again, err := p.API.UpdateIDs(first.ID)
+		require.NoError(t, err)
+		other := p.API.Update(1)[0]
+		require.Equal(t, first.UpdatedAt, again[0].UpdatedAt, "the update falls in the cursor's own second")
+
+		_, before := p.Latest(t)
+		st, err := p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, 2, st.Produced)
+		msgs := kafkatest.ReadAll(t, tg, p.Topic)[before:]
+		require.Len(t, msgs, 2)
+		assert.ElementsMatch(t, []string{first.ID, other.ID}, []string{string(msgs[0].Key), string(msgs[1].Key)})
+		p.RequireInSync(t)
+	})
+}
+
+func TestMessagesCarryLineageHeaders(t *testing.T) {
+	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{Playground: playground.Config{Records: 3}})
+	_, err := p.Syncer.Sync(t.Context())
+	require.NoError(t, err)
+	msgs := kafkatest.ReadAll(t, p.Target, p.Topic)
+	require.Len(t, msgs, 3)
+	users := synctest.ToAvro(t, p.API.Snapshot())
+	for _, m := range msgs {
+		assert.Equal(t, p.Name, m.Headers[producer.HeaderPipeline])
+		assert.Equal(t, p.URL, m.Headers[producer.HeaderSource])
+		assert.Equal(t, users[string(m.Key)].UpdatedAt.Format(cursor.TimeLayout), m.Headers[producer.HeaderUpdatedAt])
+	}
+}
+
+// produceFault fails produce requests to topic with a non-retriable error once `after`
+// requests went through.
+func produceFault(c *kfake.Cluster, topic string, after int) *kfake.FaultHandle {
+	seen := map[kmsg.Request]bool{} // When may be asked more than once per request
+	return c.Fault(kfake.Fault{
+		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.PolicyViolation, Count: -1,
+		When: func(r kmsg.Request) bool { seen[r] = true; return len(seen) > after },
+	})
+}
+
+func TestCursorIsNeverAheadOfAcknowledgedData(t *testing.T) {
+	cases := []struct {
+		name      string
+		okBatches int // produce requests that succeed before the fault
+	}{
+		{name: "first batch fails: no cursor at all", okBatches: 0},
+		{name: "third batch fails: cursor at the end of the second", okBatches: 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tg := kafkatest.NewFake(t)
+			p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 500, PageSize: 50, Seed: 2}, BatchRecords: 100})
+			h := produceFault(tg.Fake, p.Topic, c.okBatches)
+			_, err := p.Syncer.Sync(t.Context())
+			require.ErrorIs(t, err, producer.ErrProduce)
+			assert.False(t, producer.IsRetryable(err), "POLICY_VIOLATION is not retryable: %v", err)
+
+			got, _ := p.Latest(t)
+			cur, lerr := p.Store.Load(t.Context(), p.Name)
+			if c.okBatches == 0 {
+				require.ErrorIs(t, lerr, cursor.ErrNotFound, "no cursor may be committed for an unacknowledged batch")
+				assert.Empty(t, got)
+			} else {
+				require.NoError(t, lerr)
+				assert.EqualValues(t, c.okBatches, cur.Seq)
+				covered := 0
+				for _, u := range p.Expected(t) {
+					if !u.UpdatedAt.After(cur.LastUpdatedAt) {
+						covered++
+						assert.Contains(t, got, u.ID, "the cursor covers %s but it is not in the topic", u.ID)
+					}
+				}
+				assert.Equal(t, covered, len(got), "what the topic holds is exactly what the cursor covers")
+				assert.Less(t, covered, 500)
+			}
+
+			// The next pass resumes from the committed cursor and loses nothing.
+			h.Remove()
+			_, err = p.Syncer.Sync(t.Context())
+			require.NoError(t, err)
+			p.RequireInSync(t)
+		})
+	}
+}
+
+func TestFailedCursorCommitResendsTheBatch(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	const records, batch = 250, 100
+	p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: records, PageSize: 50, Seed: 4}, BatchRecords: batch})
+	h := produceFault(tg.Fake, p.CursorTopic, 1)
+	first, err := p.Syncer.Sync(t.Context())
+	require.ErrorIs(t, err, producer.ErrCommit)
+	require.Positive(t, first.Produced, "the first batch was committed")
+	_, written := p.Latest(t)
+	resent := written - first.Produced
+	require.Positive(t, resent, "the second batch was acknowledged but its cursor failed")
+
+	h.Remove()
+	second, err := p.Syncer.Sync(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, records-first.Produced, second.Produced, "the pass resumes from the committed cursor, not from memory")
+	_, n := p.Latest(t)
+	assert.Equal(t, records+resent, n, "duplicates are exactly the one batch whose cursor failed")
+	assert.LessOrEqual(t, resent, batch+50, "a batch is at most BatchRecords plus one page")
+	p.RequireInSync(t)
+}
