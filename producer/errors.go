@@ -60,7 +60,9 @@ type PageError struct {
 	Err  error
 }
 
-func (e *PageError) Error() string { return fmt.Sprintf("page %d (GET %s): %v", e.Page, e.URL, e.Err) }
+func (e *PageError) Error() string {
+	return fmt.Sprintf("invalid page %d (GET %s): %v", e.Page, e.URL, e.Err)
+}
 
 // Unwrap returns both the cause and ErrBadPage.
 func (e *PageError) Unwrap() []error { return []error{ErrBadPage, e.Err} }

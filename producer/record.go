@@ -32,7 +32,7 @@ func DecodeUser(raw json.RawMessage, page, index int) (avro.User, error) {
 	var w wireUser
 	if err := json.Unmarshal(raw, &w); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
+		if errors.As(err, &te) && te.Field != "" {
 			return fail(peekID(raw), te.Field, fmt.Errorf("got JSON %s, want %s", te.Value, te.Type))
 		}
 		return fail("", "", fmt.Errorf("not a JSON object: %w", err))
@@ -63,7 +63,8 @@ func DecodeUser(raw json.RawMessage, page, index int) (avro.User, error) {
 // other form would make the cursor, which is sent back in that format, inexact.
 func parseTime(s string) (time.Time, error) {
 	t, err := time.Parse(cursor.TimeLayout, s)
-	if err != nil {
+	// time.Parse accepts fractional seconds the layout does not have; the round trip does not.
+	if err != nil || t.Format(cursor.TimeLayout) != s {
 		return time.Time{}, fmt.Errorf("%q is not a UTC time of the form YYYY-MM-DDTHH:MM:SSZ", s)
 	}
 	return t, nil
