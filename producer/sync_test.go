@@ -1,6 +1,7 @@
 package producer_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -214,4 +215,31 @@ func TestFailedCursorCommitResendsTheBatch(t *testing.T) {
 	assert.Equal(t, records+resent, n, "duplicates are exactly the one batch whose cursor failed")
 	assert.LessOrEqual(t, resent, batch+50, "a batch is at most BatchRecords plus one page")
 	p.RequireInSync(t)
+}
+
+func TestRepeatedSyncsWhileTheAPIUpdatesEndInSync(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		// Updates are stamped with the current second, so the rate must stay below the page size
+		// per second: more records in one second than a page holds is a tie this API cannot page
+		// through (TestTieWiderThanAPageIsCountedNotSilent).
+		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 3000, PageSize: 50, TieWidth: 20, Seed: 21, UpdatesPerSecond: 40}, BatchRecords: 250})
+		ctx, stop := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); p.API.RunUpdates(ctx) }()
+		overflows := 0
+		for round := uint64(1); round <= 8; round++ {
+			require.Eventually(t, func() bool { return p.API.Stats().Updates >= round*10 }, 30*time.Second, 5*time.Millisecond)
+			st, err := p.Syncer.Sync(t.Context())
+			require.NoError(t, err)
+			overflows += st.TieOverflows
+		}
+		stop()
+		<-done
+		// One more pass after the updates stopped catches the last ones; then the topic's latest
+		// value per id is the API's state.
+		st, err := p.Syncer.Sync(t.Context())
+		require.NoError(t, err)
+		assert.Zero(t, overflows+st.TieOverflows)
+		p.RequireInSync(t)
+	})
 }
