@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	kt "github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/playground"
+)
+
+// run calls dispatch in-process with the given env vars and returns exit code, stdout, stderr.
+func run(ctx context.Context, vars map[string]string, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, getenv: func(k string) string { return vars[k] }}
+	code := dispatch(ctx, e, args)
+	return code, out.String(), errb.String()
+}
+
+func TestSchemaPrintsTheEmbeddedSchema(t *testing.T) {
+	code, out, _ := run(t.Context(), nil, "schema")
+	require.Equal(t, 0, code)
+	assert.Equal(t, avro.Schema(), out)
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		vars map[string]string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no command", nil, nil, 2, "Usage: keysetsync <command>"},
+		{"unknown command", nil, []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"unknown flag", nil, []string{"once", "--nope"}, 2, "flag provided but not defined: -nope"},
+		{"bad duration in env", map[string]string{"KEYSETSYNC_INTERVAL": "soon"}, []string{"run"}, 2, `invalid value "soon" for KEYSETSYNC_INTERVAL`},
+		{"same topic twice", nil, []string{"once", "--topic", "x", "--cursor-topic", "x"}, 2, `--topic and --cursor-topic are both "x"`},
+		{"bad batch size", nil, []string{"once", "--batch-records", "0"}, 2, "--batch-records 0"},
+		{"bad log level", nil, []string{"once", "--log-level", "loud"}, 2, `--log-level "loud"`},
+		{"bad api url", nil, []string{"once", "--brokers", "127.0.0.1:1", "--api-url", "ftp://x"}, 1, "127.0.0.1:1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := run(t.Context(), c.vars, c.args...)
+			assert.Equal(t, c.code, code, stderr)
+			assert.Contains(t, stderr, c.msg)
+		})
+	}
+}
+
+func TestHelpListsEveryFlagWithItsEnvVar(t *testing.T) {
+	for _, cmd := range []string{"once", "run", "playground"} {
+		t.Run(cmd, func(t *testing.T) {
+			code, _, stderr := run(t.Context(), nil, cmd, "--help")
+			require.Equal(t, 0, code)
+			for _, flag := range []string{"api-url", "brokers", "topic", "cursor-topic", "pipeline"} {
+				if cmd == "playground" {
+					flag = "addr"
+				}
+				assert.Contains(t, stderr, "--"+flag+"  (env "+envName(flag)+", default ")
+			}
+		})
+	}
+}
+
+func TestOnceSyncsThePlaygroundAndFlagsBeatEnv(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		api, err := playground.New(playground.Config{Records: 500, TieWidth: 20})
+		require.NoError(t, err)
+		srv := httptest.NewServer(api.Handler())
+		t.Cleanup(srv.Close)
+		topic, cursors := kafkatest.Topic(t, "users"), kafkatest.Topic(t, "cursors")
+		vars := map[string]string{
+			"KEYSETSYNC_BROKERS":      strings.Join(tg.Brokers, ","),
+			"KEYSETSYNC_API_URL":      srv.URL + "/pagination/keyset",
+			"KEYSETSYNC_TOPIC":        "overridden-by-the-flag",
+			"KEYSETSYNC_CURSOR_TOPIC": cursors,
+			"KEYSETSYNC_PIPELINE":     "cli",
+		}
+		code, _, stderr := run(t.Context(), vars, "once", "--topic", topic, "--topic-replication-factor", "1")
+		require.Equal(t, 0, code, stderr)
+		assert.Contains(t, stderr, "records_produced=500")
+		assert.Len(t, kafkatest.ReadAll(t, tg, topic), 500)
+
+		store, err := cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: tg.Client(t), Topic: cursors})
+		require.NoError(t, err)
+		c, err := store.Load(t.Context(), "cli")
+		require.NoError(t, err)
+		assert.EqualValues(t, 500, c.Records)
+
+		code, _, stderr = run(t.Context(), vars, "once", "--topic", topic, "--log-format", "json")
+		require.Equal(t, 0, code, stderr)
+		assert.Contains(t, stderr, `"records_produced":0`)
+	})
+}
+
+func TestOnceFailsClearlyWhenTheAPIIsDown(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	srv := httptest.NewServer(nil)
+	url := srv.URL
+	srv.Close()
+	code, _, stderr := run(t.Context(), nil, "once", "--brokers", tg.Brokers[0], "--api-url", url+"/pagination/keyset",
+		"--api-max-attempts", "2", "--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c"))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "source API request failed")
+	assert.Contains(t, stderr, "connection refused")
+}
+
+func TestRunStopsCleanlyWhenCancelled(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	api, err := playground.New(playground.Config{Records: 50})
+	require.NoError(t, err)
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	topic := kafkatest.Topic(t, "u")
+	ctx, cancel := context.WithCancel(t.Context())
+	var code int
+	var stderr string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code, _, stderr = run(ctx, nil, "run", "--brokers", tg.Brokers[0], "--api-url", srv.URL+"/pagination/keyset",
+			"--interval", "1h", "--topic", topic, "--cursor-topic", kafkatest.Topic(t, "c"))
+	}()
+	// The first pass has finished once all 50 records are in the topic; then stop it.
+	client := tg.Client(t)
+	require.Eventually(t, func() bool {
+		_, err := kt.Partitions(t.Context(), client, topic) // run creates it; until then there is nothing to read
+		return err == nil && len(kafkatest.ReadAll(t, tg, topic)) == 50
+	}, 30*time.Second, 10*time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop after cancellation")
+	}
+	assert.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "stopping on signal")
+}
