@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -148,10 +149,10 @@ func badPipeline(t *testing.T, pages []answer) (error, cursor.Cursor, error, []s
 	store := cursor.NewMemStore()
 	codec, err := avro.NewCodec()
 	require.NoError(t, err)
-	w := producer.NewWriter(client, name, 100)
-	t.Cleanup(func() { w.Close() })
-	s, err := producer.New(producer.Config{Pipeline: "p", Source: src, Writer: w, Store: store, Codec: codec})
+	s, err := producer.New(producer.Config{Pipeline: "p", Source: src, Store: store, Codec: codec,
+		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, name, 100) }})
 	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
 	_, syncErr := s.Sync(t.Context())
 	c, loadErr := store.Load(t.Context(), "p")
 	return syncErr, c, loadErr, h.requests()

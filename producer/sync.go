@@ -5,12 +5,10 @@ package producer
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"io"
 	"log/slog"
-	"maps"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -30,9 +28,13 @@ const (
 type Config struct {
 	Pipeline string
 	Source   *Source
-	Writer   *kafka.Writer // see NewWriter; must use RequiredAcks = RequireAll
-	Store    cursor.Store
-	Codec    *avro.Codec
+	// NewWriter makes the data topic's writer (see NewWriter); it must use RequiredAcks =
+	// RequireAll. After a failed produce the Syncer closes its writer, which waits for every
+	// batch kafka-go still retries in the background, and makes a new one: no write of a failed
+	// batch may land after a later pass committed a cursor past it.
+	NewWriter func() *kafka.Writer
+	Store     cursor.Store
+	Codec     *avro.Codec
 	// BatchRecords is how many records are produced, acknowledged and covered by one cursor
 	// commit. Larger batches mean fewer round trips and, after a crash, more records re-sent.
 	BatchRecords int
@@ -46,8 +48,9 @@ type Config struct {
 
 // Syncer runs passes of one pipeline. A Syncer is not safe for concurrent passes.
 type Syncer struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	writer *kafka.Writer
 }
 
 // Stats describes one pass.
@@ -89,14 +92,16 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.Pipeline == "" {
 		errs = append(errs, errors.New("pipeline name is empty"))
 	}
-	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.Writer == nil {
+	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.NewWriter == nil {
 		errs = append(errs, errors.New("source, store, codec and writer are required"))
 	}
-	if cfg.Writer != nil {
-		if cfg.Writer.RequiredAcks != kafka.RequireAll {
-			errs = append(errs, fmt.Errorf("writer RequiredAcks is %v: only acks=all (RequireAll) keeps the cursor behind acknowledged data", cfg.Writer.RequiredAcks))
+	var w *kafka.Writer
+	if cfg.NewWriter != nil {
+		w = cfg.NewWriter()
+		if w.RequiredAcks != kafka.RequireAll {
+			errs = append(errs, fmt.Errorf("writer RequiredAcks is %v: only acks=all (RequireAll) keeps the cursor behind acknowledged data", w.RequiredAcks))
 		}
-		if cfg.Writer.Async {
+		if w.Async {
 			errs = append(errs, errors.New("writer is Async: its errors would never reach the cursor commit"))
 		}
 	}
@@ -110,31 +115,36 @@ func New(cfg Config) (*Syncer, error) {
 		cfg.Clock = time.Now
 	}
 	if err := errors.Join(errs...); err != nil {
+		if w != nil {
+			w.Close()
+		}
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline)}, nil
+	return &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), writer: w}, nil
 }
 
-// pass is the state of one pass: the cursor as it would be committed after the pending batch.
+// Close closes the writer, waiting for anything it still has in flight.
+func (s *Syncer) Close() error { return s.writer.Close() }
+
+// pass is the state of one pass.
 type pass struct {
+	walk      *Walker
 	committed cursor.Cursor // what the store holds
-	next      cursor.Cursor // committed + the pending batch
 	pending   []kafka.Message
 	stats     Stats
 	start     time.Time
-	// pageFirst and pageLast are the first and last updatedAt of the latest page.
-	pageFirst, pageLast time.Time
 }
 
 // Sync runs one pass: from the committed cursor until the API has nothing newer. It returns
 // the pass's stats and, on failure, an error wrapping one of the package's sentinels; the
-// committed cursor then covers exactly the batches that were acknowledged. When ctx is
-// cancelled, the records of whole pages already fetched are still produced and committed
-// (bounded by WriteTimeout) and ctx's error is returned.
+// committed cursor then covers exactly the batches that were acknowledged. On a shutdown (ctx
+// cancelled), an invalid record or an API that gave up, the records validated before it are
+// still produced and committed (bounded by WriteTimeout), so the cursor stops just before the
+// problem.
 func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	p := &pass{start: s.cfg.Clock()}
 	c, err := s.cfg.Store.Load(ctx, s.cfg.Pipeline)
@@ -148,18 +158,17 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		s.log.Info("loaded cursor", "last_updated_at", c.LastUpdatedAt.Format(cursor.TimeLayout), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq)
 	}
 	p.committed = c
-	p.next = c
-	p.next.Delivered = maps.Clone(c.Delivered)
 	p.stats.Cursor = c.LastUpdatedAt
+	p.walk = NewWalker(s.cfg.Source, s.cfg.Codec, c, s.log)
 
 	err = s.run(ctx, p)
 	if err != nil && len(p.pending) > 0 && !errors.Is(err, ErrProduce) && !errors.Is(err, ErrCommit) {
-		// A shutdown, a bad record or an API that gave up: what was validated before it is
-		// still delivered and committed, so the cursor stops just before the problem.
 		if ferr := s.flush(ctx, p); ferr != nil {
 			err = errors.Join(err, ferr)
 		}
 	}
+	ws := p.walk.Stats()
+	p.stats.Pages, p.stats.Fetched, p.stats.Skipped, p.stats.TieOverflows = ws.Pages, ws.Fetched, ws.Skipped, ws.TieOverflows
 	p.stats.Duration = s.cfg.Clock().Sub(p.start)
 	s.log.Info("pass finished",
 		"records_produced", p.stats.Produced, "records_fetched", p.stats.Fetched, "records_skipped", p.stats.Skipped,
@@ -170,119 +179,43 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 }
 
 func (s *Syncer) run(ctx context.Context, p *pass) error {
-	q := Query{Since: p.committed.LastUpdatedAt}
-	stalled := 0
-	for page := 1; ; page++ {
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		raw, err := s.cfg.Source.Fetch(ctx, page, q)
-		if err != nil {
-			return err
+		recs, err := p.walk.Next(ctx)
+		for _, r := range recs {
+			p.pending = append(p.pending, s.message(r))
 		}
-		p.stats.Pages++
-		p.stats.Fetched += len(raw.Records)
-		before := p.next.LastUpdatedAt
-		sent, err := s.addPage(p, page, raw, q)
-		if err != nil {
-			return err
-		}
-		if raw.Next == nil {
+		if errors.Is(err, io.EOF) {
 			return s.flush(ctx, p)
+		}
+		if err != nil {
+			return err
 		}
 		if len(p.pending) >= s.cfg.BatchRecords {
 			if err := s.flush(ctx, p); err != nil {
 				return err
 			}
 		}
-		if sent == 0 && !p.next.LastUpdatedAt.After(before) {
-			if stalled++; stalled >= 3 {
-				return fmt.Errorf("%w: %d pages in a row (up to page %d, %s) delivered nothing new and did not move past %s",
-					ErrNoProgress, stalled, page, raw.URL, before.Format(cursor.TimeLayout))
-			}
-		} else {
-			stalled = 0
-		}
-		q = s.nextQuery(p, page, raw, q)
 	}
 }
 
-// nextQuery decides how to continue after a page. The API's scroll_param filter is exclusive
-// (updatedAt > last), so following it would skip the records that share the last timestamp of
-// the page but did not fit on it: the bug of the reference example. Instead the pass asks again
-// from that timestamp inclusively and drops what it already delivered there. Only when a whole
-// page carries the one timestamp it asked from can that not make progress; then the API cannot
-// page through the tie, and the pass follows scroll_param, logging the possible loss loudly.
-func (s *Syncer) nextQuery(p *pass, page int, raw *RawPage, q Query) Query {
-	n := len(raw.Records)
-	if n == 0 {
-		return Query{Token: raw.Next}
+func (s *Syncer) message(r Record) kafka.Message {
+	return kafka.Message{
+		Key:   []byte(r.User.ID),
+		Value: r.Value,
+		Headers: []kafka.Header{
+			{Key: HeaderPipeline, Value: []byte(s.cfg.Pipeline)},
+			{Key: HeaderSource, Value: []byte(s.cfg.Source.URL())},
+			{Key: HeaderUpdatedAt, Value: []byte(r.User.UpdatedAt.Format(cursor.TimeLayout))},
+		},
 	}
-	first, last := p.pageFirst, p.pageLast
-	if q.Token == nil && first.Equal(q.Since) && last.Equal(q.Since) {
-		p.stats.TieOverflows++
-		s.log.Error("more records share one updatedAt than a page holds and the API cannot page through them; records at this timestamp beyond this page may be missing",
-			"page", page, "updated_at", q.Since.Format(cursor.TimeLayout), "page_records", n, "tie_overflows", p.stats.TieOverflows)
-		return Query{Token: raw.Next}
-	}
-	return Query{Since: last}
-}
-
-// addPage validates the records of a page in order and queues the new ones for the pending
-// batch. It stops at the first invalid record; the records before it stay queued.
-func (s *Syncer) addPage(p *pass, page int, raw *RawPage, q Query) (int, error) {
-	sent := 0
-	var prev time.Time
-	for i, rec := range raw.Records {
-		u, err := DecodeUser(rec, page, i)
-		if err != nil {
-			return sent, err
-		}
-		if i > 0 && u.UpdatedAt.Before(prev) {
-			return sent, &RecordError{Page: page, Index: i, ID: u.ID, Field: "updatedAt",
-				Err: fmt.Errorf("%s is before the previous record's %s: records must be sorted by updatedAt", u.UpdatedAt.Format(cursor.TimeLayout), prev.Format(cursor.TimeLayout))}
-		}
-		if u.UpdatedAt.Before(p.next.LastUpdatedAt) {
-			return sent, &RecordError{Page: page, Index: i, ID: u.ID, Field: "updatedAt",
-				Err: fmt.Errorf("%s is older than the cursor %s: the API ignored updated_since or went backwards", u.UpdatedAt.Format(cursor.TimeLayout), p.next.LastUpdatedAt.Format(cursor.TimeLayout))}
-		}
-		if i == 0 {
-			p.pageFirst = u.UpdatedAt
-		}
-		p.pageLast, prev = u.UpdatedAt, u.UpdatedAt
-		value, err := s.cfg.Codec.Append(nil, &u)
-		if err != nil {
-			return sent, &RecordError{Page: page, Index: i, ID: u.ID, Err: err}
-		}
-		fp := fingerprint(value)
-		if u.UpdatedAt.Equal(p.next.LastUpdatedAt) && p.next.Delivered[u.ID] == fp {
-			p.stats.Skipped++
-			continue
-		}
-		if u.UpdatedAt.After(p.next.LastUpdatedAt) {
-			p.next.LastUpdatedAt = u.UpdatedAt
-			p.next.Delivered = map[string]string{}
-		} else if p.next.Delivered == nil {
-			p.next.Delivered = map[string]string{}
-		}
-		p.next.Delivered[u.ID] = fp
-		updated := u.UpdatedAt.Format(cursor.TimeLayout)
-		p.pending = append(p.pending, kafka.Message{
-			Key:   []byte(u.ID),
-			Value: value,
-			Headers: []kafka.Header{
-				{Key: HeaderPipeline, Value: []byte(s.cfg.Pipeline)},
-				{Key: HeaderSource, Value: []byte(s.cfg.Source.URL())},
-				{Key: HeaderUpdatedAt, Value: []byte(updated)},
-			},
-		})
-		sent++
-	}
-	return sent, nil
 }
 
 // flush produces the pending batch, waits for Kafka to acknowledge all of it, and only then
-// commits the cursor that covers it. Any failure leaves the committed cursor where it was.
+// commits the cursor that covers it: the walker's position after the batch's last record.
+// Any failure leaves the committed cursor where it was.
 func (s *Syncer) flush(ctx context.Context, p *pass) error {
 	n := len(p.pending)
 	if n == 0 {
@@ -290,12 +223,20 @@ func (s *Syncer) flush(ctx context.Context, p *pass) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
 	defer cancel()
-	upTo := p.next.LastUpdatedAt.Format(cursor.TimeLayout)
-	if err := s.cfg.Writer.WriteMessages(ctx, p.pending...); err != nil {
+	next := p.committed
+	next.LastUpdatedAt, next.Delivered = p.walk.Position()
+	upTo := next.LastUpdatedAt.Format(cursor.TimeLayout)
+	s.log.Debug("producing batch", "records", n, "up_to", upTo)
+	if err := s.writer.WriteMessages(ctx, p.pending...); err != nil {
+		// kafka-go may still be retrying parts of this batch in the background (it returns on
+		// a context deadline without aborting them). Wait for them before anything else writes.
+		start := s.cfg.Clock()
+		cerr := s.writer.Close()
+		s.writer = s.cfg.NewWriter()
+		s.log.Warn("produce failed; closed the writer after its in-flight batches ended", "waited", s.cfg.Clock().Sub(start).Round(time.Millisecond), "close_err", cerr)
 		return fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, n, upTo, err)
 	}
-	next := p.next
-	next.Delivered = maps.Clone(p.next.Delivered)
+	s.log.Debug("batch acknowledged, committing cursor", "records", n, "up_to", upTo)
 	next.Seq = p.committed.Seq + 1
 	next.Records = p.committed.Records + int64(n)
 	next.CommittedAt = s.cfg.Clock()
@@ -308,17 +249,9 @@ func (s *Syncer) flush(ctx context.Context, p *pass) error {
 	p.stats.Batches++
 	p.stats.Cursor = next.LastUpdatedAt
 	elapsed := s.cfg.Clock().Sub(p.start)
-	s.log.Info("batch committed", "records", n, "records_total", p.stats.Produced, "pages", p.stats.Pages,
+	s.log.Info("batch committed", "records", n, "records_total", p.stats.Produced, "pages", p.walk.Stats().Pages,
 		"cursor", upTo, "delivered_at_cursor", len(next.Delivered), "records_per_s", rate(p.stats.Produced, elapsed))
 	return nil
-}
-
-// fingerprint identifies a record's content, so a record that changed again within the
-// cursor's second is told apart from the copy already delivered.
-func fingerprint(value []byte) string {
-	h := fnv.New64a()
-	h.Write(value)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func rate(n int, d time.Duration) float64 {

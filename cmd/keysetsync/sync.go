@@ -123,17 +123,18 @@ func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipelin
 		closeAll()
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	writer := producer.NewWriter(client, f.topic, f.batchRecords)
 	s, err := producer.New(producer.Config{
-		Pipeline: f.pipeline, Source: src, Writer: writer, Store: store, Codec: codec,
+		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec,
+		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.topic, f.batchRecords) },
 		BatchRecords: f.batchRecords, WriteTimeout: f.writeTimeout, Logger: log,
 	})
 	if err != nil {
+		store.Close()
 		closeAll()
 		return nil, err
 	}
 	return &pipeline{syncer: s, close: func() {
-		writer.Close()
+		s.Close()
 		store.Close()
 		closeAll()
 	}}, nil

@@ -5,9 +5,7 @@ package kafkatest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -95,45 +92,15 @@ func ReadAll(t testing.TB, tg Target, name string) []Message {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := tg.Client(t)
-	parts, err := topic.Partitions(ctx, c, name)
-	require.NoError(t, err)
 	var out []Message
-	for _, p := range parts {
-		res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
-			name: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}}})
-		require.NoError(t, err)
-		po := res.Topics[name][0]
-		require.NoError(t, po.Error)
-		for off := po.FirstOffset; off < po.LastOffset; {
-			f, err := c.Fetch(ctx, &kafka.FetchRequest{Topic: name, Partition: p, Offset: off, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 200 * time.Millisecond})
-			require.NoError(t, err)
-			require.NoError(t, f.Error)
-			before := off
-			for {
-				r, err := f.Records.ReadRecord()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				require.NoError(t, err)
-				if r.Offset < off {
-					continue
-				}
-				m := Message{Partition: p, Offset: r.Offset, Headers: map[string]string{}}
-				m.Key, err = protocol.ReadAll(r.Key)
-				require.NoError(t, err)
-				m.Value, err = protocol.ReadAll(r.Value)
-				require.NoError(t, err)
-				for _, h := range r.Headers {
-					m.Headers[h.Key] = string(h.Value)
-				}
-				out = append(out, m)
-				off = r.Offset + 1
-			}
-			if off == before && f.HighWatermark <= off {
-				break
-			}
+	err := topic.Scan(ctx, tg.Client(t), name, func(r topic.Record) error {
+		m := Message{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Headers: map[string]string{}}
+		for _, h := range r.Headers {
+			m.Headers[h.Key] = string(h.Value)
 		}
-	}
+		out = append(out, m)
+		return nil
+	})
+	require.NoError(t, err)
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
@@ -62,10 +63,10 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 	require.NoError(t, err)
 	src, err := producer.NewSource(producer.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
 	require.NoError(t, err)
-	w := producer.NewWriter(client, p.Topic, o.BatchRecords)
-	t.Cleanup(func() { w.Close() })
-	p.Syncer, err = producer.New(producer.Config{Pipeline: p.Name, Source: src, Writer: w, Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, Logger: o.Logger})
+	p.Syncer, err = producer.New(producer.Config{Pipeline: p.Name, Source: src, Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, Logger: o.Logger,
+		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, p.Topic, o.BatchRecords) }})
 	require.NoError(t, err)
+	t.Cleanup(func() { p.Syncer.Close() })
 	return p
 }
 
