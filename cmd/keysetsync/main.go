@@ -33,6 +33,7 @@ func commands() []command {
 		{"once", "sync until the API has nothing newer, then exit", runOnce},
 		{"run", "sync every --interval until SIGINT/SIGTERM", runRun},
 		{"playground", "serve a demo keyset-paginated users API", runPlayground},
+		{"verify", "compare the topic's latest value per id with the API", runVerify},
 		{"schema", "print the Avro schema of the values", runSchema},
 		{"version", "print the version", runVersion},
 	}

@@ -147,3 +147,35 @@ func TestRunStopsCleanlyWhenCancelled(t *testing.T) {
 	assert.Equal(t, 0, code, stderr)
 	assert.Contains(t, stderr, "stopping on signal")
 }
+
+func TestVerifyFindsMissingAndStaleIDs(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		api, err := playground.New(playground.Config{Records: 300, TieWidth: 7})
+		require.NoError(t, err)
+		srv := httptest.NewServer(api.Handler())
+		t.Cleanup(srv.Close)
+		topic := kafkatest.Topic(t, "users")
+		kafkatest.CreateTopic(t, tg, topic, 3, nil)
+		vars := map[string]string{
+			"KEYSETSYNC_BROKERS": strings.Join(tg.Brokers, ","), "KEYSETSYNC_API_URL": srv.URL + "/pagination/keyset",
+			"KEYSETSYNC_TOPIC": topic, "KEYSETSYNC_CURSOR_TOPIC": kafkatest.Topic(t, "cursors"), "KEYSETSYNC_TOPIC_REPLICATION_FACTOR": "1",
+		}
+		code, _, stderr := run(t.Context(), vars, "verify")
+		assert.Equal(t, 1, code, "verify before any sync: everything is missing")
+		assert.Contains(t, stderr, "300 missing")
+
+		code, _, stderr = run(t.Context(), vars, "once")
+		require.Equal(t, 0, code, stderr)
+		code, out, stderr := run(t.Context(), vars, "verify")
+		assert.Equal(t, 0, code, stderr)
+		assert.Contains(t, out, "ids_in_topic=300 ids_in_api=300 missing=0 stale=0 extra=0")
+
+		updated := api.Update(3)
+		code, out, _ = run(t.Context(), vars, "verify")
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "missing=0 stale=3")
+		for _, u := range updated {
+			assert.Contains(t, out, "stale "+u.ID)
+		}
+	})
+}
