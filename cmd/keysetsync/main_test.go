@@ -110,7 +110,7 @@ func TestOnceFailsClearlyWhenTheAPIIsDown(t *testing.T) {
 	url := srv.URL
 	srv.Close()
 	code, _, stderr := run(t.Context(), nil, "once", "--brokers", tg.Brokers[0], "--api-url", url+"/pagination/keyset",
-		"--api-max-attempts", "2", "--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c"))
+		"--api-max-attempts", "2", "--retry-timeout", "0", "--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c"))
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "source API request failed")
 	assert.Contains(t, stderr, "connection refused")

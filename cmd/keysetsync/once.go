@@ -24,7 +24,7 @@ func runOnce(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer p.close()
-	_, err = p.syncer.Sync(ctx)
+	err = syncPass(ctx, p.syncer, &f, log)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		log.Info("interrupted; the cursor covers every acknowledged batch")
 		return nil

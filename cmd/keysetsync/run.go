@@ -31,7 +31,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	log.Info("running", "interval", *interval)
 	failures := 0
 	for {
-		_, err := p.syncer.Sync(ctx)
+		err := syncPass(ctx, p.syncer, &f, log)
 		if ctx.Err() != nil {
 			log.Info("stopping on signal; the cursor covers every acknowledged batch")
 			return nil

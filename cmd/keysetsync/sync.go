@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -30,6 +31,8 @@ type syncFlags struct {
 	writeTimeout   time.Duration
 	partitions     int
 	replication    int
+	retryTimeout   time.Duration
+	kafkaWait      time.Duration
 	logFlags
 }
 
@@ -45,6 +48,8 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 60*time.Second, "bound on producing one batch and committing its cursor, also when shutting down")
 	fs.IntVar(&f.partitions, "topic-partitions", 1, "partitions of the data topic when keysetsync creates it (-1: broker default)")
 	fs.IntVar(&f.replication, "topic-replication-factor", -1, "replication factor of the data and cursor topics when keysetsync creates them (-1: broker default)")
+	fs.DurationVar(&f.retryTimeout, "retry-timeout", 5*time.Minute, "how long a failing pass is retried (exponential backoff, each retry from the committed cursor) while its error is retryable: API 5xx/429/network, Kafka unreachable or retriable; 0 disables")
+	fs.DurationVar(&f.kafkaWait, "kafka-wait", 0, "at start, how long to wait for Kafka to become reachable (0: fail at once with the connection error)")
 	f.logFlags.register(fs)
 }
 
@@ -67,6 +72,9 @@ func (f *syncFlags) validate() error {
 	}
 	if f.partitions == 0 || f.partitions < -1 {
 		errs = append(errs, fmt.Errorf("--topic-partitions %d: must be positive or -1", f.partitions))
+	}
+	if f.retryTimeout < 0 || f.kafkaWait < 0 {
+		errs = append(errs, errors.New("--retry-timeout and --kafka-wait must not be negative"))
 	}
 	if f.replication == 0 || f.replication < -1 {
 		errs = append(errs, fmt.Errorf("--topic-replication-factor %d: must be positive or -1", f.replication))
@@ -94,8 +102,18 @@ type pipeline struct {
 }
 
 // openPipeline connects to Kafka, makes sure both topics exist (and that the cursor topic is
-// compacted), and builds the Syncer.
+// compacted), and builds the Syncer. While Kafka cannot be reached it retries for --kafka-wait.
 func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipeline, error) {
+	var p *pipeline
+	err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() error {
+		var err error
+		p, err = tryOpenPipeline(ctx, f, log)
+		return err
+	})
+	return p, err
+}
+
+func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipeline, error) {
 	transport := &kafka.Transport{ClientID: "keysetsync", DialTimeout: 10 * time.Second}
 	client := &kafka.Client{Addr: kafka.TCP(brokerList(f.brokers)...), Transport: transport, Timeout: 30 * time.Second}
 	closeAll := func() { transport.CloseIdleConnections() }
@@ -164,5 +182,43 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
 	default:
 		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, f.format)
+	}
+}
+
+// syncPass runs one pass and, while its error is retryable, runs it again with backoff for up
+// to --retry-timeout. Every attempt starts from the committed cursor, never from memory.
+func syncPass(ctx context.Context, s *producer.Syncer, f *syncFlags, log *slog.Logger) error {
+	return retry(ctx, f.retryTimeout, log, "sync pass", func() error {
+		_, err := s.Sync(ctx)
+		return err
+	})
+}
+
+// retry calls fn until it succeeds, fails with an error that is not retryable, ctx ends, or
+// budget has passed since the first failure; backoff doubles from 500 ms to 30 s, jittered.
+func retry(ctx context.Context, budget time.Duration, log *slog.Logger, what string, fn func() error) error {
+	deadline := time.Now().Add(budget)
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || ctx.Err() != nil || !producer.IsRetryable(err) {
+			return err
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		if time.Now().Add(wait).After(deadline) {
+			if budget > 0 {
+				return fmt.Errorf("%s still failing after %s of retries: %w", what, budget, err)
+			}
+			return err
+		}
+		log.Warn(what+" failed, retrying", "attempt", attempt, "wait", wait.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, 30*time.Second)
 	}
 }
