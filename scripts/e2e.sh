@@ -121,4 +121,16 @@ if [ "${E2E_CHECK_CURSOR_COMPACT:-1}" = 1 ]; then
   step "cursor topic $CURSOR_TOPIC is compacted"
 fi
 
+step "the committed cursor (read with kcat) equals the API's greatest updatedAt"
+cursor_json="$(kcat -C -b "$BROKERS" -t "$CURSOR_TOPIC" -o beginning -e -q -f '%k\t%s\n' | awk -F'\t' -v k="$PIPELINE" '$1 == k { v = $2 } END { print v }')"
+[ -n "$cursor_json" ] || ks_die "no cursor for pipeline $PIPELINE in $CURSOR_TOPIC"
+cursor_at="$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["last_updated_at"])' "$cursor_json")"
+max_at="$(curl -fsS "http://$ADDR/snapshot" | /usr/bin/python3 -c 'import json,sys; print(max(json.loads(l)["updatedAt"] for l in sys.stdin))')"
+[ "$cursor_at" = "$max_at" ] || ks_die "cursor last_updated_at $cursor_at != greatest updatedAt $max_at"
+step "cursor last_updated_at = $cursor_at = greatest updatedAt"
+
+step "keysetsync verify"
+"$BIN" verify --api-url "http://$ADDR/pagination/keyset" --brokers "$BROKERS" --topic "$TOPIC" ||
+  ks_die "keysetsync verify found differences"
+
 step "PASSED: $RECORDS records synced, verified, idempotent rerun"
