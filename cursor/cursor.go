@@ -33,6 +33,10 @@ type Cursor struct {
 	// re-read LastUpdatedAt inclusively: this set lets it skip what it already sent, and the
 	// fingerprint lets a record that changed again within that same second through.
 	Delivered map[string]string
+	// Lookback holds the records delivered with updatedAt inside the lookback window before
+	// LastUpdatedAt (empty without --lookback). A pass re-reads that window to catch records
+	// the source committed late, and skips these when their content is unchanged.
+	Lookback map[string]Delivery
 	// Seq increases by one with every commit of the pipeline; the highest wins on load, so the
 	// cursor survives a change in the number of partitions of the cursor topic.
 	Seq int64
@@ -40,6 +44,12 @@ type Cursor struct {
 	CommittedAt time.Time
 	// Records is the running total of records delivered by the pipeline (informational).
 	Records int64
+}
+
+// Delivery is a record delivered at UpdatedAt with content Fingerprint.
+type Delivery struct {
+	UpdatedAt   time.Time
+	Fingerprint string
 }
 
 // Store keeps the committed cursor of each pipeline.
@@ -71,13 +81,14 @@ var (
 // wire is the JSON value stored in the cursor topic. last_updated_at keeps the field name of the
 // Fivetran keyset example's state, so tools that read that state read ours too.
 type wire struct {
-	Version       int               `json:"version"`
-	Pipeline      string            `json:"pipeline"`
-	LastUpdatedAt string            `json:"last_updated_at"`
-	Delivered     map[string]string `json:"delivered_at_last_updated_at,omitempty"`
-	Seq           int64             `json:"seq"`
-	CommittedAt   string            `json:"committed_at,omitempty"`
-	Records       int64             `json:"records_delivered"`
+	Version       int                  `json:"version"`
+	Pipeline      string               `json:"pipeline"`
+	LastUpdatedAt string               `json:"last_updated_at"`
+	Delivered     map[string]string    `json:"delivered_at_last_updated_at,omitempty"`
+	Lookback      map[string][2]string `json:"delivered_in_lookback,omitempty"` // id -> [updatedAt, fingerprint]
+	Seq           int64                `json:"seq"`
+	CommittedAt   string               `json:"committed_at,omitempty"`
+	Records       int64                `json:"records_delivered"`
 }
 
 // Marshal encodes c as the JSON value of a cursor record.
@@ -89,6 +100,12 @@ func Marshal(c Cursor) ([]byte, error) {
 		Delivered:     c.Delivered,
 		Seq:           c.Seq,
 		Records:       c.Records,
+	}
+	if len(c.Lookback) > 0 {
+		w.Lookback = make(map[string][2]string, len(c.Lookback))
+		for id, d := range c.Lookback {
+			w.Lookback[id] = [2]string{d.UpdatedAt.UTC().Format(TimeLayout), d.Fingerprint}
+		}
 	}
 	if !c.CommittedAt.IsZero() {
 		w.CommittedAt = c.CommittedAt.UTC().Format(time.RFC3339Nano)
@@ -111,6 +128,16 @@ func Unmarshal(b []byte) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: last_updated_at %q: want %s", ErrCorrupt, w.LastUpdatedAt, TimeLayout)
 	}
 	c := Cursor{Pipeline: w.Pipeline, LastUpdatedAt: t, Delivered: w.Delivered, Seq: w.Seq, Records: w.Records}
+	for id, d := range w.Lookback {
+		at, err := time.Parse(TimeLayout, d[0])
+		if err != nil {
+			return Cursor{}, fmt.Errorf("%w: delivered_in_lookback[%q]: updatedAt %q: want %s", ErrCorrupt, id, d[0], TimeLayout)
+		}
+		if c.Lookback == nil {
+			c.Lookback = make(map[string]Delivery, len(w.Lookback))
+		}
+		c.Lookback[id] = Delivery{UpdatedAt: at, Fingerprint: d[1]}
+	}
 	if w.CommittedAt != "" {
 		if c.CommittedAt, err = time.Parse(time.RFC3339Nano, w.CommittedAt); err != nil {
 			return Cursor{}, fmt.Errorf("%w: committed_at %q: %w", ErrCorrupt, w.CommittedAt, err)

@@ -138,6 +138,7 @@ func TestMarshalMatchesGolden(t *testing.T) {
 		Pipeline:      "users",
 		LastUpdatedAt: time.Date(2024, 1, 15, 10, 30, 0, 0, time.UTC),
 		Delivered:     map[string]string{"b-id": "00000000000000bb", "a-id": "00000000000000aa"},
+		Lookback:      map[string]cursor.Delivery{"late-id": {UpdatedAt: time.Date(2024, 1, 15, 10, 29, 30, 0, time.UTC), Fingerprint: "00000000000000cc"}},
 		Seq:           42,
 		CommittedAt:   time.Date(2026, 11, 25, 22, 0, 0, 5000, time.UTC),
 		Records:       12345,

@@ -26,7 +26,7 @@ func (m *MemStore) Load(ctx context.Context, pipeline string) (Cursor, error) {
 	if !ok {
 		return Cursor{}, fmt.Errorf("pipeline %q: %w", pipeline, ErrNotFound)
 	}
-	c.Delivered = maps.Clone(c.Delivered)
+	c.Delivered, c.Lookback = maps.Clone(c.Delivered), maps.Clone(c.Lookback)
 	return c, nil
 }
 
@@ -37,7 +37,7 @@ func (m *MemStore) Commit(ctx context.Context, c Cursor) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c.Delivered = maps.Clone(c.Delivered)
+	c.Delivered, c.Lookback = maps.Clone(c.Delivered), maps.Clone(c.Lookback)
 	m.cursors[c.Pipeline] = c
 	return nil
 }

@@ -140,22 +140,43 @@ func TestSourceSendsTheContractsParameters(t *testing.T) {
 // badPipeline runs one pass of a Syncer over scripted pages into kfake and returns the error
 // and the cursor it left.
 func badPipeline(t *testing.T, pages []answer) (error, cursor.Cursor, error, []string) {
-	h := &scripted{answers: pages}
-	src := newSource(t, h, 1)
-	tg := kafkatest.NewFake(t)
-	client := tg.Client(t)
-	name := kafkatest.Topic(t, "users")
-	kafkatest.CreateTopic(t, tg, name, 1, nil)
-	store := cursor.NewMemStore()
+	sp := newScriptedPipeline(t, pages, scriptedOptions{})
+	_, syncErr := sp.syncer.Sync(t.Context())
+	c, loadErr := sp.store.Load(t.Context(), "p")
+	return syncErr, c, loadErr, sp.api.requests()
+}
+
+type scriptedOptions struct {
+	dlq  bool
+	walk producer.WalkOptions
+}
+
+// scriptedPipeline is a Syncer over a scripted API, writing to kfake.
+type scriptedPipeline struct {
+	api        *scripted
+	tg         kafkatest.Target
+	topic, dlq string
+	store      *cursor.MemStore
+	syncer     *producer.Syncer
+}
+
+func newScriptedPipeline(t *testing.T, pages []answer, o scriptedOptions) *scriptedPipeline {
+	sp := &scriptedPipeline{api: &scripted{answers: pages}, tg: kafkatest.NewFake(t), store: cursor.NewMemStore()}
+	src := newSource(t, sp.api, 1)
+	client := sp.tg.Client(t)
+	sp.topic = kafkatest.Topic(t, "users")
+	kafkatest.CreateTopic(t, sp.tg, sp.topic, 1, nil)
+	if o.dlq {
+		sp.dlq = kafkatest.Topic(t, "dlq")
+		kafkatest.CreateTopic(t, sp.tg, sp.dlq, 1, nil)
+	}
 	codec, err := avro.NewCodec()
 	require.NoError(t, err)
-	s, err := producer.New(producer.Config{Pipeline: "p", Source: src, Store: store, Codec: codec,
-		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, name, 100) }})
+	sp.syncer, err = producer.New(producer.Config{Pipeline: "p", Source: src, Store: sp.store, Codec: codec, Topic: sp.topic, DLQTopic: sp.dlq, Walk: o.walk,
+		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, 100) }})
 	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
-	_, syncErr := s.Sync(t.Context())
-	c, loadErr := store.Load(t.Context(), "p")
-	return syncErr, c, loadErr, h.requests()
+	t.Cleanup(func() { sp.syncer.Close() })
+	return sp
 }
 
 func page(next string, records ...string) answer {

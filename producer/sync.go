@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -17,17 +18,31 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 )
 
-// Header keys of the lineage headers on every message.
+// Header keys of the lineage headers on every message, and of the reasons on dead letters.
 const (
 	HeaderPipeline  = "keysetsync.pipeline"
 	HeaderSource    = "keysetsync.source"
 	HeaderUpdatedAt = "keysetsync.updated_at"
+
+	HeaderError    = "keysetsync.error"       // the full error message
+	HeaderField    = "keysetsync.error.field" // the offending field, if one
+	HeaderPage     = "keysetsync.page"        // page of the pass, 1-based
+	HeaderIndex    = "keysetsync.index"       // index in the page's data array
+	HeaderURL      = "keysetsync.request"     // the request that returned the record
+	HeaderFailedAt = "keysetsync.failed_at"   // when keysetsync refused it (RFC 3339)
 )
 
 // Config configures a Syncer.
 type Config struct {
 	Pipeline string
 	Source   *Source
+	// Topic receives the records; DLQTopic, when set, receives the original JSON of invalid
+	// records (with headers saying why, where from and when) and the pass goes on. Without a
+	// DLQTopic an invalid record stops the pass, the cursor just before it.
+	Topic    string
+	DLQTopic string
+	// Walk tunes validation and the lookback window (see WalkOptions).
+	Walk WalkOptions
 	// NewWriter makes the data topic's writer (see NewWriter); it must use RequiredAcks =
 	// RequireAll. After a failed produce the Syncer closes its writer, which waits for every
 	// batch kafka-go still retries in the background, and makes a new one: no write of a failed
@@ -57,8 +72,10 @@ type Syncer struct {
 type Stats struct {
 	Pages        int       // pages fetched
 	Fetched      int       // records fetched
-	Produced     int       // messages acknowledged by Kafka
-	Skipped      int       // records already delivered at the cursor's timestamp
+	Produced     int       // messages acknowledged by Kafka (records and dead letters)
+	Skipped      int       // records already delivered (same id, updatedAt and content)
+	Invalid      int       // invalid records sent to the dead-letter topic
+	Late         int       // late records found by the lookback window
 	Batches      int       // batches produced and committed
 	TieOverflows int       // pages full of one timestamp that the API could not page through
 	Cursor       time.Time // last committed cursor
@@ -69,11 +86,13 @@ type Stats struct {
 // on: acks=all, Murmur2 partitioning (a key lands where a Java producer would put it), one
 // produce request per partition and sync batch where the bytes allow it, and a short linger
 // because every write is synchronous (the 1 s default would stall each batch).
-func NewWriter(client *kafka.Client, topic string, batchRecords int) *kafka.Writer {
+//
+// The writer has no topic of its own: each message names its topic, so the data and the dead
+// letters of a batch are acknowledged together before its cursor is committed.
+func NewWriter(client *kafka.Client, batchRecords int) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:         client.Addr,
 		Transport:    client.Transport,
-		Topic:        topic,
 		Balancer:     &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll,
 		// A sync batch is BatchRecords plus less than one page: room for pages of up to 1000
@@ -92,6 +111,10 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.Pipeline == "" {
 		errs = append(errs, errors.New("pipeline name is empty"))
 	}
+	if cfg.Topic == "" || cfg.Topic == cfg.DLQTopic {
+		errs = append(errs, fmt.Errorf("topic %q: must be set and differ from the dead-letter topic", cfg.Topic))
+	}
+	cfg.Walk.SkipInvalid = cfg.DLQTopic != ""
 	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.NewWriter == nil {
 		errs = append(errs, errors.New("source, store, codec and writer are required"))
 	}
@@ -159,7 +182,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	}
 	p.committed = c
 	p.stats.Cursor = c.LastUpdatedAt
-	p.walk = NewWalker(s.cfg.Source, s.cfg.Codec, c, s.log)
+	p.walk = NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, s.log)
 
 	err = s.run(ctx, p)
 	if err != nil && len(p.pending) > 0 && !errors.Is(err, ErrProduce) && !errors.Is(err, ErrCommit) {
@@ -169,10 +192,12 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	}
 	ws := p.walk.Stats()
 	p.stats.Pages, p.stats.Fetched, p.stats.Skipped, p.stats.TieOverflows = ws.Pages, ws.Fetched, ws.Skipped, ws.TieOverflows
+	p.stats.Invalid, p.stats.Late = ws.Invalid, ws.Late
 	p.stats.Duration = s.cfg.Clock().Sub(p.start)
 	s.log.Info("pass finished",
 		"records_produced", p.stats.Produced, "records_fetched", p.stats.Fetched, "records_skipped", p.stats.Skipped,
 		"pages", p.stats.Pages, "batches", p.stats.Batches, "tie_overflows", p.stats.TieOverflows,
+		"invalid", p.stats.Invalid, "late", p.stats.Late,
 		"cursor", p.committed.LastUpdatedAt.Format(cursor.TimeLayout), "duration", p.stats.Duration.Round(time.Millisecond),
 		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
 	return p.stats, err
@@ -202,13 +227,42 @@ func (s *Syncer) run(ctx context.Context, p *pass) error {
 }
 
 func (s *Syncer) message(r Record) kafka.Message {
+	if r.Invalid != nil {
+		return s.deadLetter(r)
+	}
 	return kafka.Message{
+		Topic: s.cfg.Topic,
 		Key:   []byte(r.User.ID),
 		Value: r.Value,
 		Headers: []kafka.Header{
 			{Key: HeaderPipeline, Value: []byte(s.cfg.Pipeline)},
 			{Key: HeaderSource, Value: []byte(s.cfg.Source.URL())},
 			{Key: HeaderUpdatedAt, Value: []byte(r.User.UpdatedAt.Format(cursor.TimeLayout))},
+		},
+	}
+}
+
+// deadLetter is the message for an invalid record: its original JSON, keyed by its id when it
+// has one, with headers that say why, where from and when.
+func (s *Syncer) deadLetter(r Record) kafka.Message {
+	s.log.Warn("invalid record sent to the dead-letter topic", "topic", s.cfg.DLQTopic, "err", r.Invalid)
+	var key []byte
+	if r.Invalid.ID != "" {
+		key = []byte(r.Invalid.ID)
+	}
+	return kafka.Message{
+		Topic: s.cfg.DLQTopic,
+		Key:   key,
+		Value: []byte(r.Raw),
+		Headers: []kafka.Header{
+			{Key: HeaderPipeline, Value: []byte(s.cfg.Pipeline)},
+			{Key: HeaderSource, Value: []byte(s.cfg.Source.URL())},
+			{Key: HeaderURL, Value: []byte(r.URL)},
+			{Key: HeaderError, Value: []byte(r.Invalid.Error())},
+			{Key: HeaderField, Value: []byte(r.Invalid.Field)},
+			{Key: HeaderPage, Value: []byte(strconv.Itoa(r.Page))},
+			{Key: HeaderIndex, Value: []byte(strconv.Itoa(r.Index))},
+			{Key: HeaderFailedAt, Value: []byte(s.cfg.Clock().UTC().Format(time.RFC3339Nano))},
 		},
 	}
 }
@@ -223,8 +277,9 @@ func (s *Syncer) flush(ctx context.Context, p *pass) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
 	defer cancel()
+	pos := p.walk.Position()
 	next := p.committed
-	next.LastUpdatedAt, next.Delivered = p.walk.Position()
+	next.LastUpdatedAt, next.Delivered, next.Lookback = pos.LastUpdatedAt, pos.Delivered, pos.Lookback
 	upTo := next.LastUpdatedAt.Format(cursor.TimeLayout)
 	s.log.Debug("producing batch", "records", n, "up_to", upTo)
 	if err := s.writer.WriteMessages(ctx, p.pending...); err != nil {

@@ -4,37 +4,66 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"log/slog"
-	"maps"
 	"time"
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 )
 
-// Record is one new or changed record, validated and encoded.
+// Record is one new or changed record, validated and encoded, or, with
+// WalkOptions.SkipInvalid, an invalid record (Invalid set) to be sent to a dead-letter topic.
 type Record struct {
 	User        avro.User
-	Value       []byte          // Avro binary
+	Value       []byte          // Avro binary; nil for an invalid record
 	Fingerprint string          // identifies the content, see cursor.Cursor.Delivered
 	Raw         json.RawMessage // as the API sent it
 	Page, Index int             // where it was: page of the pass (1-based), index in the page
+	URL         string          // the request that returned it
+	Invalid     *RecordError    // why the record cannot be delivered, nil for a valid one
 }
 
 // WalkStats counts what a Walker saw.
 type WalkStats struct {
 	Pages        int // pages fetched
 	Fetched      int // records fetched
-	Skipped      int // records already delivered at the position's timestamp
+	Skipped      int // records already delivered (same id, updatedAt and content)
+	Invalid      int // invalid records returned for the dead-letter topic
+	Late         int // records found inside the lookback window that had not been delivered
 	TieOverflows int // pages full of one timestamp that the API could not page through
 }
 
+// WalkOptions tune a Walker; the zero value is the strict default.
+type WalkOptions struct {
+	// Lookback re-reads this far behind the position: records the source committed late, with
+	// an updatedAt older than the position, are then still delivered once.
+	Lookback time.Duration
+	// SkipInvalid returns an invalid record as a Record with Invalid set and goes on, instead
+	// of stopping with its *RecordError.
+	SkipInvalid bool
+	// MaxRecordBytes refuses a record whose Avro value is larger (0: 1,000,000 bytes, below
+	// the broker's default message.max.bytes, so a record never fails the produce instead).
+	MaxRecordBytes int
+	// MaxFuture refuses an updatedAt later than now + MaxFuture (0: 24h): a clock gone wrong
+	// at the source would otherwise carry the cursor past every future record.
+	MaxFuture time.Duration
+	// Now is the clock for MaxFuture (nil: time.Now).
+	Now func() time.Time
+}
+
+// seenAt is one delivered record: when it was updated and what it contained.
+type seenAt struct {
+	at time.Time
+	fp string
+}
+
 // Walker reads a keyset API from a position and returns each record that is new since then
-// exactly once. Its position (a timestamp and the records seen at exactly that timestamp) is
-// what a cursor stores.
+// exactly once. Its position (a timestamp, the records seen at exactly that timestamp, and
+// with a lookback those seen inside the window behind it) is what a cursor stores.
 //
 // The API's scroll_param filter is exclusive (updatedAt > last), so following it would skip
 // the records that share the last timestamp of a page but did not fit on it: the bug of the
@@ -46,9 +75,12 @@ type Walker struct {
 	src   *Source
 	codec *avro.Codec
 	log   *slog.Logger
+	opt   WalkOptions
 
-	at   time.Time         // position: greatest updatedAt returned
-	seen map[string]string // ids returned at exactly `at`, with their fingerprints
+	at     time.Time         // position: greatest valid updatedAt returned
+	seen   map[string]seenAt // delivered ids with updatedAt in [at - Lookback, at]
+	low    time.Time         // no record of the next page may be older: what the request asked from
+	pruned int               // len(seen) after the last prune
 
 	q       Query
 	page    int
@@ -58,27 +90,73 @@ type Walker struct {
 }
 
 // NewWalker starts at the position of c (cursor.Start and nothing seen for a first sync).
-func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, log *slog.Logger) *Walker {
+func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions, log *slog.Logger) *Walker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opt.MaxRecordBytes <= 0 {
+		opt.MaxRecordBytes = 1_000_000
+	}
+	if opt.MaxFuture <= 0 {
+		opt.MaxFuture = 24 * time.Hour
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
 	}
 	at := c.LastUpdatedAt
 	if at.IsZero() {
 		at = cursor.Start
 	}
-	return &Walker{src: src, codec: codec, log: log, at: at, seen: maps.Clone(c.Delivered), q: Query{Since: at}}
+	w := &Walker{src: src, codec: codec, log: log, opt: opt, at: at, seen: make(map[string]seenAt, len(c.Delivered)+len(c.Lookback))}
+	for id, fp := range c.Delivered {
+		w.seen[id] = seenAt{at: at, fp: fp}
+	}
+	for id, d := range c.Lookback {
+		w.seen[id] = seenAt{at: d.UpdatedAt, fp: d.Fingerprint}
+	}
+	w.low = at
+	if opt.Lookback > 0 && at.After(cursor.Start.Add(opt.Lookback)) {
+		w.low = at.Add(-opt.Lookback)
+	}
+	w.q = Query{Since: w.low}
+	return w
 }
 
-// Position returns the timestamp and the ids (with fingerprints) seen at exactly that
-// timestamp, after every record Next returned so far. The map is a copy.
-func (w *Walker) Position() (time.Time, map[string]string) { return w.at, maps.Clone(w.seen) }
+// Position returns the cursor fields (LastUpdatedAt, Delivered, Lookback) that cover every
+// record Next returned so far. The maps are copies.
+func (w *Walker) Position() cursor.Cursor {
+	w.prune()
+	c := cursor.Cursor{LastUpdatedAt: w.at, Delivered: map[string]string{}}
+	for id, s := range w.seen {
+		switch {
+		case s.at.Equal(w.at):
+			c.Delivered[id] = s.fp
+		case c.Lookback == nil:
+			c.Lookback = map[string]cursor.Delivery{id: {UpdatedAt: s.at, Fingerprint: s.fp}}
+		default:
+			c.Lookback[id] = cursor.Delivery{UpdatedAt: s.at, Fingerprint: s.fp}
+		}
+	}
+	return c
+}
+
+// prune forgets what fell out of the window: nothing older than it can come back.
+func (w *Walker) prune() {
+	edge := w.at.Add(-w.opt.Lookback)
+	for id, s := range w.seen {
+		if s.at.Before(edge) {
+			delete(w.seen, id)
+		}
+	}
+	w.pruned = len(w.seen)
+}
 
 // Stats returns the counts so far.
 func (w *Walker) Stats() WalkStats { return w.stats }
 
 // Next fetches the next page and returns its new records in order. After the last page it
-// returns io.EOF. On an invalid record it returns the valid records before it together with a
-// *RecordError; the position then covers exactly the records returned.
+// returns io.EOF. On an invalid record (without SkipInvalid) it returns the valid records before
+// it together with a *RecordError; the position then covers exactly the records returned.
 func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	if w.done {
 		return nil, io.EOF
@@ -109,7 +187,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 		w.stalled = 0
 	}
 	switch {
-	case len(raw.Records) == 0:
+	case first.IsZero():
 		w.q = Query{Token: raw.Next}
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since):
 		w.stats.TieOverflows++
@@ -119,46 +197,92 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	default:
 		w.q = Query{Since: last}
 	}
+	if !last.IsZero() {
+		w.low = last
+	}
 	return recs, nil
 }
 
-// add validates a page in order and keeps its new records, stopping at the first invalid one.
+// add validates a page in order and keeps its new records. first and last are the updatedAt
+// of the page's first and last valid records.
 func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err error) {
 	for i, b := range raw.Records {
-		u, err := DecodeUser(b, w.page, i)
-		if err != nil {
-			return recs, first, last, err
+		r, rerr := w.check(b, i, last)
+		if rerr != nil {
+			if !w.opt.SkipInvalid {
+				return recs, first, last, rerr
+			}
+			key := "invalid:" + fingerprint(b)
+			if _, dup := w.seen[key]; dup {
+				w.stats.Skipped++
+				continue
+			}
+			w.seen[key] = seenAt{at: w.at, fp: "invalid"}
+			w.stats.Invalid++
+			recs = append(recs, Record{Raw: b, Page: w.page, Index: i, URL: raw.URL, Invalid: rerr, User: avro.User{ID: rerr.ID}})
+			continue
 		}
-		if i > 0 && u.UpdatedAt.Before(last) {
-			return recs, first, last, &RecordError{Page: w.page, Index: i, ID: u.ID, Field: "updatedAt",
-				Err: fmt.Errorf("%s is before the previous record's %s: records must be sorted by updatedAt", u.UpdatedAt.Format(cursor.TimeLayout), last.Format(cursor.TimeLayout))}
-		}
-		if u.UpdatedAt.Before(w.at) {
-			return recs, first, last, &RecordError{Page: w.page, Index: i, ID: u.ID, Field: "updatedAt",
-				Err: fmt.Errorf("%s is older than the cursor %s: the API ignored updated_since or went backwards", u.UpdatedAt.Format(cursor.TimeLayout), w.at.Format(cursor.TimeLayout))}
-		}
-		if i == 0 {
+		u := r.User
+		if first.IsZero() {
 			first = u.UpdatedAt
 		}
 		last = u.UpdatedAt
-		value, err := w.codec.Append(nil, &u)
-		if err != nil {
-			return recs, first, last, &RecordError{Page: w.page, Index: i, ID: u.ID, Err: err}
-		}
-		fp := fingerprint(value)
-		if u.UpdatedAt.Equal(w.at) && w.seen[u.ID] == fp {
+		if s, ok := w.seen[u.ID]; ok && s.at.Equal(u.UpdatedAt) && s.fp == r.Fingerprint {
 			w.stats.Skipped++
 			continue
 		}
-		if u.UpdatedAt.After(w.at) {
-			w.at, w.seen = u.UpdatedAt, map[string]string{}
-		} else if w.seen == nil {
-			w.seen = map[string]string{}
+		if u.UpdatedAt.Before(w.at) {
+			w.stats.Late++
 		}
-		w.seen[u.ID] = fp
-		recs = append(recs, Record{User: u, Value: value, Fingerprint: fp, Raw: b, Page: w.page, Index: i})
+		if u.UpdatedAt.After(w.at) {
+			w.at = u.UpdatedAt
+			if w.opt.Lookback == 0 {
+				clear(w.seen) // nothing before at can come back: keep the map small
+			}
+		}
+		w.seen[u.ID] = seenAt{at: u.UpdatedAt, fp: r.Fingerprint}
+		if len(w.seen) > 2*w.pruned+10000 {
+			w.prune()
+		}
+		r.Raw, r.Page, r.Index, r.URL = b, w.page, i, raw.URL
+		recs = append(recs, r)
 	}
 	return recs, first, last, nil
+}
+
+// check decodes and validates the record at index i of the current page; prev is the updatedAt
+// of the page's previous valid record.
+func (w *Walker) check(b json.RawMessage, i int, prev time.Time) (Record, *RecordError) {
+	fail := func(id, field string, err error) (Record, *RecordError) {
+		return Record{}, &RecordError{Page: w.page, Index: i, ID: id, Field: field, Err: err}
+	}
+	u, err := DecodeUser(b, w.page, i)
+	if err != nil {
+		var re *RecordError
+		if errors.As(err, &re) {
+			return Record{}, re
+		}
+		return fail("", "", err)
+	}
+	switch {
+	case !prev.IsZero() && u.UpdatedAt.Before(prev):
+		return fail(u.ID, "updatedAt", fmt.Errorf("%s is before the previous record's %s: records must be sorted by updatedAt",
+			u.UpdatedAt.Format(cursor.TimeLayout), prev.Format(cursor.TimeLayout)))
+	case u.UpdatedAt.Before(w.low):
+		return fail(u.ID, "updatedAt", fmt.Errorf("%s is older than the cursor %s: the API ignored updated_since or went backwards",
+			u.UpdatedAt.Format(cursor.TimeLayout), w.low.Format(cursor.TimeLayout)))
+	case u.UpdatedAt.After(w.opt.Now().Add(w.opt.MaxFuture)):
+		return fail(u.ID, "updatedAt", fmt.Errorf("%s is more than %s in the future: the source's clock or data is wrong",
+			u.UpdatedAt.Format(cursor.TimeLayout), w.opt.MaxFuture))
+	}
+	value, err := w.codec.Append(nil, &u)
+	if err != nil {
+		return fail(u.ID, "", err)
+	}
+	if len(value) > w.opt.MaxRecordBytes {
+		return fail(u.ID, "", fmt.Errorf("its Avro value is %d bytes, over the limit of %d", len(value), w.opt.MaxRecordBytes))
+	}
+	return Record{User: u, Value: value, Fingerprint: fingerprint(value)}, nil
 }
 
 // fingerprint identifies a record's content, so a record that changed again within the

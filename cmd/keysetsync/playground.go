@@ -30,6 +30,9 @@ func runPlayground(ctx context.Context, e *env, args []string) error {
 	records := fs.Int("records", playground.DefaultRecords, "records generated at start")
 	seed := fs.Uint64("seed", 1, "seed of the generated data: the same seed gives the same records")
 	updates := fs.Float64("updates-per-second", 0, "random records updated per second (0: none)")
+	lateUpdates := fs.Float64("late-updates-per-second", 0,
+		"random records updated late per second, at now - --late-by, among older records (0: none)")
+	lateBy := fs.Duration("late-by", playground.DefaultLateBy, "how far behind the clock late updates are")
 	tieWidth := fs.Int("tie-width", 1, "records sharing each updatedAt (above 1, scrolling loses records as the reference does)")
 	failRate := fs.Float64("fail-rate", 0, "fraction (0 to 1) of page requests answered 500")
 	rateLimit := fs.Float64("rate-limit", 0, "page requests per second allowed, above which 429 with Retry-After (0: unlimited)")
@@ -49,6 +52,9 @@ func runPlayground(ctx context.Context, e *env, args []string) error {
 	if *tieWidth < 1 {
 		bad = append(bad, fmt.Errorf("--tie-width %d: must be at least 1", *tieWidth))
 	}
+	if *lateBy <= 0 {
+		bad = append(bad, fmt.Errorf("--late-by %v: must be positive", *lateBy))
+	}
 	if err := errors.Join(bad...); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -58,7 +64,8 @@ func runPlayground(ctx context.Context, e *env, args []string) error {
 	}
 	srv, err := playground.New(playground.Config{
 		Records: *records, PageSize: *pageSize, Seed: *seed, TieWidth: *tieWidth,
-		UpdatesPerSecond: *updates, FailRate: *failRate, RateLimit: *rateLimit, Latency: *latency,
+		UpdatesPerSecond: *updates, LateUpdatesPerSecond: *lateUpdates, LateBy: *lateBy,
+		FailRate: *failRate, RateLimit: *rateLimit, Latency: *latency,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -73,7 +80,8 @@ func runPlayground(ctx context.Context, e *env, args []string) error {
 		"endpoint", "http://"+ln.Addr().String()+playground.KeysetPath,
 		"records", cfg.Records, "page_size", cfg.PageSize, "seed", cfg.Seed, "tie_width", cfg.TieWidth,
 		"oldest_updated_at", cfg.Start.Format(playground.TimeLayout),
-		"updates_per_second", cfg.UpdatesPerSecond, "fail_rate", cfg.FailRate,
+		"updates_per_second", cfg.UpdatesPerSecond,
+		"late_updates_per_second", cfg.LateUpdatesPerSecond, "late_by", cfg.LateBy, "fail_rate", cfg.FailRate,
 		"rate_limit", cfg.RateLimit, "latency", cfg.Latency)
 
 	hs := &http.Server{
@@ -87,7 +95,7 @@ func runPlayground(ctx context.Context, e *env, args []string) error {
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	var wg sync.WaitGroup
-	if cfg.UpdatesPerSecond > 0 {
+	if cfg.UpdatesPerSecond > 0 || cfg.LateUpdatesPerSecond > 0 {
 		wg.Go(func() { srv.RunUpdates(bg) })
 		wg.Go(func() {
 			t := time.NewTicker(playgroundStatsEvery)
@@ -131,5 +139,5 @@ func logPlaygroundStats(log *slog.Logger, msg string, st playground.Stats) {
 	log.Info(msg,
 		"requests", st.Requests, "pages", st.Pages, "records_served", st.RecordsServed,
 		"status_4xx", st.Status4xx, "status_429", st.Status429, "status_5xx", st.Status5xx,
-		"updates", st.Updates, "inserts", st.Inserts, "records", st.Records)
+		"updates", st.Updates, "late_updates", st.LateUpdates, "inserts", st.Inserts, "records", st.Records)
 }

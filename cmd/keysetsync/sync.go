@@ -33,6 +33,11 @@ type syncFlags struct {
 	replication    int
 	retryTimeout   time.Duration
 	kafkaWait      time.Duration
+	onInvalid      string
+	dlqTopic       string
+	lookback       time.Duration
+	maxRecordBytes int
+	maxFuture      time.Duration
 	logFlags
 }
 
@@ -50,6 +55,11 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.replication, "topic-replication-factor", -1, "replication factor of the data and cursor topics when keysetsync creates them (-1: broker default)")
 	fs.DurationVar(&f.retryTimeout, "retry-timeout", 5*time.Minute, "how long a failing pass is retried (exponential backoff, each retry from the committed cursor) while its error is retryable: API 5xx/429/network, Kafka unreachable or retriable; 0 disables")
 	fs.DurationVar(&f.kafkaWait, "kafka-wait", 0, "at start, how long to wait for Kafka to become reachable (0: fail at once with the connection error)")
+	fs.StringVar(&f.onInvalid, "on-invalid", "fail", "what an invalid record does: fail (stop the pass; the cursor stays just before it) or dlq (send its original JSON to --dlq-topic with the reason in headers, and go on)")
+	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "dead-letter topic for --on-invalid dlq (default: <topic>.dlq)")
+	fs.DurationVar(&f.lookback, "lookback", 0, "also re-read this far behind the cursor on every pass, for records the source commits late with an older updatedAt; already delivered ones are not sent again")
+	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", 1_000_000, "largest Avro value accepted; a larger record is invalid (it would fail the produce)")
+	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
 	f.logFlags.register(fs)
 }
 
@@ -72,6 +82,12 @@ func (f *syncFlags) validate() error {
 	}
 	if f.partitions == 0 || f.partitions < -1 {
 		errs = append(errs, fmt.Errorf("--topic-partitions %d: must be positive or -1", f.partitions))
+	}
+	if f.onInvalid != "fail" && f.onInvalid != "dlq" {
+		errs = append(errs, fmt.Errorf("--on-invalid %q: want fail or dlq", f.onInvalid))
+	}
+	if f.lookback < 0 || f.maxFuture < 0 || f.maxRecordBytes < 0 {
+		errs = append(errs, errors.New("--lookback, --max-future and --max-record-bytes must not be negative"))
 	}
 	if f.retryTimeout < 0 || f.kafkaWait < 0 {
 		errs = append(errs, errors.New("--retry-timeout and --kafka-wait must not be negative"))
@@ -126,6 +142,17 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipe
 	if info.Created {
 		log.Info("created data topic", "topic", f.topic, "partitions", len(info.Partitions))
 	}
+	dlq := ""
+	if f.onInvalid == "dlq" {
+		dlq = f.dlqTopic
+		if dlq == "" {
+			dlq = f.topic + ".dlq"
+		}
+		if _, err := topic.Ensure(ctx, client, topic.Spec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication}); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("dead-letter topic: %w", err)
+		}
+	}
 	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: f.cursorTopic, ReplicationFactor: f.replication, Logger: log})
 	if err != nil {
 		closeAll()
@@ -142,8 +169,9 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipe
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	s, err := producer.New(producer.Config{
-		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec,
-		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.topic, f.batchRecords) },
+		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq,
+		Walk:         producer.WalkOptions{Lookback: f.lookback, MaxRecordBytes: f.maxRecordBytes, MaxFuture: f.maxFuture},
+		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
 		BatchRecords: f.batchRecords, WriteTimeout: f.writeTimeout, Logger: log,
 	})
 	if err != nil {

@@ -65,7 +65,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("read topic %q: %w", *topicName, err)
 	}
 	inAPI := map[string]producer.Record{}
-	w := producer.NewWalker(src, codec, cursor.Cursor{}, log)
+	w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{}, log)
 	for {
 		recs, err := w.Next(ctx)
 		for _, r := range recs {

@@ -57,6 +57,7 @@ func sample(pipeline string, seq int64) cursor.Cursor {
 		Pipeline:      pipeline,
 		LastUpdatedAt: time.Date(2024, 3, 1, 12, 0, int(seq), 0, time.UTC),
 		Delivered:     map[string]string{fmt.Sprintf("id-%d", seq): "0123456789abcdef", "other": "fedcba9876543210"},
+		Lookback:      map[string]cursor.Delivery{"late": {UpdatedAt: time.Date(2024, 3, 1, 11, 59, 0, 0, time.UTC), Fingerprint: "00000000000000aa"}},
 		Seq:           seq,
 		CommittedAt:   time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC),
 		Records:       100 * seq,
@@ -146,6 +147,7 @@ func assertEqualCursor(t *testing.T, want, got cursor.Cursor) {
 	assert.Equal(t, want.Pipeline, got.Pipeline)
 	assert.True(t, want.LastUpdatedAt.Equal(got.LastUpdatedAt), "last_updated_at: want %s, got %s", want.LastUpdatedAt, got.LastUpdatedAt)
 	assert.Equal(t, want.Delivered, got.Delivered)
+	assert.Equal(t, want.Lookback, got.Lookback)
 	assert.Equal(t, want.Seq, got.Seq)
 	assert.Equal(t, want.Records, got.Records)
 	assert.True(t, want.CommittedAt.Equal(got.CommittedAt), "committed_at: want %s, got %s", want.CommittedAt, got.CommittedAt)

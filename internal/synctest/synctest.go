@@ -28,6 +28,7 @@ type Pipeline struct {
 	URL         string
 	Topic       string
 	CursorTopic string
+	DLQTopic    string // set with Options.DLQ
 	Name        string
 	Codec       *avro.Codec
 	Store       *cursor.KafkaStore
@@ -40,6 +41,8 @@ type Options struct {
 	BatchRecords int
 	Partitions   int
 	Logger       *slog.Logger
+	Walk         producer.WalkOptions
+	DLQ          bool // route invalid records to a dead-letter topic instead of failing
 }
 
 // New starts the playground in-process and builds a Syncer writing to fresh topics of tg.
@@ -63,8 +66,14 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 	require.NoError(t, err)
 	src, err := producer.NewSource(producer.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
 	require.NoError(t, err)
-	p.Syncer, err = producer.New(producer.Config{Pipeline: p.Name, Source: src, Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, Logger: o.Logger,
-		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, p.Topic, o.BatchRecords) }})
+	if o.DLQ {
+		p.DLQTopic = kafkatest.Topic(t, "dlq")
+		_, err = topic.Ensure(t.Context(), client, topic.Spec{Name: p.DLQTopic, Partitions: 1, ReplicationFactor: 1})
+		require.NoError(t, err)
+	}
+	p.Syncer, err = producer.New(producer.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
+		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, Logger: o.Logger,
+		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, o.BatchRecords) }})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Syncer.Close() })
 	return p

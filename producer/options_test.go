@@ -1,0 +1,111 @@
+package producer_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/producer"
+)
+
+func TestInvalidRecordsGoToTheDeadLetterTopic(t *testing.T) {
+	pages := []answer{
+		page("t1", rec("a", "2024-01-01T00:00:01Z"), `{"id":"b","updatedAt":"yesterday"}`, rec("c", "2024-01-01T00:00:02Z")),
+		page("", rec("c", "2024-01-01T00:00:02Z"), `{"name":"no id"}`, rec("d", "2024-01-01T00:00:03Z")),
+	}
+	sp := newScriptedPipeline(t, pages, scriptedOptions{dlq: true})
+	st, err := sp.syncer.Sync(t.Context())
+	require.NoError(t, err, "with a dead-letter topic the pass goes on")
+	assert.Equal(t, 3, st.Produced-st.Invalid)
+	assert.Equal(t, 2, st.Invalid)
+
+	data := kafkatest.ReadAll(t, sp.tg, sp.topic)
+	var ids []string
+	for _, m := range data {
+		ids = append(ids, string(m.Key))
+	}
+	assert.Equal(t, []string{"a", "c", "d"}, ids)
+
+	dead := kafkatest.ReadAll(t, sp.tg, sp.dlq)
+	require.Len(t, dead, 2, "nothing is dropped without a trace")
+	assert.Equal(t, "b", string(dead[0].Key))
+	assert.Equal(t, `{"id":"b","updatedAt":"yesterday"}`, string(dead[0].Value), "the original JSON, untouched")
+	assert.Equal(t, "updatedAt", dead[0].Headers[producer.HeaderField])
+	assert.Contains(t, dead[0].Headers[producer.HeaderError], `page 1, record 1 (id "b"), field updatedAt: "yesterday" is not a UTC time`)
+	assert.Equal(t, "1", dead[0].Headers[producer.HeaderPage])
+	assert.Equal(t, "1", dead[0].Headers[producer.HeaderIndex])
+	assert.Contains(t, dead[0].Headers[producer.HeaderURL], "updated_since=0001-01-01T00%3A00%3A00Z")
+	assert.Equal(t, "p", dead[0].Headers[producer.HeaderPipeline])
+	_, err = time.Parse(time.RFC3339Nano, dead[0].Headers[producer.HeaderFailedAt])
+	assert.NoError(t, err)
+	assert.Nil(t, dead[1].Key, "a record without id has no key")
+	assert.Equal(t, "id", dead[1].Headers[producer.HeaderField])
+	assert.Equal(t, "2", dead[1].Headers[producer.HeaderPage])
+
+	c, err := sp.store.Load(t.Context(), "p")
+	require.NoError(t, err)
+	assert.Equal(t, "2024-01-01T00:00:03Z", c.LastUpdatedAt.Format(cursor.TimeLayout), "the cursor moves past dead letters once they are acknowledged")
+}
+
+func TestRecordLimits(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name string
+		recs []string
+		walk producer.WalkOptions
+		msg  string
+	}{
+		{"updatedAt far in the future", []string{rec("a", "2024-12-31T00:00:00Z"), rec("b", "2025-01-03T00:00:00Z")},
+			producer.WalkOptions{Now: func() time.Time { return now }},
+			`page 1, record 1 (id "b"), field updatedAt: 2025-01-03T00:00:00Z is more than 24h0m0s in the future`},
+		{"oversized record", []string{rec("a", "2024-12-31T00:00:00Z"), `{"id":"big","updatedAt":"2024-12-31T00:00:01Z","address":"` + strings.Repeat("x", 3000) + `"}`},
+			producer.WalkOptions{MaxRecordBytes: 2000, Now: func() time.Time { return now }},
+			`page 1, record 1 (id "big"): its Avro value is 30`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sp := newScriptedPipeline(t, []answer{page("", c.recs...)}, scriptedOptions{walk: c.walk})
+			_, err := sp.syncer.Sync(t.Context())
+			require.ErrorIs(t, err, producer.ErrInvalidRecord)
+			assert.Contains(t, err.Error(), c.msg)
+			cur, err := sp.store.Load(t.Context(), "p")
+			require.NoError(t, err)
+			assert.Equal(t, "2024-12-31T00:00:00Z", cur.LastUpdatedAt.Format(cursor.TimeLayout), "the cursor stops just before the bad record")
+		})
+	}
+}
+
+func TestLookbackDeliversLateRecordsOnce(t *testing.T) {
+	pages := []answer{
+		// Pass 1: up to :10.
+		page("", rec("a", "2024-01-01T00:00:05Z"), rec("b", "2024-01-01T00:00:10Z")),
+		// Pass 2 asks from :10 - 30s: a is unchanged, "late" was committed late at :07, b unchanged.
+		page("", rec("a", "2024-01-01T00:00:05Z"), rec("late", "2024-01-01T00:00:07Z"), rec("b", "2024-01-01T00:00:10Z")),
+		// Pass 3: the same window again: nothing new.
+		page("", rec("a", "2024-01-01T00:00:05Z"), rec("late", "2024-01-01T00:00:07Z"), rec("b", "2024-01-01T00:00:10Z")),
+	}
+	sp := newScriptedPipeline(t, pages, scriptedOptions{walk: producer.WalkOptions{Lookback: 30 * time.Second}})
+	var produced, late []int
+	for range 3 {
+		st, err := sp.syncer.Sync(t.Context())
+		require.NoError(t, err)
+		produced, late = append(produced, st.Produced), append(late, st.Late)
+	}
+	assert.Equal(t, []int{2, 1, 0}, produced)
+	assert.Equal(t, []int{0, 1, 0}, late)
+	assert.Equal(t, []string{
+		"updated_since=0001-01-01T00%3A00%3A00Z",
+		"updated_since=2023-12-31T23%3A59%3A40Z", // pass 2 re-reads 30 s behind the cursor :10
+		"updated_since=2023-12-31T23%3A59%3A40Z",
+	}, sp.api.requests())
+	c, err := sp.store.Load(t.Context(), "p")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"b": c.Delivered["b"]}, c.Delivered)
+	assert.Contains(t, c.Lookback, "late")
+	assert.Contains(t, c.Lookback, "a")
+}
