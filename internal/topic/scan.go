@@ -39,33 +39,43 @@ func Scan(ctx context.Context, c *kafka.Client, name string, fn func(Record) err
 }
 
 func scanPartition(ctx context.Context, c *kafka.Client, name string, partition int, fn func(Record) error) error {
-	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{name: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}},
+	var first, end int64 = -1, -1
+	err := retryTemporary(ctx, func() error {
+		res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+			Topics: map[string][]kafka.OffsetRequest{name: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}},
+		})
+		if err != nil {
+			return err
+		}
+		for _, po := range res.Topics[name] {
+			if po.Partition == partition {
+				if po.Error != nil {
+					return po.Error
+				}
+				first, end = po.FirstOffset, po.LastOffset
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("list offsets of %s/%d: %w", name, partition, err)
-	}
-	var first, end int64 = -1, -1
-	for _, po := range res.Topics[name] {
-		if po.Partition != partition {
-			continue
-		}
-		if po.Error != nil {
-			return fmt.Errorf("list offsets of %s/%d: %w", name, partition, po.Error)
-		}
-		first, end = po.FirstOffset, po.LastOffset
 	}
 	if first < 0 || end < 0 {
 		return fmt.Errorf("list offsets of %s/%d: no answer for the partition", name, partition)
 	}
 	for offset := first; offset < end; {
-		f, err := c.Fetch(ctx, &kafka.FetchRequest{
-			Topic: name, Partition: partition, Offset: offset,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond,
+		var f *kafka.FetchResponse
+		err := retryTemporary(ctx, func() error {
+			var err error
+			f, err = c.Fetch(ctx, &kafka.FetchRequest{
+				Topic: name, Partition: partition, Offset: offset,
+				MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond,
+			})
+			if err == nil {
+				err = f.Error
+			}
+			return err
 		})
-		if err == nil {
-			err = f.Error
-		}
 		if err != nil {
 			return fmt.Errorf("fetch %s/%d at offset %d: %w", name, partition, offset, err)
 		}
@@ -113,5 +123,26 @@ func readBatch(rr kafka.RecordReader, name string, partition int, offset, end in
 		if err := fn(rec); err != nil {
 			return next, err
 		}
+	}
+}
+
+// retryTemporary retries fn for a few seconds while it fails with a retriable Kafka error, such
+// as NOT_LEADER_OR_FOLLOWER while a new topic's leader is still being elected or a leader moves.
+func retryTemporary(ctx context.Context, fn func() error) error {
+	delay := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		var ke kafka.Error
+		if err == nil || !errors.As(err, &ke) || !ke.Temporary() || attempt == 10 {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, time.Second)
 	}
 }
