@@ -222,7 +222,9 @@ func BenchmarkSyncPass(b *testing.B) {
 	if _, err := topic.Ensure(ctx, client, topic.Spec{Name: name, Partitions: 1, ReplicationFactor: 1}); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}}) })
+	b.Cleanup(func() {
+		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}})
+	})
 	codec, err := avro.NewCodec()
 	if err != nil {
 		b.Fatal(err)

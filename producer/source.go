@@ -182,17 +182,27 @@ func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error)
 	if int64(len(body)) > s.cfg.MaxPageBytes {
 		return nil, &PageError{URL: target, Err: fmt.Errorf("answer larger than the limit of %d bytes", s.cfg.MaxPageBytes)}
 	}
+	records, next, err := ParsePage(body)
+	if err != nil {
+		return nil, &PageError{URL: target, Err: err}
+	}
+	return &RawPage{URL: target, Records: records, Next: next, Bytes: len(body)}, nil
+}
+
+// ParsePage splits an answer of the API into its records, still JSON, and its scroll_param
+// (nil when absent or null: the pass ends).
+func ParsePage(body []byte) (records []json.RawMessage, next *string, err error) {
 	var env struct {
 		Data        *[]json.RawMessage `json:"data"`
 		ScrollParam *string            `json:"scroll_param"`
 	}
 	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, &PageError{URL: target, Err: fmt.Errorf("body is not a page {\"data\": [...], \"scroll_param\": ...}: %w", err)}
+		return nil, nil, fmt.Errorf("body is not a page {\"data\": [...], \"scroll_param\": ...}: %w", err)
 	}
 	if env.Data == nil {
-		return nil, &PageError{URL: target, Err: errors.New(`no "data" array in the answer`)}
+		return nil, nil, errors.New(`no "data" array in the answer`)
 	}
-	return &RawPage{URL: target, Records: *env.Data, Next: env.ScrollParam, Bytes: len(body)}, nil
+	return *env.Data, env.ScrollParam, nil
 }
 
 func newHTTPError(target string, resp *http.Response, body []byte) *HTTPError {
