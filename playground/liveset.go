@@ -82,3 +82,35 @@ func (l *liveSet) next(i int) int {
 	w = sw<<6 + bits.TrailingZeros64(m)
 	return w<<6 + bits.TrailingZeros64(l.words[w])
 }
+
+// insert shifts every index >= i up by one and sets i, following an entry inserted at i. It
+// costs O(words above i): fine for the occasional late update, not for the hot path.
+func (l *liveSet) insert(i int) {
+	w := i >> 6
+	for len(l.words) <= w {
+		l.words = append(l.words, 0)
+	}
+	b := uint(i & 63)
+	x := l.words[w]
+	low := x & (1<<b - 1)
+	carry := x >> 63
+	l.words[w] = low | (x&^(1<<b-1))<<1 | 1<<b
+	for k := w + 1; k < len(l.words); k++ {
+		x := l.words[k]
+		l.words[k] = x<<1 | carry
+		carry = x >> 63
+	}
+	if carry != 0 {
+		l.words = append(l.words, carry)
+	}
+	for len(l.summary) <= (len(l.words)-1)>>6 {
+		l.summary = append(l.summary, 0)
+	}
+	for k := w; k < len(l.words); k++ {
+		if l.words[k] != 0 {
+			l.summary[k>>6] |= 1 << (k & 63)
+		} else {
+			l.summary[k>>6] &^= 1 << (k & 63)
+		}
+	}
+}

@@ -32,6 +32,18 @@
 // appends a new one at the end; pages skip stale entries through a two-level bitmap, and the
 // slice is compacted when stale entries outnumber live ones. A page costs one binary search plus
 // the page's records, whatever the number of records or stale entries.
+//
+// # Late updates
+//
+// Real sources commit late: a row can become visible with an updatedAt older than rows a client
+// has already read (Kafka Connect JDBC's timestamp.delay.interval.ms exists for this). UpdateLate
+// and Config.LateUpdatesPerSecond model it: the record gets new content with updatedAt = now -
+// LateBy, never before its own current updatedAt, and its entry is inserted at its sorted place
+// in the index rather than appended. Pages stay sorted by (updatedAt, id) and keep their cost, so
+// a client whose cursor is already past that time misses the update unless it re-reads a window
+// of at least LateBy. A late insert costs O(n): it moves the entries after it (memmove), shifts
+// the bitmap and renumbers the live entries after it. That is fine for tests and demo rates, not
+// for thousands of late updates per second on millions of records.
 package playground
 
 import (
@@ -41,6 +53,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +68,8 @@ const (
 	DefaultPageSize = 50
 	// MaxRecords bounds Records plus every later Insert (record numbers are 32 bits).
 	MaxRecords = math.MaxInt32
+	// DefaultLateBy is Config.LateBy when zero and LateUpdatesPerSecond is positive.
+	DefaultLateBy = 30 * time.Second
 )
 
 // DefaultStart is the updatedAt of the oldest record when Config.Start is zero (moved back if
@@ -89,6 +104,14 @@ type Config struct {
 	Start time.Time
 	// UpdatesPerSecond is the rate at which RunUpdates updates random records (0: none).
 	UpdatesPerSecond float64
+	// LateUpdatesPerSecond is the rate at which RunUpdates applies late updates (0: none): a
+	// random record whose updatedAt is not after now - LateBy gets new content and that time as
+	// its updatedAt, placed at its sorted position in the index (see UpdateLate). A tick finding
+	// no such record skips its late update.
+	LateUpdatesPerSecond float64
+	// LateBy is how far behind the clock late updates are (default DefaultLateBy when
+	// LateUpdatesPerSecond is positive).
+	LateBy time.Duration
 	// FailRate is the fraction (0..1) of page requests answered 500.
 	FailRate float64
 	// RateLimit is the number of page requests per second allowed (token bucket with a burst of
@@ -114,6 +137,9 @@ func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
+	if c.LateUpdatesPerSecond > 0 && c.LateBy == 0 {
+		c.LateBy = DefaultLateBy
+	}
 	return c
 }
 
@@ -133,6 +159,12 @@ func (c Config) validate() error {
 	}
 	if !(c.UpdatesPerSecond >= 0) || math.IsInf(c.UpdatesPerSecond, 0) {
 		bad("updates per second must be a finite number >= 0, got %v", c.UpdatesPerSecond)
+	}
+	if !(c.LateUpdatesPerSecond >= 0) || math.IsInf(c.LateUpdatesPerSecond, 0) {
+		bad("late updates per second must be a finite number >= 0, got %v", c.LateUpdatesPerSecond)
+	}
+	if c.LateBy < 0 {
+		bad("late by must not be negative, got %v", c.LateBy)
 	}
 	if !(c.FailRate >= 0 && c.FailRate <= 1) {
 		bad("fail rate must be between 0 and 1, got %v", c.FailRate)
@@ -175,7 +207,7 @@ type Server struct {
 	refilled time.Time
 
 	stats struct {
-		requests, pages, served, s4xx, s429, s5xx, updates, inserts atomic.Uint64
+		requests, pages, served, s4xx, s429, s5xx, updates, lateUpdates, inserts atomic.Uint64
 	}
 }
 
@@ -248,7 +280,8 @@ type Stats struct {
 	Status4xx     uint64 // answers 400-499, 429 included
 	Status429     uint64 // answers 429 (rate limited)
 	Status5xx     uint64 // answers 500-599
-	Updates       uint64 // records updated (Update, UpdateIDs, RunUpdates)
+	Updates       uint64 // records updated (Update, UpdateIDs, UpdateLate, RunUpdates), late ones included
+	LateUpdates   uint64 // of Updates, the late ones (UpdateLate, RunUpdates)
 	Inserts       uint64 // records inserted
 	Records       int    // current number of records
 	Entries       int    // index entries, stale ones included
@@ -268,6 +301,7 @@ func (s *Server) Stats() Stats {
 		Status429:     s.stats.s429.Load(),
 		Status5xx:     s.stats.s5xx.Load(),
 		Updates:       s.stats.updates.Load(),
+		LateUpdates:   s.stats.lateUpdates.Load(),
 		Inserts:       s.stats.inserts.Load(),
 		Records:       records,
 		Entries:       entries,
@@ -379,6 +413,18 @@ func (s *Server) update(n int) []item {
 // UpdateIDs updates the records with the given ids now (each once, however often it is given).
 // An unknown or malformed id is an error and nothing is updated.
 func (s *Server) UpdateIDs(ids ...string) ([]User, error) {
+	recs, err := s.resolve(ids)
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	s.mu.Lock()
+	items := s.touchLocked(s.nowLocked(), recs, false)
+	s.mu.Unlock()
+	return s.renderAll(items), nil
+}
+
+// resolve maps ids to distinct record numbers, in the order first given.
+func (s *Server) resolve(ids []string) ([]uint32, error) {
 	index := s.idIndex()
 	recs := make([]uint32, 0, len(ids))
 	seen := make(map[uint32]bool, len(ids))
@@ -392,13 +438,106 @@ func (s *Server) UpdateIDs(ids ...string) ([]User, error) {
 			recs = append(recs, rec)
 		}
 	}
-	if len(recs) == 0 {
-		return nil, nil
+	return recs, nil
+}
+
+// UpdateLate updates the records with the given ids late (each once, however often it is
+// given): new company and job, and updatedAt = Clock() - by truncated to the second, placed at
+// its sorted position in the index rather than at the end, so a client whose cursor is already
+// past that time misses the update. A record whose updatedAt is already that time keeps it and
+// only gets new content. It returns the updated records, sorted by id.
+//
+// It is an error, and nothing is updated, if by is negative, an id is unknown or malformed, or
+// the late time is before a record's current updatedAt (the error names each such id). Each
+// record costs O(number of index entries); see the package doc.
+func (s *Server) UpdateLate(by time.Duration, ids ...string) ([]User, error) {
+	if by < 0 {
+		return nil, fmt.Errorf("playground: late by must not be negative, got %v", by)
+	}
+	recs, err := s.resolve(ids)
+	if err != nil || len(recs) == 0 {
+		return nil, err
 	}
 	s.mu.Lock()
-	items := s.touchLocked(s.nowLocked(), recs, false)
+	t := s.cfg.Clock().Add(-by).Unix()
+	slices.SortFunc(recs, s.idCmp)
+	var errs []error
+	for _, r := range recs {
+		if cur := s.upds[s.pos[r]]; cur > t {
+			errs = append(errs, fmt.Errorf("record %s has updatedAt %s, after the late time %s (now - %v)",
+				formatUUID(s.idOf(r)), formatTime(cur), formatTime(t), by))
+		}
+	}
+	if len(errs) > 0 {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("playground: cannot update late: %w", errors.Join(errs...))
+	}
+	items := s.lateLocked(t, recs)
 	s.mu.Unlock()
 	return s.renderAll(items), nil
+}
+
+// updateLate applies up to n late updates at Clock() - LateBy to distinct random records whose
+// updatedAt is not after that time; fewer (none) if such records are few (missing).
+func (s *Server) updateLate(n int) []item {
+	if n <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.cfg.Clock().Add(-s.cfg.LateBy).Unix()
+	// Entries [0, eligible) have updatedAt <= t; their live records can be updated late.
+	eligible, _ := slices.BinarySearch(s.upds, t+1)
+	first := s.live.next(0)
+	if first < 0 || first >= eligible {
+		return nil
+	}
+	recs := make([]uint32, 0, n)
+	seen := make(map[uint32]bool, n)
+	for tries := 0; len(recs) < n && tries < 4*n; tries++ {
+		j := s.live.next(s.rng.IntN(eligible))
+		if j < 0 || j >= eligible {
+			j = first
+		}
+		if r := s.recs[j]; !seen[r] {
+			seen[r] = true
+			recs = append(recs, r)
+		}
+	}
+	slices.SortFunc(recs, s.idCmp)
+	return s.lateLocked(t, recs)
+}
+
+// lateLocked updates the distinct records recs (sorted by id) late, at t, which must not be
+// before any of their updatedAt. It returns them sorted by id.
+func (s *Server) lateLocked(t int64, recs []uint32) []item {
+	for _, r := range recs {
+		s.ver[r]++
+		old := int(s.pos[r])
+		if s.upds[old] == t {
+			continue // same place in the index: new content only
+		}
+		s.live.clear(old)
+		// Every run of entries sharing an updatedAt is sorted by id, stale entries included, so
+		// the place after (t, r) is found by one binary search.
+		p := sort.Search(len(s.upds), func(j int) bool {
+			return s.upds[j] > t || s.upds[j] == t && s.idCmp(s.recs[j], r) > 0
+		})
+		s.upds = slices.Insert(s.upds, p, t)
+		s.recs = slices.Insert(s.recs, p, r)
+		s.live.insert(p)
+		for j := p; j >= 0; j = s.live.next(j + 1) {
+			s.pos[s.recs[j]] = uint32(j)
+		}
+	}
+	items := make([]item, len(recs))
+	for i, r := range recs {
+		items[i] = s.itemLocked(r)
+	}
+	s.stats.updates.Add(uint64(len(recs)))
+	s.stats.lateUpdates.Add(uint64(len(recs)))
+	s.maybeCompactLocked()
+	return items
 }
 
 // Insert adds n new records created and updated now, and returns them sorted by id. It adds
@@ -487,10 +626,15 @@ func (s *Server) touchLocked(now int64, recs []uint32, inserted bool) []item {
 	} else {
 		s.stats.updates.Add(uint64(len(recs)))
 	}
+	s.maybeCompactLocked()
+	return items
+}
+
+// maybeCompactLocked compacts the index when stale entries outnumber live ones.
+func (s *Server) maybeCompactLocked() {
 	if stale := len(s.upds) - len(s.pos); stale > len(s.pos) && stale > 1024 {
 		s.compactLocked()
 	}
-	return items
 }
 
 // appendLocked adds entries at time t for batch (sorted by id, entries already made stale).
@@ -635,33 +779,56 @@ func (s *Server) eachByID(index []uint32, fn func([]item) bool) {
 	}
 }
 
-// RunUpdates updates random records at Config.UpdatesPerSecond until ctx is done (several per
-// tick at high rates). It returns at once when the rate is 0.
+// RunUpdates updates random records at Config.UpdatesPerSecond and applies late updates (see
+// UpdateLate) at Config.LateUpdatesPerSecond until ctx is done (several per tick at high rates).
+// It returns at once when both rates are 0.
 func (s *Server) RunUpdates(ctx context.Context) {
-	rate := s.cfg.UpdatesPerSecond
-	if rate <= 0 {
+	updates := pacer{rate: s.cfg.UpdatesPerSecond}
+	late := pacer{rate: s.cfg.LateUpdatesPerSecond}
+	if updates.rate <= 0 && late.rate <= 0 {
 		return
 	}
-	interval := max(time.Duration(float64(time.Second)/rate), 20*time.Millisecond)
+	interval := max(time.Duration(float64(time.Second)/(updates.rate+late.rate)), 20*time.Millisecond)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	begin := time.Now()
-	var applied float64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-ticker.C:
-			due := math.Floor(rate*now.Sub(begin).Seconds()) - applied
-			// After a stall (suspended process, slow machine) do at most one second's worth.
-			due = min(due, math.Ceil(rate))
-			if due >= 1 {
-				s.update(int(due))
-				applied += due
+			elapsed := now.Sub(begin).Seconds()
+			if n := updates.due(elapsed); n > 0 {
+				s.update(n)
 			}
-			if behind := math.Floor(rate*now.Sub(begin).Seconds()) - applied; behind > rate {
-				applied += behind - rate
+			if n := late.due(elapsed); n > 0 {
+				s.updateLate(n)
 			}
 		}
 	}
+}
+
+// pacer spreads events at rate per second over ticks.
+type pacer struct {
+	rate    float64
+	applied float64
+}
+
+// due returns how many events are due elapsed seconds after the start and counts them as done.
+// After a stall (suspended process, slow machine) it gives at most one second's worth and
+// drops the rest.
+func (p *pacer) due(elapsed float64) int {
+	if p.rate <= 0 {
+		return 0
+	}
+	total := math.Floor(p.rate * elapsed)
+	n := 0
+	if due := min(total-p.applied, math.Ceil(p.rate)); due >= 1 {
+		n = int(due)
+		p.applied += due
+	}
+	if behind := total - p.applied; behind > p.rate {
+		p.applied += behind - p.rate
+	}
+	return n
 }

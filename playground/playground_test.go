@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -733,6 +734,10 @@ func TestNewValidation(t *testing.T) {
 		{"negative page size", Config{PageSize: -5}, "page size"},
 		{"negative tie width", Config{TieWidth: -2}, "tie width"},
 		{"negative updates", Config{UpdatesPerSecond: -1}, "updates per second"},
+		{"negative late updates", Config{LateUpdatesPerSecond: -1}, "late updates per second"},
+		{"infinite late updates", Config{LateUpdatesPerSecond: math.Inf(1)}, "late updates per second"},
+		{"NaN late updates", Config{LateUpdatesPerSecond: math.NaN()}, "late updates per second"},
+		{"negative late by", Config{LateUpdatesPerSecond: 1, LateBy: -time.Second}, "late by"},
 		{"fail rate above 1", Config{FailRate: 1.5}, "fail rate"},
 		{"negative fail rate", Config{FailRate: -0.1}, "fail rate"},
 		{"negative rate limit", Config{RateLimit: -3}, "rate limit"},
@@ -752,7 +757,22 @@ func TestNewValidation(t *testing.T) {
 		assert.Equal(t, 200, c.Records)
 		assert.Equal(t, 50, c.PageSize)
 		assert.Equal(t, 1, c.TieWidth)
+		assert.Zero(t, c.LateBy, "no late updates, no late by")
 		assert.Len(t, s.Snapshot(), 200)
+	})
+	t.Run("late by defaults with late updates", func(t *testing.T) {
+		for _, tt := range []struct {
+			cfg  Config
+			want time.Duration
+		}{
+			{Config{LateUpdatesPerSecond: 2}, DefaultLateBy},
+			{Config{LateUpdatesPerSecond: 2, LateBy: time.Minute}, time.Minute},
+			{Config{LateBy: time.Minute}, time.Minute},
+		} {
+			s, err := New(tt.cfg)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, s.Config().LateBy)
+		}
 	})
 }
 
@@ -829,7 +849,7 @@ func passErr(base, from string) (int, error) {
 // Pages, updates, inserts and snapshots at once; run with -race.
 func TestConcurrentUse(t *testing.T) {
 	clock := newFakeClock(testNow)
-	s, srv := newTestServer(t, Config{Records: 5000, PageSize: 100, TieWidth: 2, Start: testStart, Clock: clock.Now})
+	s, srv := newTestServer(t, Config{Records: 5000, PageSize: 100, TieWidth: 2, Start: testStart, LateBy: 20 * time.Second, Clock: clock.Now})
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() {
@@ -843,6 +863,7 @@ func TestConcurrentUse(t *testing.T) {
 					clock.Add(time.Second)
 					s.Update(300)
 					s.Insert(2)
+					s.updateLate(5)
 				default:
 					assert.GreaterOrEqual(t, len(s.Snapshot()), 5000)
 				}
