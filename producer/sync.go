@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -53,9 +54,14 @@ type Config struct {
 	// BatchRecords is how many records are produced, acknowledged and covered by one cursor
 	// commit. Larger batches mean fewer round trips and, after a crash, more records re-sent.
 	BatchRecords int
-	// WriteTimeout bounds the produce and the cursor commit of one batch. They run detached from
-	// the pass's context, so a shutdown lets an in-flight batch finish (or time out) rather than
-	// abandon it half-acknowledged.
+	// MaxInFlight is how many batches may be produced and not yet acknowledged at once, while
+	// the next pages are fetched (1: one batch at a time). Cursors are still committed strictly
+	// in order, each only once its batch and every earlier one were acknowledged. It bounds
+	// memory: a slow broker stops the fetching instead of growing a queue.
+	MaxInFlight int
+	// WriteTimeout bounds the wait for one batch's acknowledgement and its cursor commit. They run
+	// detached from the pass's context, so a shutdown lets in-flight batches finish (or time out)
+	// rather than abandon them half-acknowledged.
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
 	Clock        func() time.Time
@@ -124,12 +130,15 @@ func New(cfg Config) (*Syncer, error) {
 		if w.RequiredAcks != kafka.RequireAll {
 			errs = append(errs, fmt.Errorf("writer RequiredAcks is %v: only acks=all (RequireAll) keeps the cursor behind acknowledged data", w.RequiredAcks))
 		}
-		if w.Async {
-			errs = append(errs, errors.New("writer is Async: its errors would never reach the cursor commit"))
+		if w.Completion != nil {
+			errs = append(errs, errors.New("writer has a Completion callback: the Syncer needs its own to track acknowledgements"))
 		}
 	}
 	if cfg.BatchRecords <= 0 {
 		cfg.BatchRecords = 1000
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 60 * time.Second
@@ -147,7 +156,33 @@ func New(cfg Config) (*Syncer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), writer: w}, nil
+	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline)}
+	s.writer = s.asyncWriter(w)
+	return s, nil
+}
+
+// asyncWriter makes w enqueue without waiting and report every acknowledgement (or failure)
+// to the batch its messages belong to, so several batches can be in flight.
+func (s *Syncer) asyncWriter(w *kafka.Writer) *kafka.Writer {
+	w.Async = true
+	w.Completion = func(msgs []kafka.Message, err error) {
+		var b *batch
+		n := 0
+		for _, m := range msgs {
+			mb, _ := m.WriterData.(*batch)
+			if mb != b {
+				if b != nil {
+					b.complete(n, err)
+				}
+				b, n = mb, 0
+			}
+			n++
+		}
+		if b != nil {
+			b.complete(n, err)
+		}
+	}
+	return w
 }
 
 // Close closes the writer, waiting for anything it still has in flight.
@@ -155,19 +190,58 @@ func (s *Syncer) Close() error { return s.writer.Close() }
 
 // pass is the state of one pass.
 type pass struct {
-	walk      *Walker
 	committed cursor.Cursor // what the store holds
-	pending   []kafka.Message
 	stats     Stats
 	start     time.Time
 }
 
+// batch is the unit of produce and commit: its messages, and the cursor position right after
+// them. Completion callbacks count its messages down; done closes when all are answered.
+type batch struct {
+	msgs  []kafka.Message
+	pos   cursor.Cursor
+	pages int // pages fetched up to this batch, for the logs
+
+	mu        sync.Mutex
+	remaining int
+	err       error
+	done      chan struct{}
+}
+
+func newBatch(msgs []kafka.Message, pos cursor.Cursor, pages int) *batch {
+	b := &batch{msgs: msgs, pos: pos, pages: pages, remaining: len(msgs), done: make(chan struct{})}
+	for i := range b.msgs {
+		b.msgs[i].WriterData = b
+	}
+	return b
+}
+
+func (b *batch) complete(n int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	if b.remaining -= n; b.remaining == 0 {
+		close(b.done)
+	}
+}
+
+func (b *batch) result() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
 // Sync runs one pass: from the committed cursor until the API has nothing newer. It returns
 // the pass's stats and, on failure, an error wrapping one of the package's sentinels; the
-// committed cursor then covers exactly the batches that were acknowledged. On a shutdown (ctx
-// cancelled), an invalid record or an API that gave up, the records validated before it are
-// still produced and committed (bounded by WriteTimeout), so the cursor stops just before the
-// problem.
+// committed cursor then covers exactly the batches that were acknowledged.
+//
+// Three stages overlap: a fetcher walks the API and cuts batches, this goroutine enqueues them
+// to Kafka (at most MaxInFlight unacknowledged), and a committer waits for each batch's
+// acknowledgements in order and commits its cursor. On a shutdown (ctx cancelled), an invalid
+// record or an API that gave up, what was fetched and validated before it is still produced
+// and committed (bounded by WriteTimeout), so the cursor stops just before the problem.
 func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	p := &pass{start: s.cfg.Clock()}
 	c, err := s.cfg.Store.Load(ctx, s.cfg.Pipeline)
@@ -182,15 +256,26 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	}
 	p.committed = c
 	p.stats.Cursor = c.LastUpdatedAt
-	p.walk = NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, s.log)
+	walk := NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, s.log)
 
-	err = s.run(ctx, p)
-	if err != nil && len(p.pending) > 0 && !errors.Is(err, ErrProduce) && !errors.Is(err, ErrCommit) {
-		if ferr := s.flush(ctx, p); ferr != nil {
-			err = errors.Join(err, ferr)
-		}
+	abort := make(chan struct{}) // closed when producing failed: stop fetching
+	var abortOnce sync.Once
+	stop := func() { abortOnce.Do(func() { close(abort) }) }
+	batches := make(chan *batch, 1) // one batch fetched ahead
+	var fetchErr error
+	go func() {
+		defer close(batches)
+		fetchErr = s.fetch(ctx, walk, batches, abort)
+	}()
+	err = s.produce(ctx, p, batches, stop)
+	stop()
+	for range batches { // let the fetcher see abort and end
 	}
-	ws := p.walk.Stats()
+	if err == nil {
+		err = fetchErr
+	}
+
+	ws := walk.Stats()
 	p.stats.Pages, p.stats.Fetched, p.stats.Skipped, p.stats.TieOverflows = ws.Pages, ws.Fetched, ws.Skipped, ws.TieOverflows
 	p.stats.Invalid, p.stats.Late = ws.Invalid, ws.Late
 	p.stats.Duration = s.cfg.Clock().Sub(p.start)
@@ -203,27 +288,126 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	return p.stats, err
 }
 
-func (s *Syncer) run(ctx context.Context, p *pass) error {
+// fetch walks the API and sends batches of at least BatchRecords records (the last one may be
+// smaller). It returns nil at the end of the pass, or the error that ended it after sending the
+// records validated before it.
+func (s *Syncer) fetch(ctx context.Context, walk *Walker, out chan<- *batch, abort <-chan struct{}) error {
+	var msgs []kafka.Message
 	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		recs, err := p.walk.Next(ctx)
+		recs, err := walk.Next(ctx)
 		for _, r := range recs {
-			p.pending = append(p.pending, s.message(r))
+			msgs = append(msgs, s.message(r))
+		}
+		if len(msgs) > 0 && (err != nil || len(msgs) >= s.cfg.BatchRecords) {
+			select {
+			case out <- newBatch(msgs, walk.Position(), walk.Stats().Pages):
+				msgs = nil
+			case <-abort:
+				return nil
+			}
 		}
 		if errors.Is(err, io.EOF) {
-			return s.flush(ctx, p)
+			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if len(p.pending) >= s.cfg.BatchRecords {
-			if err := s.flush(ctx, p); err != nil {
-				return err
-			}
+	}
+}
+
+// produce enqueues each batch to Kafka, at most MaxInFlight unacknowledged at once, while the
+// committer commits their cursors in order. It returns the first produce or commit failure; then
+// it closes the writer, which waits for whatever kafka-go still has in flight, before the next
+// pass may write anything.
+func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, stop func()) error {
+	wctx := context.WithoutCancel(ctx)
+	inflight := make(chan *batch, s.cfg.MaxInFlight-1)
+	committed := make(chan error, 1)
+	go func() { committed <- s.commitInOrder(wctx, p, inflight, stop) }()
+	for b := range batches {
+		select {
+		case inflight <- b: // blocks while MaxInFlight batches await their acknowledgement
+		case err := <-committed:
+			committed <- err
+			close(inflight)
+			return s.failed(<-committed)
+		}
+		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", b.pos.LastUpdatedAt.Format(cursor.TimeLayout))
+		if err := s.writer.WriteMessages(wctx, b.msgs...); err != nil {
+			b.complete(b.remaining, err) // refused before anything was enqueued
 		}
 	}
+	close(inflight)
+	return s.failed(<-committed)
+}
+
+// failed swaps the writer after a failure: closing it waits for every batch kafka-go still
+// retries in the background, so none of them can land after a later cursor commit.
+func (s *Syncer) failed(err error) error {
+	if err == nil || !(errors.Is(err, ErrProduce) || errors.Is(err, ErrCommit)) {
+		return err
+	}
+	start := s.cfg.Clock()
+	cerr := s.writer.Close()
+	s.writer = s.asyncWriter(s.cfg.NewWriter())
+	s.log.Warn("pass failed; closed the writer once its in-flight batches ended", "waited", s.cfg.Clock().Sub(start).Round(time.Millisecond), "close_err", cerr)
+	return err
+}
+
+// commitInOrder waits for each batch's acknowledgements, in the order the batches were
+// enqueued, and commits the cursor after it: a cursor is committed only when its batch and
+// every earlier one were acknowledged. After the first failure it commits nothing more and
+// only drains.
+func (s *Syncer) commitInOrder(ctx context.Context, p *pass, inflight <-chan *batch, stop func()) error {
+	var failure error
+	for b := range inflight {
+		if failure != nil {
+			continue
+		}
+		upTo := b.pos.LastUpdatedAt.Format(cursor.TimeLayout)
+		t := time.NewTimer(s.cfg.WriteTimeout)
+		select {
+		case <-b.done:
+			t.Stop()
+		case <-t.C:
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: not acknowledged within %s: %w", ErrProduce, len(b.msgs), upTo, s.cfg.WriteTimeout, context.DeadlineExceeded)
+			stop()
+			continue
+		}
+		if err := b.result(); err != nil {
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, len(b.msgs), upTo, err)
+			stop()
+			continue
+		}
+		s.log.Debug("batch acknowledged, committing cursor", "records", len(b.msgs), "up_to", upTo)
+		if err := s.commit(ctx, p, b); err != nil {
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, len(b.msgs), upTo, err)
+			stop()
+		}
+	}
+	return failure
+}
+
+func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	n := len(b.msgs)
+	next := p.committed
+	next.LastUpdatedAt, next.Delivered, next.Lookback = b.pos.LastUpdatedAt, b.pos.Delivered, b.pos.Lookback
+	next.Seq = p.committed.Seq + 1
+	next.Records = p.committed.Records + int64(n)
+	next.CommittedAt = s.cfg.Clock()
+	if err := s.cfg.Store.Commit(ctx, next); err != nil {
+		return err
+	}
+	p.committed = next
+	p.stats.Produced += n
+	p.stats.Batches++
+	p.stats.Cursor = next.LastUpdatedAt
+	s.log.Info("batch committed", "records", n, "records_total", p.stats.Produced, "pages", b.pages,
+		"cursor", next.LastUpdatedAt.Format(cursor.TimeLayout), "delivered_at_cursor", len(next.Delivered),
+		"records_per_s", rate(p.stats.Produced, s.cfg.Clock().Sub(p.start)))
+	return nil
 }
 
 func (s *Syncer) message(r Record) kafka.Message {
@@ -265,48 +449,6 @@ func (s *Syncer) deadLetter(r Record) kafka.Message {
 			{Key: HeaderFailedAt, Value: []byte(s.cfg.Clock().UTC().Format(time.RFC3339Nano))},
 		},
 	}
-}
-
-// flush produces the pending batch, waits for Kafka to acknowledge all of it, and only then
-// commits the cursor that covers it: the walker's position after the batch's last record.
-// Any failure leaves the committed cursor where it was.
-func (s *Syncer) flush(ctx context.Context, p *pass) error {
-	n := len(p.pending)
-	if n == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
-	defer cancel()
-	pos := p.walk.Position()
-	next := p.committed
-	next.LastUpdatedAt, next.Delivered, next.Lookback = pos.LastUpdatedAt, pos.Delivered, pos.Lookback
-	upTo := next.LastUpdatedAt.Format(cursor.TimeLayout)
-	s.log.Debug("producing batch", "records", n, "up_to", upTo)
-	if err := s.writer.WriteMessages(ctx, p.pending...); err != nil {
-		// kafka-go may still be retrying parts of this batch in the background (it returns on
-		// a context deadline without aborting them). Wait for them before anything else writes.
-		start := s.cfg.Clock()
-		cerr := s.writer.Close()
-		s.writer = s.cfg.NewWriter()
-		s.log.Warn("produce failed; closed the writer after its in-flight batches ended", "waited", s.cfg.Clock().Sub(start).Round(time.Millisecond), "close_err", cerr)
-		return fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, n, upTo, err)
-	}
-	s.log.Debug("batch acknowledged, committing cursor", "records", n, "up_to", upTo)
-	next.Seq = p.committed.Seq + 1
-	next.Records = p.committed.Records + int64(n)
-	next.CommittedAt = s.cfg.Clock()
-	if err := s.cfg.Store.Commit(ctx, next); err != nil {
-		return fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, n, upTo, err)
-	}
-	p.committed = next
-	p.pending = nil
-	p.stats.Produced += n
-	p.stats.Batches++
-	p.stats.Cursor = next.LastUpdatedAt
-	elapsed := s.cfg.Clock().Sub(p.start)
-	s.log.Info("batch committed", "records", n, "records_total", p.stats.Produced, "pages", p.walk.Stats().Pages,
-		"cursor", upTo, "delivered_at_cursor", len(next.Delivered), "records_per_s", rate(p.stats.Produced, elapsed))
-	return nil
 }
 
 func rate(n int, d time.Duration) float64 {

@@ -33,6 +33,7 @@ type syncFlags struct {
 	replication    int
 	retryTimeout   time.Duration
 	kafkaWait      time.Duration
+	maxInFlight    int
 	onInvalid      string
 	dlqTopic       string
 	lookback       time.Duration
@@ -50,6 +51,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cursorTopic, "cursor-topic", "keysetsync-cursors", "compacted topic holding the cursors (key = pipeline name)")
 	fs.StringVar(&f.pipeline, "pipeline", "users", "pipeline name: the cursor's key and the keysetsync.pipeline header")
 	fs.IntVar(&f.batchRecords, "batch-records", 1000, "records produced and acknowledged per cursor commit")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", 4, "batches produced and not yet acknowledged at once while the next pages are fetched (1: one at a time); cursors still commit strictly in order")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 60*time.Second, "bound on producing one batch and committing its cursor, also when shutting down")
 	fs.IntVar(&f.partitions, "topic-partitions", 1, "partitions of the data topic when keysetsync creates it (-1: broker default)")
 	fs.IntVar(&f.replication, "topic-replication-factor", -1, "replication factor of the data and cursor topics when keysetsync creates them (-1: broker default)")
@@ -76,6 +78,9 @@ func (f *syncFlags) validate() error {
 	}
 	if len(brokerList(f.brokers)) == 0 {
 		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	if f.maxInFlight < 1 {
+		errs = append(errs, fmt.Errorf("--max-in-flight %d: must be at least 1", f.maxInFlight))
 	}
 	if f.batchRecords < 1 {
 		errs = append(errs, fmt.Errorf("--batch-records %d: must be at least 1", f.batchRecords))
@@ -172,7 +177,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipe
 		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq,
 		Walk:         producer.WalkOptions{Lookback: f.lookback, MaxRecordBytes: f.maxRecordBytes, MaxFuture: f.maxFuture},
 		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
-		BatchRecords: f.batchRecords, WriteTimeout: f.writeTimeout, Logger: log,
+		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
 	})
 	if err != nil {
 		store.Close()

@@ -43,6 +43,7 @@ type Options struct {
 	Logger       *slog.Logger
 	Walk         producer.WalkOptions
 	DLQ          bool // route invalid records to a dead-letter topic instead of failing
+	MaxInFlight  int  // batches in flight (0: the Syncer's default)
 }
 
 // New starts the playground in-process and builds a Syncer writing to fresh topics of tg.
@@ -72,7 +73,7 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 		require.NoError(t, err)
 	}
 	p.Syncer, err = producer.New(producer.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
-		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, Logger: o.Logger,
+		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, MaxInFlight: o.MaxInFlight, Logger: o.Logger,
 		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, o.BatchRecords) }})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Syncer.Close() })
