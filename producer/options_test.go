@@ -10,6 +10,8 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/synctest"
+	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/producer"
 )
 
@@ -108,4 +110,43 @@ func TestLookbackDeliversLateRecordsOnce(t *testing.T) {
 	assert.Equal(t, map[string]string{"b": c.Delivered["b"]}, c.Delivered)
 	assert.Contains(t, c.Lookback, "late")
 	assert.Contains(t, c.Lookback, "a")
+}
+
+func TestLookbackCatchesLateCommitsOfThePlayground(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name     string
+		lookback time.Duration
+		inSync   bool
+	}{
+		{"without lookback the late update is missed", 0, false},
+		{"a lookback wider than the delay delivers it", time.Minute, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{
+				Playground: playground.Config{Records: 400, PageSize: 50, TieWidth: 3, Seed: 8, Clock: func() time.Time { return now }},
+				Walk:       producer.WalkOptions{Lookback: c.lookback, Now: func() time.Time { return now }},
+			})
+			p.API.Update(10) // records at "now", so the cursor is at now
+			_, err := p.Syncer.Sync(t.Context())
+			require.NoError(t, err)
+			late, err := p.API.UpdateLate(30*time.Second, p.API.Snapshot()[0].ID)
+			require.NoError(t, err)
+			st, err := p.Syncer.Sync(t.Context())
+			require.NoError(t, err)
+			if !c.inSync {
+				assert.Zero(t, st.Produced, "a plain keyset walk cannot see a record committed behind its cursor")
+				return
+			}
+			assert.Equal(t, 1, st.Produced)
+			assert.Equal(t, 1, st.Late)
+			p.RequireInSync(t)
+			got, _ := p.Latest(t)
+			assert.Equal(t, late[0].UpdatedAt, got[late[0].ID].UpdatedAt.Format(cursor.TimeLayout))
+			st, err = p.Syncer.Sync(t.Context())
+			require.NoError(t, err)
+			assert.Zero(t, st.Produced, "the window is re-read but nothing is sent twice")
+		})
+	}
 }
