@@ -250,3 +250,14 @@ func TestRepeatedSyncsWhileTheAPIUpdatesEndInSync(t *testing.T) {
 		p.RequireInSync(t)
 	})
 }
+
+func TestFlakyAPIIsRetriedWithoutLoss(t *testing.T) {
+	// A fifth of the page requests fail with 500: every page is retried with backoff and the
+	// pass completes with every record, once.
+	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{Playground: playground.Config{Records: 1500, PageSize: 50, TieWidth: 4, Seed: 13, FailRate: 0.2}, BatchRecords: 200})
+	st, err := p.Syncer.Sync(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1500, st.Produced)
+	assert.Positive(t, p.API.Stats().Status5xx, "the API did fail")
+	p.RequireInSync(t)
+}
