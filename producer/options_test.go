@@ -150,3 +150,19 @@ func TestLookbackCatchesLateCommitsOfThePlayground(t *testing.T) {
 		})
 	}
 }
+
+func TestLookbackWindowOfManyPagesIsNotAStall(t *testing.T) {
+	// The window behind the cursor holds several pages that were all delivered: re-reading them
+	// sends nothing and does not move the cursor, but it is progress, not a loop.
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{
+		Playground: playground.Config{Records: 1000, PageSize: 50, TieWidth: 40, Seed: 3, Clock: func() time.Time { return now }},
+		Walk:       producer.WalkOptions{Lookback: time.Minute, Now: func() time.Time { return now }},
+	})
+	_, err := p.Syncer.Sync(t.Context())
+	require.NoError(t, err)
+	st, err := p.Syncer.Sync(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, st.Produced)
+	assert.Greater(t, st.Pages, 3, "the window spans more pages than the stall limit")
+}

@@ -169,7 +169,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	}
 	w.stats.Pages++
 	w.stats.Fetched += len(raw.Records)
-	before := w.at
+	before, lowBefore := w.at, w.low
 	recs, first, last, err := w.add(raw)
 	if err != nil {
 		return recs, err
@@ -178,10 +178,12 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 		w.done = true
 		return recs, nil
 	}
-	if len(recs) == 0 && !w.at.After(before) {
+	// Progress is a new record, a later position, or (re-reading a lookback window, where the
+	// position stays put) a later point to read from.
+	if len(recs) == 0 && !w.at.After(before) && !last.After(lowBefore) {
 		if w.stalled++; w.stalled >= 3 {
 			return nil, fmt.Errorf("%w: %d pages in a row (up to page %d, %s) brought nothing new and did not move past %s",
-				ErrNoProgress, w.stalled, w.page, raw.URL, before.Format(cursor.TimeLayout))
+				ErrNoProgress, w.stalled, w.page, raw.URL, lowBefore.Format(cursor.TimeLayout))
 		}
 	} else {
 		w.stalled = 0
