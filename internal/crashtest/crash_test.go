@@ -1,0 +1,337 @@
+//go:build unix
+
+package crashtest
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/playground"
+)
+
+// defaultKills is the number of SIGKILLs per Kafka target of the serial mode of the default
+// suite (13 rounds of the four kill points); the other modes do half as many.
+const defaultKills = 52
+
+// killsWanted is defaultKills, or KEYSETSYNC_CRASH_KILLS for a long run.
+func killsWanted(t *testing.T) int {
+	v := os.Getenv("KEYSETSYNC_CRASH_KILLS")
+	if v == "" {
+		return defaultKills
+	}
+	n, err := strconv.Atoi(v)
+	require.NoError(t, err, "KEYSETSYNC_CRASH_KILLS")
+	require.Positive(t, n, "KEYSETSYNC_CRASH_KILLS")
+	return n
+}
+
+// killPoint is the nth occurrence, within one run, of the log line msg.
+//
+// By default the binary is killed delay after the line is read (0: at once). A kill right
+// after "producing batch" tends to land before the writer sent anything (it lingers a couple of
+// milliseconds), and one right after "batch acknowledged" before the cursor is sent; small
+// delays put some of them while the request is in flight or just after Kafka stored it. The
+// delays only choose where the crash hits; nothing waits on them.
+//
+// On kfake the produce and acknowledged kill points are exact instead: the broker kills the
+// binary when its nth data produce request (producing batch) or nth cursor write (batch
+// acknowledged) of the run arrives, then stores the request (store) or drops it.
+type killPoint struct {
+	msg   string
+	n     int
+	delay time.Duration
+	store bool
+}
+
+func (kp killPoint) describe(trapped bool) string {
+	s := fmt.Sprintf("%q #%d", kp.msg, kp.n)
+	switch {
+	case trapped && kp.store:
+		s += " (killed at the broker, request stored)"
+	case trapped:
+		s += " (killed at the broker, request dropped)"
+	case kp.delay > 0:
+		s += fmt.Sprintf(" +%v", kp.delay)
+	}
+	return s
+}
+
+// killPoints returns the i-th kill point: the four kinds in turn, each going through every
+// occurrence number of ns (shifted per kind, so the kinds do not move in lockstep).
+func killPoints(i int) killPoint {
+	kinds := []string{msgFetch, msgProduce, msgAcked, msgCommitted}
+	ns := []int{1, 2, 4, 7, 3, 1, 5, 2, 9, 6, 1, 3}
+	delays := []time.Duration{0, 2 * time.Millisecond, 0, 1 * time.Millisecond, 4 * time.Millisecond}
+	kind, round := i%len(kinds), i/len(kinds)
+	kp := killPoint{msg: kinds[kind], n: ns[(round+kind)%len(ns)], store: round%2 == 1}
+	if kp.msg == msgProduce || kp.msg == msgAcked {
+		kp.delay = delays[round%len(delays)]
+	}
+	return kp
+}
+
+// crashConfig is the playground of the crash test: enough records that most kill points fall
+// in the middle of a catch-up, with ties and updates racing the cursor.
+func crashConfig(kills int) playground.Config {
+	return playground.Config{
+		Records:          min(max(3000, kills*150), 200_000),
+		PageSize:         playgroundPage,
+		TieWidth:         5,
+		UpdatesPerSecond: 30,
+		Seed:             uint64(kills),
+	}
+}
+
+// kill is the outcome of runUntilKilled.
+type kill struct {
+	killed  bool // false: the run ended on its own (exit status 0) before the kill point
+	trapped bool // killed at the broker (kfake)
+	records int  // records of the batch named by the kill point's log line (produce, acknowledged)
+}
+
+// runUntilKilled runs `once` and SIGKILLs it at kp.
+func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
+	t.Helper()
+	var tr *trap
+	if h.tg.Fake != nil && (kp.msg == msgProduce || kp.msg == msgAcked) {
+		tr = &trap{topic: h.topic, n: kp.n, store: kp.store, fire: func(p *proc) { _ = p.cmd.Process.Kill() }}
+		if kp.msg == msgAcked {
+			tr.topic = h.cursorTopic
+		}
+	}
+	h.arm(tr)
+	defer h.arm(nil)
+	seen, killed, records := 0, false, 0
+	p := start(t, h.bin, h.syncArgs("once"), func(p *proc, line string) {
+		if !isMsg(line, kp.msg) {
+			return
+		}
+		if seen++; seen != kp.n {
+			return
+		}
+		records = intField(line, "records")
+		if tr != nil {
+			return // the broker kills it
+		}
+		killed = true
+		if kp.delay == 0 {
+			_ = p.cmd.Process.Kill()
+		} else {
+			time.AfterFunc(kp.delay, func() { _ = p.cmd.Process.Kill() })
+		}
+	})
+	h.armed(p)
+	st := p.wait(t, runTimeout)
+	h.note(p)
+	// The reading goroutine wrote seen, killed and records before wait returned.
+	if tr != nil {
+		h.trapMu.Lock()
+		killed = tr.fired
+		h.trapMu.Unlock()
+		if killed {
+			// The log line comes before its request; the cursor writes are one at a time, and
+			// so are the data writes with one batch in flight. Several in flight may share a
+			// request.
+			if kp.msg == msgAcked || h.inFlight == 1 {
+				require.Equal(t, kp.n, seen, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.tail(10))
+			} else {
+				require.GreaterOrEqual(t, seen, kp.n, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.tail(10))
+			}
+		}
+	}
+	if st.ExitCode() == 0 {
+		if tr != nil {
+			require.False(t, killed, "the broker killed the binary but it exited 0:\n%s", p.tail(10))
+			if kp.msg == msgAcked || h.inFlight == 1 {
+				require.Less(t, seen, kp.n, "the run printed %q #%d but the broker got no such request:\n%s", kp.msg, kp.n, p.tail(10))
+			}
+		}
+		return kill{} // finished before the kill point, or the kill came after its exit
+	}
+	ws, _ := st.Sys().(syscall.WaitStatus)
+	require.True(t, killed && ws.Signaled() && ws.Signal() == syscall.SIGKILL,
+		"once failed on its own (%v) while waiting for %v; stderr ends with:\n%s", st, kp.describe(tr != nil), p.tail(30))
+	return kill{killed: true, trapped: tr != nil, records: records}
+}
+
+// intField returns the integer value of key=... in a log line, or -1.
+func intField(line, key string) int {
+	_, rest, ok := strings.Cut(line, " "+key+"=")
+	if !ok {
+		return -1
+	}
+	v, _, _ := strings.Cut(rest, " ")
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// maxBatch bounds the records of one batch: a batch is cut once it holds batchRecords, after
+// adding a page of at most playgroundPage.
+const maxBatch = batchRecords + playgroundPage
+
+// TestCrashRecovery SIGKILLs `keysetsync once` over and over at chosen points of the sync loop
+// and requires that no record is lost, that the cursor is never ahead of the data, and that
+// each crash re-sends at most the batches that were in flight: one with --max-in-flight 1.
+func TestCrashRecovery(t *testing.T) {
+	bin := buildBinary(t)
+	kills := killsWanted(t)
+	modes := []struct {
+		name     string
+		flags    []string
+		inFlight int // batches produced and not committed at once: --max-in-flight
+		kills    int
+	}{
+		{"serial", []string{"--max-in-flight", "1"}, 1, kills},
+		{"pipelined", []string{"--max-in-flight", "4"}, 4, (kills + 1) / 2},
+		// A lookback re-reads a window behind the cursor on every pass and keeps what it
+		// delivered there in the cursor: a crash must not make it send any of that again.
+		{"lookback", []string{"--max-in-flight", "4", "--lookback", "1m"}, 4, (kills + 1) / 2},
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+				crashLoop(t, bin, tg, m.flags, m.inFlight, m.kills)
+			})
+		})
+	}
+}
+
+// crashLoop kills the binary kills times against tg, then checks the outcome.
+func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, inFlight, kills int) {
+	begin := time.Now()
+	h := newHarness(t, bin, tg, crashConfig(kills))
+	h.flags = flags
+	h.inFlight = inFlight
+	runs, completed, resent, mostResent, byKind := 0, 0, 0, 0, map[string]int{}
+	uncommitted := 0 // messages in the topic that no committed cursor counts
+	for i, done := 0, 0; done < kills; i++ {
+		kp := killPoints(i)
+		var k kill
+		for {
+			runs++
+			require.LessOrEqual(t, runs, 3*kills+20, "too many runs ended before their kill point")
+			if k = h.runUntilKilled(t, kp); k.killed {
+				break
+			}
+			// The sync caught up before the kill point: the next run aims at the first
+			// occurrence, at once.
+			completed++
+			kp.n, kp.delay = 1, 0
+		}
+		done++
+		byKind[kp.msg]++
+		c, messages := h.checkCursor(t)
+		written := messages - int(c.Records) - uncommitted // by the killed run, not committed
+		uncommitted += written
+		if written > 0 {
+			resent++
+		}
+		mostResent = max(mostResent, written)
+		what := kp.describe(k.trapped)
+		if testing.Verbose() && (kills <= 200 || done%50 == 0) {
+			t.Logf("kill %d/%d at %s: cursor seq=%d records=%d last_updated_at=%s; topic messages=%d (+%d not covered by a cursor)",
+				done, kills, what, c.Seq, c.Records, c.LastUpdatedAt.Format(time.RFC3339), messages, written)
+		}
+		require.LessOrEqual(t, written, inFlight*maxBatch, "kill at %s: more than %d batches written beyond the cursor", what, inFlight)
+		if k.trapped {
+			require.Positive(t, k.records, "records of the batch at %s", what)
+			// The batch the trap caught is in doubt, and where it stands is known; with one
+			// batch in flight it is the only one.
+			lo, hi := 0, (inFlight-1)*maxBatch
+			switch {
+			case kp.msg == msgProduce && kp.store && inFlight == 1: // stored, never acknowledged
+				lo, hi = k.records, k.records
+			case kp.msg == msgProduce && kp.store:
+				lo, hi = 1, inFlight*maxBatch
+			case kp.msg == msgAcked && !kp.store: // acknowledged, cursor never written
+				lo, hi = k.records, k.records+hi
+			}
+			require.True(t, written >= lo && written <= hi, "kill at %s: %d messages written beyond the committed cursor, want %d to %d", what, written, lo, hi)
+		}
+	}
+	r := h.finish(t)
+	bound := kills * inFlight * maxBatch
+	st := h.api.Stats()
+	t.Logf("%s: %d kills %v in %d runs (%d more ended before their kill point); %d kills left messages to re-send (at most %d); %d API updates; topic: %d messages, %d ids; lost=%d duplicates=%d (bound %d); %v",
+		tg.Name, kills, byKind, runs, completed, resent, mostResent, st.Updates, r.messages, r.ids, r.lost, r.duplicates, bound, time.Since(begin).Round(time.Millisecond))
+	assert.Zero(t, r.lost, "records lost")
+	assert.LessOrEqual(t, r.duplicates, bound, "more duplicates than the batches in flight at each crash")
+}
+
+// TestGracefulStop sends SIGTERM or SIGINT to the binary while it syncs, and requires a clean
+// exit (status 0) with the cursor covering everything acknowledged: no loss and, because the
+// in-flight batch is finished and committed, no duplicate either.
+func TestGracefulStop(t *testing.T) {
+	bin := buildBinary(t)
+	cases := []struct {
+		name  string
+		cmd   []string
+		sig   syscall.Signal
+		after string // log line
+		n     int    // occurrence of after that triggers the signal
+		want  string // log line the binary must print
+	}{
+		{"run SIGTERM mid-pass", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgCommitted, 3, "stopping on signal"},
+		{"run SIGINT mid-pass", []string{"run", "--interval", "100ms"}, syscall.SIGINT, msgCommitted, 3, "stopping on signal"},
+		{"run SIGTERM mid-produce", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgProduce, 4, "stopping on signal"},
+		{"run SIGTERM between passes", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgPassDone, 2, "stopping on signal"},
+		{"once SIGTERM mid-pass", []string{"once"}, syscall.SIGTERM, msgCommitted, 3, "interrupted; the cursor covers every acknowledged batch"},
+		{"once SIGINT mid-produce", []string{"once"}, syscall.SIGINT, msgProduce, 4, "interrupted; the cursor covers every acknowledged batch"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+				h := newHarness(t, bin, tg, playground.Config{Records: 3000, PageSize: playgroundPage, TieWidth: 5, UpdatesPerSecond: 30})
+				// On kfake a signal "mid-produce" is exact: the broker sends it when the nth
+				// data produce request arrives, then stores the request and answers it.
+				var tr *trap
+				if tg.Fake != nil && tc.after == msgProduce {
+					tr = &trap{topic: h.topic, n: tc.n, store: true, fire: func(p *proc) { _ = p.cmd.Process.Signal(tc.sig) }}
+				}
+				h.arm(tr)
+				defer h.arm(nil)
+				seen, signalled := 0, false
+				p := start(t, bin, h.syncArgs(tc.cmd[0], tc.cmd[1:]...), func(p *proc, line string) {
+					if tr != nil || signalled || !isMsg(line, tc.after) {
+						return
+					}
+					if seen++; seen == tc.n {
+						signalled = true
+						_ = p.cmd.Process.Signal(tc.sig)
+					}
+				})
+				h.armed(p)
+				st := p.wait(t, 30*time.Second)
+				h.note(p)
+				if tr != nil {
+					h.trapMu.Lock()
+					signalled = tr.fired
+					h.trapMu.Unlock()
+				}
+				require.True(t, signalled, "the process ended before %q #%d: %v\n%s", tc.after, tc.n, st, p.tail(30))
+				require.Equal(t, 0, st.ExitCode(), "exit after %v: %v; stderr ends with:\n%s", tc.sig, st, p.tail(30))
+				require.Contains(t, p.stderr(), tc.want)
+				c, messages := h.checkCursor(t)
+				t.Logf("stopped: cursor seq=%d records=%d; topic messages=%d", c.Seq, c.Records, messages)
+				assert.EqualValues(t, messages, c.Records, "a graceful stop commits everything it wrote")
+
+				r := h.finish(t)
+				t.Logf("%s: topic %d messages, %d ids; lost=%d duplicates=%d", tg.Name, r.messages, r.ids, r.lost, r.duplicates)
+				assert.Zero(t, r.lost, "records lost")
+				assert.Zero(t, r.duplicates, "a graceful stop re-sends nothing")
+			})
+		})
+	}
+}
