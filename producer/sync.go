@@ -267,7 +267,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		defer close(batches)
 		fetchErr = s.fetch(ctx, walk, batches, abort)
 	}()
-	err = s.produce(ctx, p, batches, stop)
+	err = s.produce(ctx, p, batches, abort, stop)
 	stop()
 	for range batches { // let the fetcher see abort and end
 	}
@@ -300,6 +300,11 @@ func (s *Syncer) fetch(ctx context.Context, walk *Walker, out chan<- *batch, abo
 		}
 		if len(msgs) > 0 && (err != nil || len(msgs) >= s.cfg.BatchRecords) {
 			select {
+			case <-abort: // checked first: a select between two ready cases picks at random
+				return nil
+			default:
+			}
+			select {
 			case out <- newBatch(msgs, walk.Position(), walk.Stats().Pages):
 				msgs = nil
 			case <-abort:
@@ -319,7 +324,7 @@ func (s *Syncer) fetch(ctx context.Context, walk *Walker, out chan<- *batch, abo
 // committer commits their cursors in order. It returns the first produce or commit failure; then
 // it closes the writer, which waits for whatever kafka-go still has in flight, before the next
 // pass may write anything.
-func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, stop func()) error {
+func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, abort <-chan struct{}, stop func()) error {
 	wctx := context.WithoutCancel(ctx)
 	inflight := make(chan *batch, s.cfg.MaxInFlight-1)
 	committed := make(chan error, 1)
@@ -327,10 +332,14 @@ func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, st
 	for b := range batches {
 		select {
 		case inflight <- b: // blocks while MaxInFlight batches await their acknowledgement
-		case err := <-committed:
-			committed <- err
+		case <-abort:
+		}
+		// After a failure nothing more is written: it could never be committed, only duplicated.
+		select {
+		case <-abort:
 			close(inflight)
 			return s.failed(<-committed)
+		default:
 		}
 		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", b.pos.LastUpdatedAt.Format(cursor.TimeLayout))
 		if err := s.writer.WriteMessages(wctx, b.msgs...); err != nil {

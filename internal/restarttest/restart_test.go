@@ -1,0 +1,419 @@
+//go:build unix
+
+// Package restarttest runs the real keysetsync binary against a real Kafka broker that is
+// stopped and started under it: a broker down when keysetsync starts (--kafka-wait), and a
+// broker stopped and started again in the middle of a sync (--retry-timeout). The broker is a
+// dedicated one started by scripts/kafka.sh on its own ports and data directory, so the shared
+// broker of KAFKA_BROKERS is never touched; the tests run only when KAFKA_BROKERS is set (the
+// real-broker tier), and fail under CI=true without it (see internal/kafkatest).
+package restarttest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/playground"
+)
+
+const (
+	brokerPort     = 19092
+	controllerPort = 19093
+)
+
+var brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
+
+// moduleRoot is the directory of go.mod.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	require.NoError(t, err, "go env GOMOD")
+	gomod := strings.TrimSpace(string(out))
+	require.True(t, gomod != "" && gomod != os.DevNull, "not inside the module: go env GOMOD = %q", gomod)
+	return filepath.Dir(gomod)
+}
+
+// buildBinary builds cmd/keysetsync into a temporary directory.
+func buildBinary(t *testing.T, root string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "keysetsync")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/keysetsync")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build ./cmd/keysetsync:\n%s", out)
+	return bin
+}
+
+// broker is a dedicated single-node Kafka run by scripts/kafka.sh with its own ports and state
+// directory. It is stopped at cleanup.
+type broker struct {
+	t      *testing.T
+	script string
+	env    []string
+}
+
+func newBroker(t *testing.T, root string) *broker {
+	t.Helper()
+	for _, port := range []int{brokerPort, controllerPort} {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+			c.Close()
+			t.Fatalf("port %d is in use: a broker left over by an earlier run? (the dedicated broker needs ports %d and %d)", port, brokerPort, controllerPort)
+		}
+	}
+	home := t.TempDir()
+	// The jars were resolved for the shared broker (the real tier started it): reuse them
+	// rather than have Maven copy them again.
+	shared := os.Getenv("KEYSETSYNC_KAFKA_HOME")
+	if shared == "" {
+		if h, err := os.UserHomeDir(); err == nil {
+			shared = filepath.Join(h, ".cache", "keysetsync-kafka")
+		}
+	}
+	if entries, err := os.ReadDir(filepath.Join(shared, "libs")); err == nil && hasStamp(entries) {
+		libs := filepath.Join(home, "libs")
+		require.NoError(t, os.Mkdir(libs, 0o755))
+		for _, e := range entries {
+			require.NoError(t, os.Symlink(filepath.Join(shared, "libs", e.Name()), filepath.Join(libs, e.Name())))
+		}
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		switch strings.SplitN(kv, "=", 2)[0] {
+		case "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "KEYSETSYNC_KAFKA_HOME", "KAFKA_HOST":
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, fmt.Sprintf("KAFKA_PORT=%d", brokerPort), fmt.Sprintf("KAFKA_CONTROLLER_PORT=%d", controllerPort),
+		"KEYSETSYNC_KAFKA_HOME="+home, "KAFKA_HOST=127.0.0.1")
+	b := &broker{t: t, script: filepath.Join(root, "scripts", "kafka.sh"), env: env}
+	t.Cleanup(func() { b.run("stop") }) // before the temporary directory is removed
+	return b
+}
+
+// hasStamp reports whether a libs directory was completely resolved by kafka.sh.
+func hasStamp(entries []os.DirEntry) bool {
+	for _, e := range entries {
+		if e.Name() == ".pom.sha256" {
+			return true
+		}
+	}
+	return false
+}
+
+// run runs `kafka.sh cmd` and returns how long it took.
+func (b *broker) run(cmd string) time.Duration {
+	b.t.Helper()
+	start := time.Now()
+	c := exec.Command("bash", b.script, cmd)
+	c.Env = b.env
+	out, err := c.CombinedOutput()
+	took := time.Since(start)
+	b.t.Logf("kafka.sh %s (%s):\n%s", cmd, took.Round(time.Millisecond), strings.TrimSpace(string(out)))
+	require.NoError(b.t, err, "kafka.sh %s", cmd)
+	return took
+}
+
+func (b *broker) start() time.Duration { return b.run("start") }
+func (b *broker) stop() time.Duration  { return b.run("stop") }
+
+// childEnv is the test's environment without KEYSETSYNC_* variables, so only the flags
+// configure the binary.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KEYSETSYNC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// proc is one run of the binary, its stderr read line by line as it comes.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	start  time.Time
+
+	mu      sync.Mutex
+	lines   []string
+	changed chan struct{} // closed and replaced on every new line and at exit
+	done    chan struct{} // closed once the process was waited for
+	exit    int
+	took    time.Duration
+}
+
+func startProc(t *testing.T, name, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), changed: make(chan struct{}), done: make(chan struct{}), start: time.Now()}
+	p.cmd.Env = childEnv()
+	p.cmd.Stdout = &p.stdout
+	stderr, err := p.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.changed)
+			p.changed = make(chan struct{})
+			p.mu.Unlock()
+		}
+		err := p.cmd.Wait()
+		p.mu.Lock()
+		p.took = time.Since(p.start)
+		p.exit = 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			p.exit = ee.ExitCode()
+		} else if err != nil {
+			p.exit = -1
+		}
+		close(p.changed)
+		p.changed = make(chan struct{})
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		t.Logf("%s stderr (%d lines), last ones:\n%s", p.name, len(p.snapshot()), p.tail(25))
+	})
+	return p
+}
+
+func (p *proc) snapshot() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lines
+}
+
+func (p *proc) tail(n int) string {
+	l := p.snapshot()
+	return strings.Join(l[max(0, len(l)-n):], "\n")
+}
+
+// waitLine waits for the first stderr line containing substr, and returns it. It fails if the
+// process ends first or timeout passes.
+func (p *proc) waitLine(t *testing.T, substr string, timeout time.Duration) string {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for i := 0; ; {
+		p.mu.Lock()
+		lines, changed := p.lines, p.changed
+		p.mu.Unlock()
+		for ; i < len(lines); i++ {
+			if strings.Contains(lines[i], substr) {
+				return lines[i]
+			}
+		}
+		select {
+		case <-p.done:
+			if p.count(substr) > 0 {
+				continue
+			}
+			require.FailNowf(t, "process ended first", "%s exited %d without a line containing %q; stderr ends with:\n%s", p.name, p.exit, substr, p.tail(20))
+		case <-timer.C:
+			require.FailNowf(t, "line not seen", "%s printed no line containing %q within %s; stderr ends with:\n%s", p.name, substr, timeout, p.tail(20))
+		case <-changed:
+		}
+	}
+}
+
+func (p *proc) count(substr string) int {
+	n := 0
+	for _, l := range p.snapshot() {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// wait waits for the process to exit and returns its exit status.
+func (p *proc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		t.Logf("%s exited %d after %s", p.name, p.exit, p.took.Round(time.Millisecond))
+		return p.exit
+	case <-timer.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		require.FailNowf(t, "did not exit in time", "%s still running after %s; stderr ends with:\n%s", p.name, timeout, p.tail(30))
+		return -1
+	}
+}
+
+// api is a playground served in-process.
+type api struct {
+	server *playground.Server
+	url    string
+}
+
+func newAPI(t *testing.T, cfg playground.Config) api {
+	t.Helper()
+	s, err := playground.New(cfg)
+	require.NoError(t, err)
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return api{server: s, url: srv.URL + "/pagination/keyset"}
+}
+
+// syncArgs are the flags of `once` for a fresh pair of topics on the dedicated broker.
+func syncArgs(t *testing.T, a api, extra ...string) (args []string, dataTopic, cursorTopic string) {
+	suffix := fmt.Sprintf("%08x", rand.Uint32())
+	dataTopic, cursorTopic = "restart-users-"+suffix, "restart-cursors-"+suffix
+	args = append([]string{"once", "--api-url", a.url, "--brokers", brokerAddr, "--topic", dataTopic, "--cursor-topic", cursorTopic,
+		"--pipeline", "restart", "--topic-replication-factor", "1", "--log-format", "text"}, extra...)
+	return args, dataTopic, cursorTopic
+}
+
+var verifyRE = regexp.MustCompile(`messages=(\d+) ids_in_topic=(\d+) ids_in_api=(\d+) missing=(\d+) stale=(\d+)`)
+
+// verify runs `keysetsync verify` and returns messages, missing and stale.
+func verify(t *testing.T, bin string, a api, dataTopic string) (messages, missing, stale int) {
+	t.Helper()
+	p := startProc(t, "verify", bin, "verify", "--api-url", a.url, "--brokers", brokerAddr, "--topic", dataTopic)
+	code := p.wait(t, 2*time.Minute)
+	out := p.stdout.String()
+	t.Logf("verify: %s", strings.SplitN(out, "\n", 2)[0])
+	m := verifyRE.FindStringSubmatch(out)
+	require.NotNil(t, m, "verify printed no summary:\n%s", out)
+	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	messages, missing, stale = atoi(m[1]), atoi(m[4]), atoi(m[5])
+	assert.Zero(t, code, "verify exit status")
+	return messages, missing, stale
+}
+
+// committedCursor reads the cursor topic of the dedicated broker (highest seq wins).
+func committedCursor(t *testing.T, cursorTopic, pipeline string) cursor.Cursor {
+	t.Helper()
+	var best cursor.Cursor
+	found := false
+	for _, m := range kafkatest.ReadAll(t, kafkatest.Target{Name: "dedicated", Brokers: []string{brokerAddr}}, cursorTopic) {
+		if string(m.Key) != pipeline || m.Value == nil {
+			continue
+		}
+		c, err := cursor.Unmarshal(m.Value)
+		require.NoError(t, err, "cursor at offset %d", m.Offset)
+		if !found || c.Seq >= best.Seq {
+			best, found = c, true
+		}
+	}
+	require.True(t, found, "no cursor of %q in %s", pipeline, cursorTopic)
+	return best
+}
+
+// TestBrokerOutages runs, in order, against one dedicated broker: keysetsync started while the
+// broker is down (without and with --kafka-wait), then the broker stopped and started again in
+// the middle of a sync.
+func TestBrokerOutages(t *testing.T) {
+	kafkatest.Real(t) // the real-broker tier: skipped without KAFKA_BROKERS, failed under CI
+	root := moduleRoot(t)
+	bin := buildBinary(t, root)
+	b := newBroker(t, root)
+
+	t.Run("broker down at start, no --kafka-wait: exits 1 at once naming the broker", func(t *testing.T) {
+		a := newAPI(t, playground.Config{Records: 100, Seed: 1})
+		args, _, _ := syncArgs(t, a, "--kafka-wait", "0", "--retry-timeout", "2m")
+		p := startProc(t, "once", bin, args...)
+		code := p.wait(t, time.Minute)
+		stderr := strings.Join(p.snapshot(), "\n")
+		assert.Equal(t, 1, code, "exit status")
+		assert.Less(t, p.took, 15*time.Second, "a broker that is down fails at once")
+		assert.Contains(t, stderr, brokerAddr, "the error names the broker")
+		assert.Contains(t, stderr, "connection refused")
+		assert.Zero(t, p.count("failed, retrying"), "nothing is retried without --kafka-wait")
+	})
+
+	t.Run("broker down at start, --kafka-wait 60s: started while it waits", func(t *testing.T) {
+		a := newAPI(t, playground.Config{Records: 2000, PageSize: 50, Seed: 2})
+		args, dataTopic, cursorTopic := syncArgs(t, a, "--kafka-wait", "60s", "--retry-timeout", "2m", "--batch-records", "200")
+		p := startProc(t, "once", bin, args...)
+		line := p.waitLine(t, "connecting to Kafka failed, retrying", 30*time.Second)
+		assert.Contains(t, line, "level=WARN")
+		assert.Contains(t, line, "connection refused")
+		took := b.start()
+		t.Logf("broker started %s after keysetsync (took %s)", time.Since(p.start).Round(time.Millisecond), took.Round(time.Millisecond))
+		require.Equal(t, 0, p.wait(t, 2*time.Minute), "once exits 0 once the broker is up; stderr:\n%s", p.tail(20))
+		t.Logf("%d 'connecting to Kafka failed, retrying' warnings", p.count("connecting to Kafka failed, retrying"))
+		messages, missing, stale := verify(t, bin, a, dataTopic)
+		assert.Zero(t, missing)
+		assert.Zero(t, stale)
+		assert.Equal(t, 2000, messages, "a clean first sync sends every record once")
+		c := committedCursor(t, cursorTopic, "restart")
+		assert.EqualValues(t, 2000, c.Records)
+	})
+
+	t.Run("broker stopped and started mid-sync: the retried pass ends in sync", func(t *testing.T) {
+		b.start() // no-op if the previous step left it running
+		const records = 20000
+		// 400 pages at 5 ms each: the sync lasts seconds, longer than stopping the broker.
+		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3, Latency: 5 * time.Millisecond})
+		args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0")
+		p := startProc(t, "once", bin, args...)
+		p.waitLine(t, `msg="batch committed"`, time.Minute)
+		committedBefore := p.count(`msg="batch committed"`)
+		stopped := time.Now()
+		stopTook := b.stop()
+		t.Logf("broker stopped after %d committed batches (stop took %s)", committedBefore, stopTook.Round(time.Millisecond))
+		warn := p.waitLine(t, "failed, retrying", time.Minute)
+		t.Logf("first retry warning: %s", warn)
+		startTook := b.start()
+		down := time.Since(stopped)
+		t.Logf("broker down for %s (start took %s); within --retry-timeout 2m", down.Round(time.Millisecond), startTook.Round(time.Millisecond))
+		require.Less(t, down, 2*time.Minute, "the restart must fall within --retry-timeout")
+		code := p.wait(t, 3*time.Minute)
+		require.Equal(t, 0, code, "once exits 0 after the broker came back; stderr ends with:\n%s", p.tail(20))
+		retries := p.count("failed, retrying")
+		t.Logf("%d retry warnings, %d batches committed in all", retries, p.count(`msg="batch committed"`))
+		for _, l := range p.snapshot() {
+			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				t.Logf("  %s", l)
+			}
+		}
+
+		messages, missing, stale := verify(t, bin, a, dataTopic)
+		assert.Zero(t, missing, "records lost")
+		assert.Zero(t, stale)
+		c := committedCursor(t, cursorTopic, "restart")
+		assert.LessOrEqual(t, c.Records, int64(messages), "the cursor counts no more records than the topic holds")
+		assert.EqualValues(t, records, c.Records, "the cursor covers every record")
+		t.Logf("%d messages for %d records: %d duplicates; cursor seq %d, records_delivered %d", messages, records, messages-records, c.Seq, c.Records)
+
+		// A second once sends nothing.
+		again := startProc(t, "once again", bin, args...)
+		require.Equal(t, 0, again.wait(t, time.Minute))
+		m2, _, _ := verify(t, bin, a, dataTopic)
+		assert.Equal(t, messages, m2, "nothing new to send")
+	})
+}
