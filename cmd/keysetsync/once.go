@@ -6,25 +6,12 @@ import (
 )
 
 func runOnce(ctx context.Context, e *env, args []string) error {
-	var f syncFlags
-	fs := newFlagSet(e, "once", "Sync from the committed cursor until the API has nothing newer, then exit.\nExit status 0 when everything fetched was acknowledged and committed, 1 on failure.")
-	f.register(fs)
-	if err := parseFlags(e, fs, args); err != nil {
-		return err
-	}
-	if err := f.validate(); err != nil {
-		return err
-	}
-	log, err := f.logger(e)
-	if err != nil {
-		return err
-	}
-	p, err := openPipeline(ctx, &f, log)
+	f, log, p, err := startSync(ctx, e, args, "once", "Sync from the committed cursor until the API has nothing newer, then exit.\nExit status 0 when everything fetched was acknowledged and committed, 1 on failure.", nil)
 	if err != nil {
 		return err
 	}
 	defer p.close()
-	err = syncPass(ctx, p.syncer, &f, log)
+	err = syncPass(ctx, p.syncer, f, log)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		log.Info("interrupted; the cursor covers every acknowledged batch")
 		return nil

@@ -3,35 +3,26 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"time"
 
 	"github.com/keysetsync/keysetsync/producer"
 )
 
 func runRun(ctx context.Context, e *env, args []string) error {
-	var f syncFlags
-	fs := newFlagSet(e, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM.\nA failed pass is logged and the next one starts again from the committed cursor.")
-	f.register(fs)
-	interval := fs.Duration("interval", 30*time.Second, "pause between the end of one pass and the start of the next")
-	if err := parseFlags(e, fs, args); err != nil {
-		return err
-	}
-	if err := f.validate(); err != nil {
-		return err
-	}
-	log, err := f.logger(e)
-	if err != nil {
-		return err
-	}
-	p, err := openPipeline(ctx, &f, log)
+	var interval time.Duration
+	f, log, p, err := startSync(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM.\nA failed pass is logged and the next one starts again from the committed cursor.",
+		func(fs *flag.FlagSet) {
+			fs.DurationVar(&interval, "interval", 30*time.Second, "pause between the end of one pass and the start of the next")
+		})
 	if err != nil {
 		return err
 	}
 	defer p.close()
-	log.Info("running", "interval", *interval)
+	log.Info("running", "interval", interval)
 	failures := 0
 	for {
-		err := syncPass(ctx, p.syncer, &f, log)
+		err := syncPass(ctx, p.syncer, f, log)
 		if ctx.Err() != nil {
 			log.Info("stopping on signal; the cursor covers every acknowledged batch")
 			return nil
@@ -45,7 +36,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		} else {
 			failures = 0
 		}
-		t := time.NewTimer(*interval)
+		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			t.Stop()

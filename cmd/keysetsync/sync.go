@@ -116,6 +116,32 @@ func brokerList(s string) []string {
 	return out
 }
 
+// startSync parses the flags of a sync command (extra registers its own), builds the logger and
+// opens the pipeline; the caller closes it.
+func startSync(ctx context.Context, e *env, args []string, name, summary string, extra func(*flag.FlagSet)) (*syncFlags, *slog.Logger, *pipeline, error) {
+	var f syncFlags
+	fs := newFlagSet(e, name, summary)
+	f.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parseFlags(e, fs, args); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := f.validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	log, err := f.logger(e)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p, err := openPipeline(ctx, &f, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return &f, log, p, nil
+}
+
 // pipeline is a ready Syncer with what it holds open.
 type pipeline struct {
 	syncer *producer.Syncer
