@@ -234,6 +234,46 @@ func TestBadInputStopsTheCursorBeforeIt(t *testing.T) {
 			},
 			msg: []string{"makes no progress", "did not move past 2024-01-01T00:00:05Z"}, wantCursor: "2024-01-01T00:00:05Z", wantIDs: []string{"a", "b"},
 		},
+		{
+			name: "a wrong type on page 2",
+			pages: []answer{
+				page("t1", rec("a", "2024-01-01T00:00:01Z")),
+				page("", rec("b", "2024-01-01T00:00:02Z"), `{"id":"c","name":["x"],"updatedAt":"2024-01-01T00:00:03Z"}`),
+			},
+			msg:        []string{"page 2, record 1", `(id "c")`, "field name", "got JSON array, want string"},
+			wantCursor: "2024-01-01T00:00:02Z", wantIDs: []string{"b"},
+		},
+		{
+			name:       "a time that is not UTC",
+			pages:      []answer{page("", rec("a", "2024-01-01T00:00:01Z"), rec("b", "2024-01-01T02:00:00+02:00"))},
+			msg:        []string{"page 1, record 1", `(id "b")`, "field updatedAt", "not a UTC time"},
+			wantCursor: "2024-01-01T00:00:01Z", wantIDs: []string{"a"},
+		},
+		{
+			name:       "a record without id",
+			pages:      []answer{page("", rec("a", "2024-01-01T00:00:01Z"), `{"updatedAt":"2024-01-01T00:00:02Z"}`)},
+			msg:        []string{"page 1, record 1", "field id", "missing or empty"},
+			wantCursor: "2024-01-01T00:00:01Z", wantIDs: []string{"a"},
+		},
+		{
+			name: "a body that is not the contract's shape on page 2",
+			pages: []answer{
+				page("t1", rec("a", "2024-01-01T00:00:01Z")),
+				{status: 200, body: `{"items":[{"id":"b"}],"next":"x"}`},
+			},
+			msg:        []string{"invalid page 2", `no "data" array`},
+			wantCursor: "2024-01-01T00:00:01Z", wantIDs: []string{"a"},
+		},
+		{
+			name: "an endless pass running into the future",
+			pages: []answer{
+				page("t1", rec("a", "2024-01-01T00:00:01Z")),
+				page("t2", rec("b", "2024-06-01T00:00:00Z")),
+				page("t3", rec("c", "2999-01-01T00:00:00Z")),
+			},
+			msg:        []string{"page 3, record 0", `(id "c")`, "2999-01-01T00:00:00Z is more than 24h0m0s in the future"},
+			wantCursor: "2024-06-01T00:00:00Z", wantIDs: []string{"b"},
+		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
