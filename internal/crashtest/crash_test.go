@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/proctest"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -103,7 +104,7 @@ func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
 	t.Helper()
 	var tr *trap
 	if h.tg.Fake != nil && (kp.msg == msgProduce || kp.msg == msgAcked) {
-		tr = &trap{topic: h.topic, n: kp.n, store: kp.store, fire: func(p *proc) { _ = p.cmd.Process.Kill() }}
+		tr = &trap{topic: h.topic, n: kp.n, store: kp.store, fire: func(p *proctest.Proc) { _ = p.Kill() }}
 		if kp.msg == msgAcked {
 			tr.topic = h.cursorTopic
 		}
@@ -111,7 +112,7 @@ func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
 	h.arm(tr)
 	defer h.arm(nil)
 	seen, killed, records := 0, false, 0
-	p := start(t, h.bin, h.syncArgs("once"), func(p *proc, line string) {
+	p := proctest.Start(t, h.bin, h.syncArgs("once"), proctest.Options{OnLine: func(p *proctest.Proc, line string) {
 		if !isMsg(line, kp.msg) {
 			return
 		}
@@ -124,13 +125,13 @@ func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
 		}
 		killed = true
 		if kp.delay == 0 {
-			_ = p.cmd.Process.Kill()
+			_ = p.Kill()
 		} else {
-			time.AfterFunc(kp.delay, func() { _ = p.cmd.Process.Kill() })
+			time.AfterFunc(kp.delay, func() { _ = p.Kill() })
 		}
-	})
+	}})
 	h.armed(p)
-	st := p.wait(t, runTimeout)
+	st := p.Wait(t, runTimeout)
 	h.note(p)
 	// The reading goroutine wrote seen, killed and records before wait returned.
 	if tr != nil {
@@ -142,24 +143,24 @@ func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
 			// so are the data writes with one batch in flight. Several in flight may share a
 			// request.
 			if kp.msg == msgAcked || h.inFlight == 1 {
-				require.Equal(t, kp.n, seen, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.tail(10))
+				require.Equal(t, kp.n, seen, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.Tail(10))
 			} else {
-				require.GreaterOrEqual(t, seen, kp.n, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.tail(10))
+				require.GreaterOrEqual(t, seen, kp.n, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.Tail(10))
 			}
 		}
 	}
 	if st.ExitCode() == 0 {
 		if tr != nil {
-			require.False(t, killed, "the broker killed the binary but it exited 0:\n%s", p.tail(10))
+			require.False(t, killed, "the broker killed the binary but it exited 0:\n%s", p.Tail(10))
 			if kp.msg == msgAcked || h.inFlight == 1 {
-				require.Less(t, seen, kp.n, "the run printed %q #%d but the broker got no such request:\n%s", kp.msg, kp.n, p.tail(10))
+				require.Less(t, seen, kp.n, "the run printed %q #%d but the broker got no such request:\n%s", kp.msg, kp.n, p.Tail(10))
 			}
 		}
 		return kill{} // finished before the kill point, or the kill came after its exit
 	}
 	ws, _ := st.Sys().(syscall.WaitStatus)
 	require.True(t, killed && ws.Signaled() && ws.Signal() == syscall.SIGKILL,
-		"once failed on its own (%v) while waiting for %v; stderr ends with:\n%s", st, kp.describe(tr != nil), p.tail(30))
+		"once failed on its own (%v) while waiting for %v; stderr ends with:\n%s", st, kp.describe(tr != nil), p.Tail(30))
 	return kill{killed: true, trapped: tr != nil, records: records}
 }
 
@@ -185,7 +186,7 @@ const maxBatch = batchRecords + playgroundPage
 // and requires that no record is lost, that the cursor is never ahead of the data, and that
 // each crash re-sends at most the batches that were in flight: one with --max-in-flight 1.
 func TestCrashRecovery(t *testing.T) {
-	bin := buildBinary(t)
+	bin := proctest.BuildBinary(t)
 	kills := killsWanted(t)
 	modes := []struct {
 		name     string
@@ -274,7 +275,7 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 // exit (status 0) with the cursor covering everything acknowledged: no loss and, because the
 // in-flight batch is finished and committed, no duplicate either.
 func TestGracefulStop(t *testing.T) {
-	bin := buildBinary(t)
+	bin := proctest.BuildBinary(t)
 	cases := []struct {
 		name  string
 		cmd   []string
@@ -298,31 +299,31 @@ func TestGracefulStop(t *testing.T) {
 				// data produce request arrives, then stores the request and answers it.
 				var tr *trap
 				if tg.Fake != nil && tc.after == msgProduce {
-					tr = &trap{topic: h.topic, n: tc.n, store: true, fire: func(p *proc) { _ = p.cmd.Process.Signal(tc.sig) }}
+					tr = &trap{topic: h.topic, n: tc.n, store: true, fire: func(p *proctest.Proc) { _ = p.Signal(tc.sig) }}
 				}
 				h.arm(tr)
 				defer h.arm(nil)
 				seen, signalled := 0, false
-				p := start(t, bin, h.syncArgs(tc.cmd[0], tc.cmd[1:]...), func(p *proc, line string) {
+				p := proctest.Start(t, bin, h.syncArgs(tc.cmd[0], tc.cmd[1:]...), proctest.Options{OnLine: func(p *proctest.Proc, line string) {
 					if tr != nil || signalled || !isMsg(line, tc.after) {
 						return
 					}
 					if seen++; seen == tc.n {
 						signalled = true
-						_ = p.cmd.Process.Signal(tc.sig)
+						_ = p.Signal(tc.sig)
 					}
-				})
+				}})
 				h.armed(p)
-				st := p.wait(t, 30*time.Second)
+				st := p.Wait(t, 30*time.Second)
 				h.note(p)
 				if tr != nil {
 					h.trapMu.Lock()
 					signalled = tr.fired
 					h.trapMu.Unlock()
 				}
-				require.True(t, signalled, "the process ended before %q #%d: %v\n%s", tc.after, tc.n, st, p.tail(30))
-				require.Equal(t, 0, st.ExitCode(), "exit after %v: %v; stderr ends with:\n%s", tc.sig, st, p.tail(30))
-				require.Contains(t, p.stderr(), tc.want)
+				require.True(t, signalled, "the process ended before %q #%d: %v\n%s", tc.after, tc.n, st, p.Tail(30))
+				require.Equal(t, 0, st.ExitCode(), "exit after %v: %v; stderr ends with:\n%s", tc.sig, st, p.Tail(30))
+				require.Contains(t, p.Stderr(), tc.want)
 				c, messages := h.checkCursor(t)
 				t.Logf("stopped: cursor seq=%d records=%d; topic messages=%d", c.Seq, c.Records, messages)
 				assert.EqualValues(t, messages, c.Records, "a graceful stop commits everything it wrote")

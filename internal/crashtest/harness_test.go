@@ -3,16 +3,11 @@
 package crashtest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -30,6 +25,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/proctest"
 	"github.com/keysetsync/keysetsync/internal/synctest"
 	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
@@ -51,113 +47,6 @@ const (
 
 // isMsg reports whether the slog text line carries msg="m".
 func isMsg(line, m string) bool { return strings.Contains(line, ` msg="`+m+`"`) }
-
-// buildBinary builds cmd/keysetsync into a temporary directory and returns its path.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	require.NoError(t, err, "go env GOMOD")
-	gomod := strings.TrimSpace(string(out))
-	require.True(t, gomod != "" && gomod != os.DevNull, "not inside the module: go env GOMOD = %q", gomod)
-	bin := filepath.Join(t.TempDir(), "keysetsync")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/keysetsync")
-	build.Dir = filepath.Dir(gomod)
-	out, err = build.CombinedOutput()
-	require.NoError(t, err, "go build ./cmd/keysetsync:\n%s", out)
-	return bin
-}
-
-// childEnv is the test's environment without KEYSETSYNC_* variables, so only the flags the
-// test passes configure the binary.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYSETSYNC_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// proc is one run of the binary. Its stderr is read line by line by one goroutine, which hands
-// each line to onLine as soon as it is read, so a kill or a signal follows the log line that
-// triggered it as closely as possible.
-type proc struct {
-	cmd    *exec.Cmd
-	stdout bytes.Buffer
-	mu     sync.Mutex
-	lines  []string
-	done   chan struct{} // closed once the process was waited for
-	state  *os.ProcessState
-}
-
-// start runs bin with args. onLine (optional) is called for every stderr line, in order, from
-// the reading goroutine. The process is killed at cleanup if it is still running.
-func start(t *testing.T, bin string, args []string, onLine func(p *proc, line string)) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	p.cmd.Env = childEnv()
-	p.cmd.Stdout = &p.stdout
-	stderr, err := p.cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, p.cmd.Start())
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.lines = append(p.lines, line)
-			p.mu.Unlock()
-			if onLine != nil {
-				onLine(p, line)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr) // never block the child, even after a scan error
-		_ = p.cmd.Wait()                   // the exit status is in ProcessState
-		p.state = p.cmd.ProcessState
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// wait waits for the process to end, at most timeout, and returns its state.
-func (p *proc) wait(t *testing.T, timeout time.Duration) *os.ProcessState {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		return p.state
-	case <-timer.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		require.FailNow(t, "keysetsync did not exit in time", "after %v; stderr ends with:\n%s", timeout, p.tail(30))
-		return nil
-	}
-}
-
-// stderr returns every stderr line read so far.
-func (p *proc) stderr() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines, "\n")
-}
-
-// tail returns the last n stderr lines.
-func (p *proc) tail(n int) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines[max(0, len(p.lines)-n):], "\n")
-}
 
 // harness is a playground served in-process with random updates running, a Kafka target with
 // fresh topics, and the binary syncing one into the other.
@@ -187,10 +76,8 @@ type harness struct {
 
 // note keeps the WARN and ERROR lines of a finished run: none are expected, and a tie overflow
 // (an API limitation, not a crash bug) would explain a lost record.
-func (h *harness) note(p *proc) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, l := range p.lines {
+func (h *harness) note(p *proctest.Proc) {
+	for _, l := range p.Lines() {
 		if strings.Contains(l, " level=WARN ") || strings.Contains(l, " level=ERROR ") {
 			h.warnings = append(h.warnings, l)
 		}
@@ -205,8 +92,8 @@ type trap struct {
 	topic string
 	n     int
 	store bool
-	fire  func(*proc)
-	proc  *proc // set once the process started
+	fire  func(*proctest.Proc)
+	proc  *proctest.Proc // set once the process started
 	seen  int
 	fired bool
 }
@@ -219,7 +106,7 @@ func (h *harness) arm(tr *trap) {
 }
 
 // armed attaches the started process to the armed trap.
-func (h *harness) armed(p *proc) {
+func (h *harness) armed(p *proctest.Proc) {
 	h.trapMu.Lock()
 	defer h.trapMu.Unlock()
 	if h.trap != nil {
@@ -308,20 +195,20 @@ func (h *harness) syncArgs(cmd string, extra ...string) []string {
 // once runs `keysetsync once` to completion and requires exit status 0.
 func (h *harness) once(t *testing.T) {
 	t.Helper()
-	p := start(t, h.bin, h.syncArgs("once"), nil)
-	st := p.wait(t, runTimeout)
+	p := proctest.Start(t, h.bin, h.syncArgs("once"), proctest.Options{})
+	st := p.Wait(t, runTimeout)
 	h.note(p)
-	require.Equal(t, 0, st.ExitCode(), "once: %v; stderr ends with:\n%s", st, p.tail(30))
-	require.Contains(t, p.tail(1), "ok=true", "the last line is the pass summary")
+	require.Equal(t, 0, st.ExitCode(), "once: %v; stderr ends with:\n%s", st, p.Tail(30))
+	require.Contains(t, p.Tail(1), "ok=true", "the last line is the pass summary")
 }
 
 // verify runs `keysetsync verify` and requires exit status 0 with nothing missing or stale.
 func (h *harness) verify(t *testing.T) {
 	t.Helper()
-	p := start(t, h.bin, []string{"verify", "--api-url", h.url, "--brokers", strings.Join(h.tg.Brokers, ","), "--topic", h.topic}, nil)
-	st := p.wait(t, runTimeout)
-	out := p.stdout.String()
-	require.Equal(t, 0, st.ExitCode(), "verify: %v\nstdout:\n%s\nstderr:\n%s", st, out, p.tail(30))
+	p := proctest.Start(t, h.bin, []string{"verify", "--api-url", h.url, "--brokers", strings.Join(h.tg.Brokers, ","), "--topic", h.topic}, proctest.Options{})
+	st := p.Wait(t, runTimeout)
+	out := p.Stdout()
+	require.Equal(t, 0, st.ExitCode(), "verify: %v\nstdout:\n%s\nstderr:\n%s", st, out, p.Tail(30))
 	require.Contains(t, out, "missing=0 stale=0 extra=0")
 	t.Logf("verify: %s", strings.SplitN(out, "\n", 2)[0])
 }

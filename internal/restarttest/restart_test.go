@@ -9,9 +9,6 @@
 package restarttest
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -22,7 +19,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +27,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/proctest"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -40,27 +37,6 @@ const (
 )
 
 var brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
-
-// moduleRoot is the directory of go.mod.
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	require.NoError(t, err, "go env GOMOD")
-	gomod := strings.TrimSpace(string(out))
-	require.True(t, gomod != "" && gomod != os.DevNull, "not inside the module: go env GOMOD = %q", gomod)
-	return filepath.Dir(gomod)
-}
-
-// buildBinary builds cmd/keysetsync into a temporary directory.
-func buildBinary(t *testing.T, root string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "keysetsync")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/keysetsync")
-	build.Dir = root
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build ./cmd/keysetsync:\n%s", out)
-	return bin
-}
 
 // broker is a dedicated single-node Kafka run by scripts/kafka.sh with its own ports and state
 // directory. It is stopped at cleanup.
@@ -135,144 +111,6 @@ func (b *broker) run(cmd string) time.Duration {
 func (b *broker) start() time.Duration { return b.run("start") }
 func (b *broker) stop() time.Duration  { return b.run("stop") }
 
-// childEnv is the test's environment without KEYSETSYNC_* variables, so only the flags
-// configure the binary.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYSETSYNC_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// proc is one run of the binary, its stderr read line by line as it comes.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdout bytes.Buffer
-	start  time.Time
-
-	mu      sync.Mutex
-	lines   []string
-	changed chan struct{} // closed and replaced on every new line and at exit
-	done    chan struct{} // closed once the process was waited for
-	exit    int
-	took    time.Duration
-}
-
-func startProc(t *testing.T, name, bin string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), changed: make(chan struct{}), done: make(chan struct{}), start: time.Now()}
-	p.cmd.Env = childEnv()
-	p.cmd.Stdout = &p.stdout
-	stderr, err := p.cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, p.cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			close(p.changed)
-			p.changed = make(chan struct{})
-			p.mu.Unlock()
-		}
-		err := p.cmd.Wait()
-		p.mu.Lock()
-		p.took = time.Since(p.start)
-		p.exit = 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			p.exit = ee.ExitCode()
-		} else if err != nil {
-			p.exit = -1
-		}
-		close(p.changed)
-		p.changed = make(chan struct{})
-		p.mu.Unlock()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		t.Logf("%s stderr (%d lines), last ones:\n%s", p.name, len(p.snapshot()), p.tail(25))
-	})
-	return p
-}
-
-func (p *proc) snapshot() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.lines
-}
-
-func (p *proc) tail(n int) string {
-	l := p.snapshot()
-	return strings.Join(l[max(0, len(l)-n):], "\n")
-}
-
-// waitLine waits for the first stderr line containing substr, and returns it. It fails if the
-// process ends first or timeout passes.
-func (p *proc) waitLine(t *testing.T, substr string, timeout time.Duration) string {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for i := 0; ; {
-		p.mu.Lock()
-		lines, changed := p.lines, p.changed
-		p.mu.Unlock()
-		for ; i < len(lines); i++ {
-			if strings.Contains(lines[i], substr) {
-				return lines[i]
-			}
-		}
-		select {
-		case <-p.done:
-			if p.count(substr) > 0 {
-				continue
-			}
-			require.FailNowf(t, "process ended first", "%s exited %d without a line containing %q; stderr ends with:\n%s", p.name, p.exit, substr, p.tail(20))
-		case <-timer.C:
-			require.FailNowf(t, "line not seen", "%s printed no line containing %q within %s; stderr ends with:\n%s", p.name, substr, timeout, p.tail(20))
-		case <-changed:
-		}
-	}
-}
-
-func (p *proc) count(substr string) int {
-	n := 0
-	for _, l := range p.snapshot() {
-		if strings.Contains(l, substr) {
-			n++
-		}
-	}
-	return n
-}
-
-// wait waits for the process to exit and returns its exit status.
-func (p *proc) wait(t *testing.T, timeout time.Duration) int {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		t.Logf("%s exited %d after %s", p.name, p.exit, p.took.Round(time.Millisecond))
-		return p.exit
-	case <-timer.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		require.FailNowf(t, "did not exit in time", "%s still running after %s; stderr ends with:\n%s", p.name, timeout, p.tail(30))
-		return -1
-	}
-}
-
 // api is a playground served in-process.
 type api struct {
 	server *playground.Server
@@ -302,9 +140,10 @@ var verifyRE = regexp.MustCompile(`messages=(\d+) ids_in_topic=(\d+) ids_in_api=
 // verify runs `keysetsync verify` and returns messages, missing and stale.
 func verify(t *testing.T, bin string, a api, dataTopic string) (messages, missing, stale int) {
 	t.Helper()
-	p := startProc(t, "verify", bin, "verify", "--api-url", a.url, "--brokers", brokerAddr, "--topic", dataTopic)
-	code := p.wait(t, 2*time.Minute)
-	out := p.stdout.String()
+	p := proctest.Start(t, bin, []string{"verify", "--api-url", a.url, "--brokers", brokerAddr, "--topic", dataTopic}, proctest.Options{Name: "verify", Log: true})
+	p.Wait(t, 2*time.Minute)
+	code := p.ExitCode()
+	out := p.Stdout()
 	t.Logf("verify: %s", strings.SplitN(out, "\n", 2)[0])
 	m := verifyRE.FindStringSubmatch(out)
 	require.NotNil(t, m, "verify printed no summary:\n%s", out)
@@ -338,34 +177,36 @@ func committedCursor(t *testing.T, cursorTopic, pipeline string) cursor.Cursor {
 // the middle of a sync.
 func TestBrokerOutages(t *testing.T) {
 	kafkatest.Real(t) // the real-broker tier: skipped without KAFKA_BROKERS, failed under CI
-	root := moduleRoot(t)
-	bin := buildBinary(t, root)
+	root := proctest.ModuleRoot(t)
+	bin := proctest.BuildBinary(t)
 	b := newBroker(t, root)
 
 	t.Run("broker down at start, no --kafka-wait: exits 1 at once naming the broker", func(t *testing.T) {
 		a := newAPI(t, playground.Config{Records: 100, Seed: 1})
 		args, _, _ := syncArgs(t, a, "--kafka-wait", "0", "--retry-timeout", "2m")
-		p := startProc(t, "once", bin, args...)
-		code := p.wait(t, time.Minute)
-		stderr := strings.Join(p.snapshot(), "\n")
+		p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true})
+		p.Wait(t, time.Minute)
+		code := p.ExitCode()
+		stderr := p.Stderr()
 		assert.Equal(t, 1, code, "exit status")
-		assert.Less(t, p.took, 15*time.Second, "a broker that is down fails at once")
+		assert.Less(t, p.Took(), 15*time.Second, "a broker that is down fails at once")
 		assert.Contains(t, stderr, brokerAddr, "the error names the broker")
 		assert.Contains(t, stderr, "connection refused")
-		assert.Zero(t, p.count("failed, retrying"), "nothing is retried without --kafka-wait")
+		assert.Zero(t, p.Count("failed, retrying"), "nothing is retried without --kafka-wait")
 	})
 
 	t.Run("broker down at start, --kafka-wait 60s: started while it waits", func(t *testing.T) {
 		a := newAPI(t, playground.Config{Records: 2000, PageSize: 50, Seed: 2})
 		args, dataTopic, cursorTopic := syncArgs(t, a, "--kafka-wait", "60s", "--retry-timeout", "2m", "--batch-records", "200")
-		p := startProc(t, "once", bin, args...)
-		line := p.waitLine(t, "connecting to Kafka failed, retrying", 30*time.Second)
+		p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true})
+		line := p.WaitLine(t, "connecting to Kafka failed, retrying", 30*time.Second)
 		assert.Contains(t, line, "level=WARN")
 		assert.Contains(t, line, "connection refused")
 		took := b.start()
-		t.Logf("broker started %s after keysetsync (took %s)", time.Since(p.start).Round(time.Millisecond), took.Round(time.Millisecond))
-		require.Equal(t, 0, p.wait(t, 2*time.Minute), "once exits 0 once the broker is up; stderr:\n%s", p.tail(20))
-		t.Logf("%d 'connecting to Kafka failed, retrying' warnings", p.count("connecting to Kafka failed, retrying"))
+		t.Logf("broker started %s after keysetsync (took %s)", time.Since(p.StartedAt()).Round(time.Millisecond), took.Round(time.Millisecond))
+		p.Wait(t, 2*time.Minute)
+		require.Equal(t, 0, p.ExitCode(), "once exits 0 once the broker is up; stderr:\n%s", p.Tail(20))
+		t.Logf("%d 'connecting to Kafka failed, retrying' warnings", p.Count("connecting to Kafka failed, retrying"))
 		messages, missing, stale := verify(t, bin, a, dataTopic)
 		assert.Zero(t, missing)
 		assert.Zero(t, stale)
@@ -380,23 +221,24 @@ func TestBrokerOutages(t *testing.T) {
 		// 400 pages at 5 ms each: the sync lasts seconds, longer than stopping the broker.
 		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3, Latency: 5 * time.Millisecond})
 		args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0")
-		p := startProc(t, "once", bin, args...)
-		p.waitLine(t, `msg="batch committed"`, time.Minute)
-		committedBefore := p.count(`msg="batch committed"`)
+		p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true})
+		p.WaitLine(t, `msg="batch committed"`, time.Minute)
+		committedBefore := p.Count(`msg="batch committed"`)
 		stopped := time.Now()
 		stopTook := b.stop()
 		t.Logf("broker stopped after %d committed batches (stop took %s)", committedBefore, stopTook.Round(time.Millisecond))
-		warn := p.waitLine(t, "failed, retrying", time.Minute)
+		warn := p.WaitLine(t, "failed, retrying", time.Minute)
 		t.Logf("first retry warning: %s", warn)
 		startTook := b.start()
 		down := time.Since(stopped)
 		t.Logf("broker down for %s (start took %s); within --retry-timeout 2m", down.Round(time.Millisecond), startTook.Round(time.Millisecond))
 		require.Less(t, down, 2*time.Minute, "the restart must fall within --retry-timeout")
-		code := p.wait(t, 3*time.Minute)
-		require.Equal(t, 0, code, "once exits 0 after the broker came back; stderr ends with:\n%s", p.tail(20))
-		retries := p.count("failed, retrying")
-		t.Logf("%d retry warnings, %d batches committed in all", retries, p.count(`msg="batch committed"`))
-		for _, l := range p.snapshot() {
+		p.Wait(t, 3*time.Minute)
+		code := p.ExitCode()
+		require.Equal(t, 0, code, "once exits 0 after the broker came back; stderr ends with:\n%s", p.Tail(20))
+		retries := p.Count("failed, retrying")
+		t.Logf("%d retry warnings, %d batches committed in all", retries, p.Count(`msg="batch committed"`))
+		for _, l := range p.Lines() {
 			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
 				t.Logf("  %s", l)
 			}
@@ -411,8 +253,9 @@ func TestBrokerOutages(t *testing.T) {
 		t.Logf("%d messages for %d records: %d duplicates; cursor seq %d, records_delivered %d", messages, records, messages-records, c.Seq, c.Records)
 
 		// A second once sends nothing.
-		again := startProc(t, "once again", bin, args...)
-		require.Equal(t, 0, again.wait(t, time.Minute))
+		again := proctest.Start(t, bin, args, proctest.Options{Name: "once again", Log: true})
+		again.Wait(t, time.Minute)
+		require.Equal(t, 0, again.ExitCode())
 		m2, _, _ := verify(t, bin, a, dataTopic)
 		assert.Equal(t, messages, m2, "nothing new to send")
 	})
