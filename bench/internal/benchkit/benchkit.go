@@ -1,0 +1,318 @@
+// Package benchkit holds what the bench/ programs share: loopback-only address checks, a kafka-go
+// client, topic helpers, running the keysetsync binary and reading its JSON log, and printing
+// one JSON result line.
+package benchkit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Loopback refuses a host:port whose host is not a loopback address: the benchmarks never
+// touch anything but this machine.
+func Loopback(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%q: %w", hostport, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address: the benchmarks only talk to this machine", hostport)
+	}
+	return nil
+}
+
+// LoopbackURL checks that u is http(s) on a loopback host.
+func LoopbackURL(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") {
+		return fmt.Errorf("%q is not an http(s) URL", u)
+	}
+	hp := p.Host
+	if p.Port() == "" {
+		hp = net.JoinHostPort(p.Hostname(), "80")
+	}
+	return Loopback(hp)
+}
+
+// Brokers splits a comma-separated broker list and checks every entry is loopback.
+func Brokers(s string) ([]string, error) {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b == "" {
+			continue
+		}
+		if err := Loopback(b); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no brokers")
+	}
+	return out, nil
+}
+
+// Client is a kafka-go client for brokers.
+func Client(brokers []string) *kafka.Client {
+	tr := &kafka.Transport{ClientID: "keysetsync-bench", DialTimeout: 5 * time.Second}
+	return &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 30 * time.Second}
+}
+
+// CreateTopic creates name with partitions partitions and replication factor 1.
+func CreateTopic(ctx context.Context, c *kafka.Client, name string, partitions int) error {
+	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", name, err)
+	}
+	if err := resp.Errors[name]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", name, err)
+	}
+	// Wait until the topic has a leader, so the first produce does not fail.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		m, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
+		if err == nil && len(m.Topics) == 1 && m.Topics[0].Error == nil && len(m.Topics[0].Partitions) == partitions {
+			ok := true
+			for _, p := range m.Topics[0].Partitions {
+				ok = ok && p.Error == nil && p.Leader.ID >= 0 && p.Leader.Host != ""
+			}
+			if ok {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topic %s has no leader after 30s (last error: %v)", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// DeleteTopics deletes the topics; a missing one is not an error.
+func DeleteTopics(ctx context.Context, c *kafka.Client, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: names})
+	if err != nil {
+		return fmt.Errorf("delete topics %v: %w", names, err)
+	}
+	var errs []error
+	for n, e := range resp.Errors {
+		if e != nil && !errors.Is(e, kafka.UnknownTopicOrPartition) {
+			errs = append(errs, fmt.Errorf("delete topic %s: %w", n, e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// TopicsWithPrefix lists the topics whose name starts with prefix.
+func TopicsWithPrefix(ctx context.Context, c *kafka.Client, prefix string) ([]string, error) {
+	m, err := c.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range m.Topics {
+		if strings.HasPrefix(t.Name, prefix) {
+			out = append(out, t.Name)
+		}
+	}
+	return out, nil
+}
+
+// Messages returns the sum over the topic's partitions of end offset minus start offset.
+func Messages(ctx context.Context, c *kafka.Client, name string) (int64, error) {
+	m, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
+	if err != nil {
+		return 0, err
+	}
+	if len(m.Topics) != 1 || m.Topics[0].Error != nil {
+		return 0, fmt.Errorf("topic %s: %v", name, m.Topics)
+	}
+	var first, last []kafka.OffsetRequest
+	for _, p := range m.Topics[0].Partitions {
+		first = append(first, kafka.FirstOffsetOf(p.ID))
+		last = append(last, kafka.LastOffsetOf(p.ID))
+	}
+	sum := func(reqs []kafka.OffsetRequest, pick func(kafka.PartitionOffsets) int64) (int64, error) {
+		r, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{name: reqs}})
+		if err != nil {
+			return 0, err
+		}
+		var n int64
+		for _, po := range r.Topics[name] {
+			if po.Error != nil {
+				return 0, po.Error
+			}
+			n += pick(po)
+		}
+		return n, nil
+	}
+	lo, err := sum(first, func(p kafka.PartitionOffsets) int64 { return p.FirstOffset })
+	if err != nil {
+		return 0, err
+	}
+	hi, err := sum(last, func(p kafka.PartitionOffsets) int64 { return p.LastOffset })
+	if err != nil {
+		return 0, err
+	}
+	return hi - lo, nil
+}
+
+// EndOffset returns the end offset (the offset of the next message) of one partition.
+func EndOffset(ctx context.Context, c *kafka.Client, name string, partition int) (int64, error) {
+	r, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{name: {kafka.LastOffsetOf(partition)}}})
+	if err != nil {
+		return 0, err
+	}
+	for _, po := range r.Topics[name] {
+		if po.Partition == partition {
+			return po.LastOffset, po.Error
+		}
+	}
+	return 0, fmt.Errorf("topic %s partition %d: no offset in the answer", name, partition)
+}
+
+// Emit prints v as one JSON line on stdout.
+func Emit(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	os.Stdout.Write(append(b, '\n'))
+}
+
+// Fatal prints the error on stderr and exits 1.
+func Fatal(what string, err error) {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
+	os.Exit(1)
+}
+
+// LogLine is one JSON log line of keysetsync (slog JSONHandler).
+type LogLine map[string]any
+
+// Msg is the line's message.
+func (l LogLine) Msg() string { s, _ := l["msg"].(string); return s }
+
+// Int reads a numeric field.
+func (l LogLine) Int(k string) int64 {
+	f, _ := l[k].(float64)
+	return int64(f)
+}
+
+// Seconds reads a duration field (slog's JSON handler writes nanoseconds).
+func (l LogLine) Seconds(k string) float64 {
+	f, _ := l[k].(float64)
+	return f / 1e9
+}
+
+// Once is the result of one `keysetsync once`.
+type Once struct {
+	Pass LogLine       // the "pass finished" line
+	Wall time.Duration // process start to exit
+	Log  []byte        // the whole stderr
+}
+
+// Env is extra environment (KEY=VALUE) for the keysetsync processes these programs start; see
+// EnvFlag.
+var Env []string
+
+type envFlag struct{}
+
+func (envFlag) String() string { return strings.Join(Env, " ") }
+func (envFlag) Set(v string) error {
+	if !strings.Contains(v, "=") {
+		return fmt.Errorf("%q: want KEY=VALUE", v)
+	}
+	Env = append(Env, v)
+	return nil
+}
+
+// EnvFlag registers --env KEY=VALUE (repeatable) on the default flag set.
+func EnvFlag() {
+	flag.Var(envFlag{}, "env", "KEY=VALUE added to the environment of the keysetsync processes (repeatable), e.g. GOGC=400")
+}
+
+// Command is exec.Command with Env added to the environment.
+func Command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), Env...)
+	return cmd
+}
+
+// SyncArgs are the flags of once/run for the given API and topics, with JSON logs.
+func SyncArgs(apiURL string, brokers []string, topic, cursorTopic, pipeline string) []string {
+	return []string{
+		"--api-url", apiURL, "--brokers", strings.Join(brokers, ","),
+		"--topic", topic, "--cursor-topic", cursorTopic, "--pipeline", pipeline,
+		"--topic-replication-factor", "1", "--retry-timeout", "0", "--log-format", "json",
+	}
+}
+
+// RunOnce runs `bin once args...` bounded by ctx, and returns its pass summary.
+func RunOnce(ctx context.Context, bin string, args ...string) (Once, error) {
+	cmd := Command(ctx, bin, append([]string{"once"}, args...)...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = io.Discard
+	start := time.Now()
+	err := cmd.Run()
+	o := Once{Wall: time.Since(start), Log: stderr.Bytes()}
+	for _, l := range ParseLog(stderr.Bytes()) {
+		if l.Msg() == "pass finished" {
+			o.Pass = l
+		}
+	}
+	if err != nil {
+		return o, fmt.Errorf("%s once: %w\n%s", bin, err, tail(stderr.Bytes(), 20))
+	}
+	if o.Pass == nil {
+		return o, fmt.Errorf("%s once: no \"pass finished\" line in its log\n%s", bin, tail(stderr.Bytes(), 20))
+	}
+	if ok, _ := o.Pass["ok"].(bool); !ok {
+		return o, fmt.Errorf("%s once: pass not ok\n%s", bin, tail(stderr.Bytes(), 20))
+	}
+	return o, nil
+}
+
+// ParseLog parses the JSON lines of a keysetsync log, skipping anything else.
+func ParseLog(b []byte) []LogLine {
+	var out []LogLine
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var l LogLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

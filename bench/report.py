@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Renders bench/run.sh results (results.jsonl) as Markdown: medians, ratios, targets.
+
+    python3 bench/report.py results.jsonl [machine.txt]
+
+Rates are medians over the runs of each measurement (each metric's own median). MB = 10^6
+bytes of Avro values (keys and headers not counted). Rates of the broker, the API drain and
+keysetsync are over each tool's own measured phase: ProducerPerformance's send-to-last-ack,
+apidrain's first request to last page, keysetsync's pass duration (its "pass finished" log
+line; excludes process start, topic creation and cursor load, which "wall s" includes).
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+TARGET_RATIO = 0.80  # e2e >= 80% of min(broker, api) at page size 1000
+TARGET_ONEPAGE = 5.0  # page size 50: e2e >= 5x one page at a time
+TARGET_RSS_MIB = 64.0
+TARGET_LAT_SLACK_MS = 200.0
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt_int(x):
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def fmt(x, nd=2):
+    return "-" if x is None else f"{x:,.{nd}f}"
+
+
+def main():
+    rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+    machine = open(sys.argv[2]).read().strip() if len(sys.argv) > 2 else ""
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["kind"], r["size"], r["page"])].append(r)
+
+    # Average value size per size, from the warm-up drains (every run uses the same seed).
+    vsize = {}
+    for (kind, size, page), rs in by.items():
+        if kind == "warmup":
+            vsize[size] = rs[0]["value_bytes"] / rs[0]["records"]
+
+    def m(kind, size, page, key):
+        return med(r.get(key) for r in by.get((kind, size, page), []))
+
+    def paired(size, page):
+        """Median over runs of e2e / min(broker, api) of the same run: robust to load drifting
+        between runs (each run measures the three back to back)."""
+        rs = []
+        for e in by.get(("e2e", size, page), []):
+            a = [r for r in by.get(("api", size, page), []) if r["run"] == e["run"]]
+            b = [r for r in by.get(("broker", size, 0), []) if r["run"] == e["run"]]
+            if a and b:
+                rs.append(e["records_per_s"] / min(a[0]["records_per_s"], b[0]["records_per_s"]))
+        return med(rs)
+
+    def mbps(kind, size, page):
+        rate = m(kind, size, page, "records_per_s")
+        return None if rate is None or size not in vsize else rate * vsize[size] / 1e6
+
+    out = []
+    w = out.append
+    runs = max((r["run"] for r in rows if r["kind"] == "e2e"), default=0)
+    w("## Results\n")
+    if machine:
+        w("```\n" + machine + "\n```\n")
+    sizes = sorted({r["size"] for r in rows if r["kind"] in ("e2e", "api", "broker")})
+    pages = sorted({r["page"] for r in rows if r["kind"] == "e2e"})
+    if sizes:
+        w(f"### Throughput (medians of {runs} run{'s' if runs != 1 else ''})\n")
+        w("Average Avro value size: " + ", ".join(f"{fmt(vsize.get(s), 1)} B at {s:,} records" for s in sizes) + ".\n")
+        w("| records | page | broker ceiling rec/s | MB/s | s | (steady) | API ceiling rec/s | MB/s | s "
+          "| keysetsync rec/s | MB/s | pass s | wall s | keysetsync / min(broker, API) | same, per run | slower ceiling |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for s in sizes:
+            b = m("broker", s, 0, "records_per_s")
+            for p in pages:
+                a = m("api", s, p, "records_per_s")
+                e = m("e2e", s, p, "records_per_s")
+                lo = min(x for x in (a, b) if x is not None) if (a or b) else None
+                ratio = e / lo if e and lo else None
+                which = "-" if a is None or b is None else ("API" if a < b else "broker")
+                w(f"| {s:,} | {p} | {fmt_int(b)} | {fmt(mbps('broker', s, 0), 1)} | {fmt(m('broker', s, 0, 'seconds'))} "
+                  f"| {fmt_int(m('broker', s, 0, 'steady_records_per_s'))} "
+                  f"| {fmt_int(a)} | {fmt(mbps('api', s, p), 1)} | {fmt(m('api', s, p, 'seconds'))} "
+                  f"| {fmt_int(e)} | {fmt(mbps('e2e', s, p), 1)} | {fmt(m('e2e', s, p, 'seconds'))} | {fmt(m('e2e', s, p, 'wall_s'))} "
+                  f"| **{fmt(ratio)}** | {fmt(paired(s, p))} | {which} |")
+        w("")
+        w("keysetsync / min(broker, API) is the ratio of the medians; \"same, per run\" is the median of the "
+          "ratios computed within each run (the three measured back to back), which is less sensitive to "
+          "load that changes between runs. The targets use the lower of the two.\n")
+        w("### keysetsync once: resources (medians)\n")
+        w("| records | page | batch records | pages | rec/s | pass s | wall s | peak RSS MiB | CPU s (user+sys) per M records | rec/s min-max over runs |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for kind in ("e2e", "onepage"):
+            for s in sizes:
+                for p in pages:
+                    rs = by.get((kind, s, p))
+                    if not rs:
+                        continue
+                    rates = [r["records_per_s"] for r in rs]
+                    w(f"| {s:,} | {p} | {rs[0]['batch_records']}{' (one page per batch)' if kind == 'onepage' else ''} "
+                      f"| {fmt_int(m(kind, s, p, 'pages'))} | {fmt_int(m(kind, s, p, 'records_per_s'))} "
+                      f"| {fmt(m(kind, s, p, 'seconds'))} | {fmt(m(kind, s, p, 'wall_s'))} | {fmt(m(kind, s, p, 'rss_mib'), 1)} "
+                      f"| {fmt(m(kind, s, p, 'cpu_s_per_m'), 1)} | {fmt_int(min(rates))} - {fmt_int(max(rates))} |")
+        w("")
+
+        w("### CPU budget (medians, CPU seconds per million records)\n")
+        w("Who burns the CPU during each measurement: the measured process itself (user+sys), the "
+          "playground process and the broker (from /proc, over the same interval), and the average number "
+          "of cores busy with the three together (total CPU / wall). load1 is the 1-minute load average "
+          "just before the measurement: above 0 it includes other work on the machine.\n")
+        w("| what | records | page | process | playground | broker | total | cores busy | load1 |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        names = {"broker": "broker ceiling (ProducerPerformance)", "api": "API ceiling (apidrain)",
+                 "e2e": "keysetsync once", "onepage": "keysetsync once, one page at a time"}
+        for s_ in sizes:
+            for kind in ("broker", "api", "e2e", "onepage"):
+                for p in ([0] if kind == "broker" else pages):
+                    rs = by.get((kind, s_, p))
+                    if not rs:
+                        continue
+                    per_m = lambda r, k: None if r.get(k) is None else r[k] / r["records"] * 1e6
+                    own = med(per_m(r, "cpu_s_per_m") and r["cpu_s_per_m"] for r in rs)
+                    pg = med(per_m(r, "playground_cpu_s") for r in rs)
+                    br = med(per_m(r, "broker_cpu_s") for r in rs)
+                    tot = med(((r["user_s"] + r["sys_s"]) + (r.get("playground_cpu_s") or 0) + (r.get("broker_cpu_s") or 0)) / r["records"] * 1e6 for r in rs)
+                    cores = med(((r["user_s"] + r["sys_s"]) + (r.get("playground_cpu_s") or 0) + (r.get("broker_cpu_s") or 0)) / r["wall_s"] for r in rs)
+                    w(f"| {names[kind]} | {s_:,} | {p or '-'} | {fmt(own, 1)} | {fmt(pg, 1)} | {fmt(br, 1)} | {fmt(tot, 1)} "
+                      f"| {fmt(cores, 2)} | {fmt(med(r.get('load1') for r in rs), 2)} |")
+        w("")
+
+    incr = [r for r in rows if r["kind"] == "incremental"]
+    if incr:
+        w("### Incremental sync (full sync, update some records, sync again)\n")
+        w("| records | page | updated | per second | pages fetched | fewest possible | records fetched | skipped | produced | pass s | wall s | full sync: pages, pass s |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in incr:
+            i, f = r["incremental"], r["full"]
+            w(f"| {r['records']:,} | {r['page_size']} | {r['updated']:,} | {r['per_second']} | {i['pages']:,} | {r['min_pages']:,} "
+              f"| {i['fetched']:,} | {i['skipped']:,} | {i['produced']:,} | {fmt(i['pass_s'], 3)} | {fmt(i['wall_s'])} "
+              f"| {f['pages']:,}, {fmt(f['pass_s'])} |")
+        w("")
+
+    lat = [r for r in rows if r["kind"] == "latency"]
+    if lat:
+        w("### Continuous mode: update in the API -> message readable in Kafka\n")
+        w("| interval | updates | rate /s | received | p50 ms | p90 ms | p99 ms | max ms | median pass ms | target p99 ms |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in lat:
+            w(f"| {r['interval_ms']} ms | {r['updates']} | {r['rate']} | {r['received']} | {fmt(r['p50_ms'], 0)} | {fmt(r['p90_ms'], 0)} "
+              f"| {fmt(r['p99_ms'], 0)} | {fmt(r['max_ms'], 0)} | {fmt(r['median_pass_ms'], 0)} | {r['target_p99_ms']} |")
+        w("")
+
+    # Targets of the performance issue.
+    w("### Targets\n")
+    w("| target | measured | met |")
+    w("|---|---|---|")
+
+    def verdict(ok):
+        return "n/a" if ok is None else ("**yes**" if ok else "**NO**")
+
+    for s in sizes:
+        if 1000 in pages:
+            a, b, e = m("api", s, 1000, "records_per_s"), m("broker", s, 0, "records_per_s"), m("e2e", s, 1000, "records_per_s")
+            ratio = e / min(a, b) if a and b and e else None
+            pr = paired(s, 1000)
+            worst = min(x for x in (ratio, pr) if x is not None) if (ratio or pr) else None
+            w(f"| {s:,} records, page 1000: keysetsync >= {TARGET_RATIO:.0%} of min(broker, API) "
+              f"| {fmt(ratio)} of medians ({fmt_int(e)} vs {fmt_int(min(a, b) if a and b else None)} rec/s), {fmt(pr)} per run "
+              f"| {verdict(None if worst is None else worst >= TARGET_RATIO)} |")
+    for s in sizes:
+        for p in pages:
+            one = m("onepage", s, p, "records_per_s")
+            e = m("e2e", s, p, "records_per_s")
+            if one:
+                x = e / one if e else None
+                w(f"| {s:,} records, page {p}: keysetsync >= {TARGET_ONEPAGE:.0f}x one page at a time "
+                  f"| {fmt(x)}x ({fmt_int(e)} vs {fmt_int(one)} rec/s) | {verdict(None if x is None else x >= TARGET_ONEPAGE)} |")
+                a = m("api", s, p, "records_per_s")
+                if a:
+                    w(f"| (information) API ceiling / one page at a time: about the most pipelining alone can give there "
+                      f"| {fmt(a / one)}x ({fmt_int(a)} vs {fmt_int(one)} rec/s) | - |")
+    rss = {s: max((m("e2e", s, p, "rss_mib") or 0) for p in pages) for s in sizes}
+    for s in sizes:
+        w(f"| {s:,} records: peak RSS <= {TARGET_RSS_MIB:.0f} MiB (worst page size) | {fmt(rss[s], 1)} MiB | {verdict(rss[s] <= TARGET_RSS_MIB)} |")
+    if len(sizes) >= 2:
+        lo, hi = rss[sizes[0]], rss[sizes[-1]]
+        w(f"| (information) peak RSS growth from {sizes[0]:,} to {sizes[-1]:,} records | {fmt(lo, 1)} -> {fmt(hi, 1)} MiB "
+          f"({hi - lo:+.1f} MiB) | - |")
+    for r in lat:
+        t = r["target_p99_ms"]
+        w(f"| continuous p99 <= interval + {TARGET_LAT_SLACK_MS:.0f} ms | {fmt(r['p99_ms'], 0)} ms (target {t} ms) "
+          f"| {verdict(None if r['p99_ms'] is None else r['p99_ms'] <= t)} |")
+    w("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

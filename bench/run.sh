@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# keysetsync throughput benchmark: one command, one machine, one real broker, side by side:
+#
+#   broker   Kafka's own ProducerPerformance (Java producer): N records of the Avro users'
+#            average value size, acks=all                                  -> broker ceiling
+#   api      bench/apidrain: keysetsync's Source + Walker drain the playground (JSON decode,
+#            validation, Avro encode, fingerprint), producing nothing     -> API ceiling
+#   e2e      `keysetsync once` from the playground into fresh topics      -> end to end
+#   onepage  `keysetsync once --batch-records 1`: fetch one page, produce it, wait for the
+#            acks, commit the cursor, fetch the next page: the one-page-at-a-time baseline
+# plus an incremental sync (bench/incremental), the update-to-Kafka latency of `keysetsync run`
+# (bench/latency), a CPU profile of a 1M-record pass (BenchmarkSyncPass + pprof), and a table
+# of medians with the ratio e2e / min(broker, api) and the targets of the performance issue.
+#
+#   bench/run.sh                      # full: 100k and 1M records, pages 50 and 1000, 3 runs
+#   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run
+#
+# Environment (defaults in brackets):
+#   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 BENCH_LAT_SECONDS=20 [0]
+#   BENCH_SIZES        record counts ["100000 1000000"]
+#   BENCH_PAGE_SIZES   playground page sizes ["50 1000"]
+#   BENCH_RUNS         runs per measurement; the table shows medians [3]
+#   BENCH_BROKERS      broker, loopback only [127.0.0.1:$KAFKA_PORT or 9092]; the local broker
+#                      is started with scripts/kafka.sh start if it does not answer (never stopped)
+#   BENCH_OUT          output directory [$TMPDIR/keysetsync-bench-<date>]
+#   BENCH_REF          measure this git commit instead of the work tree (e.g. HEAD): it is
+#                      exported to $BENCH_OUT/src with the work tree's bench/ and *bench_test.go
+#                      files copied in, and everything is built from there [unset: work tree]
+#   BENCH_STEP_TIMEOUT seconds allowed to one measured process [900]
+#   BENCH_PP_PROPS     ProducerPerformance producer properties besides acks=all
+#                      ["linger.ms=5 batch.size=16384"]
+#   BENCH_PP_JVM       JVM options of ProducerPerformance ["-Xms256m -Xmx1g"]; scripts/kafka.sh tool
+#                      would add -XX:TieredStopAtLevel=1 (C1 only), which lowers the ceiling
+#   BENCH_ONEPAGE_PAGE_SIZES / BENCH_ONEPAGE_SIZES   where the one-page baseline runs
+#                      ["50"] / [smallest size]
+#   BENCH_BASELINE_REF build the one-page baseline's keysetsync from this commit, so that it stays
+#                      sequential now that the Syncer pipelines [fe3c283, the last commit before
+#                      the pipelined Syncer; set it empty to use the binary under test]
+#   BENCH_INCREMENTAL  1: run the incremental measurement [1]
+#   BENCH_INCR_SIZES / BENCH_INCR_PAGE_SIZES  [largest size] / [$BENCH_PAGE_SIZES]
+#   BENCH_INCR_PERCENT / BENCH_INCR_PER_SECOND  records updated, updates per second [1] / [10]
+#   BENCH_LATENCY      1: run the latency measurement [1]
+#   BENCH_LAT_SECONDS / BENCH_LAT_RATE / BENCH_LAT_INTERVAL / BENCH_LAT_RECORDS / BENCH_LAT_PAGE_SIZE
+#                      [60] / [5 updates/s] / [1s] / [10000] / [1000]
+#   BENCH_KEYSETSYNC_ENV  extra environment of every measured keysetsync process, e.g. "GOGC=400"
+#                      (once, the one-page baseline, and the ones incremental and latency start) []
+#   BENCH_APIDRAIN_ENV extra environment of apidrain, e.g. "GOGC=400" []
+#   BENCH_PROFILE      1: CPU profile of one pass [1]
+#   BENCH_PROFILE_RECORDS / BENCH_PROFILE_PAGE_SIZE   [largest size] / [1000]
+#
+# Results: $BENCH_OUT/results.jsonl (one JSON line per measurement), report.md (the tables,
+# also printed), machine.txt, cpu.prof + profile.txt, and every process's log.
+set -euo pipefail
+shopt -s inherit_errexit
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+QUICK="${BENCH_QUICK:-0}"
+if [ "$QUICK" = 1 ]; then
+  d_sizes=100000 d_runs=1 d_lat=20
+else
+  d_sizes="100000 1000000" d_runs=3 d_lat=60
+fi
+SIZES="${BENCH_SIZES:-$d_sizes}"
+PAGES="${BENCH_PAGE_SIZES:-50 1000}"
+RUNS="${BENCH_RUNS:-$d_runs}"
+BROKERS="${BENCH_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
+STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-900}"
+PP_PROPS="${BENCH_PP_PROPS:-linger.ms=5 batch.size=16384}"
+PP_JVM="${BENCH_PP_JVM:--Xms256m -Xmx1g}"
+read -r -a size_arr <<<"$SIZES"
+read -r -a page_arr <<<"$PAGES"
+smallest="$(printf '%s\n' "${size_arr[@]}" | sort -n | head -n1)"
+largest="$(printf '%s\n' "${size_arr[@]}" | sort -n | tail -n1)"
+ONEPAGE_PAGES="${BENCH_ONEPAGE_PAGE_SIZES:-50}"
+ONEPAGE_SIZES="${BENCH_ONEPAGE_SIZES:-$smallest}"
+INCR="${BENCH_INCREMENTAL:-1}"
+INCR_SIZES="${BENCH_INCR_SIZES:-$largest}"
+INCR_PAGES="${BENCH_INCR_PAGE_SIZES:-$PAGES}"
+INCR_PERCENT="${BENCH_INCR_PERCENT:-1}"
+INCR_PER_SECOND="${BENCH_INCR_PER_SECOND:-10}"
+LAT="${BENCH_LATENCY:-1}"
+LAT_SECONDS="${BENCH_LAT_SECONDS:-$d_lat}"
+LAT_RATE="${BENCH_LAT_RATE:-5}"
+LAT_INTERVAL="${BENCH_LAT_INTERVAL:-1s}"
+LAT_RECORDS="${BENCH_LAT_RECORDS:-10000}"
+LAT_PAGE="${BENCH_LAT_PAGE_SIZE:-1000}"
+PROFILE="${BENCH_PROFILE:-1}"
+read -r -a KS_ENV <<<"${BENCH_KEYSETSYNC_ENV:-}"
+read -r -a AD_ENV <<<"${BENCH_APIDRAIN_ENV:-}"
+KS_ENV_FLAGS=()
+for e in "${KS_ENV[@]}"; do KS_ENV_FLAGS+=(--env "$e"); done
+PROFILE_RECORDS="${BENCH_PROFILE_RECORDS:-$largest}"
+PROFILE_PAGE="${BENCH_PROFILE_PAGE_SIZE:-1000}"
+OUT="${BENCH_OUT:-${TMPDIR:-/tmp}/keysetsync-bench-$(date +%Y%m%d-%H%M%S)}"
+RUN_ID="$(date +%s)-$RANDOM"
+PREFIX="bench-$RUN_ID-"
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+for v in $SIZES $PAGES $RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
+  [[ $v =~ ^[1-9][0-9]*$ ]] || ks_die "not a positive integer: $v (BENCH_SIZES, BENCH_PAGE_SIZES, BENCH_RUNS, ...)"
+done
+# Loopback only: the broker list, like everything else, must be this machine.
+IFS=, read -r -a broker_arr <<<"$BROKERS"
+for b in "${broker_arr[@]}"; do
+  case "$b" in
+  127.*:* | localhost:* | "[::1]":*) ;;
+  *) ks_die "BENCH_BROKERS: $b is not a loopback address" ;;
+  esac
+done
+
+mkdir -p "$OUT/bin" "$OUT/logs"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+BIN="$OUT/bin/keysetsync"
+T0=$SECONDS
+
+say() { ks_log "[bench +$((SECONDS - T0))s] $*"; }
+
+# ------------------------------------------------------------------ cleanup
+
+PG_PIDS=()
+PG_STARTS=0
+TOOLS="$OUT/bin"
+cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  for p in "${PG_PIDS[@]}"; do
+    ks_kill "$p" 10
+    wait "$p" 2>/dev/null || true
+  done
+  if [ -x "$TOOLS/topics" ]; then
+    timeout 90 "$TOOLS/topics" --brokers "$BROKERS" delete-prefix "$PREFIX" || ks_warn "could not delete the topics $PREFIX*"
+  fi
+  [ "$rc" = 0 ] || ks_warn "benchmark FAILED (exit $rc); logs in $OUT/logs"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ setup
+
+ks_have go || ks_die "go is not on PATH"
+ks_have java || ks_die "java is not on PATH (ProducerPerformance)"
+[ -x /usr/bin/time ] || ks_ensure_apt time
+[ -x /usr/bin/time ] || ks_die "/usr/bin/time is missing (apt-get install time)"
+
+if ! timeout 30 scripts/kafka.sh status >/dev/null 2>&1; then
+  [ "$BROKERS" = "127.0.0.1:${KAFKA_PORT:-9092}" ] || ks_die "no broker answers on $BROKERS"
+  say "starting the local broker (scripts/kafka.sh start)"
+  bash scripts/kafka.sh start
+fi
+LIBS="$(bash scripts/kafka.sh libs)"
+# The broker's pid, to count its CPU (only if it runs on this machine under scripts/kafka.sh).
+BROKER_PID="$(scripts/kafka.sh status 2>&1 | sed -n 's/.*running (pid \([0-9]*\)).*/\1/p' | head -n1)"
+[ -f "$(find "$LIBS" -maxdepth 1 -name 'kafka-tools-*.jar' | head -n1)" ] || ks_die "no kafka-tools jar in $LIBS"
+
+SRC="$PWD"
+if [ -n "${BENCH_REF:-}" ]; then
+  SRC="$OUT/src"
+  rev="$(git rev-parse --verify "$BENCH_REF^{commit}")" || ks_die "BENCH_REF=$BENCH_REF is not a commit"
+  say "exporting $BENCH_REF ($rev) to $SRC, with the work tree's bench/ and benchmark files"
+  rm -rf "$SRC"
+  mkdir -p "$SRC"
+  git archive "$rev" | tar -x -C "$SRC"
+  rm -rf "$SRC/bench"
+  cp -r bench "$SRC/bench"
+  cp producer/bench_test.go "$SRC/producer/"
+  cp avro/bench_test.go "$SRC/avro/"
+  GIT_DESC="$(git rev-parse --short "$rev") ($BENCH_REF, committed tree)"
+else
+  GIT_DESC="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . ':!bench' ':!BENCHMARKS.md' ':!*/bench_test.go' 2>/dev/null || echo ' + uncommitted changes (work tree)')"
+fi
+BASELINE_BIN="$BIN"
+BENCH_BASELINE_REF="${BENCH_BASELINE_REF-fe3c283}"
+if [ -n "$BENCH_BASELINE_REF" ]; then
+  rev="$(git rev-parse --verify "$BENCH_BASELINE_REF^{commit}")" || ks_die "BENCH_BASELINE_REF=$BENCH_BASELINE_REF is not a commit"
+  say "building the one-page baseline's keysetsync from $BENCH_BASELINE_REF ($rev)"
+  rm -rf "$OUT/baseline-src"
+  mkdir -p "$OUT/baseline-src"
+  git archive "$rev" | tar -x -C "$OUT/baseline-src"
+  BASELINE_BIN="$OUT/bin/keysetsync-baseline"
+  (cd "$OUT/baseline-src" && go build -o "$BASELINE_BIN" ./cmd/keysetsync) || ks_die "baseline build failed"
+  GIT_DESC="$GIT_DESC; one-page baseline from $(git rev-parse --short "$rev")"
+fi
+say "building keysetsync and the bench tools from $SRC into $OUT/bin"
+(cd "$SRC" && go build -o "$BIN" ./cmd/keysetsync &&
+  go build -o "$OUT/bin/" ./bench/apidrain ./bench/incremental ./bench/latency ./bench/topics) ||
+  ks_die "build failed (with BENCH_REF, the bench tools must compile against that commit's API)"
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "source: $GIT_DESC"
+  echo "cpu: $(nproc) x $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "kernel: $(uname -r)"
+  echo "go: $(go version | cut -d' ' -f3-)"
+  echo "java: $(java -version 2>&1 | head -n1)"
+  echo "kafka: $(find "$LIBS" -maxdepth 1 -name 'kafka_2.13-*.jar' -printf '%f\n' | sed 's/kafka_2.13-//; s/.jar$//')"
+  echo "broker: $BROKERS"
+  echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "config: sizes=[$SIZES] pages=[$PAGES] runs=$RUNS quick=$QUICK pp_props=[$PP_PROPS] pp_jvm=[$PP_JVM]"
+  echo "env: keysetsync=[${BENCH_KEYSETSYNC_ENV:-}] apidrain=[${BENCH_APIDRAIN_ENV:-}]"
+} >"$OUT/machine.txt"
+sed 's/^/    /' "$OUT/machine.txt" >&2
+
+# emit KIND SIZE PAGE RUN JSON: appends one result line.
+emit() {
+  "$PY" - "$@" >>"$RESULTS" <<'EOF'
+import json, sys
+kind, size, page, run, js = sys.argv[1:6]
+d = json.loads(js)
+d.update(kind=kind, size=int(size), page=int(page), run=int(run))
+print(json.dumps(d))
+EOF
+}
+
+# ------------------------------------------------------------------ playground
+
+# start_playground SIZE PAGE: starts `keysetsync playground` on a free loopback port; sets
+# PG_URL and PG_PID.
+start_playground() {
+  local size=$1 page=$2 log i addr=""
+  PG_STARTS=$((PG_STARTS + 1))
+  log="$OUT/logs/playground-$PG_STARTS-$1-$2.log"
+  : >"$log"
+  "$BIN" playground --records "$size" --page-size "$page" --addr 127.0.0.1:0 --log-format json >"$log" 2>&1 &
+  PG_PID=$!
+  PG_PIDS+=("$PG_PID")
+  for ((i = 0; i < 600; i++)); do
+    addr="$("$PY" -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try: d = json.loads(line)
+    except ValueError: continue
+    if d.get("msg") == "playground listening": print(d["addr"]); break
+' "$log" 2>/dev/null)" || true
+    [ -n "$addr" ] && break
+    ks_alive "$PG_PID" || {
+      tail -n 20 "$log" >&2
+      ks_die "playground exited"
+    }
+    sleep 0.1
+  done
+  [ -n "$addr" ] || ks_die "playground did not log its address within 60s ($log)"
+  case "$addr" in 127.*:*) ;; *) ks_die "playground listens on $addr, not loopback" ;; esac
+  ks_wait_http "http://$addr/healthz" 60 "$PG_PID" >/dev/null 2>&1 || ks_die "playground on $addr does not answer"
+  PG_URL="http://$addr/pagination/keyset"
+}
+
+stop_playground() {
+  local pid=$1 p keep=()
+  ks_kill "$pid" 10
+  wait "$pid" 2>/dev/null || true
+  for p in "${PG_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PG_PIDS=("${keep[@]}")
+}
+
+# ------------------------------------------------------------------ measurements
+
+# cpu_ticks PID: user+system CPU clock ticks PID has used so far (empty if unknown).
+cpu_ticks() {
+  local st f
+  [ -n "${1:-}" ] || return 0
+  st="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  read -r -a f <<<"${st##*) }"
+  echo $((f[11] + f[12]))
+}
+
+# others PG_PID: the extra fields of a measurement: the load average before it, and the CPU
+# the playground and the broker used during it (call once before, once after; prints k=v).
+others_before() { OB_LOAD="$(cut -d' ' -f1 /proc/loadavg)" OB_PG="$(cpu_ticks "${1:-}")" OB_BR="$(cpu_ticks "$BROKER_PID")"; }
+others_after() {
+  printf '%s\n' "load1=$OB_LOAD" "broker_ticks=$OB_BR:$(cpu_ticks "$BROKER_PID")"
+  [ -z "${1:-}" ] || printf '%s\n' "playground_ticks=$OB_PG:$(cpu_ticks "$1")"
+}
+
+# measure_api SIZE PAGE RUN URL PG_PID: apidrain; prints its JSON line.
+measure_api() {
+  local size=$1 page=$2 run=$3 url=$4 pg=$5 tag="$1-$2-$3" out extra
+  local log="$OUT/logs/api-$tag.log" tf="$OUT/logs/api-$tag.time"
+  others_before "$pg"
+  out="$(/usr/bin/time -v -o "$tf" timeout -k 10 "$STEP_TIMEOUT" env "${AD_ENV[@]}" "$TOOLS/apidrain" --api-url "$url" --expect "$size" \
+    --timeout "${STEP_TIMEOUT}s" 2>"$log")" || {
+    cat "$log" >&2
+    ks_die "apidrain failed"
+  }
+  mapfile -t extra < <(others_after "$pg")
+  "$PY" bench/parse.py api "$out" "$tf" "${extra[@]}"
+}
+
+# measure_broker SIZE RECORD_SIZE RUN: ProducerPerformance into a fresh one-partition topic.
+measure_broker() {
+  local size=$1 recsize=$2 run=$3 topic="${PREFIX}pp-$1-$3" props n extra
+  local log="$OUT/logs/broker-$1-$3.log" tf="$OUT/logs/broker-$1-$3.time"
+  "$TOOLS/topics" --brokers "$BROKERS" create "$topic" 1
+  read -r -a props <<<"acks=all $PP_PROPS"
+  others_before ""
+  # shellcheck disable=SC2086
+  /usr/bin/time -v -o "$tf" timeout -k 10 "$STEP_TIMEOUT" java $PP_JVM -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$PWD/scripts/kafka/tools-log4j2.properties" -cp "$LIBS/*" \
+    org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$BROKERS" --topic "$topic" \
+    --num-records "$size" --record-size "$recsize" --throughput -1 --warmup-records "$((size / 10))" \
+    --command-property "${props[@]}" >"$log" 2>&1 || {
+    tail -n 20 "$log" >&2
+    ks_die "ProducerPerformance failed"
+  }
+  mapfile -t extra < <(others_after "")
+  n="$("$TOOLS/topics" --brokers "$BROKERS" count "$topic")"
+  [ "$n" = "$size" ] || ks_die "ProducerPerformance: topic $topic holds $n messages, want $size"
+  "$TOOLS/topics" --brokers "$BROKERS" delete "$topic"
+  "$PY" bench/parse.py pp "$log" "$tf" "$size" "$recsize" "${extra[@]}"
+}
+
+# measure_once SIZE PAGE RUN URL BATCH PG_PID [BIN]: `keysetsync once` into fresh topics, under
+# /usr/bin/time -v (peak RSS, CPU).
+measure_once() {
+  local size=$1 page=$2 run=$3 url=$4 batch=$5 pg=$6 bin=${7:-$BIN} n extra
+  local tag="$1-$2-$3-b$5" topic="${PREFIX}e2e-$1-$2-$3-b$5" ctopic="${PREFIX}e2e-cursors-$1-$2-$3-b$5"
+  local log="$OUT/logs/once-$tag.log" tf="$OUT/logs/once-$tag.time"
+  others_before "$pg"
+  /usr/bin/time -v -o "$tf" timeout -k 10 -s INT "$STEP_TIMEOUT" env "${KS_ENV[@]}" "$bin" once \
+    --api-url "$url" --brokers "$BROKERS" --topic "$topic" --cursor-topic "$ctopic" --pipeline bench \
+    --topic-partitions 1 --topic-replication-factor 1 --batch-records "$batch" --retry-timeout 0 \
+    --log-format json >/dev/null 2>"$log" || {
+    tail -n 20 "$log" >&2
+    ks_die "keysetsync once failed ($log)"
+  }
+  mapfile -t extra < <(others_after "$pg")
+  n="$("$TOOLS/topics" --brokers "$BROKERS" count "$topic")"
+  [ "$n" = "$size" ] || ks_die "keysetsync once: topic $topic holds $n messages, want $size"
+  "$TOOLS/topics" --brokers "$BROKERS" delete "$topic" "$ctopic"
+  "$PY" bench/parse.py once "$log" "$tf" "$size" "$batch" "${extra[@]}"
+}
+
+# ------------------------------------------------------------------ main matrix
+
+contains() { [[ " $1 " == *" $2 "* ]]; }
+
+for size in "${size_arr[@]}"; do
+  declare -A URL=() PID=()
+  for page in "${page_arr[@]}"; do
+    start_playground "$size" "$page"
+    URL[$page]=$PG_URL PID[$page]=$PG_PID
+    say "playground: $size records, page size $page on ${PG_URL%/pagination/keyset}"
+  done
+  # Warm-up drain of each playground (not measured); it also gives the average value size.
+  for page in "${page_arr[@]}"; do
+    w="$(measure_api "$size" "$page" 0 "${URL[$page]}" "${PID[$page]}")"
+    emit warmup "$size" "$page" 0 "$w"
+  done
+  recsize="$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(round(d["value_bytes"]/d["records"]))' "$w")"
+  say "average Avro value size over $size records: $recsize bytes"
+  for ((run = 1; run <= RUNS; run++)); do
+    say "size $size, run $run/$RUNS: broker ceiling (ProducerPerformance, $size x $recsize B, acks=all $PP_PROPS)"
+    r="$(measure_broker "$size" "$recsize" "$run")"
+    emit broker "$size" 0 "$run" "$r"
+    for page in "${page_arr[@]}"; do
+      say "size $size, run $run/$RUNS, page $page: API ceiling (apidrain)"
+      r="$(measure_api "$size" "$page" "$run" "${URL[$page]}" "${PID[$page]}")"
+      emit api "$size" "$page" "$run" "$r"
+      say "size $size, run $run/$RUNS, page $page: keysetsync once"
+      r="$(measure_once "$size" "$page" "$run" "${URL[$page]}" 1000 "${PID[$page]}")"
+      emit e2e "$size" "$page" "$run" "$r"
+      if contains "$ONEPAGE_PAGES" "$page" && contains "$ONEPAGE_SIZES" "$size"; then
+        say "size $size, run $run/$RUNS, page $page: keysetsync once --batch-records 1 (one page at a time)"
+        r="$(measure_once "$size" "$page" "$run" "${URL[$page]}" 1 "${PID[$page]}" "$BASELINE_BIN")"
+        emit onepage "$size" "$page" "$run" "$r"
+      fi
+    done
+  done
+  for page in "${page_arr[@]}"; do stop_playground "${PID[$page]}"; done
+  unset URL PID
+done
+
+# ------------------------------------------------------------------ incremental
+
+if [ "$INCR" = 1 ]; then
+  for size in $INCR_SIZES; do
+    for page in $INCR_PAGES; do
+      say "incremental: $size records, page $page, update $INCR_PERCENT% ($INCR_PER_SECOND per second), sync again"
+      out="$(timeout -k 10 "$((STEP_TIMEOUT * 2))" "$TOOLS/incremental" --bin "$BIN" --brokers "$BROKERS" \
+        --records "$size" --page-size "$page" --percent "$INCR_PERCENT" --per-second "$INCR_PER_SECOND" \
+        --prefix "$PREFIX" --timeout "$((STEP_TIMEOUT * 2))s" "${KS_ENV_FLAGS[@]}" 2>"$OUT/logs/incremental-$size-$page.log")" || {
+        cat "$OUT/logs/incremental-$size-$page.log" >&2
+        ks_die "incremental failed"
+      }
+      emit incremental "$size" "$page" 1 "$out"
+    done
+  done
+fi
+
+# ------------------------------------------------------------------ latency
+
+if [ "$LAT" = 1 ]; then
+  say "latency: keysetsync run --interval $LAT_INTERVAL, $LAT_RATE updates/s for ${LAT_SECONDS}s ($LAT_RECORDS records, page $LAT_PAGE)"
+  out="$(timeout -k 10 "$((LAT_SECONDS + 300))" "$TOOLS/latency" --bin "$BIN" --brokers "$BROKERS" \
+    --records "$LAT_RECORDS" --page-size "$LAT_PAGE" --interval "$LAT_INTERVAL" --rate "$LAT_RATE" \
+    --duration "${LAT_SECONDS}s" --prefix "$PREFIX" --timeout "$((LAT_SECONDS + 240))s" \
+    --log "$OUT/logs/latency-keysetsync.log" "${KS_ENV_FLAGS[@]}" 2>"$OUT/logs/latency.log")" || {
+    cat "$OUT/logs/latency.log" >&2
+    ks_die "latency failed"
+  }
+  emit latency "$LAT_RECORDS" "$LAT_PAGE" 1 "$out"
+fi
+
+# ------------------------------------------------------------------ profile
+
+if [ "$PROFILE" = 1 ]; then
+  say "profile: one pass of $PROFILE_RECORDS records, page $PROFILE_PAGE (BenchmarkSyncPass, real broker, playground process)"
+  start_playground "$PROFILE_RECORDS" "$PROFILE_PAGE"
+  (cd "$SRC" && go test -c -o "$OUT/bin/producer.test" ./producer/)
+  (cd "$OUT" && KEYSETSYNC_BENCH_API_URL="$PG_URL" KEYSETSYNC_BENCH_BROKERS="$BROKERS" \
+    timeout -k 10 "$STEP_TIMEOUT" "$OUT/bin/producer.test" -test.run '^$' -test.bench '^BenchmarkSyncPass$' \
+    -test.benchtime 1x -test.benchmem -test.cpuprofile "$OUT/cpu.prof" >"$OUT/logs/profile-bench.log" 2>&1) || {
+    cat "$OUT/logs/profile-bench.log" >&2
+    ks_die "profiling run failed"
+  }
+  stop_playground "$PG_PID"
+  {
+    grep -E '^Benchmark' "$OUT/logs/profile-bench.log" || true
+    echo
+    echo "## share of CPU samples whose stack contains ... (inclusive; categories overlap)"
+    for cat in \
+      "goavro=github.com/linkedin/goavro" \
+      "avro.Codec.Append (incl. building the map)=avro\.\(\*Codec\)\.Append" \
+      "encoding/json (all)=^encoding/json\." \
+      "producer.DecodeUser=producer\.DecodeUser" \
+      "Source.fetchOnce (HTTP + envelope)=producer\.\(\*Source\)\.fetchOnce" \
+      "net/http=^net/http\." \
+      "time (parse/format)=^time\.(Parse|parse|Time\.Format|Time\.AppendFormat)" \
+      "producer.fingerprint=producer\.fingerprint" \
+      "Syncer.message (build messages)=producer\.\(\*Syncer\)\.message" \
+      "kafka-go=segmentio/kafka-go" \
+      "runtime.mallocgc=runtime\.mallocgc" \
+      "GC background workers=runtime\.gcBgMarkWorker" \
+      "syscalls=^syscall\.|^internal/runtime/syscall"; do
+      name="${cat%%=*}" re="${cat#*=}"
+      pct="$(go tool pprof -top -focus="$re" "$OUT/bin/producer.test" "$OUT/cpu.prof" 2>/dev/null |
+        sed -n 's/.*Showing nodes accounting for [^,]*, \([0-9.]*%\) of \(.*\) total.*/\1 of \2/p' | head -n1)"
+      printf '%-45s %s\n' "$name" "${pct:-0%}"
+    done
+    echo
+    echo "## top 30 functions by flat CPU"
+    go tool pprof -top -nodecount 30 "$OUT/bin/producer.test" "$OUT/cpu.prof" 2>/dev/null
+    echo
+    echo "## top 30 by cumulative CPU"
+    go tool pprof -top -cum -nodecount 30 "$OUT/bin/producer.test" "$OUT/cpu.prof" 2>/dev/null
+  } >"$OUT/profile.txt"
+  say "profile summary in $OUT/profile.txt (go tool pprof -http=127.0.0.1:0 $OUT/bin/producer.test $OUT/cpu.prof)"
+fi
+
+# ------------------------------------------------------------------ report
+
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+"$PY" bench/report.py "$RESULTS" "$OUT/machine.txt" >"$OUT/report.md"
+[ -f "$OUT/profile.txt" ] && {
+  echo
+  echo '### CPU profile (one pass)'
+  echo
+  echo '```'
+  sed -n '1,/^## top 30 functions/p' "$OUT/profile.txt" | sed '$d'
+  echo '```'
+} >>"$OUT/report.md"
+cat "$OUT/report.md"
+say "done in $((SECONDS - T0))s; results in $OUT"
