@@ -34,6 +34,9 @@ func commands() []command {
 		{"run", "sync every --interval until SIGINT/SIGTERM", runRun},
 		{"playground", "serve a demo keyset-paginated users API", runPlayground},
 		{"verify", "compare the topic's latest value per id with the API", runVerify},
+		{"cursor", "show, set (backfill from a time) or reset a pipeline's committed cursor", runCursor},
+		{"tail", "print the data topic's messages as JSON lines, values decoded", runTail},
+		{"snapshot", "write the latest value per id from the data topic as JSON lines or CSV", runSnapshot},
 		{"schema", "print the Avro schema of the values", runSchema},
 		{"version", "print the version", runVersion},
 	}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/keysetsync/keysetsync/cursor"
+)
+
+// cursorActions are the subcommands of `keysetsync cursor`, in the order usage lists them.
+var cursorActions = []struct{ name, summary string }{
+	{"show", "print the committed cursor of --pipeline as JSON"},
+	{"set", "commit a cursor at --to, so the next pass re-reads every record with updatedAt >= --to"},
+	{"reset", "commit a cursor at the beginning, so the next pass re-reads everything"},
+}
+
+// runCursor shows or moves a pipeline's committed cursor. set and reset commit a normal cursor
+// record with the next Seq, never a tombstone, so the topic keeps the history of moves.
+func runCursor(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		cursorUsage(e.stderr)
+		return fmt.Errorf("%w: missing action: want show, set or reset", errUsage)
+	}
+	action := args[0]
+	switch action {
+	case "-h", "--help", "-help", "help":
+		cursorUsage(e.stderr)
+		return errHelp
+	case "show", "set", "reset":
+	default:
+		cursorUsage(e.stderr)
+		return fmt.Errorf("%w: unknown action %q: want show, set or reset", errUsage, action)
+	}
+
+	summaries := map[string]string{
+		"show": "Print the committed cursor of --pipeline: the JSON value stored in the cursor topic.\nExit status 1 if the pipeline has no committed cursor.",
+		"set": "Commit a cursor at --to (Seq + 1, no ids delivered at --to, records_delivered kept), so the\n" +
+			"next pass of --pipeline re-reads every record with updatedAt >= --to: a backfill. Stop the\n" +
+			"pipeline first (or run this between passes): a pass in progress commits over it. Prints what\n" +
+			"it wrote and what it replaced; the replaced cursor stays in the topic until compaction.",
+		"reset": "Commit a cursor at 0001-01-01T00:00:00Z (Seq + 1, not a tombstone), so the next pass of\n" +
+			"--pipeline re-reads the whole source. Stop the pipeline first (or run this between passes):\n" +
+			"a pass in progress commits over it. Prints what it wrote and what it replaced.",
+	}
+	fs := newFlagSet(e, "cursor "+action, summaries[action])
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
+	cursorTopic := fs.String("cursor-topic", "keysetsync-cursors", "compacted topic holding the cursors (key = pipeline name); created compacted if missing")
+	pipeline := fs.String("pipeline", "users", "pipeline whose cursor to "+action)
+	var to *string
+	if action == "set" {
+		to = fs.String("to", "", "new cursor position, YYYY-MM-DDTHH:MM:SSZ (UTC, whole seconds); the next pass re-reads updatedAt >= it (required)")
+	}
+	if err := parseFlags(e, fs, args[1:]); err != nil {
+		return err
+	}
+	var errs []error
+	if *pipeline == "" {
+		errs = append(errs, errors.New("--pipeline is empty"))
+	}
+	if *cursorTopic == "" {
+		errs = append(errs, errors.New("--cursor-topic is empty"))
+	}
+	if len(brokerList(*brokers)) == 0 {
+		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	target := cursor.Start
+	if to != nil {
+		var err error
+		switch target, err = time.Parse(cursor.TimeLayout, *to); {
+		case *to == "":
+			errs = append(errs, errors.New("--to is required: the new position, YYYY-MM-DDTHH:MM:SSZ"))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("--to %q: want YYYY-MM-DDTHH:MM:SSZ (UTC, whole seconds)", *to))
+		case target.After(time.Now()):
+			errs = append(errs, fmt.Errorf("--to %s is in the future: records updated until then would never be read", *to))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+
+	transport := &kafka.Transport{ClientID: "keysetsync-cursor", DialTimeout: 10 * time.Second}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokerList(*brokers)...), Transport: transport, Timeout: 30 * time.Second}
+	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: *cursorTopic})
+	if err != nil {
+		return fmt.Errorf("open cursor topic %q on %s: %w", *cursorTopic, *brokers, err)
+	}
+	defer store.Close()
+
+	old, err := store.Load(ctx, *pipeline)
+	found := err == nil
+	switch {
+	case errors.Is(err, cursor.ErrNotFound) && action == "show":
+		return fmt.Errorf("%w: its next pass starts from %s", err, cursor.Start.Format(cursor.TimeLayout))
+	case err != nil && !errors.Is(err, cursor.ErrNotFound):
+		return err
+	}
+	if action == "show" {
+		return printCursor(e.stdout, "", old)
+	}
+
+	next := cursor.Cursor{
+		Pipeline:      *pipeline,
+		LastUpdatedAt: target,
+		Seq:           old.Seq + 1,
+		CommittedAt:   time.Now().UTC(),
+		Records:       old.Records,
+	}
+	if err := store.Commit(ctx, next); err != nil {
+		return err
+	}
+	if found {
+		if err := printCursor(e.stdout, "replaced: ", old); err != nil {
+			return err
+		}
+	} else if _, err := fmt.Fprintf(e.stdout, "replaced: none (pipeline %q had no committed cursor)\n", *pipeline); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	if err := printCursor(e.stdout, "wrote: ", next); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "cursor of pipeline %q is now %s (seq %d): its next pass reads every record with updatedAt >= it\n",
+		*pipeline, target.Format(cursor.TimeLayout), next.Seq)
+	return nil
+}
+
+// printCursor writes prefix and the cursor's JSON (cursor.Marshal) as one line.
+func printCursor(w io.Writer, prefix string, c cursor.Cursor) error {
+	b, err := cursor.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode cursor of %q: %w", c.Pipeline, err)
+	}
+	if _, err := fmt.Fprintf(w, "%s%s\n", prefix, b); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+func cursorUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: keysetsync cursor <action> [flags]\n\nActions:")
+	for _, a := range cursorActions {
+		fmt.Fprintf(w, "  %-6s %s\n", a.name, a.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'keysetsync cursor <action> --help' for its flags; each is also read from KEYSETSYNC_<FLAG>.")
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/internal/topic"
+)
+
+// snapshotColumns is the CSV header: the fields of a value, in schema order.
+var snapshotColumns = []string{"id", "name", "email", "address", "company", "job", "createdAt", "updatedAt"}
+
+// snapshotEntry is the latest value of one id and where it was read.
+type snapshotEntry struct {
+	partition int
+	offset    int64
+	value     []byte
+}
+
+func runSnapshot(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "snapshot", "Rebuild the latest state per id from the whole data topic (the latest value of each key wins,\n"+
+		"a tombstone deletes it) and write it sorted by id, as JSON lines (one value object per line)\n"+
+		"or CSV with a header row. A summary goes to stderr.")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
+	topicName := fs.String("topic", "users", "data topic to read")
+	format := fs.String("format", "jsonl", "output format: jsonl or csv (header id,name,email,address,company,job,createdAt,updatedAt; null as an empty field)")
+	output := fs.String("output", "", "file to write, replaced only once complete (default: stdout)")
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	var errs []error
+	if *topicName == "" {
+		errs = append(errs, errors.New("--topic is empty"))
+	}
+	if len(brokerList(*brokers)) == 0 {
+		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	if *format != "jsonl" && *format != "csv" {
+		errs = append(errs, fmt.Errorf("--format %q: want jsonl or csv", *format))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	codec, err := avro.NewCodec()
+	if err != nil {
+		return err
+	}
+	client, closeClient := toolClient(*brokers, "keysetsync-snapshot")
+	defer closeClient()
+
+	latest := map[string]snapshotEntry{}
+	var messages, tombstones, unkeyed int
+	err = topic.Scan(ctx, client, *topicName, func(r topic.Record) error {
+		messages++
+		switch {
+		case len(r.Key) == 0:
+			unkeyed++ // not part of the upsert stream: no id to file it under
+		case r.Value == nil:
+			tombstones++
+			delete(latest, string(r.Key))
+		default:
+			latest[string(r.Key)] = snapshotEntry{partition: r.Partition, offset: r.Offset, value: r.Value}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read topic %q on %s: %w", *topicName, *brokers, err)
+	}
+
+	write := func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 1<<16)
+		var enc *json.Encoder
+		var cw *csv.Writer
+		if *format == "csv" {
+			cw = csv.NewWriter(bw)
+			if err := cw.Write(snapshotColumns); err != nil {
+				return err
+			}
+		} else {
+			enc = json.NewEncoder(bw)
+			enc.SetEscapeHTML(false)
+		}
+		for _, id := range slices.Sorted(maps.Keys(latest)) {
+			ent := latest[id]
+			u, err := codec.Decode(ent.value)
+			if err != nil {
+				return fmt.Errorf("latest value of id %q (%s/%d offset %d): %w", id, *topicName, ent.partition, ent.offset, err)
+			}
+			j := newToolUser(u)
+			if cw != nil {
+				err = cw.Write([]string{j.ID, snapshotField(j.Name), snapshotField(j.Email), snapshotField(j.Address), snapshotField(j.Company), snapshotField(j.Job), snapshotField(j.CreatedAt), j.UpdatedAt})
+			} else {
+				err = enc.Encode(j)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if cw != nil {
+			if cw.Flush(); cw.Error() != nil {
+				return cw.Error()
+			}
+		}
+		return bw.Flush()
+	}
+	dest := "stdout"
+	if *output == "" {
+		if err := write(e.stdout); err != nil {
+			return fmt.Errorf("write snapshot: %w", err)
+		}
+	} else {
+		dest = *output
+		if err := writeFileAtomic(*output, write); err != nil {
+			return fmt.Errorf("write snapshot to %s: %w", *output, err)
+		}
+	}
+	fmt.Fprintf(e.stderr, "snapshot: topic=%s messages=%d tombstones=%d unkeyed=%d ids=%d format=%s output=%s\n",
+		*topicName, messages, tombstones, unkeyed, len(latest), *format, dest)
+	return nil
+}
+
+func snapshotField(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// writeFileAtomic writes name through a temporary file in the same directory, renamed over name
+// only when write succeeded, so a failed snapshot never leaves a truncated file behind.
+func writeFileAtomic(name string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
+}
