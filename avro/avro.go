@@ -6,6 +6,7 @@ package avro
 
 import (
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -50,6 +51,11 @@ func NewCodec() (*Codec, error) {
 }
 
 // Append appends the Avro binary encoding of u to buf and returns the extended buffer.
+//
+// The encoding is written by hand for this one schema, without goavro's map of interfaces: on
+// the sync's hot path that was 24 allocations and a sixth of the CPU per record. goavro stays
+// the reference: the tests check that both produce the same bytes (appendGoavro), and Decode
+// uses it.
 func (c *Codec) Append(buf []byte, u *User) ([]byte, error) {
 	if u.ID == "" {
 		return buf, fmt.Errorf("%w: field id: empty", ErrInvalid)
@@ -57,6 +63,20 @@ func (c *Codec) Append(buf []byte, u *User) ([]byte, error) {
 	if u.UpdatedAt.IsZero() {
 		return buf, fmt.Errorf("%w: field updatedAt: missing", ErrInvalid)
 	}
+	out := appendString(buf, u.ID)
+	for _, s := range [...]*string{u.Name, u.Email, u.Address, u.Company, u.Job} {
+		out = appendOptString(out, s)
+	}
+	if u.CreatedAt == nil {
+		out = append(out, 0) // union branch 0: null
+	} else {
+		out = appendLong(append(out, 2), u.CreatedAt.UnixMilli()) // branch 1, zigzag 2
+	}
+	return appendLong(out, u.UpdatedAt.UnixMilli()), nil
+}
+
+// appendGoavro encodes u with goavro, the reference the hand-written Append is tested against.
+func (c *Codec) appendGoavro(buf []byte, u *User) ([]byte, error) {
 	native := map[string]any{
 		"id":        u.ID,
 		"name":      optString(u.Name),
@@ -72,6 +92,22 @@ func (c *Codec) Append(buf []byte, u *User) ([]byte, error) {
 		return buf, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return out, nil
+}
+
+// appendLong appends an Avro long: zigzag, then a little-endian base-128 varint.
+func appendLong(b []byte, v int64) []byte {
+	return binary.AppendUvarint(b, uint64((v<<1)^(v>>63)))
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(appendLong(b, int64(len(s))), s...)
+}
+
+func appendOptString(b []byte, s *string) []byte {
+	if s == nil {
+		return append(b, 0)
+	}
+	return appendString(append(b, 2), *s)
 }
 
 // Decode decodes one Avro binary value into a User; trailing bytes are an error.

@@ -1,0 +1,4 @@
+package avro
+
+// AppendGoavro exposes the reference encoder to the tests.
+func (c *Codec) AppendGoavro(buf []byte, u *User) ([]byte, error) { return c.appendGoavro(buf, u) }
