@@ -2,6 +2,7 @@ package producer_test
 
 import (
 	"errors"
+	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,11 +22,25 @@ func FuzzPage(f *testing.F) {
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		records, _, err := producer.ParsePage(body)
+		// What Source.Fetch makes of the same body (a one-pass decode when it can) must agree
+		// with the record-by-record path.
+		src, serr := producer.NewSource(producer.SourceConfig{URL: "http://127.0.0.1:1/k", Client: &http.Client{Transport: staticTransport{body}}})
+		require.NoError(t, serr)
+		page, ferr := src.Fetch(t.Context(), 1, producer.Query{})
 		if err != nil {
+			require.ErrorIs(t, ferr, producer.ErrBadPage)
 			return
 		}
+		require.NoError(t, ferr)
+		require.Equal(t, len(records), page.Len())
 		for i, raw := range records {
 			u, err := producer.DecodeUser(raw, 1, i)
+			fu, ferr := page.User(1, i)
+			require.Equal(t, err == nil, ferr == nil, "record %d: record by record %v, one pass %v", i, err, ferr)
+			if err == nil {
+				require.Equal(t, u, fu)
+			}
+			require.Equal(t, string(raw), string(page.Raw(i)))
 			if err != nil {
 				var re *producer.RecordError
 				if !errors.As(err, &re) || !errors.Is(err, producer.ErrInvalidRecord) {

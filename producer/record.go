@@ -26,16 +26,21 @@ type wireUser struct {
 // DecodeUser turns one element of a page's data array into an avro.User, or a *RecordError
 // naming the field that is wrong. page and index only label the error.
 func DecodeUser(raw json.RawMessage, page, index int) (avro.User, error) {
-	fail := func(id, field string, err error) (avro.User, error) {
-		return avro.User{}, &RecordError{Page: page, Index: index, ID: id, Field: field, Err: err}
-	}
 	var w wireUser
 	if err := json.Unmarshal(raw, &w); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return fail(peekID(raw), te.Field, fmt.Errorf("got JSON %s, want %s", te.Value, te.Type))
+			return avro.User{}, &RecordError{Page: page, Index: index, ID: peekID(raw), Field: te.Field, Err: fmt.Errorf("got JSON %s, want %s", te.Value, te.Type)}
 		}
-		return fail("", "", fmt.Errorf("not a JSON object: %w", err))
+		return avro.User{}, &RecordError{Page: page, Index: index, Err: fmt.Errorf("not a JSON object: %w", err)}
+	}
+	return fromWire(&w, page, index)
+}
+
+// fromWire checks a decoded user: an id, an updatedAt, and times in the API's format.
+func fromWire(w *wireUser, page, index int) (avro.User, error) {
+	fail := func(id, field string, err error) (avro.User, error) {
+		return avro.User{}, &RecordError{Page: page, Index: index, ID: id, Field: field, Err: err}
 	}
 	if w.ID == nil || *w.ID == "" {
 		return fail("", "id", errors.New("missing or empty"))
@@ -60,14 +65,30 @@ func DecodeUser(raw json.RawMessage, page, index int) (avro.User, error) {
 }
 
 // parseTime accepts exactly the API's format, YYYY-MM-DDTHH:MM:SSZ: whole seconds in UTC. Any
-// other form would make the cursor, which is sent back in that format, inexact.
+// other form would make the cursor, which is sent back in that format, inexact. The shape is
+// checked byte by byte first: time.Parse alone accepts fractional seconds and one-digit hours.
 func parseTime(s string) (time.Time, error) {
-	t, err := time.Parse(cursor.TimeLayout, s)
-	// time.Parse accepts fractional seconds the layout does not have; the round trip does not.
-	if err != nil || t.Format(cursor.TimeLayout) != s {
+	if !timeShape(s) {
 		return time.Time{}, fmt.Errorf("%q is not a UTC time of the form YYYY-MM-DDTHH:MM:SSZ", s)
 	}
+	t, err := time.Parse(cursor.TimeLayout, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not a UTC time of the form YYYY-MM-DDTHH:MM:SSZ: %w", s, err)
+	}
 	return t, nil
+}
+
+func timeShape(s string) bool {
+	const shape = "dddd-dd-ddTdd:dd:ddZ"
+	if len(s) != len(shape) {
+		return false
+	}
+	for i := range len(shape) {
+		if c := s[i]; shape[i] == 'd' && (c < '0' || c > '9') || shape[i] != 'd' && c != shape[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // peekID returns the record's id for an error message when the record is otherwise broken.

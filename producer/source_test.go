@@ -77,7 +77,7 @@ func TestSourceRetriesWhatCanSucceed(t *testing.T) {
 			h := &scripted{answers: c.answers}
 			p, err := newSource(t, h, 5).Fetch(t.Context(), 1, producer.Query{Since: cursor.Start})
 			require.NoError(t, err)
-			assert.Len(t, p.Records, 1)
+			assert.Equal(t, 1, p.Len())
 			assert.Len(t, h.requests(), c.tries)
 		})
 	}

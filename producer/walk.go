@@ -21,7 +21,7 @@ type Record struct {
 	User        avro.User
 	Value       []byte          // Avro binary; nil for an invalid record
 	Fingerprint string          // identifies the content, see cursor.Cursor.Delivered
-	Raw         json.RawMessage // as the API sent it
+	Raw         json.RawMessage // as the API sent it; set for invalid records only
 	Page, Index int             // where it was: page of the pass (1-based), index in the page
 	URL         string          // the request that returned it
 	Invalid     *RecordError    // why the record cannot be delivered, nil for a valid one
@@ -168,7 +168,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 		return nil, err
 	}
 	w.stats.Pages++
-	w.stats.Fetched += len(raw.Records)
+	w.stats.Fetched += raw.Len()
 	before, lowBefore := w.at, w.low
 	recs, first, last, err := w.add(raw)
 	if err != nil {
@@ -194,7 +194,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since):
 		w.stats.TieOverflows++
 		w.log.Error("more records share one updatedAt than a page holds and the API cannot page through them; records at this timestamp beyond this page may be missing",
-			"page", w.page, "updated_at", w.q.Since.Format(cursor.TimeLayout), "page_records", len(raw.Records), "tie_overflows", w.stats.TieOverflows)
+			"page", w.page, "updated_at", w.q.Since.Format(cursor.TimeLayout), "page_records", raw.Len(), "tie_overflows", w.stats.TieOverflows)
 		w.q = Query{Token: raw.Next}
 	default:
 		w.q = Query{Since: last}
@@ -208,12 +208,13 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 // add validates a page in order and keeps its new records. first and last are the updatedAt
 // of the page's first and last valid records.
 func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err error) {
-	for i, b := range raw.Records {
-		r, rerr := w.check(b, i, last)
+	for i := range raw.Len() {
+		r, rerr := w.check(raw, i, last)
 		if rerr != nil {
 			if !w.opt.SkipInvalid {
 				return recs, first, last, rerr
 			}
+			b := raw.Raw(i)
 			key := "invalid:" + fingerprint(b)
 			if _, dup := w.seen[key]; dup {
 				w.stats.Skipped++
@@ -246,19 +247,19 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err er
 		if len(w.seen) > 2*w.pruned+10000 {
 			w.prune()
 		}
-		r.Raw, r.Page, r.Index, r.URL = b, w.page, i, raw.URL
+		r.Page, r.Index, r.URL = w.page, i, raw.URL
 		recs = append(recs, r)
 	}
 	return recs, first, last, nil
 }
 
-// check decodes and validates the record at index i of the current page; prev is the updatedAt
-// of the page's previous valid record.
-func (w *Walker) check(b json.RawMessage, i int, prev time.Time) (Record, *RecordError) {
+// check decodes and validates record i of the current page; prev is the updatedAt of the
+// page's previous valid record.
+func (w *Walker) check(raw *RawPage, i int, prev time.Time) (Record, *RecordError) {
 	fail := func(id, field string, err error) (Record, *RecordError) {
 		return Record{}, &RecordError{Page: w.page, Index: i, ID: id, Field: field, Err: err}
 	}
-	u, err := DecodeUser(b, w.page, i)
+	u, err := raw.user(w.page, i)
 	if err != nil {
 		var re *RecordError
 		if errors.As(err, &re) {

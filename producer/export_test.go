@@ -1,0 +1,6 @@
+package producer
+
+import "github.com/keysetsync/keysetsync/avro"
+
+// User exposes the decoding of record i to the tests, whichever path parsed the page.
+func (p *RawPage) User(page, i int) (avro.User, error) { return p.user(page, i) }
