@@ -72,6 +72,9 @@ type Syncer struct {
 	cfg    Config
 	log    *slog.Logger
 	writer *kafka.Writer
+	// pipelineHdr and sourceHdr are the same on every message: made once, shared (kafka-go
+	// only reads them).
+	pipelineHdr, sourceHdr []byte
 }
 
 // Stats describes one pass.
@@ -156,7 +159,7 @@ func New(cfg Config) (*Syncer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline)}
+	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
 	s.writer = s.asyncWriter(w)
 	return s, nil
 }
@@ -428,9 +431,9 @@ func (s *Syncer) message(r Record) kafka.Message {
 		Key:   []byte(r.User.ID),
 		Value: r.Value,
 		Headers: []kafka.Header{
-			{Key: HeaderPipeline, Value: []byte(s.cfg.Pipeline)},
-			{Key: HeaderSource, Value: []byte(s.cfg.Source.URL())},
-			{Key: HeaderUpdatedAt, Value: []byte(r.User.UpdatedAt.Format(cursor.TimeLayout))},
+			{Key: HeaderPipeline, Value: s.pipelineHdr},
+			{Key: HeaderSource, Value: s.sourceHdr},
+			{Key: HeaderUpdatedAt, Value: r.User.UpdatedAt.AppendFormat(make([]byte, 0, len(cursor.TimeLayout)), cursor.TimeLayout)},
 		},
 	}
 }
