@@ -44,7 +44,9 @@
 #                      [60] / [5 updates/s] / [1s] / [10000] / [1000]
 #   BENCH_KEYSETSYNC_ENV  extra environment of every measured keysetsync process, e.g. "GOGC=400"
 #                      (once, the one-page baseline, and the ones incremental and latency start) []
-#   BENCH_APIDRAIN_ENV extra environment of apidrain, e.g. "GOGC=400" []
+#   BENCH_APIDRAIN_ENV extra environment of apidrain ["GOGC=400 GOMEMLIMIT=48MiB": the GC
+#                      settings keysetsync sets for itself (cmd/keysetsync tuneGC), so the API
+#                      ceiling is measured on equal terms]
 #   BENCH_PROFILE      1: CPU profile of one pass [1]
 #   BENCH_PROFILE_RECORDS / BENCH_PROFILE_PAGE_SIZE   [largest size] / [1000]
 #
@@ -89,7 +91,8 @@ LAT_RECORDS="${BENCH_LAT_RECORDS:-10000}"
 LAT_PAGE="${BENCH_LAT_PAGE_SIZE:-1000}"
 PROFILE="${BENCH_PROFILE:-1}"
 read -r -a KS_ENV <<<"${BENCH_KEYSETSYNC_ENV:-}"
-read -r -a AD_ENV <<<"${BENCH_APIDRAIN_ENV:-}"
+BENCH_APIDRAIN_ENV="${BENCH_APIDRAIN_ENV-GOGC=400 GOMEMLIMIT=48MiB}"
+read -r -a AD_ENV <<<"$BENCH_APIDRAIN_ENV"
 KS_ENV_FLAGS=()
 for e in "${KS_ENV[@]}"; do KS_ENV_FLAGS+=(--env "$e"); done
 PROFILE_RECORDS="${BENCH_PROFILE_RECORDS:-$largest}"
