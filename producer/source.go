@@ -137,6 +137,11 @@ func (s *Source) URL() string { return s.base.String() }
 // Fetch requests one page, retrying server errors, throttling and network failures with
 // backoff. page is the page's number within the pass, used in errors and logs.
 func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error) {
+	return s.fetch(ctx, page, q, NopObserver{})
+}
+
+// fetch is Fetch telling obs about pages, retries and failures.
+func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*RawPage, error) {
 	u := *s.base
 	v := u.Query()
 	for k, vs := range q.values() {
@@ -146,13 +151,16 @@ func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error)
 	target := u.String()
 	var lastErr error
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		p, err := s.fetchOnce(ctx, target)
 		if err == nil {
+			obs.PageFetched(p.Len(), p.Bytes, time.Since(start))
 			return p, nil
 		}
 		var pe *PageError
 		if errors.As(err, &pe) {
 			pe.Page = page
+			obs.APIFailed(APIErrorKind(err))
 			return nil, err
 		}
 		lastErr = err
@@ -163,6 +171,7 @@ func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error)
 			break
 		}
 		wait := s.backoff(attempt, err)
+		obs.APIRetry(APIErrorKind(err))
 		s.log.Warn("api request failed, retrying", "page", page, "attempt", attempt, "max_attempts", s.cfg.MaxAttempts, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
@@ -172,6 +181,7 @@ func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error)
 		case <-t.C:
 		}
 	}
+	obs.APIFailed(APIErrorKind(lastErr))
 	if errors.Is(lastErr, ErrAPI) {
 		return nil, fmt.Errorf("page %d after %d attempts: %w", page, s.cfg.MaxAttempts, lastErr)
 	}

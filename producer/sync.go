@@ -65,6 +65,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
 	Clock        func() time.Time
+	// Observer is told what the passes do, for metrics (nil: NopObserver); see Observer for
+	// the contract. It is also Walk.Observer unless that is set.
+	Observer Observer
 }
 
 // Syncer runs passes of one pipeline. A Syncer is not safe for concurrent passes.
@@ -149,6 +152,10 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	cfg.Observer = observerOrNop(cfg.Observer)
+	if cfg.Walk.Observer == nil {
+		cfg.Walk.Observer = cfg.Observer
+	}
 	if err := errors.Join(errs...); err != nil {
 		if w != nil {
 			w.Close()
@@ -205,7 +212,10 @@ type batch struct {
 	pos   cursor.Cursor
 	pages int // pages fetched up to this batch, for the logs
 
+	enqueued time.Time // when it was handed to the writer, for Observer.BatchAcked
+
 	mu        sync.Mutex
+	acked     time.Time // when its last acknowledgement arrived
 	remaining int
 	err       error
 	done      chan struct{}
@@ -226,6 +236,7 @@ func (b *batch) complete(n int, err error) {
 		b.err = err
 	}
 	if b.remaining -= n; b.remaining == 0 {
+		b.acked = time.Now()
 		close(b.done)
 	}
 }
@@ -253,12 +264,19 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		c = cursor.Cursor{Pipeline: s.cfg.Pipeline, LastUpdatedAt: cursor.Start}
 		s.log.Info("no cursor committed yet, starting from the beginning", "since", c.LastUpdatedAt.Format(cursor.TimeLayout))
 	case err != nil:
-		return p.stats, fmt.Errorf("load cursor: %w", err)
+		err = fmt.Errorf("load cursor: %w", err)
+		s.cfg.Observer.PassFinished(err)
+		return p.stats, err
 	default:
 		s.log.Info("loaded cursor", "last_updated_at", c.LastUpdatedAt.Format(cursor.TimeLayout), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq)
 	}
 	p.committed = c
 	p.stats.Cursor = c.LastUpdatedAt
+	if err == nil {
+		s.cfg.Observer.PassStarted(c.LastUpdatedAt)
+	} else {
+		s.cfg.Observer.PassStarted(time.Time{})
+	}
 	walk := NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, s.log)
 
 	abort := make(chan struct{}) // closed when producing failed: stop fetching
@@ -288,6 +306,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		"invalid", p.stats.Invalid, "late", p.stats.Late,
 		"cursor", p.committed.LastUpdatedAt.Format(cursor.TimeLayout), "duration", p.stats.Duration.Round(time.Millisecond),
 		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
+	s.cfg.Observer.PassFinished(err)
 	return p.stats, err
 }
 
@@ -345,6 +364,7 @@ func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, ab
 		default:
 		}
 		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", b.pos.LastUpdatedAt.Format(cursor.TimeLayout))
+		b.enqueued = time.Now()
 		if err := s.writer.WriteMessages(wctx, b.msgs...); err != nil {
 			b.complete(b.remaining, err) // refused before anything was enqueued
 		}
@@ -383,14 +403,17 @@ func (s *Syncer) commitInOrder(ctx context.Context, p *pass, inflight <-chan *ba
 			t.Stop()
 		case <-t.C:
 			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: not acknowledged within %s: %w", ErrProduce, len(b.msgs), upTo, s.cfg.WriteTimeout, context.DeadlineExceeded)
+			s.cfg.Observer.ProduceFailed(true)
 			stop()
 			continue
 		}
 		if err := b.result(); err != nil {
 			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, len(b.msgs), upTo, err)
+			s.cfg.Observer.ProduceFailed(IsRetryable(err))
 			stop()
 			continue
 		}
+		s.observeAck(b)
 		s.log.Debug("batch acknowledged, committing cursor", "records", len(b.msgs), "up_to", upTo)
 		if err := s.commit(ctx, p, b); err != nil {
 			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, len(b.msgs), upTo, err)
@@ -409,9 +432,11 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 	next.Seq = p.committed.Seq + 1
 	next.Records = p.committed.Records + int64(n)
 	next.CommittedAt = s.cfg.Clock()
+	start := time.Now()
 	if err := s.cfg.Store.Commit(ctx, next); err != nil {
 		return err
 	}
+	s.cfg.Observer.CursorCommitted(next.LastUpdatedAt, time.Since(start))
 	p.committed = next
 	p.stats.Produced += n
 	p.stats.Batches++
@@ -420,6 +445,19 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 		"cursor", next.LastUpdatedAt.Format(cursor.TimeLayout), "delivered_at_cursor", len(next.Delivered),
 		"records_per_s", rate(p.stats.Produced, s.cfg.Clock().Sub(p.start)))
 	return nil
+}
+
+// observeAck tells the Observer about an acknowledged batch, its dead letters apart.
+func (s *Syncer) observeAck(b *batch) {
+	dead := 0
+	if s.cfg.DLQTopic != "" {
+		for i := range b.msgs {
+			if b.msgs[i].Topic == s.cfg.DLQTopic {
+				dead++
+			}
+		}
+	}
+	s.cfg.Observer.BatchAcked(len(b.msgs)-dead, dead, b.acked.Sub(b.enqueued))
 }
 
 func (s *Syncer) message(r Record) kafka.Message {

@@ -53,6 +53,9 @@ type WalkOptions struct {
 	MaxFuture time.Duration
 	// Now is the clock for MaxFuture (nil: time.Now).
 	Now func() time.Time
+	// Observer is told about pages, API retries and failures, and the records counted in
+	// WalkStats (nil: NopObserver).
+	Observer Observer
 }
 
 // seenAt is one delivered record: when it was updated and what it contained.
@@ -103,6 +106,7 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	opt.Observer = observerOrNop(opt.Observer)
 	at := c.LastUpdatedAt
 	if at.IsZero() {
 		at = cursor.Start
@@ -163,14 +167,17 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	}
 	w.page++
 	w.log.Debug("fetching page", "page", w.page, "updated_since", sinceOf(w.q), "scroll", w.q.Token != nil)
-	raw, err := w.src.Fetch(ctx, w.page, w.q)
+	raw, err := w.src.fetch(ctx, w.page, w.q, w.opt.Observer)
 	if err != nil {
 		return nil, err
 	}
 	w.stats.Pages++
 	w.stats.Fetched += raw.Len()
-	before, lowBefore := w.at, w.low
+	before, lowBefore, skipped := w.at, w.low, w.stats.Skipped
 	recs, first, last, err := w.add(raw)
+	if n := w.stats.Skipped - skipped; n > 0 {
+		w.opt.Observer.Skipped(n)
+	}
 	if err != nil {
 		return recs, err
 	}
@@ -193,6 +200,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 		w.q = Query{Token: raw.Next}
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since):
 		w.stats.TieOverflows++
+		w.opt.Observer.TieOverflow()
 		w.log.Error("more records share one updatedAt than a page holds and the API cannot page through them; records at this timestamp beyond this page may be missing",
 			"page", w.page, "updated_at", w.q.Since.Format(cursor.TimeLayout), "page_records", raw.Len(), "tie_overflows", w.stats.TieOverflows)
 		w.q = Query{Token: raw.Next}
@@ -212,6 +220,7 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err er
 		r, rerr := w.check(raw, i, last)
 		if rerr != nil {
 			if !w.opt.SkipInvalid {
+				w.opt.Observer.InvalidRecord()
 				return recs, first, last, rerr
 			}
 			b := raw.Raw(i)
@@ -222,6 +231,7 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err er
 			}
 			w.seen[key] = seenAt{at: w.at, fp: "invalid"}
 			w.stats.Invalid++
+			w.opt.Observer.InvalidRecord()
 			recs = append(recs, Record{Raw: b, Page: w.page, Index: i, URL: raw.URL, Invalid: rerr, User: avro.User{ID: rerr.ID}})
 			continue
 		}
@@ -236,6 +246,7 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err er
 		}
 		if u.UpdatedAt.Before(w.at) {
 			w.stats.Late++
+			w.opt.Observer.LateRecord()
 		}
 		if u.UpdatedAt.After(w.at) {
 			w.at = u.UpdatedAt

@@ -25,7 +25,18 @@
 #   KAFKA_STOP_TIMEOUT      seconds to wait after SIGTERM before SIGKILL (default 30)
 #   KAFKA_HEAP_OPTS         default "-Xms256m -Xmx512m"
 #   KAFKA_READY_PROBE       kcat (default when kcat is installed) or java
-# Changing the ports of an already formatted data dir is not supported: `reset` first.
+#   KAFKA_SECURITY          plaintext (default: only the PLAINTEXT listener) or sasl_ssl: also a
+#                           SASL_SSL listener on KAFKA_SASL_SSL_PORT with PLAIN, SCRAM-SHA-256 and
+#                           SCRAM-SHA-512 (the PLAINTEXT listener stays, for the probe and the
+#                           inter-broker traffic). Settings of sasl_ssl:
+#     KAFKA_SASL_SSL_PORT          SASL_SSL listener port (default 9094)
+#     KAFKA_SSL_KEYSTORE           PKCS12 keystore with the broker's key and certificate (required)
+#     KAFKA_SSL_KEYSTORE_PASSWORD  its password (required)
+#     KAFKA_SASL_USERS             name:password,... (default alice:alice-secret): SCRAM users
+#                                  created when the storage is formatted, and the PLAIN users;
+#                                  names and passwords of [A-Za-z0-9._@+=-]
+# Changing the ports, the security mode or the SCRAM users of an already formatted data dir is
+# not supported: `reset` first.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,6 +50,9 @@ START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 BOOTSTRAP="$KHOST:$KPORT"
+SECURITY="${KAFKA_SECURITY:-plaintext}"
+KSPORT="${KAFKA_SASL_SSL_PORT:-9094}"
+SASL_USERS="${KAFKA_SASL_USERS:-alice:alice-secret}"
 
 LIBS="$KHOME/libs"
 DATA="$KHOME/data"
@@ -204,14 +218,50 @@ wait_ready() {
   done
 }
 
+# check_security: the settings of KAFKA_SECURITY are complete and well-formed.
+check_security() {
+  case "$SECURITY" in
+  plaintext) return 0 ;;
+  sasl_ssl) ;;
+  *) die "KAFKA_SECURITY must be plaintext or sasl_ssl, not $SECURITY" ;;
+  esac
+  [ -n "${KAFKA_SSL_KEYSTORE:-}" ] || die "KAFKA_SECURITY=sasl_ssl needs KAFKA_SSL_KEYSTORE (a PKCS12 file)"
+  [ -r "$KAFKA_SSL_KEYSTORE" ] || die "KAFKA_SSL_KEYSTORE $KAFKA_SSL_KEYSTORE is not readable"
+  [ -n "${KAFKA_SSL_KEYSTORE_PASSWORD:-}" ] || die "KAFKA_SECURITY=sasl_ssl needs KAFKA_SSL_KEYSTORE_PASSWORD"
+  [[ $KAFKA_SSL_KEYSTORE_PASSWORD =~ ^[^\\\"]+$ ]] || die "KAFKA_SSL_KEYSTORE_PASSWORD must not contain a backslash or a quote"
+  local u
+  for u in ${SASL_USERS//,/ }; do
+    [[ $u =~ ^[A-Za-z0-9._@+=-]+:[A-Za-z0-9._@+=-]+$ ]] || die "KAFKA_SASL_USERS: want name:password,... of [A-Za-z0-9._@+=-]"
+  done
+}
+
 render_config() {
-  local t
+  local t el="" ea="" ep=""
+  if [ "$SECURITY" = sasl_ssl ]; then
+    el=",SASL_SSL://$KHOST:$KSPORT" ea=",SASL_SSL://$KHOST:$KSPORT" ep=",SASL_SSL:SASL_SSL"
+  fi
   t="$(cat "$CONF_SRC/server.properties.in")"
+  t="${t//@EXTRA_LISTENERS@/$el}"
+  t="${t//@EXTRA_ADVERTISED@/$ea}"
+  t="${t//@EXTRA_PROTOCOLS@/$ep}"
+  if [ "$SECURITY" = sasl_ssl ]; then
+    local s plain="" u
+    for u in ${SASL_USERS//,/ }; do
+      plain+=" user_${u%%:*}=\"${u#*:}\""
+    done
+    s="$(cat "$CONF_SRC/sasl_ssl.properties.in")"
+    s="${s//@SASL_SSL_PORT@/$KSPORT}"
+    s="${s//@KEYSTORE@/$KAFKA_SSL_KEYSTORE}"
+    s="${s//@KEYSTORE_PASSWORD@/$KAFKA_SSL_KEYSTORE_PASSWORD}"
+    s="${s//@PLAIN_USERS@/${plain# }}"
+    t+=$'\n'"$s"
+  fi
   t="${t//@HOST@/$KHOST}"
   t="${t//@PORT@/$KPORT}"
   t="${t//@CONTROLLER_PORT@/$KCPORT}"
   t="${t//@LOG_DIR@/$DATA}"
-  printf '%s\n' "$t" >"$CONF.tmp"
+  # It may hold passwords (sasl_ssl): readable by its owner only.
+  (umask 077 && printf '%s\n' "$t" >"$CONF.tmp")
   mv "$CONF.tmp" "$CONF"
 }
 
@@ -221,7 +271,15 @@ format_storage() {
   id="$(run_class kafka.tools.StorageTool random-uuid)" || die "StorageTool random-uuid failed"
   log "formatting $DATA (cluster id $id, standalone KRaft quorum)"
   mkdir -p "$DATA"
-  run_class kafka.tools.StorageTool format --cluster-id "$id" --config "$CONF" --standalone \
+  local scram=() u
+  if [ "$SECURITY" = sasl_ssl ]; then
+    for u in ${SASL_USERS//,/ }; do
+      scram+=(--add-scram "SCRAM-SHA-256=[name=${u%%:*},password=${u#*:}]"
+        --add-scram "SCRAM-SHA-512=[name=${u%%:*},password=${u#*:}]")
+    done
+    log "creating SCRAM-SHA-256/512 credentials of: $(for u in ${SASL_USERS//,/ }; do printf '%s ' "${u%%:*}"; done)"
+  fi
+  run_class kafka.tools.StorageTool format --cluster-id "$id" --config "$CONF" --standalone "${scram[@]}" \
     >"$LOGS/format.log" 2>&1 || {
     cat "$LOGS/format.log" >&2
     die "formatting failed; try: $0 reset"
@@ -250,6 +308,10 @@ cmd_start() {
     die "port $KPORT on $KHOST is in use by something else (set KAFKA_PORT)"
   fi
   port_open "$KCPORT" && die "controller port $KCPORT on $KHOST is in use (set KAFKA_CONTROLLER_PORT)"
+  check_security
+  if [ "$SECURITY" = sasl_ssl ] && port_open "$KSPORT"; then
+    die "SASL_SSL port $KSPORT on $KHOST is in use (set KAFKA_SASL_SSL_PORT)"
+  fi
 
   resolve_libs
   mkdir -p "$DATA" "$LOGS"
@@ -257,6 +319,7 @@ cmd_start() {
   format_storage
 
   log "starting $(kafka_version) on $BOOTSTRAP (controller $KHOST:$KCPORT), state in $KHOME"
+  [ "$SECURITY" = sasl_ssl ] && log "SASL_SSL listener on $KHOST:$KSPORT (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
   # New session (immune to the caller's Ctrl-C/hangup), stdio detached from the
   # caller, lock fd closed, the pid written by the process that execs java.
   # shellcheck disable=SC2086,SC2016

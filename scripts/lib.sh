@@ -8,7 +8,8 @@ KS_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Debian packages the scripts need: kcat for the broker readiness probe and for
 # peeking at topics, python3-avro + python3-confluent-kafka (used through
 # /usr/bin/python3, not a pyenv/venv python) for scripts/check_topic.py.
-KS_APT_PACKAGES=(kcat python3-avro python3-confluent-kafka curl ca-certificates)
+# openssl builds the PKCS12 keystore of the SASL_SSL broker in internal/securitytest.
+KS_APT_PACKAGES=(kcat python3-avro python3-confluent-kafka curl ca-certificates openssl)
 
 ks_log() { printf '==> %s\n' "$*" >&2; }
 ks_warn() { printf 'WARN: %s\n' "$*" >&2; }

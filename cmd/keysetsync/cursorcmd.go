@@ -7,8 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/keysetsync/keysetsync/cursor"
 )
 
@@ -55,10 +53,12 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 	if action == "set" {
 		to = fs.String("to", "", "new cursor position, YYYY-MM-DDTHH:MM:SSZ (UTC, whole seconds); the next pass re-reads updatedAt >= it (required)")
 	}
+	var sec kafkaSecurityFlags
+	sec.register(fs)
 	if err := parseFlags(e, fs, args[1:]); err != nil {
 		return err
 	}
-	var errs []error
+	errs := sec.validate()
 	if *pipeline == "" {
 		errs = append(errs, errors.New("--pipeline is empty"))
 	}
@@ -84,9 +84,12 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 
-	transport := &kafka.Transport{ClientID: "keysetsync-cursor", DialTimeout: 10 * time.Second}
+	transport, err := newKafkaTransport(&sec, "keysetsync-cursor", stderrLogger(e))
+	if err != nil {
+		return err
+	}
 	defer transport.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(brokerList(*brokers)...), Transport: transport, Timeout: 30 * time.Second}
+	client := newKafkaClient(*brokers, transport)
 	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: *cursorTopic})
 	if err != nil {
 		return fmt.Errorf("open cursor topic %q on %s: %w", *cursorTopic, *brokers, err)

@@ -35,10 +35,12 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	topicName := fs.String("topic", "users", "data topic to read")
 	format := fs.String("format", "jsonl", "output format: jsonl or csv (header id,name,email,address,company,job,createdAt,updatedAt; null as an empty field)")
 	output := fs.String("output", "", "file to write, replaced only once complete (default: stdout)")
+	var sec kafkaSecurityFlags
+	sec.register(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	var errs []error
+	errs := sec.validate()
 	if *topicName == "" {
 		errs = append(errs, errors.New("--topic is empty"))
 	}
@@ -55,7 +57,10 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, closeClient := toolClient(*brokers, "keysetsync-snapshot")
+	client, closeClient, err := toolClient(e, &sec, *brokers, "keysetsync-snapshot")
+	if err != nil {
+		return err
+	}
 	defer closeClient()
 
 	latest := map[string]snapshotEntry{}

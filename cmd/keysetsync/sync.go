@@ -40,6 +40,9 @@ type syncFlags struct {
 	maxRecordBytes int
 	maxFuture      time.Duration
 	logFlags
+	metrics  metricsFlags
+	kafkaSec kafkaSecurityFlags
+	apiAuth  apiAuthFlags
 }
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
@@ -63,6 +66,9 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", 1_000_000, "largest Avro value accepted; a larger record is invalid (it would fail the produce)")
 	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
 	f.logFlags.register(fs)
+	f.metrics.register(fs)
+	f.kafkaSec.register(fs)
+	f.apiAuth.register(fs)
 }
 
 func (f *syncFlags) validate() error {
@@ -100,6 +106,8 @@ func (f *syncFlags) validate() error {
 	if f.replication == 0 || f.replication < -1 {
 		errs = append(errs, fmt.Errorf("--topic-replication-factor %d: must be positive or -1", f.replication))
 	}
+	errs = append(errs, f.kafkaSec.validate()...)
+	errs = append(errs, f.apiAuth.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -150,19 +158,25 @@ type pipeline struct {
 
 // openPipeline connects to Kafka, makes sure both topics exist (and that the cursor topic is
 // compacted), and builds the Syncer. While Kafka cannot be reached it retries for --kafka-wait.
+// With --metrics-addr the metrics server runs from before the first attempt until close.
 func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipeline, error) {
-	var p *pipeline
-	err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() error {
-		var err error
-		p, err = tryOpenPipeline(ctx, f, log)
-		return err
+	return f.metrics.serve(ctx, log, f.pipeline, func(obs producer.Observer) (*pipeline, error) {
+		var p *pipeline
+		err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() error {
+			var err error
+			p, err = tryOpenPipeline(ctx, f, log, obs)
+			return err
+		})
+		return p, err
 	})
-	return p, err
 }
 
-func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipeline, error) {
-	transport := &kafka.Transport{ClientID: "keysetsync", DialTimeout: 10 * time.Second}
-	client := &kafka.Client{Addr: kafka.TCP(brokerList(f.brokers)...), Transport: transport, Timeout: 30 * time.Second}
+func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs producer.Observer) (*pipeline, error) {
+	transport, err := newKafkaTransport(&f.kafkaSec, "keysetsync", log)
+	if err != nil {
+		return nil, err
+	}
+	client := newKafkaClient(f.brokers, transport)
 	closeAll := func() { transport.CloseIdleConnections() }
 
 	info, err := topic.Ensure(ctx, client, topic.Spec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication})
@@ -194,7 +208,12 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipe
 		closeAll()
 		return nil, err
 	}
-	src, err := producer.NewSource(producer.SourceConfig{URL: f.apiURL, Timeout: f.apiTimeout, MaxAttempts: f.apiMaxAttempts, Logger: log})
+	httpClient, err := f.apiAuth.client(f.apiURL, f.apiTimeout)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	src, err := producer.NewSource(producer.SourceConfig{URL: f.apiURL, Client: httpClient, Timeout: f.apiTimeout, MaxAttempts: f.apiMaxAttempts, Logger: log})
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -204,6 +223,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipe
 		Walk:         producer.WalkOptions{Lookback: f.lookback, MaxRecordBytes: f.maxRecordBytes, MaxFuture: f.maxFuture},
 		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
 		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
+		Observer: obs,
 	})
 	if err != nil {
 		store.Close()

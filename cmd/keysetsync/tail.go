@@ -68,10 +68,12 @@ func newToolUser(u avro.User) toolUser {
 func toolTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 // toolClient is a kafka-go client for the read-only tools; close releases its connections.
-func toolClient(brokers, clientID string) (client *kafka.Client, close func()) {
-	transport := &kafka.Transport{ClientID: clientID, DialTimeout: 10 * time.Second}
-	return &kafka.Client{Addr: kafka.TCP(brokerList(brokers)...), Transport: transport, Timeout: 30 * time.Second},
-		transport.CloseIdleConnections
+func toolClient(e *env, sec *kafkaSecurityFlags, brokers, clientID string) (client *kafka.Client, close func(), err error) {
+	transport, err := newKafkaTransport(sec, clientID, stderrLogger(e))
+	if err != nil {
+		return nil, nil, err
+	}
+	return newKafkaClient(brokers, transport), transport.CloseIdleConnections, nil
 }
 
 func runTail(ctx context.Context, e *env, args []string) error {
@@ -86,10 +88,12 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	from := fs.String("from", "", "start, per partition, at the first message whose timestamp (the produce time) is at or after this RFC 3339 time, e.g. 2024-01-15T10:30:00Z")
 	key := fs.String("key", "", "print only the messages with this key (a record id)")
 	maxMessages := fs.Int("max-messages", 0, "stop after printing this many messages (0: follow until SIGINT/SIGTERM)")
+	var sec kafkaSecurityFlags
+	sec.register(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	var errs []error
+	errs := sec.validate()
 	if *topicName == "" {
 		errs = append(errs, errors.New("--topic is empty"))
 	}
@@ -117,7 +121,10 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, closeClient := toolClient(*brokers, "keysetsync-tail")
+	client, closeClient, err := toolClient(e, &sec, *brokers, "keysetsync-tail")
+	if err != nil {
+		return err
+	}
 	defer closeClient()
 
 	var parts []int

@@ -9,8 +9,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
@@ -29,8 +27,15 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	examples := fs.Int("max-examples", 10, "ids printed per kind of difference")
 	var lf logFlags
 	lf.register(fs)
+	var sec kafkaSecurityFlags
+	sec.register(fs)
+	var auth apiAuthFlags
+	auth.register(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
+	}
+	if err := errors.Join(append(sec.validate(), auth.validate()...)...); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	log, err := lf.logger(e)
 	if err != nil {
@@ -40,13 +45,20 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	src, err := producer.NewSource(producer.SourceConfig{URL: *apiURL, Timeout: *apiTimeout, Logger: log})
+	httpClient, err := auth.client(*apiURL, *apiTimeout)
+	if err != nil {
+		return err
+	}
+	src, err := producer.NewSource(producer.SourceConfig{URL: *apiURL, Client: httpClient, Timeout: *apiTimeout, Logger: log})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	transport := &kafka.Transport{ClientID: "keysetsync-verify", DialTimeout: 10 * time.Second}
+	transport, err := newKafkaTransport(&sec, "keysetsync-verify", log)
+	if err != nil {
+		return err
+	}
 	defer transport.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(brokerList(*brokers)...), Transport: transport, Timeout: 30 * time.Second}
+	client := newKafkaClient(*brokers, transport)
 
 	// The topic first: an update that lands between the two reads then shows as stale (the
 	// API is newer), never as a false "in sync".

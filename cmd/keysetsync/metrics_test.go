@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/metrics"
+	"github.com/keysetsync/keysetsync/playground"
+)
+
+// lockedBuffer is a bytes.Buffer the command writes its log to while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// get returns the status and body of GET url.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+// sample returns the value of the series `name{pipeline="<pipeline>"}` in a text exposition.
+func sample(t *testing.T, exposition, name, pipeline string) (float64, bool) {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name+`{pipeline="`+pipeline+`"}`) + ` (\S+)$`)
+	m := re.FindStringSubmatch(exposition)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	return v, true
+}
+
+func TestRunServesMetricsAndProbes(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		const records = 500
+		api, err := playground.New(playground.Config{Records: records, TieWidth: 20})
+		require.NoError(t, err)
+		srv := httptest.NewServer(api.Handler())
+		t.Cleanup(srv.Close)
+		var maxUpdated time.Time
+		for _, u := range api.Snapshot() {
+			at, err := time.Parse(time.RFC3339, u.UpdatedAt)
+			require.NoError(t, err)
+			if at.After(maxUpdated) {
+				maxUpdated = at
+			}
+		}
+
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		stderr := &lockedBuffer{}
+		e := &env{stdout: io.Discard, stderr: stderr, getenv: func(k string) string {
+			return map[string]string{"KEYSETSYNC_METRICS_ADDR": "127.0.0.1:0"}[k] // through the env var
+		}}
+		code := -1
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			code = dispatch(ctx, e, []string{"run", "--brokers", strings.Join(tg.Brokers, ","), "--api-url", srv.URL + "/pagination/keyset",
+				"--interval", "1h", "--batch-records", "100", "--pipeline", "metrics-it", "--topic-replication-factor", "1",
+				"--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c")})
+		}()
+
+		// The bound address is in the log ("metrics listening" addr=127.0.0.1:port).
+		addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+		var base string
+		require.Eventually(t, func() bool {
+			m := addrRE.FindStringSubmatch(stderr.String())
+			if m != nil {
+				base = "http://" + m[1]
+			}
+			return m != nil
+		}, 30*time.Second, 5*time.Millisecond, "no metrics address logged: %s", stderr.String())
+
+		code200, body := get(t, base+"/healthz")
+		assert.Equal(t, http.StatusOK, code200, body)
+		require.Eventually(t, func() bool {
+			status, _ := get(t, base+"/readyz")
+			return status == http.StatusOK
+		}, 30*time.Second, 10*time.Millisecond, "never ready: %s", stderr.String())
+		_, body = get(t, base+"/readyz")
+		assert.JSONEq(t, `{"status":"ok"}`, body)
+
+		// Ready means the cursor is loaded; the first pass ends when passes_total{result="ok"} is 1.
+		var exposition string
+		require.Eventually(t, func() bool {
+			_, exposition = get(t, base+"/metrics")
+			return strings.Contains(exposition, `keysetsync_passes_total{pipeline="metrics-it",result="ok"} 1`)
+		}, 30*time.Second, 10*time.Millisecond, "first pass did not finish: %s", stderr.String())
+
+		produced, ok := sample(t, exposition, "keysetsync_records_produced_total", "metrics-it")
+		require.True(t, ok, exposition)
+		assert.EqualValues(t, records, produced)
+		fetched, _ := sample(t, exposition, "keysetsync_records_fetched_total", "metrics-it")
+		assert.GreaterOrEqual(t, fetched, float64(records))
+		ts, ok := sample(t, exposition, "keysetsync_cursor_timestamp_seconds", "metrics-it")
+		require.True(t, ok, exposition)
+		assert.Equal(t, float64(maxUpdated.Unix()), ts)
+		lag, ok := sample(t, exposition, "keysetsync_cursor_lag_seconds", "metrics-it")
+		require.True(t, ok, exposition)
+		assert.InDelta(t, time.Since(maxUpdated).Seconds(), lag, 60)
+		acks, _ := sample(t, exposition, "keysetsync_batch_ack_seconds_count", "metrics-it")
+		commits, _ := sample(t, exposition, "keysetsync_cursor_commit_seconds_count", "metrics-it")
+		assert.GreaterOrEqual(t, acks, 5.0, "500 records in batches of about 100")
+		assert.Equal(t, acks, commits, "one cursor commit per acknowledged batch")
+		assert.Contains(t, exposition, `keysetsync_passes_total{pipeline="metrics-it",result="failed"} 0`)
+
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("run did not stop after cancellation")
+		}
+		assert.Equal(t, 0, code, stderr.String())
+		status, _ := get(t, base+"/healthz")
+		assert.Zero(t, status, "the server shuts down with the command")
+	})
+}
+
+func TestReadyzSaysWhyItIsNotReady(t *testing.T) {
+	m := metrics.New("p", metrics.WithoutRuntime())
+	s := newMetricsServer(m)
+	srv := httptest.NewServer(s.handler())
+	defer srv.Close()
+	probe := func() (int, map[string]string) {
+		status, body := get(t, srv.URL+"/readyz")
+		var v map[string]string
+		require.NoError(t, json.Unmarshal([]byte(body), &v), body)
+		return status, v
+	}
+
+	status, body := probe()
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.Equal(t, "unavailable", body["status"])
+	assert.Contains(t, body["reason"], "connecting to Kafka")
+
+	s.opened.Store(true)
+	status, body = probe()
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.Contains(t, body["reason"], "cursor is not loaded")
+
+	m.PassStarted(time.Time{}) // first pass, nothing committed yet: loaded all the same
+	status, body = probe()
+	assert.Equal(t, http.StatusOK, status)
+	assert.Equal(t, "ok", body["status"])
+
+	status, _ = get(t, srv.URL+"/healthz")
+	assert.Equal(t, http.StatusOK, status)
+}
+
+func TestOnceWithMetricsAddrFailsClearlyWhenThePortIsTaken(t *testing.T) {
+	taken := httptest.NewServer(http.NotFoundHandler())
+	defer taken.Close()
+	code, _, stderr := run(t.Context(), nil, "once", "--metrics-addr", strings.TrimPrefix(taken.URL, "http://"), "--brokers", "127.0.0.1:1")
+	assert.Equal(t, 1, code, stderr)
+	assert.Contains(t, stderr, "metrics server")
+	assert.Contains(t, stderr, "address already in use")
+}
+
+func TestHelpListsMetricsAddr(t *testing.T) {
+	for _, cmd := range []string{"once", "run"} {
+		code, _, stderr := run(t.Context(), nil, cmd, "--help")
+		require.Equal(t, 0, code)
+		assert.Contains(t, stderr, "--metrics-addr  (env KEYSETSYNC_METRICS_ADDR, default \"\")")
+	}
+}

@@ -1,0 +1,207 @@
+// Package metrics exposes what a keysetsync pipeline does as Prometheus metrics. Metrics
+// implements producer.Observer; its registry is its own (never the global default one), served
+// by Handler.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keysetsync/keysetsync/producer"
+)
+
+var _ producer.Observer = (*Metrics)(nil)
+
+// Namespace prefixes every metric name.
+const Namespace = "keysetsync"
+
+// Metrics counts what one pipeline does. Every metric carries a constant pipeline label.
+// It is safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+	now func() time.Time
+
+	pages, recordsFetched, recordsProduced, deadLetters prometheus.Counter
+	tieOverflows, invalid, late, skipped                prometheus.Counter
+	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
+	batchAck, cursorCommit, pageFetch                   prometheus.Histogram
+	cursorTimestamp                                     prometheus.Gauge
+
+	mu     sync.Mutex
+	cursor time.Time // last committed updatedAt; zero until a cursor is known
+	loaded bool      // a pass loaded its cursor
+}
+
+// Option configures New.
+type Option func(*Metrics)
+
+// WithClock sets the clock cursor_lag_seconds is computed with (default time.Now).
+func WithClock(now func() time.Time) Option { return func(m *Metrics) { m.now = now } }
+
+// WithoutRuntime leaves out the Go runtime and process collectors (they are on by default).
+func WithoutRuntime() Option { return func(m *Metrics) { m.reg = prometheus.NewRegistry() } }
+
+// New makes the metrics of pipeline in a registry of their own.
+func New(pipeline string, opts ...Option) *Metrics {
+	m := &Metrics{now: time.Now}
+	for _, o := range opts {
+		o(m)
+	}
+	if m.reg == nil {
+		m.reg = prometheus.NewRegistry()
+		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	labels := prometheus.Labels{"pipeline": pipeline}
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help, ConstLabels: labels})
+		m.reg.MustRegister(c)
+		return c
+	}
+	counterVec := func(name, help string, label string, values ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help, ConstLabels: labels}, []string{label})
+		for _, v := range values { // known values are exported as 0 from the start
+			c.WithLabelValues(v)
+		}
+		m.reg.MustRegister(c)
+		return c
+	}
+	histogram := func(name, help string, buckets []float64) prometheus.Histogram {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, ConstLabels: labels, Buckets: buckets})
+		m.reg.MustRegister(h)
+		return h
+	}
+	m.pages = counter("pages_fetched_total", "Pages the source API answered.")
+	m.recordsFetched = counter("records_fetched_total", "Records on the pages fetched, new or not.")
+	m.recordsProduced = counter("records_produced_total", "Records acknowledged by Kafka on the data topic (dead letters not included).")
+	m.deadLetters = counter("dead_letters_total", "Invalid records acknowledged by Kafka on the dead-letter topic.")
+	m.tieOverflows = counter("tie_overflows_total", "Pages full of one updatedAt that the API could not page through (records may be missing).")
+	m.invalid = counter("invalid_records_total", "Invalid records found, dead-lettered or stopping the pass.")
+	m.late = counter("late_records_total", "Records found behind the cursor by the lookback window.")
+	m.skipped = counter("records_skipped_total", "Records fetched again that were already delivered (same id, updatedAt and content).")
+	m.produceErrors = counterVec("produce_errors_total", "Batches Kafka did not acknowledge, by whether the error is retryable.", "retryable", "true", "false")
+	m.apiErrors = counterVec("api_errors_total", "Page requests that failed for good, by kind: HTTP status, bad_page or network.", "kind")
+	m.apiRetries = counterVec("api_retries_total", "Page requests retried, by reason: HTTP status or network.", "reason")
+	m.passes = counterVec("passes_total", "Passes finished, by result.", "result", "ok", "failed")
+	m.batchAck = histogram("batch_ack_seconds", "Time from enqueueing a batch to its last acknowledgement by Kafka (acks=all).",
+		prometheus.ExponentialBuckets(0.001, 2.5, 12)) // 1 ms to about 38 s
+	m.cursorCommit = histogram("cursor_commit_seconds", "Time to commit a cursor to the cursor topic.", prometheus.DefBuckets)
+	m.pageFetch = histogram("page_fetch_seconds", "Time of the successful request of a page, body included (retries not included).", prometheus.DefBuckets)
+	m.cursorTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "cursor_timestamp_seconds",
+		Help: "updatedAt of the committed cursor, as Unix seconds (0 until a cursor was loaded or committed).", ConstLabels: labels})
+	m.reg.MustRegister(m.cursorTimestamp, &lagCollector{m: m, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "cursor_lag_seconds"),
+		"Now minus the committed cursor's updatedAt, computed at scrape time; absent until a cursor is known. It grows while the source has nothing newer.",
+		nil, labels)})
+	return m
+}
+
+// Registry is where the metrics are registered; add collectors of your own to it.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus text (or OpenMetrics) format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, EnableOpenMetrics: true})
+}
+
+// Loaded reports whether a pass has loaded its cursor: Kafka answered and the pipeline knows
+// where it stands.
+func (m *Metrics) Loaded() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.loaded
+}
+
+func (m *Metrics) setCursor(at time.Time) {
+	m.mu.Lock()
+	m.cursor = at
+	m.mu.Unlock()
+	m.cursorTimestamp.Set(unixSeconds(at))
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// PassStarted implements producer.Observer.
+func (m *Metrics) PassStarted(at time.Time) {
+	m.mu.Lock()
+	m.loaded = true
+	m.mu.Unlock()
+	if !at.IsZero() {
+		m.setCursor(at)
+	}
+}
+
+// PassFinished implements producer.Observer.
+func (m *Metrics) PassFinished(err error) {
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	m.passes.WithLabelValues(result).Inc()
+}
+
+// PageFetched implements producer.Observer.
+func (m *Metrics) PageFetched(records, _ int, d time.Duration) {
+	m.pages.Inc()
+	m.recordsFetched.Add(float64(records))
+	m.pageFetch.Observe(d.Seconds())
+}
+
+// APIRetry implements producer.Observer.
+func (m *Metrics) APIRetry(reason string) { m.apiRetries.WithLabelValues(reason).Inc() }
+
+// APIFailed implements producer.Observer.
+func (m *Metrics) APIFailed(kind string) { m.apiErrors.WithLabelValues(kind).Inc() }
+
+// BatchAcked implements producer.Observer.
+func (m *Metrics) BatchAcked(records, deadLetters int, ackLatency time.Duration) {
+	m.recordsProduced.Add(float64(records))
+	m.deadLetters.Add(float64(deadLetters))
+	m.batchAck.Observe(ackLatency.Seconds())
+}
+
+// ProduceFailed implements producer.Observer.
+func (m *Metrics) ProduceFailed(retryable bool) {
+	m.produceErrors.WithLabelValues(strconv.FormatBool(retryable)).Inc()
+}
+
+// CursorCommitted implements producer.Observer.
+func (m *Metrics) CursorCommitted(at time.Time, d time.Duration) {
+	m.setCursor(at)
+	m.cursorCommit.Observe(d.Seconds())
+}
+
+// TieOverflow implements producer.Observer.
+func (m *Metrics) TieOverflow() { m.tieOverflows.Inc() }
+
+// InvalidRecord implements producer.Observer.
+func (m *Metrics) InvalidRecord() { m.invalid.Inc() }
+
+// LateRecord implements producer.Observer.
+func (m *Metrics) LateRecord() { m.late.Inc() }
+
+// Skipped implements producer.Observer.
+func (m *Metrics) Skipped(n int) { m.skipped.Add(float64(n)) }
+
+// lagCollector computes cursor_lag_seconds when scraped, and leaves it out while no cursor is
+// known (a lag measured from year 1 would only trip alerts).
+type lagCollector struct {
+	m    *Metrics
+	desc *prometheus.Desc
+}
+
+func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	at := c.m.cursor
+	c.m.mu.Unlock()
+	if at.IsZero() {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, c.m.now().Sub(at).Seconds())
+}

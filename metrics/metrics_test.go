@@ -1,0 +1,152 @@
+package metrics_test
+
+import (
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/metrics"
+	"github.com/keysetsync/keysetsync/producer"
+)
+
+var now = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+
+// value gathers the registry and returns the value of the series name{labels...} (labels as
+// name, value pairs besides pipeline), and whether it exists.
+func value(t *testing.T, m *metrics.Metrics, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, s := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range s.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			if got["pipeline"] != "p1" {
+				continue
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue series
+				}
+			}
+			switch {
+			case s.Counter != nil:
+				return s.Counter.GetValue(), true
+			case s.Gauge != nil:
+				return s.Gauge.GetValue(), true
+			case s.Histogram != nil:
+				return float64(s.Histogram.GetSampleCount()), true
+			}
+		}
+	}
+	return 0, false
+}
+
+func TestObserverEventsBecomeMetrics(t *testing.T) {
+	at := now.Add(-90 * time.Second)
+	cases := []struct {
+		name   string
+		feed   func(o producer.Observer)
+		metric string
+		labels []string
+		want   float64
+	}{
+		{"pages", func(o producer.Observer) {
+			o.PageFetched(50, 9000, 20*time.Millisecond)
+			o.PageFetched(7, 900, time.Millisecond)
+		}, "keysetsync_pages_fetched_total", nil, 2},
+		{"records fetched", func(o producer.Observer) { o.PageFetched(50, 9000, 0); o.PageFetched(7, 900, 0) }, "keysetsync_records_fetched_total", nil, 57},
+		{"page fetch histogram count", func(o producer.Observer) { o.PageFetched(50, 9000, 0); o.PageFetched(7, 900, 0) }, "keysetsync_page_fetch_seconds", nil, 2},
+		{"records produced leave dead letters out", func(o producer.Observer) { o.BatchAcked(1000, 3, time.Second); o.BatchAcked(20, 0, 0) }, "keysetsync_records_produced_total", nil, 1020},
+		{"dead letters", func(o producer.Observer) { o.BatchAcked(1000, 3, time.Second); o.BatchAcked(20, 1, 0) }, "keysetsync_dead_letters_total", nil, 4},
+		{"batch ack histogram count", func(o producer.Observer) { o.BatchAcked(1, 0, time.Second); o.BatchAcked(1, 0, 0) }, "keysetsync_batch_ack_seconds", nil, 2},
+		{"retryable produce error", func(o producer.Observer) { o.ProduceFailed(true); o.ProduceFailed(true); o.ProduceFailed(false) }, "keysetsync_produce_errors_total", []string{"retryable", "true"}, 2},
+		{"permanent produce error", func(o producer.Observer) { o.ProduceFailed(true); o.ProduceFailed(false) }, "keysetsync_produce_errors_total", []string{"retryable", "false"}, 1},
+		{"produce errors start at zero", func(producer.Observer) {}, "keysetsync_produce_errors_total", []string{"retryable", "false"}, 0},
+		{"api errors by kind", func(o producer.Observer) { o.APIFailed("503"); o.APIFailed("network"); o.APIFailed("503") }, "keysetsync_api_errors_total", []string{"kind", "503"}, 2},
+		{"api retries by reason", func(o producer.Observer) { o.APIRetry("429"); o.APIRetry("network"); o.APIRetry("network") }, "keysetsync_api_retries_total", []string{"reason", "network"}, 2},
+		{"cursor timestamp after commit", func(o producer.Observer) { o.CursorCommitted(at, 5*time.Millisecond) }, "keysetsync_cursor_timestamp_seconds", nil, float64(at.Unix())},
+		{"cursor timestamp after load", func(o producer.Observer) { o.PassStarted(at) }, "keysetsync_cursor_timestamp_seconds", nil, float64(at.Unix())},
+		{"cursor lag at scrape time", func(o producer.Observer) { o.CursorCommitted(at, 0) }, "keysetsync_cursor_lag_seconds", nil, 90},
+		{"latest commit wins", func(o producer.Observer) { o.CursorCommitted(at.Add(-time.Hour), 0); o.CursorCommitted(at, 0) }, "keysetsync_cursor_lag_seconds", nil, 90},
+		{"cursor commit histogram count", func(o producer.Observer) { o.CursorCommitted(at, time.Millisecond) }, "keysetsync_cursor_commit_seconds", nil, 1},
+		{"tie overflows", func(o producer.Observer) { o.TieOverflow() }, "keysetsync_tie_overflows_total", nil, 1},
+		{"invalid records", func(o producer.Observer) { o.InvalidRecord(); o.InvalidRecord() }, "keysetsync_invalid_records_total", nil, 2},
+		{"late records", func(o producer.Observer) { o.LateRecord(); o.LateRecord(); o.LateRecord() }, "keysetsync_late_records_total", nil, 3},
+		{"skipped records", func(o producer.Observer) { o.Skipped(20); o.Skipped(5) }, "keysetsync_records_skipped_total", nil, 25},
+		{"passes ok", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_passes_total", []string{"result", "ok"}, 2},
+		{"passes failed", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")) }, "keysetsync_passes_total", []string{"result", "failed"}, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := metrics.New("p1", metrics.WithoutRuntime(), metrics.WithClock(func() time.Time { return now }))
+			c.feed(m)
+			got, ok := value(t, m, c.metric, c.labels...)
+			require.True(t, ok, "no series %s%v", c.metric, c.labels)
+			assert.InDelta(t, c.want, got, 1e-6)
+		})
+	}
+}
+
+func TestCursorUnknownUntilLoaded(t *testing.T) {
+	m := metrics.New("p1", metrics.WithoutRuntime())
+	assert.False(t, m.Loaded())
+	_, ok := value(t, m, "keysetsync_cursor_lag_seconds")
+	assert.False(t, ok, "no lag while no cursor is known")
+
+	m.PassStarted(time.Time{}) // no cursor committed yet: loaded, still no position
+	assert.True(t, m.Loaded())
+	_, ok = value(t, m, "keysetsync_cursor_lag_seconds")
+	assert.False(t, ok)
+	ts, _ := value(t, m, "keysetsync_cursor_timestamp_seconds")
+	assert.Zero(t, ts)
+}
+
+func TestEveryMetricIsNamedAndLabelled(t *testing.T) {
+	m := metrics.New("p1", metrics.WithoutRuntime(), metrics.WithClock(func() time.Time { return now }))
+	m.CursorCommitted(now, 0)
+	m.APIFailed("500")
+	m.APIRetry("500")
+	want := []string{
+		"pages_fetched_total", "records_fetched_total", "records_produced_total", "dead_letters_total",
+		"produce_errors_total", "api_errors_total", "api_retries_total", "batch_ack_seconds", "cursor_commit_seconds",
+		"page_fetch_seconds", "cursor_timestamp_seconds", "cursor_lag_seconds", "tie_overflows_total",
+		"invalid_records_total", "late_records_total", "records_skipped_total", "passes_total",
+	}
+	for i := range want {
+		want[i] = "keysetsync_" + want[i]
+	}
+	n, err := testutil.GatherAndCount(m.Registry(), want...)
+	require.NoError(t, err)
+	assert.Equal(t, len(want)+2, n, "one series each, two for produce_errors_total and passes_total, and histograms count once")
+	problems, err := testutil.GatherAndLint(m.Registry())
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+}
+
+func TestHandlerServesTextFormatAndRuntimeMetrics(t *testing.T) {
+	m := metrics.New("p1")
+	m.BatchAcked(42, 0, time.Millisecond)
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `keysetsync_records_produced_total{pipeline="p1"} 42`)
+	assert.True(t, strings.Contains(string(body), "go_goroutines"), "Go runtime collector registered")
+}
