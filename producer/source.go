@@ -150,7 +150,9 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*R
 	u.RawQuery = v.Encode()
 	target := u.String()
 	var lastErr error
+	attempts := 0
 	for attempt := 1; ; attempt++ {
+		attempts = attempt
 		start := time.Now()
 		p, err := s.fetchOnce(ctx, target)
 		if err == nil {
@@ -183,9 +185,9 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*R
 	}
 	obs.APIFailed(APIErrorKind(lastErr))
 	if errors.Is(lastErr, ErrAPI) {
-		return nil, fmt.Errorf("page %d after %d attempts: %w", page, s.cfg.MaxAttempts, lastErr)
+		return nil, fmt.Errorf("page %d after %d of %d attempts: %w", page, attempts, s.cfg.MaxAttempts, lastErr)
 	}
-	return nil, fmt.Errorf("page %d: GET %s after %d attempts: %w: %w", page, target, s.cfg.MaxAttempts, ErrAPI, lastErr)
+	return nil, fmt.Errorf("page %d: GET %s after %d of %d attempts: %w: %w", page, target, attempts, s.cfg.MaxAttempts, ErrAPI, lastErr)
 }
 
 func (s *Source) backoff(attempt int, err error) time.Duration {

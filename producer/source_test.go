@@ -93,9 +93,9 @@ func TestSourceErrorsNameWhatWentWrong(t *testing.T) {
 		retryable bool
 	}{
 		{"server error after every attempt", answer{status: 500, body: `{"error":"database down"}`}, producer.ErrAPI, 3,
-			[]string{"page 7", "HTTP 500", "database down", "after 3 attempts"}, true},
+			[]string{"page 7", "HTTP 500", "database down", "after 3 of 3 attempts"}, true},
 		{"bad request is not retried", answer{status: 400, body: `{"error":"Cannot use both updated_since and scroll_param"}`}, producer.ErrAPI, 1,
-			[]string{"page 7", "HTTP 400", "Cannot use both"}, false},
+			[]string{"page 7", "HTTP 400", "Cannot use both", "after 1 of 3 attempts"}, false},
 		{"not JSON", answer{status: 200, body: `<html>`}, producer.ErrBadPage, 1, []string{"page 7", "body is not a page"}, false},
 		{"no data array", answer{status: 200, body: `{"items":[]}`}, producer.ErrBadPage, 1, []string{"page 7", `no "data" array`}, false},
 		{"scroll_param not a string", answer{status: 200, body: `{"data":[],"scroll_param":5}`}, producer.ErrBadPage, 1, []string{"page 7"}, false},
