@@ -1,7 +1,8 @@
 // Package avro holds the Avro schema of the values keysetsync writes and the codec for them.
 //
-// Values are plain Avro binary (no container header, no schema-registry framing): a consumer
-// decodes them with the schema that `keysetsync schema` prints.
+// The codec writes plain Avro binary (no container header): a consumer decodes it with the
+// schema that `keysetsync schema` prints. With --schema-registry the producer puts the
+// Confluent header (magic byte 0, 4-byte schema id) in front; this package does not know it.
 package avro
 
 import (

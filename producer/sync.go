@@ -51,6 +51,10 @@ type Config struct {
 	NewWriter func() *kafka.Writer
 	Store     cursor.Store
 	Codec     *avro.Codec
+	// ValuePrefix, when set, goes before the Avro encoding of every data value (not dead
+	// letters): the Confluent wire-format header (magic byte 0 and the 4-byte big-endian schema
+	// id) when the schema is registered with a schema registry. Nil: plain Avro binary.
+	ValuePrefix []byte
 	// BatchRecords is how many records are produced, acknowledged and covered by one cursor
 	// commit. Larger batches mean fewer round trips and, after a crash, more records re-sent.
 	BatchRecords int
@@ -464,10 +468,14 @@ func (s *Syncer) message(r Record) kafka.Message {
 	if r.Invalid != nil {
 		return s.deadLetter(r)
 	}
+	value := r.Value
+	if len(s.cfg.ValuePrefix) > 0 {
+		value = append(append(make([]byte, 0, len(s.cfg.ValuePrefix)+len(r.Value)), s.cfg.ValuePrefix...), r.Value...)
+	}
 	return kafka.Message{
 		Topic: s.cfg.Topic,
 		Key:   []byte(r.User.ID),
-		Value: r.Value,
+		Value: value,
 		Headers: []kafka.Header{
 			{Key: HeaderPipeline, Value: s.pipelineHdr},
 			{Key: HeaderSource, Value: s.sourceHdr},

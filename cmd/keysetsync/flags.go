@@ -19,7 +19,11 @@ func newFlagSet(e *env, name, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: keysetsync %s [flags]\n\n%s\n\nFlags (each also read from its env var; a flag wins over the env var):\n", name, summary)
+		from := "each also read from its env var; a flag wins over the env var"
+		if fs.Lookup(configFlag) != nil {
+			from = "each also read from its env var and the --config file; flag > env > file > default"
+		}
+		fmt.Fprintf(e.stderr, "Usage: keysetsync %s [flags]\n\n%s\n\nFlags (%s):\n", name, summary, from)
 		fs.VisitAll(func(f *flag.Flag) {
 			def := f.DefValue
 			if def == "" {
@@ -37,31 +41,62 @@ func envName(name string) string {
 }
 
 // parseFlags parses args, then fills every flag not given on the command line from its env var,
-// so the precedence is flag > env > default. Extra positional arguments are an error.
+// then (when the flag set has --config and it is set) every flag still unset from the config
+// file, so the precedence is flag > env > file > default. Extra positional arguments are an error.
 func parseFlags(e *env, fs *flag.FlagSet, args []string) error {
+	_, err := parseFlagSources(e, fs, args)
+	return err
+}
+
+// Where a flag's value came from, as shown by the config command.
+const (
+	fromFlag    = "flag"
+	fromEnv     = "env"
+	fromFile    = "file"
+	fromDefault = "default"
+)
+
+// parsed is what parseFlagSources learnt besides the flag values.
+type parsed struct {
+	source map[string]string // flag name -> fromFlag, fromEnv, fromFile or fromDefault
+	config *configFile       // nil without --config
+}
+
+// parseFlagSources is parseFlags that also says where each value came from.
+func parseFlagSources(e *env, fs *flag.FlagSet, args []string) (*parsed, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
+			return nil, errHelp
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	p := &parsed{source: map[string]string{}}
+	fs.VisitAll(func(f *flag.Flag) { p.source[f.Name] = fromDefault })
+	fs.Visit(func(f *flag.Flag) { p.source[f.Name] = fromFlag })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if p.source[f.Name] != fromDefault {
 			return
 		}
 		v := e.getenv(envName(f.Name))
 		if v == "" {
 			return
 		}
+		p.source[f.Name] = fromEnv
 		if err := f.Value.Set(v); err != nil {
 			errs = append(errs, fmt.Errorf("%w: invalid value %q for %s: %w", errUsage, v, envName(f.Name), err))
 		}
 	})
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cf, err := applyConfigFile(fs, p.source)
+	if err != nil {
+		return nil, err
+	}
+	p.config = cf
+	return p, nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 )
 
@@ -33,6 +34,7 @@ func commands() []command {
 	return []command{
 		{"once", "sync until the API has nothing newer, then exit", runOnce},
 		{"run", "sync every --interval until SIGINT/SIGTERM", runRun},
+		{"config", "print the effective configuration of once/run (flag, env, file, default) as YAML", runConfig},
 		{"playground", "serve a demo keyset-paginated users API", runPlayground},
 		{"verify", "compare the topic's latest value per id with the API", runVerify},
 		{"cursor", "show, set (backfill from a time) or reset a pipeline's committed cursor", runCursor},
@@ -51,8 +53,22 @@ func main() {
 	os.Exit(dispatch(ctx, e, os.Args[1:]))
 }
 
+// lockedWriter serialises writes: several pipelines of one process each log through their own
+// slog handler, and a handler only locks itself.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // dispatch runs the subcommand named by args[0] and returns the process exit code.
 func dispatch(ctx context.Context, e *env, args []string) int {
+	e = &env{stdout: &lockedWriter{w: e.stdout}, stderr: &lockedWriter{w: e.stderr}, getenv: e.getenv}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(e.stderr)
 		if len(args) == 0 {

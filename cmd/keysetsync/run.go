@@ -9,20 +9,36 @@ import (
 	"github.com/keysetsync/keysetsync/producer"
 )
 
+func registerInterval(fs *flag.FlagSet, interval *time.Duration) {
+	fs.DurationVar(interval, "interval", 30*time.Second, "pause between the end of one pass and the start of the next")
+}
+
 func runRun(ctx context.Context, e *env, args []string) error {
 	var interval time.Duration
-	f, log, p, err := startSync(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM.\nA failed pass is logged and the next one starts again from the committed cursor.",
-		func(fs *flag.FlagSet) {
-			fs.DurationVar(&interval, "interval", 30*time.Second, "pause between the end of one pass and the start of the next")
-		})
+	runs, err := startSync(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM.\nA failed pass is logged and the next one starts again from the committed cursor.\nWith a config file listing pipelines, all of them run concurrently in this process.", &interval)
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer closeSyncs(runs)
+	// A configuration error of one pipeline stops them all.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	return eachSync(runs, func(r *syncRun) error {
+		err := runLoop(ctx, r)
+		if err != nil {
+			cancel()
+		}
+		return err
+	})
+}
+
+// runLoop runs the passes of one pipeline until ctx ends or a configuration error.
+func runLoop(ctx context.Context, r *syncRun) error {
+	log, interval := r.log, r.interval
 	log.Info("running", "interval", interval)
 	failures := 0
 	for {
-		err := syncPass(ctx, p.syncer, f, log)
+		err := syncPass(ctx, r.p.syncer, r.f, log)
 		if ctx.Err() != nil {
 			log.Info("stopping on signal; the cursor covers every acknowledged batch")
 			return nil

@@ -37,10 +37,12 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	output := fs.String("output", "", "file to write, replaced only once complete (default: stdout)")
 	var sec kafkaSecurityFlags
 	sec.register(fs)
+	var reg registryFlags
+	reg.registerRead(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	errs := sec.validate()
+	errs := append(sec.validate(), reg.validate()...)
 	if *topicName == "" {
 		errs = append(errs, errors.New("--topic is empty"))
 	}
@@ -97,7 +99,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		}
 		for _, id := range slices.Sorted(maps.Keys(latest)) {
 			ent := latest[id]
-			u, err := codec.Decode(ent.value)
+			u, err := codec.Decode(reg.unframe(ent.value))
 			if err != nil {
 				return fmt.Errorf("latest value of id %q (%s/%d offset %d): %w", id, *topicName, ent.partition, ent.offset, err)
 			}

@@ -43,6 +43,7 @@ type syncFlags struct {
 	metrics  metricsFlags
 	kafkaSec kafkaSecurityFlags
 	apiAuth  apiAuthFlags
+	registry registryFlags
 }
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
@@ -69,6 +70,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	f.metrics.register(fs)
 	f.kafkaSec.register(fs)
 	f.apiAuth.register(fs)
+	f.registry.register(fs)
 }
 
 func (f *syncFlags) validate() error {
@@ -108,6 +110,7 @@ func (f *syncFlags) validate() error {
 	}
 	errs = append(errs, f.kafkaSec.validate()...)
 	errs = append(errs, f.apiAuth.validate()...)
+	errs = append(errs, f.registry.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -122,32 +125,6 @@ func brokerList(s string) []string {
 		}
 	}
 	return out
-}
-
-// startSync parses the flags of a sync command (extra registers its own), builds the logger and
-// opens the pipeline; the caller closes it.
-func startSync(ctx context.Context, e *env, args []string, name, summary string, extra func(*flag.FlagSet)) (*syncFlags, *slog.Logger, *pipeline, error) {
-	var f syncFlags
-	fs := newFlagSet(e, name, summary)
-	f.register(fs)
-	if extra != nil {
-		extra(fs)
-	}
-	if err := parseFlags(e, fs, args); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := f.validate(); err != nil {
-		return nil, nil, nil, err
-	}
-	log, err := f.logger(e)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	p, err := openPipeline(ctx, &f, log)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return &f, log, p, nil
 }
 
 // pipeline is a ready Syncer with what it holds open.
@@ -172,6 +149,10 @@ func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipelin
 }
 
 func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs producer.Observer) (*pipeline, error) {
+	valuePrefix, err := f.registry.valuePrefix(ctx, f.topic, log) // nil: plain Avro
+	if err != nil {
+		return nil, err
+	}
 	transport, err := newKafkaTransport(&f.kafkaSec, "keysetsync", log)
 	if err != nil {
 		return nil, err
@@ -219,7 +200,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	s, err := producer.New(producer.Config{
-		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq,
+		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
 		Walk:         producer.WalkOptions{Lookback: f.lookback, MaxRecordBytes: f.maxRecordBytes, MaxFuture: f.maxFuture},
 		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
 		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,

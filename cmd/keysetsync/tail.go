@@ -90,10 +90,12 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	maxMessages := fs.Int("max-messages", 0, "stop after printing this many messages (0: follow until SIGINT/SIGTERM)")
 	var sec kafkaSecurityFlags
 	sec.register(fs)
+	var reg registryFlags
+	reg.registerRead(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	errs := sec.validate()
+	errs := append(sec.validate(), reg.validate()...)
 	if *topicName == "" {
 		errs = append(errs, errors.New("--topic is empty"))
 	}
@@ -164,7 +166,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	// This line also tells scripts (and tests) that the start offsets are fixed.
 	fmt.Fprintf(e.stderr, "tail: topic %q from %s (partition:offset %s), %s\n", *topicName, where, strings.Join(offs, " "), mode)
 
-	t := &tailer{client: client, codec: codec, topic: *topicName, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
+	t := &tailer{client: client, codec: codec, reg: &reg, topic: *topicName, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t.stop = cancel
@@ -252,6 +254,7 @@ func tailStart(ctx context.Context, c *kafka.Client, name string, parts []int, f
 type tailer struct {
 	client *kafka.Client
 	codec  *avro.Codec
+	reg    *registryFlags // with --schema-registry, values lose their Confluent frame
 	topic  string
 	key    string
 	max    int // 0: no limit
@@ -383,7 +386,7 @@ func (t *tailer) decode(rr kafka.RecordReader, p int, offset int64) ([][]byte, i
 		}
 		if v == nil {
 			line.Value = json.RawMessage("null")
-		} else if u, err := t.codec.Decode(v); err != nil {
+		} else if u, err := t.codec.Decode(t.reg.unframe(v)); err != nil {
 			line.Error = fmt.Sprintf("value of %d bytes does not decode as %s: %v", len(v), "io.keysetsync.User", err)
 		} else if line.Value, err = json.Marshal(newToolUser(u)); err != nil {
 			return lines, next, fmt.Errorf("encode value at %s/%d offset %d: %w", t.topic, p, r.Offset, err)

@@ -31,10 +31,12 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	sec.register(fs)
 	var auth apiAuthFlags
 	auth.register(fs)
+	var reg registryFlags
+	reg.registerRead(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(append(sec.validate(), auth.validate()...)...); err != nil {
+	if err := errors.Join(append(append(sec.validate(), auth.validate()...), reg.validate()...)...); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	log, err := lf.logger(e)
@@ -69,7 +71,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		if r.Value == nil {
 			delete(inTopic, string(r.Key))
 		} else {
-			inTopic[string(r.Key)] = r.Value
+			inTopic[string(r.Key)] = reg.unframe(r.Value)
 		}
 		return nil
 	})
