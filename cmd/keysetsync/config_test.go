@@ -108,10 +108,10 @@ func TestConfigFileErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, cmd := range []string{"once", "run", "config"} {
+			if c.name == "validated after the file" && cmd == "config" {
+				continue // config prints the values; only once and run validate them
+			}
 			t.Run(c.name+"/"+cmd, func(t *testing.T) {
-				if c.name == "validated after the file" && cmd == "config" {
-					t.Skip("config prints, it does not validate")
-				}
 				path := writeConfig(t, c.body)
 				code, _, stderr := run(t.Context(), nil, append([]string{cmd, "--config", path, "--brokers", "127.0.0.1:1"}, c.args...)...)
 				assert.Equal(t, 2, code, stderr)
