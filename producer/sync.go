@@ -92,6 +92,7 @@ type Stats struct {
 	Skipped      int       // records already delivered (same id, updatedAt and content)
 	Invalid      int       // invalid records sent to the dead-letter topic
 	Late         int       // late records found by the lookback window
+	Deleted      int       // records fetched as deletes and sent as tombstones (Config.Walk.DeletedField)
 	Batches      int       // batches produced and committed
 	TieOverflows int       // pages full of one timestamp that the API could not page through
 	Cursor       time.Time // last committed cursor
@@ -302,12 +303,12 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 
 	ws := walk.Stats()
 	p.stats.Pages, p.stats.Fetched, p.stats.Skipped, p.stats.TieOverflows = ws.Pages, ws.Fetched, ws.Skipped, ws.TieOverflows
-	p.stats.Invalid, p.stats.Late = ws.Invalid, ws.Late
+	p.stats.Invalid, p.stats.Late, p.stats.Deleted = ws.Invalid, ws.Late, ws.Deleted
 	p.stats.Duration = s.cfg.Clock().Sub(p.start)
 	s.log.Info("pass finished",
 		"records_produced", p.stats.Produced, "records_fetched", p.stats.Fetched, "records_skipped", p.stats.Skipped,
 		"pages", p.stats.Pages, "batches", p.stats.Batches, "tie_overflows", p.stats.TieOverflows,
-		"invalid", p.stats.Invalid, "late", p.stats.Late,
+		"invalid", p.stats.Invalid, "late", p.stats.Late, "deleted", p.stats.Deleted,
 		"cursor", p.committed.LastUpdatedAt.Format(cursor.TimeLayout), "duration", p.stats.Duration.Round(time.Millisecond),
 		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
 	s.cfg.Observer.PassFinished(err)
@@ -468,8 +469,8 @@ func (s *Syncer) message(r Record) kafka.Message {
 	if r.Invalid != nil {
 		return s.deadLetter(r)
 	}
-	value := r.Value
-	if len(s.cfg.ValuePrefix) > 0 {
+	value := r.Value // nil for a delete: a tombstone
+	if len(s.cfg.ValuePrefix) > 0 && !r.Deleted {
 		value = append(append(make([]byte, 0, len(s.cfg.ValuePrefix)+len(r.Value)), s.cfg.ValuePrefix...), r.Value...)
 	}
 	return kafka.Message{

@@ -25,7 +25,14 @@ type Record struct {
 	Page, Index int             // where it was: page of the pass (1-based), index in the page
 	URL         string          // the request that returned it
 	Invalid     *RecordError    // why the record cannot be delivered, nil for a valid one
+	// Deleted marks a delete (WalkOptions.DeletedField): Value is nil and the record is
+	// written as a tombstone. Its Fingerprint is deletedFingerprint.
+	Deleted bool
 }
+
+// deletedFingerprint is the fingerprint of a deleted record: no Avro value to hash, and distinct
+// from every hash, so a record deleted and undeleted within one second is delivered again.
+const deletedFingerprint = "deleted"
 
 // WalkStats counts what a Walker saw.
 type WalkStats struct {
@@ -34,6 +41,7 @@ type WalkStats struct {
 	Skipped      int // records already delivered (same id, updatedAt and content)
 	Invalid      int // invalid records returned for the dead-letter topic
 	Late         int // records found inside the lookback window that had not been delivered
+	Deleted      int // records returned as deletes (WalkOptions.DeletedField)
 	TieOverflows int // pages full of one timestamp that the API could not page through
 }
 
@@ -51,6 +59,12 @@ type WalkOptions struct {
 	// MaxFuture refuses an updatedAt later than now + MaxFuture (0: 24h): a clock gone wrong
 	// at the source would otherwise carry the cursor past every future record.
 	MaxFuture time.Duration
+	// DeletedField, when set, names a record field that marks a delete: true, or a non-empty
+	// string such as a deletedAt time (false, null, "" or a missing field: not deleted; any
+	// other JSON value makes the record invalid). A deleted record is returned with Deleted set
+	// and no Value; the cursor treats it like any other record. Empty: the field is never read,
+	// and pages are decoded in one pass as usual.
+	DeletedField string
 	// Now is the clock for MaxFuture (nil: time.Now).
 	Now func() time.Time
 	// Observer is told about pages, API retries and failures, and the records counted in
@@ -259,6 +273,9 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err er
 			w.prune()
 		}
 		r.Page, r.Index, r.URL = w.page, i, raw.URL
+		if r.Deleted {
+			w.stats.Deleted++
+		}
 		recs = append(recs, r)
 	}
 	return recs, first, last, nil
@@ -288,6 +305,15 @@ func (w *Walker) check(raw *RawPage, i int, prev time.Time) (Record, *RecordErro
 	case u.UpdatedAt.After(w.opt.Now().Add(w.opt.MaxFuture)):
 		return fail(u.ID, "updatedAt", fmt.Errorf("%s is more than %s in the future: the source's clock or data is wrong",
 			u.UpdatedAt.Format(cursor.TimeLayout), w.opt.MaxFuture))
+	}
+	if w.opt.DeletedField != "" {
+		deleted, err := deletedMark(raw.Raw(i), w.opt.DeletedField)
+		if err != nil {
+			return fail(u.ID, w.opt.DeletedField, err)
+		}
+		if deleted {
+			return Record{User: u, Fingerprint: deletedFingerprint, Deleted: true}, nil
+		}
 	}
 	value, err := w.codec.Append(nil, &u)
 	if err != nil {

@@ -39,6 +39,8 @@ type syncFlags struct {
 	lookback       time.Duration
 	maxRecordBytes int
 	maxFuture      time.Duration
+	topicConfigs   topic.ConfigFlag
+	deletedField   string
 	logFlags
 	metrics  metricsFlags
 	kafkaSec kafkaSecurityFlags
@@ -66,6 +68,8 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.lookback, "lookback", 0, "also re-read this far behind the cursor on every pass, for records the source commits late with an older updatedAt; already delivered ones are not sent again")
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", 1_000_000, "largest Avro value accepted; a larger record is invalid (it would fail the produce)")
 	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
+	fs.Var(&f.topicConfigs, "topic-config", "topic-level config name=value of the data topic when keysetsync creates it, e.g. cleanup.policy=compact (repeatable; comma-separated in the env var and config file); an existing topic is not altered, a differing value is logged as a warning")
+	fs.StringVar(&f.deletedField, "deleted-field", "", "record field that marks a delete (true, or a non-empty string such as a deletedAt time): such a record is written as a tombstone (key = id, null value) instead of an Avro value")
 	f.logFlags.register(fs)
 	f.metrics.register(fs)
 	f.kafkaSec.register(fs)
@@ -160,13 +164,16 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 	client := newKafkaClient(f.brokers, transport)
 	closeAll := func() { transport.CloseIdleConnections() }
 
-	info, err := topic.Ensure(ctx, client, topic.Spec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication})
+	info, err := topic.Ensure(ctx, client, topic.Spec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs})
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("data topic on %s: %w", f.brokers, err)
 	}
 	if info.Created {
-		log.Info("created data topic", "topic", f.topic, "partitions", len(info.Partitions))
+		log.Info("created data topic", "topic", f.topic, "partitions", len(info.Partitions), "configs", f.topicConfigs.String())
+	}
+	for _, w := range info.Check(f.topic, f.topicConfigs, f.deletedField != "") {
+		log.Warn(w.Msg, w.Attrs...)
 	}
 	dlq := ""
 	if f.onInvalid == "dlq" {
@@ -201,7 +208,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 	}
 	s, err := producer.New(producer.Config{
 		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
-		Walk:         producer.WalkOptions{Lookback: f.lookback, MaxRecordBytes: f.maxRecordBytes, MaxFuture: f.maxFuture},
+		Walk:         producer.WalkOptions{Lookback: f.lookback, MaxRecordBytes: f.maxRecordBytes, MaxFuture: f.maxFuture, DeletedField: f.deletedField},
 		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
 		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
 		Observer: obs,

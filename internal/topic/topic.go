@@ -6,6 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -138,4 +141,126 @@ func awaitLeaders(ctx context.Context, c *kafka.Client, name string) ([]int, err
 		}
 		delay = min(2*delay, time.Second)
 	}
+}
+
+// ConfigFlag is a set of topic-level configs that is also a flag.Value: each Set adds
+// comma-separated name=value pairs. A piece without '=' continues the previous value, so
+// "cleanup.policy=compact,delete,retention.ms=-1" is two configs. A later value for the same
+// name wins.
+type ConfigFlag map[string]string
+
+// String lists the configs sorted by name, in the form Set accepts.
+func (c *ConfigFlag) String() string {
+	if c == nil || len(*c) == 0 {
+		return ""
+	}
+	names := slices.Sorted(maps.Keys(*c))
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + "=" + (*c)[n]
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set adds the configs of v; an empty v adds nothing.
+func (c *ConfigFlag) Set(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	if *c == nil {
+		*c = ConfigFlag{}
+	}
+	last := ""
+	for _, piece := range strings.Split(v, ",") {
+		name, value, ok := strings.Cut(piece, "=")
+		if !ok {
+			if last == "" {
+				return fmt.Errorf("%q: want name=value", piece)
+			}
+			(*c)[last] += "," + piece
+			continue
+		}
+		if name = strings.TrimSpace(name); name == "" {
+			return fmt.Errorf("%q: empty config name", piece)
+		}
+		(*c)[name] = value
+		last = name
+	}
+	return nil
+}
+
+// Warning is something about a topic's configuration worth a WARN log line.
+type Warning struct {
+	Msg   string
+	Attrs []any // slog key/value pairs
+}
+
+// Check compares the configuration Ensure found with the configs asked for (want) and returns
+// one Warning per config whose value differs (an existing topic is never altered) and, when
+// tombstones is set (the caller writes deletes as tombstones), one if the topic is compacted
+// without delete: compaction eventually removes the tombstones themselves.
+func (i Info) Check(name string, want map[string]string, tombstones bool) []Warning {
+	var out []Warning
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		have, ok := i.Configs[k]
+		switch {
+		case !ok:
+			out = append(out, Warning{
+				Msg:   "the broker does not report a requested topic config: misspelt, or not a topic-level config; it is not applied",
+				Attrs: []any{"topic", name, "config", k, "requested", want[k]},
+			})
+		case !SameValue(k, want[k], have):
+			out = append(out, Warning{
+				Msg: "the existing topic has a config with another value than requested; keysetsync never alters an existing topic, so the topic's value applies (change it with kafka-configs --alter --add-config, or drop the --topic-config)",
+				Attrs: []any{"topic", name, "config", k, "requested", want[k], "actual", have,
+					"fix", fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config %s=%s", name, k, bracket(want[k]))},
+			})
+		}
+	}
+	if tombstones && CompactedOnly(i.Configs) {
+		attrs := []any{"topic", name, "cleanup.policy", i.Configs["cleanup.policy"]}
+		if d, ok := i.Configs["delete.retention.ms"]; ok {
+			attrs = append(attrs, "delete.retention.ms", d)
+		}
+		out = append(out, Warning{
+			Msg:   "the data topic is compacted (cleanup.policy=compact, without delete) and deletes are written as tombstones: compaction keeps only the tombstone of a deleted id, then removes the tombstone too after delete.retention.ms, so the id disappears from the topic. That is what a consumer rebuilding the latest state per id wants; a consumer that is offline for longer than delete.retention.ms never sees the delete and keeps the id",
+			Attrs: attrs,
+		})
+	}
+	return out
+}
+
+// SameValue compares two values of config name; cleanup.policy is a set, so "delete,compact"
+// equals "compact,delete".
+func SameValue(name, a, b string) bool {
+	if name != "cleanup.policy" {
+		return strings.TrimSpace(a) == strings.TrimSpace(b)
+	}
+	return slices.Equal(policySet(a), policySet(b))
+}
+
+// CompactedOnly says whether configs (as Configs returns them) compact the topic and never
+// delete by retention.
+func CompactedOnly(configs map[string]string) bool {
+	p := policySet(configs["cleanup.policy"])
+	return slices.Contains(p, "compact") && !slices.Contains(p, "delete")
+}
+
+func policySet(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.ToLower(strings.TrimSpace(p)); p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// bracket writes a list value as kafka-configs expects it: [a,b].
+func bracket(v string) string {
+	if strings.Contains(v, ",") {
+		return "[" + v + "]"
+	}
+	return v
 }
