@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -130,5 +131,15 @@ func TestDeletedFieldWritesTombstonesThatSnapshotDrops(t *testing.T) {
 		assert.Contains(t, stderr, "tombstones=1")
 		assert.Contains(t, out, `"id":"a"`)
 		assert.NotContains(t, out, `"id":"b"`)
+
+		// verify knows the delete too: the tombstone is b's expected state.
+		code, out, stderr = run(t.Context(), vars, "verify")
+		require.Equal(t, 0, code, stderr)
+		assert.Contains(t, out, "missing=0 stale=0 extra=0")
+		noDeletes := maps.Clone(vars)
+		delete(noDeletes, "KEYSETSYNC_DELETED_FIELD")
+		code, out, _ = run(t.Context(), noDeletes, "verify")
+		assert.Equal(t, 1, code, "without --deleted-field b is expected with a value")
+		assert.Contains(t, out, "missing b")
 	})
 }

@@ -25,6 +25,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	topicName := fs.String("topic", "users", "data topic to verify")
 	apiTimeout := fs.Duration("api-timeout", 30*time.Second, "timeout of one API request")
 	examples := fs.Int("max-examples", 10, "ids printed per kind of difference")
+	deletedField := fs.String("deleted-field", "", "as for once/run: a record with this field set is a delete, expected as a tombstone (absent from the topic's latest state)")
 	var lf logFlags
 	lf.register(fs)
 	var sec kafkaSecurityFlags
@@ -79,7 +80,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("read topic %q: %w", *topicName, err)
 	}
 	inAPI := map[string]producer.Record{}
-	w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{}, log)
+	w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{DeletedField: *deletedField}, log)
 	for {
 		recs, err := w.Next(ctx)
 		for _, r := range recs {
@@ -97,6 +98,13 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	for id, r := range inAPI {
 		v, ok := inTopic[id]
 		switch {
+		case r.Deleted:
+			// A delete is in sync when the topic's latest for the id is a tombstone (or nothing).
+			if ok {
+				stale = append(stale, id)
+			} else {
+				delete(inAPI, id)
+			}
 		case !ok:
 			missing = append(missing, id)
 		case !bytes.Equal(v, r.Value):
