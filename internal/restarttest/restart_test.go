@@ -11,11 +11,7 @@ package restarttest
 import (
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -37,79 +33,6 @@ const (
 )
 
 var brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
-
-// broker is a dedicated single-node Kafka run by scripts/kafka.sh with its own ports and state
-// directory. It is stopped at cleanup.
-type broker struct {
-	t      *testing.T
-	script string
-	env    []string
-}
-
-func newBroker(t *testing.T, root string) *broker {
-	t.Helper()
-	for _, port := range []int{brokerPort, controllerPort} {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
-			c.Close()
-			t.Fatalf("port %d is in use: a broker left over by an earlier run? (the dedicated broker needs ports %d and %d)", port, brokerPort, controllerPort)
-		}
-	}
-	home := t.TempDir()
-	// The jars were resolved for the shared broker (the real tier started it): reuse them
-	// rather than have Maven copy them again.
-	shared := os.Getenv("KEYSETSYNC_KAFKA_HOME")
-	if shared == "" {
-		if h, err := os.UserHomeDir(); err == nil {
-			shared = filepath.Join(h, ".cache", "keysetsync-kafka")
-		}
-	}
-	if entries, err := os.ReadDir(filepath.Join(shared, "libs")); err == nil && hasStamp(entries) {
-		libs := filepath.Join(home, "libs")
-		require.NoError(t, os.Mkdir(libs, 0o755))
-		for _, e := range entries {
-			require.NoError(t, os.Symlink(filepath.Join(shared, "libs", e.Name()), filepath.Join(libs, e.Name())))
-		}
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		switch strings.SplitN(kv, "=", 2)[0] {
-		case "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "KEYSETSYNC_KAFKA_HOME", "KAFKA_HOST":
-			continue
-		}
-		env = append(env, kv)
-	}
-	env = append(env, fmt.Sprintf("KAFKA_PORT=%d", brokerPort), fmt.Sprintf("KAFKA_CONTROLLER_PORT=%d", controllerPort),
-		"KEYSETSYNC_KAFKA_HOME="+home, "KAFKA_HOST=127.0.0.1")
-	b := &broker{t: t, script: filepath.Join(root, "scripts", "kafka.sh"), env: env}
-	t.Cleanup(func() { b.run("stop") }) // before the temporary directory is removed
-	return b
-}
-
-// hasStamp reports whether a libs directory was completely resolved by kafka.sh.
-func hasStamp(entries []os.DirEntry) bool {
-	for _, e := range entries {
-		if e.Name() == ".pom.sha256" {
-			return true
-		}
-	}
-	return false
-}
-
-// run runs `kafka.sh cmd` and returns how long it took.
-func (b *broker) run(cmd string) time.Duration {
-	b.t.Helper()
-	start := time.Now()
-	c := exec.Command("bash", b.script, cmd)
-	c.Env = b.env
-	out, err := c.CombinedOutput()
-	took := time.Since(start)
-	b.t.Logf("kafka.sh %s (%s):\n%s", cmd, took.Round(time.Millisecond), strings.TrimSpace(string(out)))
-	require.NoError(b.t, err, "kafka.sh %s", cmd)
-	return took
-}
-
-func (b *broker) start() time.Duration { return b.run("start") }
-func (b *broker) stop() time.Duration  { return b.run("stop") }
 
 // api is a playground served in-process.
 type api struct {
@@ -177,9 +100,8 @@ func committedCursor(t *testing.T, cursorTopic, pipeline string) cursor.Cursor {
 // the middle of a sync.
 func TestBrokerOutages(t *testing.T) {
 	kafkatest.Real(t) // the real-broker tier: skipped without KAFKA_BROKERS, failed under CI
-	root := proctest.ModuleRoot(t)
 	bin := proctest.BuildBinary(t)
-	b := newBroker(t, root)
+	b := proctest.NewBroker(t, brokerPort, controllerPort, nil)
 
 	t.Run("broker down at start, no --kafka-wait: exits 1 at once naming the broker", func(t *testing.T) {
 		a := newAPI(t, playground.Config{Records: 100, Seed: 1})
@@ -202,7 +124,7 @@ func TestBrokerOutages(t *testing.T) {
 		line := p.WaitLine(t, "connecting to Kafka failed, retrying", 30*time.Second)
 		assert.Contains(t, line, "level=WARN")
 		assert.Contains(t, line, "connection refused")
-		took := b.start()
+		took := b.Start()
 		t.Logf("broker started %s after keysetsync (took %s)", time.Since(p.StartedAt()).Round(time.Millisecond), took.Round(time.Millisecond))
 		p.Wait(t, 2*time.Minute)
 		require.Equal(t, 0, p.ExitCode(), "once exits 0 once the broker is up; stderr:\n%s", p.Tail(20))
@@ -216,7 +138,7 @@ func TestBrokerOutages(t *testing.T) {
 	})
 
 	t.Run("broker stopped and started mid-sync: the retried pass ends in sync", func(t *testing.T) {
-		b.start() // no-op if the previous step left it running
+		b.Start() // no-op if the previous step left it running
 		const records = 20000
 		// 400 pages at 5 ms each: the sync lasts seconds, longer than stopping the broker.
 		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3, Latency: 5 * time.Millisecond})
@@ -225,11 +147,11 @@ func TestBrokerOutages(t *testing.T) {
 		p.WaitLine(t, `msg="batch committed"`, time.Minute)
 		committedBefore := p.Count(`msg="batch committed"`)
 		stopped := time.Now()
-		stopTook := b.stop()
+		stopTook := b.Stop()
 		t.Logf("broker stopped after %d committed batches (stop took %s)", committedBefore, stopTook.Round(time.Millisecond))
 		warn := p.WaitLine(t, "failed, retrying", time.Minute)
 		t.Logf("first retry warning: %s", warn)
-		startTook := b.start()
+		startTook := b.Start()
 		down := time.Since(stopped)
 		t.Logf("broker down for %s (start took %s); within --retry-timeout 2m", down.Round(time.Millisecond), startTook.Round(time.Millisecond))
 		require.Less(t, down, 2*time.Minute, "the restart must fall within --retry-timeout")

@@ -108,53 +108,11 @@ func newPKI(t *testing.T, dir string) pki {
 }
 
 // startBroker starts a dedicated broker with a SASL_SSL listener, stopped at cleanup.
-func startBroker(t *testing.T, root string, p pki) {
+func startBroker(t *testing.T, p pki) {
 	t.Helper()
-	for _, port := range []int{plainPort, controllerPort, saslSSLPort} {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
-			c.Close()
-			t.Fatalf("port %d is in use: a broker left over by an earlier run? (the dedicated broker needs ports %d-%d)", port, plainPort, saslSSLPort)
-		}
-	}
-	home := t.TempDir()
-	// Reuse the jars the shared broker resolved rather than have Maven copy them again.
-	shared := os.Getenv("KEYSETSYNC_KAFKA_HOME")
-	if shared == "" {
-		if h, err := os.UserHomeDir(); err == nil {
-			shared = filepath.Join(h, ".cache", "keysetsync-kafka")
-		}
-	}
-	if _, err := os.Stat(filepath.Join(shared, "libs", ".pom.sha256")); err == nil {
-		entries, err := os.ReadDir(filepath.Join(shared, "libs"))
-		require.NoError(t, err)
-		libs := filepath.Join(home, "libs")
-		require.NoError(t, os.Mkdir(libs, 0o755))
-		for _, e := range entries {
-			require.NoError(t, os.Symlink(filepath.Join(shared, "libs", e.Name()), filepath.Join(libs, e.Name())))
-		}
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "KAFKA_") || name == "KEYSETSYNC_KAFKA_HOME" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	env = append(env, fmt.Sprintf("KAFKA_PORT=%d", plainPort), fmt.Sprintf("KAFKA_CONTROLLER_PORT=%d", controllerPort),
-		"KEYSETSYNC_KAFKA_HOME="+home, "KAFKA_HOST=127.0.0.1", "KAFKA_SECURITY=sasl_ssl",
-		fmt.Sprintf("KAFKA_SASL_SSL_PORT=%d", saslSSLPort), "KAFKA_SSL_KEYSTORE="+p.keystore,
-		"KAFKA_SSL_KEYSTORE_PASSWORD="+p.keystorePassword, "KAFKA_SASL_USERS="+user+":"+password)
-	run := func(cmd string) {
-		start := time.Now()
-		c := exec.Command("bash", filepath.Join(root, "scripts", "kafka.sh"), cmd)
-		c.Env = env
-		out, err := c.CombinedOutput()
-		t.Logf("kafka.sh %s (%s):\n%s", cmd, time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
-		require.NoError(t, err, "kafka.sh %s", cmd)
-	}
-	t.Cleanup(func() { run("stop") }) // before the temporary directory is removed
-	run("start")
+	proctest.NewBroker(t, plainPort, controllerPort, []int{saslSSLPort},
+		"KAFKA_SECURITY=sasl_ssl", fmt.Sprintf("KAFKA_SASL_SSL_PORT=%d", saslSSLPort), "KAFKA_SSL_KEYSTORE="+p.keystore,
+		"KAFKA_SSL_KEYSTORE_PASSWORD="+p.keystorePassword, "KAFKA_SASL_USERS="+user+":"+password).Start()
 }
 
 // secretFile writes s to a file of t's temporary directory.
@@ -194,10 +152,9 @@ var verifyRE = regexp.MustCompile(`messages=(\d+) ids_in_topic=(\d+) ids_in_api=
 func TestSASLSSL(t *testing.T) {
 	kafkatest.Real(t) // the real-broker tier: skipped without KAFKA_BROKERS, failed under CI
 	t0 := time.Now()
-	root := proctest.ModuleRoot(t)
 	bin := proctest.BuildBinary(t)
 	p := newPKI(t, t.TempDir())
-	startBroker(t, root, p)
+	startBroker(t, p)
 	t.Logf("binary built, certificates made and broker started in %s", time.Since(t0).Round(time.Millisecond))
 	pwFile := secretFile(t, password)
 
