@@ -31,24 +31,14 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "snapshot", "Rebuild the latest state per id from the whole data topic (the latest value of each key wins,\n"+
 		"a tombstone deletes it) and write it sorted by id, as JSON lines (one value object per line)\n"+
 		"or CSV with a header row. A summary goes to stderr.")
-	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
-	topicName := fs.String("topic", "users", "data topic to read")
+	var rf topicReadFlags
+	rf.register(fs)
 	format := fs.String("format", "jsonl", "output format: jsonl or csv (header id,name,email,address,company,job,createdAt,updatedAt; null as an empty field)")
 	output := fs.String("output", "", "file to write, replaced only once complete (default: stdout)")
-	var sec kafkaSecurityFlags
-	sec.register(fs)
-	var reg registryFlags
-	reg.registerRead(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	errs := append(sec.validate(), reg.validate()...)
-	if *topicName == "" {
-		errs = append(errs, errors.New("--topic is empty"))
-	}
-	if len(brokerList(*brokers)) == 0 {
-		errs = append(errs, errors.New("--brokers is empty"))
-	}
+	errs := rf.validate()
 	if *format != "jsonl" && *format != "csv" {
 		errs = append(errs, fmt.Errorf("--format %q: want jsonl or csv", *format))
 	}
@@ -59,7 +49,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, closeClient, err := toolClient(e, &sec, *brokers, "keysetsync-snapshot")
+	client, closeClient, err := rf.client(e, "keysetsync-snapshot")
 	if err != nil {
 		return err
 	}
@@ -67,7 +57,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 
 	latest := map[string]snapshotEntry{}
 	var messages, tombstones, unkeyed int
-	err = topic.Scan(ctx, client, *topicName, func(r topic.Record) error {
+	err = topic.Scan(ctx, client, rf.topic, func(r topic.Record) error {
 		messages++
 		switch {
 		case len(r.Key) == 0:
@@ -81,7 +71,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("read topic %q on %s: %w", *topicName, *brokers, err)
+		return fmt.Errorf("read topic %q on %s: %w", rf.topic, rf.brokers, err)
 	}
 
 	write := func(w io.Writer) error {
@@ -99,9 +89,9 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		}
 		for _, id := range slices.Sorted(maps.Keys(latest)) {
 			ent := latest[id]
-			u, err := codec.Decode(reg.unframe(ent.value))
+			u, err := codec.Decode(rf.reg.unframe(ent.value))
 			if err != nil {
-				return fmt.Errorf("latest value of id %q (%s/%d offset %d): %w", id, *topicName, ent.partition, ent.offset, err)
+				return fmt.Errorf("latest value of id %q (%s/%d offset %d): %w", id, rf.topic, ent.partition, ent.offset, err)
 			}
 			j := newToolUser(u)
 			if cw != nil {
@@ -132,7 +122,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	fmt.Fprintf(e.stderr, "snapshot: topic=%s messages=%d tombstones=%d unkeyed=%d ids=%d format=%s output=%s\n",
-		*topicName, messages, tombstones, unkeyed, len(latest), *format, dest)
+		rf.topic, messages, tombstones, unkeyed, len(latest), *format, dest)
 	return nil
 }
 

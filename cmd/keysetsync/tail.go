@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -67,13 +68,39 @@ func newToolUser(u avro.User) toolUser {
 // toolTime formats t as RFC 3339 in UTC, with fractional seconds only when there are some.
 func toolTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
-// toolClient is a kafka-go client for the read-only tools; close releases its connections.
-func toolClient(e *env, sec *kafkaSecurityFlags, brokers, clientID string) (client *kafka.Client, close func(), err error) {
-	transport, err := newKafkaTransport(sec, clientID, stderrLogger(e))
+// topicReadFlags are the flags of the tools that read the data topic (tail, snapshot): where
+// the topic is, how to reach it, and how its values are framed.
+type topicReadFlags struct {
+	brokers, topic string
+	sec            kafkaSecurityFlags
+	reg            registryFlags
+}
+
+func (f *topicReadFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
+	fs.StringVar(&f.topic, "topic", "users", "data topic to read")
+	f.sec.register(fs)
+	f.reg.registerRead(fs)
+}
+
+func (f *topicReadFlags) validate() []error {
+	errs := append(f.sec.validate(), f.reg.validate()...)
+	if f.topic == "" {
+		errs = append(errs, errors.New("--topic is empty"))
+	}
+	if len(brokerList(f.brokers)) == 0 {
+		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	return errs
+}
+
+// client is a kafka-go client for the read-only tools; close releases its connections.
+func (f *topicReadFlags) client(e *env, clientID string) (client *kafka.Client, close func(), err error) {
+	transport, err := newKafkaTransport(&f.sec, clientID, stderrLogger(e))
 	if err != nil {
 		return nil, nil, err
 	}
-	return newKafkaClient(brokers, transport), transport.CloseIdleConnections, nil
+	return newKafkaClient(f.brokers, transport), transport.CloseIdleConnections, nil
 }
 
 func runTail(ctx context.Context, e *env, args []string) error {
@@ -82,26 +109,16 @@ func runTail(ctx context.Context, e *env, args []string) error {
 		"when it does not decode). Starts at the end of every partition unless --from-beginning or --from,\n"+
 		"and follows new messages until SIGINT/SIGTERM, or stops after --max-messages. Reads without a\n"+
 		"consumer group: it commits nothing and does not disturb other consumers.")
-	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
-	topicName := fs.String("topic", "users", "data topic to read")
+	var rf topicReadFlags
+	rf.register(fs)
 	fromBeginning := fs.Bool("from-beginning", false, "start at the first message of every partition")
 	from := fs.String("from", "", "start, per partition, at the first message whose timestamp (the produce time) is at or after this RFC 3339 time, e.g. 2024-01-15T10:30:00Z")
 	key := fs.String("key", "", "print only the messages with this key (a record id)")
 	maxMessages := fs.Int("max-messages", 0, "stop after printing this many messages (0: follow until SIGINT/SIGTERM)")
-	var sec kafkaSecurityFlags
-	sec.register(fs)
-	var reg registryFlags
-	reg.registerRead(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	errs := append(sec.validate(), reg.validate()...)
-	if *topicName == "" {
-		errs = append(errs, errors.New("--topic is empty"))
-	}
-	if len(brokerList(*brokers)) == 0 {
-		errs = append(errs, errors.New("--brokers is empty"))
-	}
+	errs := rf.validate()
 	if *maxMessages < 0 {
 		errs = append(errs, fmt.Errorf("--max-messages %d: must not be negative", *maxMessages))
 	}
@@ -123,7 +140,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, closeClient, err := toolClient(e, &sec, *brokers, "keysetsync-tail")
+	client, closeClient, err := rf.client(e, "keysetsync-tail")
 	if err != nil {
 		return err
 	}
@@ -131,17 +148,17 @@ func runTail(ctx context.Context, e *env, args []string) error {
 
 	var parts []int
 	err = retryKafka(ctx, func() error {
-		parts, err = topic.Partitions(ctx, client, *topicName)
+		parts, err = topic.Partitions(ctx, client, rf.topic)
 		return err
 	})
 	if ctx.Err() != nil {
 		return nil // interrupted before anything was printed: a stop, not a failure
 	}
 	if err != nil {
-		return fmt.Errorf("topic %q on %s: %w", *topicName, *brokers, err)
+		return fmt.Errorf("topic %q on %s: %w", rf.topic, rf.brokers, err)
 	}
 	slices.Sort(parts)
-	start, err := tailStart(ctx, client, *topicName, parts, *fromBeginning, fromTime)
+	start, err := tailStart(ctx, client, rf.topic, parts, *fromBeginning, fromTime)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -164,9 +181,9 @@ func runTail(ctx context.Context, e *env, args []string) error {
 		mode = fmt.Sprintf("stopping after %d messages", *maxMessages)
 	}
 	// This line also tells scripts (and tests) that the start offsets are fixed.
-	fmt.Fprintf(e.stderr, "tail: topic %q from %s (partition:offset %s), %s\n", *topicName, where, strings.Join(offs, " "), mode)
+	fmt.Fprintf(e.stderr, "tail: topic %q from %s (partition:offset %s), %s\n", rf.topic, where, strings.Join(offs, " "), mode)
 
-	t := &tailer{client: client, codec: codec, reg: &reg, topic: *topicName, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
+	t := &tailer{client: client, codec: codec, reg: &rf.reg, topic: rf.topic, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t.stop = cancel
