@@ -132,15 +132,6 @@ func fiKeys(r kmsg.Request, topic string) []string {
 	return keys
 }
 
-func fiSetKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // fiKafkaCodes returns the Kafka error codes inside err (through kafka.WriteErrors, which has no
 // Unwrap).
 func fiKafkaCodes(err error) []kafka.Error {
