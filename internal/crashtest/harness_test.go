@@ -288,6 +288,14 @@ func (h *harness) checkCursor(t *testing.T) (cursor.Cursor, int) {
 	return c, messages
 }
 
+// awaitUpdate returns once the API's background updates have changed a record since the call.
+func (h *harness) awaitUpdate(t *testing.T) {
+	t.Helper()
+	from := h.api.Stats().Updates
+	require.Eventually(t, func() bool { return h.api.Stats().Updates > from }, 10*time.Second, 2*time.Millisecond,
+		"the API made no update in 10s (%d updates/s configured)", h.api.Config().UpdatesPerSecond)
+}
+
 // result is what the final comparison found.
 type result struct {
 	messages   int
