@@ -1,4 +1,7 @@
-// Package avro holds the Avro schema of the values keysetsync writes and the codec for them.
+// Package avro holds the Avro schemas of the values keysetsync writes and their encoders: the
+// built-in users schema with a hand-written codec (the playground's contract, the hot path),
+// and Schema, any record schema that JSON records are mapped to by field name (--schema; the
+// mapping rules are at the top of generic.go).
 //
 // The codec writes plain Avro binary (no container header): a consumer decodes it with the
 // schema that `keysetsync schema` prints. With --schema-registry the producer puts the
@@ -18,8 +21,8 @@ import (
 //go:embed user.avsc
 var userSchema string
 
-// Schema returns the Avro schema (JSON) of the User values.
-func Schema() string { return userSchema }
+// UserSchema returns the Avro schema (JSON) of the User values, the built-in schema.
+func UserSchema() string { return userSchema }
 
 // User is one record of the source API in the form the schema describes. Optional strings are
 // pointers so that an absent field (null) stays distinct from an empty string.
@@ -39,7 +42,8 @@ var ErrInvalid = errors.New("invalid record")
 
 // Codec encodes and decodes Users. It is safe for concurrent use.
 type Codec struct {
-	codec *goavro.Codec
+	codec  *goavro.Codec
+	schema *Schema
 }
 
 // NewCodec compiles the embedded schema.
@@ -48,8 +52,17 @@ func NewCodec() (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile user schema: %w", err)
 	}
-	return &Codec{codec: c}, nil
+	s, err := ParseSchema(userSchema)
+	if err != nil {
+		return nil, fmt.Errorf("compile user schema: %w", err)
+	}
+	return &Codec{codec: c, schema: s}, nil
 }
+
+// Schema returns the users schema as a generic Schema, for APIs whose users do not come in
+// the playground's shape (other field paths or time formats): their JSON records are mapped
+// to it by field name.
+func (c *Codec) Schema() *Schema { return c.schema }
 
 // Append appends the Avro binary encoding of u to buf and returns the extended buffer.
 //

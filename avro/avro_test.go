@@ -101,7 +101,7 @@ func TestSchemaIsValidJSONWithTheContractFields(t *testing.T) {
 			Type json.RawMessage `json:"type"`
 		} `json:"fields"`
 	}
-	require.NoError(t, json.Unmarshal([]byte(avro.Schema()), &s))
+	require.NoError(t, json.Unmarshal([]byte(avro.UserSchema()), &s))
 	var names []string
 	for _, f := range s.Fields {
 		names = append(names, f.Name)

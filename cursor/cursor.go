@@ -17,8 +17,23 @@ import (
 // Version is the cursor format written by this build. Readers accept this version and older.
 const Version = 1
 
-// TimeLayout is the wire format of timestamps in the source API and in the cursor.
+// TimeLayout is the playground API's time format, YYYY-MM-DDTHH:MM:SSZ. Cursor times are
+// written in it when they are whole seconds (FormatTime), so a cursor of such an API reads
+// exactly like the Fivetran example's state.
 const TimeLayout = "2006-01-02T15:04:05Z"
+
+// FormatTime writes a cursor time: RFC 3339 in UTC, with a fraction only when the time has
+// one (APIs with millisecond or finer update times), so whole seconds give TimeLayout.
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// ParseTime reads a cursor time written by FormatTime (or any RFC 3339 time, made UTC).
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return t.UTC(), nil
+}
 
 // Start is where a pipeline with no committed cursor begins: before any record.
 var Start = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -26,12 +41,14 @@ var Start = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
 // Cursor is the committed position of one pipeline.
 type Cursor struct {
 	Pipeline string
-	// LastUpdatedAt is the greatest updatedAt delivered so far, in whole seconds (UTC).
+	// LastUpdatedAt is the greatest updatedAt delivered so far (UTC), as precise as the API's
+	// times.
 	LastUpdatedAt time.Time
 	// Delivered maps the id of every record delivered with updatedAt == LastUpdatedAt to a
-	// fingerprint of its content. Timestamps have whole-second precision, so the next pass must
-	// re-read LastUpdatedAt inclusively: this set lets it skip what it already sent, and the
-	// fingerprint lets a record that changed again within that same second through.
+	// fingerprint of its content. The API's times have a finite precision (whole seconds in the
+	// playground), so the next pass must re-read LastUpdatedAt inclusively: this set lets it
+	// skip what it already sent, and the fingerprint lets a record that changed again within
+	// that same second through.
 	Delivered map[string]string
 	// Lookback holds the records delivered with updatedAt inside the lookback window before
 	// LastUpdatedAt (empty without --lookback). A pass re-reads that window to catch records
@@ -96,7 +113,7 @@ func Marshal(c Cursor) ([]byte, error) {
 	w := wire{
 		Version:       Version,
 		Pipeline:      c.Pipeline,
-		LastUpdatedAt: c.LastUpdatedAt.UTC().Format(TimeLayout),
+		LastUpdatedAt: FormatTime(c.LastUpdatedAt),
 		Delivered:     c.Delivered,
 		Seq:           c.Seq,
 		Records:       c.Records,
@@ -104,7 +121,7 @@ func Marshal(c Cursor) ([]byte, error) {
 	if len(c.Lookback) > 0 {
 		w.Lookback = make(map[string][2]string, len(c.Lookback))
 		for id, d := range c.Lookback {
-			w.Lookback[id] = [2]string{d.UpdatedAt.UTC().Format(TimeLayout), d.Fingerprint}
+			w.Lookback[id] = [2]string{FormatTime(d.UpdatedAt), d.Fingerprint}
 		}
 	}
 	if !c.CommittedAt.IsZero() {
@@ -123,15 +140,15 @@ func Unmarshal(b []byte) (Cursor, error) {
 	if w.Version > Version {
 		return Cursor{}, fmt.Errorf("%w: version %d is newer than this build understands (%d)", ErrCorrupt, w.Version, Version)
 	}
-	t, err := time.Parse(TimeLayout, w.LastUpdatedAt)
+	t, err := ParseTime(w.LastUpdatedAt)
 	if err != nil {
-		return Cursor{}, fmt.Errorf("%w: last_updated_at %q: want %s", ErrCorrupt, w.LastUpdatedAt, TimeLayout)
+		return Cursor{}, fmt.Errorf("%w: last_updated_at %q: want an RFC 3339 time such as %s", ErrCorrupt, w.LastUpdatedAt, TimeLayout)
 	}
 	c := Cursor{Pipeline: w.Pipeline, LastUpdatedAt: t, Delivered: w.Delivered, Seq: w.Seq, Records: w.Records}
 	for id, d := range w.Lookback {
-		at, err := time.Parse(TimeLayout, d[0])
+		at, err := ParseTime(d[0])
 		if err != nil {
-			return Cursor{}, fmt.Errorf("%w: delivered_in_lookback[%q]: updatedAt %q: want %s", ErrCorrupt, id, d[0], TimeLayout)
+			return Cursor{}, fmt.Errorf("%w: delivered_in_lookback[%q]: updatedAt %q: want an RFC 3339 time such as %s", ErrCorrupt, id, d[0], TimeLayout)
 		}
 		if c.Lookback == nil {
 			c.Lookback = make(map[string]Delivery, len(w.Lookback))

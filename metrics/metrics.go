@@ -31,7 +31,7 @@ type Metrics struct {
 	tieOverflows, invalid, late, skipped                prometheus.Counter
 	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
 	batchAck, cursorCommit, pageFetch                   prometheus.Histogram
-	cursorTimestamp                                     prometheus.Gauge
+	cursorTimestamp, remaining                          prometheus.Gauge
 
 	mu     sync.Mutex
 	cursor time.Time // last committed updatedAt; zero until a cursor is known
@@ -94,7 +94,10 @@ func New(pipeline string, opts ...Option) *Metrics {
 	m.pageFetch = histogram("page_fetch_seconds", "Time of the successful request of a page, body included (retries not included).", prometheus.DefBuckets)
 	m.cursorTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "cursor_timestamp_seconds",
 		Help: "updatedAt of the committed cursor, as Unix seconds (0 until a cursor was loaded or committed).", ConstLabels: labels})
-	m.reg.MustRegister(m.cursorTimestamp, &lagCollector{m: m, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "cursor_lag_seconds"),
+	m.remaining = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "records_remaining",
+		Help: "Records the source API said remain in the current pass after the last page fetched (only with --api-total-path; -1 until the API said).", ConstLabels: labels})
+	m.remaining.Set(-1)
+	m.reg.MustRegister(m.cursorTimestamp, m.remaining, &lagCollector{m: m, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "cursor_lag_seconds"),
 		"Now minus the committed cursor's updatedAt, computed at scrape time; absent until a cursor is known. It grows while the source has nothing newer.",
 		nil, labels)})
 	return m
@@ -186,6 +189,9 @@ func (m *Metrics) LateRecord() { m.late.Inc() }
 
 // Skipped implements producer.Observer.
 func (m *Metrics) Skipped(n int) { m.skipped.Add(float64(n)) }
+
+// RecordsRemaining implements producer.Observer.
+func (m *Metrics) RecordsRemaining(n int64) { m.remaining.Set(float64(n)) }
 
 // lagCollector computes cursor_lag_seconds when scraped, and leaves it out while no cursor is
 // known (a lag measured from year 1 would only trip alerts).

@@ -124,6 +124,9 @@ func (t staticTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // BenchmarkWalkerPage walks one page of 1000 users from the start: fetch, envelope, DecodeUser,
 // ordering checks, Avro encode and fingerprint of each record: the source side of a pass.
 //   - memory: the page comes from an in-memory http.RoundTripper (no network, no server).
+//   - generic: the same page through the path of any other contract and of --schema: the
+//     envelope split along the contract's paths, each record decoded to a JSON object and
+//     mapped to the users schema by field name (avro.Schema).
 //   - loopback: from a playground served by httptest on 127.0.0.1, so the server's rendering
 //     and JSON encoding run in this process too.
 func BenchmarkWalkerPage(b *testing.B) {
@@ -163,6 +166,14 @@ func BenchmarkWalkerPage(b *testing.B) {
 		body := benchPageBody(b)
 		b.SetBytes(int64(len(body)))
 		run(b, producer.SourceConfig{URL: "http://127.0.0.1:1/pagination/keyset", Client: &http.Client{Transport: staticTransport{body}}})
+	})
+	b.Run("generic", func(b *testing.B) {
+		body := benchPageBody(b)
+		b.SetBytes(int64(len(body)))
+		// A page-size parameter is enough to leave the playground's one-pass decoder.
+		contract := producer.DefaultContract()
+		contract.PageSizeParam, contract.PageSize = "limit", benchPageRecords
+		run(b, producer.SourceConfig{URL: "http://127.0.0.1:1/pagination/keyset", Contract: contract, Client: &http.Client{Transport: staticTransport{body}}})
 	})
 	b.Run("loopback", func(b *testing.B) {
 		_, url := benchAPI(b, benchPageRecords, benchPageRecords)

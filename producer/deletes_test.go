@@ -45,7 +45,7 @@ func TestDeletedRecordsBecomeTombstones(t *testing.T) {
 		// pass 3: a undeleted again within the same second: another fingerprint, delivered.
 		page("", del("b", t3, "false"), del("a", t3, "false")),
 	}
-	sp := newScriptedPipeline(t, pages, scriptedOptions{walk: producer.WalkOptions{DeletedField: "deletedAt"}})
+	sp := newScriptedPipeline(t, pages, scriptedOptions{walk: producer.WalkOptions{DeletedField: producer.Path{"deletedAt"}}})
 
 	st, err := sp.syncer.Sync(t.Context())
 	require.NoError(t, err)
@@ -84,7 +84,7 @@ func TestAnUnclearDeleteMarkIsInvalid(t *testing.T) {
 	for _, mark := range []string{"1", "{}", "[true]"} {
 		t.Run(mark, func(t *testing.T) {
 			pages := []answer{page("", rec("a", "2024-01-01T00:00:01Z"), del("b", "2024-01-01T00:00:02Z", mark))}
-			sp := newScriptedPipeline(t, pages, scriptedOptions{walk: producer.WalkOptions{DeletedField: "deletedAt"}})
+			sp := newScriptedPipeline(t, pages, scriptedOptions{walk: producer.WalkOptions{DeletedField: producer.Path{"deletedAt"}}})
 			_, err := sp.syncer.Sync(t.Context())
 			require.ErrorIs(t, err, producer.ErrInvalidRecord)
 			for _, m := range []string{"page 1, record 1", `(id "b")`, "field deletedAt", "want a boolean, a string"} {
@@ -101,7 +101,7 @@ func TestDeletesOnTheSlowDecodePath(t *testing.T) {
 	// A wrongly typed record elsewhere on the page sends it through the record-by-record path;
 	// with a dead-letter topic the pass goes on and the delete still becomes a tombstone.
 	pages := []answer{page("", `{"id":"x","name":5,"updatedAt":"2024-01-01T00:00:01Z"}`, del("b", "2024-01-01T00:00:02Z", "true"))}
-	sp := newScriptedPipeline(t, pages, scriptedOptions{dlq: true, walk: producer.WalkOptions{DeletedField: "deletedAt"}})
+	sp := newScriptedPipeline(t, pages, scriptedOptions{dlq: true, walk: producer.WalkOptions{DeletedField: producer.Path{"deletedAt"}}})
 	st, err := sp.syncer.Sync(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, st.Invalid)

@@ -53,6 +53,9 @@ type Observer interface {
 	// Skipped is called with the number of records of a page already delivered (same id,
 	// updatedAt and content), when it is not zero.
 	Skipped(n int)
+	// RecordsRemaining is called after every page whose answer said how many records the
+	// request matched (Contract.TotalPath): n is how many of them remain after that page.
+	RecordsRemaining(n int64)
 }
 
 // NopObserver ignores everything. Embed it to implement only some of Observer's methods.
@@ -70,6 +73,7 @@ func (NopObserver) TieOverflow()                             {}
 func (NopObserver) InvalidRecord()                           {}
 func (NopObserver) LateRecord()                              {}
 func (NopObserver) Skipped(int)                              {}
+func (NopObserver) RecordsRemaining(int64)                   {}
 
 func observerOrNop(o Observer) Observer {
 	if o == nil {

@@ -102,30 +102,21 @@ func peekID(raw json.RawMessage) string {
 	return fmt.Sprint(v.ID)
 }
 
-// deletedMark reads field of a raw record for WalkOptions.DeletedField: true, or a non-empty
-// string (a deletedAt time, say), marks a delete; false, null, "" or no such field does not.
-// Any other JSON value is an error: guessing what 0 or {} means could delete a live record.
-func deletedMark(raw json.RawMessage, field string) (bool, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return false, fmt.Errorf("not a JSON object: %w", err)
+// deletedMark reads the value of WalkOptions.DeletedField in a record (found: the field is
+// there): true, or a non-empty string (a deletedAt time, say), marks a delete; false, null, ""
+// or no such field does not. Any other JSON value is an error: guessing what 0 or {} means
+// could delete a live record.
+func deletedMark(v any, found bool) (bool, error) {
+	switch x := v.(type) {
+	case nil:
+		return false, nil
+	case bool:
+		return x, nil
+	case string:
+		return x != "", nil
 	}
-	v, ok := m[field]
-	if !ok {
+	if !found {
 		return false, nil
 	}
-	v = bytes.TrimSpace(v)
-	switch {
-	case bytes.Equal(v, []byte("true")):
-		return true, nil
-	case bytes.Equal(v, []byte("false")), bytes.Equal(v, []byte("null")):
-		return false, nil
-	case len(v) > 0 && v[0] == '"':
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return false, err
-		}
-		return s != "", nil
-	}
-	return false, fmt.Errorf("got JSON %s, want a boolean, a string (such as a deletion time) or null", v)
+	return false, fmt.Errorf("got %s, want a boolean, a string (such as a deletion time) or null", describeJSON(v))
 }

@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,14 +15,16 @@ import (
 	"time"
 
 	"github.com/keysetsync/keysetsync/avro"
-	"github.com/keysetsync/keysetsync/cursor"
 )
 
 // SourceConfig configures a Source.
 type SourceConfig struct {
-	// URL of the keyset endpoint, e.g. http://127.0.0.1:5001/pagination/keyset. Query
-	// parameters are added to it.
+	// URL of the keyset endpoint, e.g. http://127.0.0.1:5001/pagination/keyset. Its own
+	// query parameters are sent with every request, besides the contract's.
 	URL string
+	// Contract names the API's parameters and where things are in its answers; the zero
+	// value is DefaultContract (the playground's).
+	Contract Contract
 	// Client sends the requests; nil means a client with Timeout.
 	Client *http.Client
 	// Timeout bounds one request, body included.
@@ -37,31 +40,31 @@ type SourceConfig struct {
 	Logger       *slog.Logger
 }
 
-// Source reads pages from a keyset-paginated API: the first request of a pass carries
-// updated_since, the following ones either updated_since again or scroll_param.
+// Source reads pages from a keyset-paginated API: the first request of a pass carries the
+// since parameter, the following ones the since parameter again (with the after-id parameter
+// when the API has one) or the API's next token.
 type Source struct {
 	cfg  SourceConfig
 	base *url.URL
 	log  *slog.Logger
+	// fast: the contract is the playground's, whose pages decode in one pass into wireUsers.
+	fast bool
 }
 
-// Query is one page request: Token when set (scroll_param), otherwise Since (updated_since).
+// Query is one page request: Token when set (the token parameter), otherwise Since (the
+// since parameter) and, when set, AfterID (the after-id parameter).
 type Query struct {
-	Since time.Time
-	Token *string
-}
-
-func (q Query) values() url.Values {
-	if q.Token != nil {
-		return url.Values{"scroll_param": {*q.Token}}
-	}
-	return url.Values{"updated_since": {q.Since.UTC().Format(cursor.TimeLayout)}}
+	Since   time.Time
+	AfterID string
+	Token   *string
 }
 
 // RawPage is one answer of the API.
 type RawPage struct {
 	URL   string
-	Next  *string // scroll_param; nil ends the pass
+	Next  *string // the next token; nil when the answer had none
+	More  bool    // the answer says more records follow (always, when Next is set)
+	Total *int64  // records the request matches, when the contract's TotalPath found them
 	Bytes int
 
 	body []byte
@@ -84,17 +87,33 @@ func (p *RawPage) Len() int {
 // Raw returns record i as the API sent it.
 func (p *RawPage) Raw(i int) json.RawMessage {
 	if p.records == nil {
-		p.records, _, _ = ParsePage(p.body) // parsed before, so it parses again
+		p.records, _, _, _, _ = DefaultContract().splitPage(p.body) // parsed before, so it parses again
 	}
 	return p.records[i]
 }
 
-// user decodes record i.
+// user decodes record i as a user of the playground's contract.
 func (p *RawPage) user(page, i int) (avro.User, error) {
 	if p.users != nil {
 		return fromWire(&p.users[i], page, i)
 	}
 	return DecodeUser(p.records[i], page, i)
+}
+
+// object decodes record i as a JSON object, numbers as json.Number so that integers of any
+// size survive.
+func (p *RawPage) object(i int) (map[string]any, error) {
+	d := json.NewDecoder(bytes.NewReader(p.Raw(i)))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("got %s, want a JSON object", describeJSON(v))
+	}
+	return m, nil
 }
 
 // NewSource validates cfg and fills in defaults.
@@ -121,6 +140,12 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	if cfg.MaxPageBytes <= 0 {
 		cfg.MaxPageBytes = 64 << 20
 	}
+	if cfg.Contract.SinceParam == "" && cfg.Contract.RecordsPath == nil {
+		cfg.Contract = DefaultContract()
+	}
+	if err := cfg.Contract.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: api contract: %w", ErrConfig, err)
+	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: cfg.Timeout}
 	}
@@ -128,11 +153,14 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Source{cfg: cfg, base: u, log: log}, nil
+	return &Source{cfg: cfg, base: u, log: log, fast: cfg.Contract.isDefault()}, nil
 }
 
-// URL returns the endpoint without query, as it appears in message headers.
+// URL returns the endpoint as configured, as it appears in message headers.
 func (s *Source) URL() string { return s.base.String() }
+
+// Contract returns the API's contract.
+func (s *Source) Contract() Contract { return s.cfg.Contract }
 
 // Fetch requests one page, retrying server errors, throttling and network failures with
 // backoff. page is the page's number within the pass, used in errors and logs.
@@ -143,11 +171,7 @@ func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error)
 // fetch is Fetch telling obs about pages, retries and failures.
 func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*RawPage, error) {
 	u := *s.base
-	v := u.Query()
-	for k, vs := range q.values() {
-		v[k] = vs
-	}
-	u.RawQuery = v.Encode()
+	u.RawQuery = s.cfg.Contract.query(u.Query(), q).Encode()
 	target := u.String()
 	var lastErr error
 	attempts := 0
@@ -226,39 +250,30 @@ func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error)
 	if int64(len(body)) > s.cfg.MaxPageBytes {
 		return nil, &PageError{URL: target, Err: fmt.Errorf("answer larger than the limit of %d bytes", s.cfg.MaxPageBytes)}
 	}
-	// One pass over the body is enough for a well-typed page (JSON decoding is the largest part
-	// of a sync's CPU); a page with a wrongly typed record is parsed again, record by record.
-	var fast struct {
-		Data        *[]wireUser `json:"data"`
-		ScrollParam *string     `json:"scroll_param"`
+	// One pass over the body is enough for a well-typed page of the playground's contract
+	// (JSON decoding is the largest part of a sync's CPU); any other page is split along the
+	// contract's paths, and its records decoded one by one, so an error names the record.
+	if s.fast {
+		var fast struct {
+			Data        *[]wireUser `json:"data"`
+			ScrollParam *string     `json:"scroll_param"`
+		}
+		if json.Unmarshal(body, &fast) == nil && fast.Data != nil && *fast.Data != nil && (fast.ScrollParam == nil || *fast.ScrollParam != "") {
+			return &RawPage{URL: target, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), body: body, users: *fast.Data}, nil
+		}
 	}
-	if json.Unmarshal(body, &fast) == nil && fast.Data != nil && *fast.Data != nil {
-		return &RawPage{URL: target, Next: fast.ScrollParam, Bytes: len(body), body: body, users: *fast.Data}, nil
-	}
-	records, next, err := ParsePage(body)
+	records, next, more, total, err := s.cfg.Contract.splitPage(body)
 	if err != nil {
 		return nil, &PageError{URL: target, Err: err}
 	}
-	if records == nil {
-		records = []json.RawMessage{}
-	}
-	return &RawPage{URL: target, Next: next, Bytes: len(body), body: body, records: records}, nil
+	return &RawPage{URL: target, Next: next, More: more, Total: total, Bytes: len(body), body: body, records: records}, nil
 }
 
-// ParsePage splits an answer of the API into its records, still JSON, and its scroll_param
-// (nil when absent or null: the pass ends).
+// ParsePage splits an answer of the playground's contract into its records, still JSON, and
+// its scroll_param (nil when absent, null or "": the pass ends).
 func ParsePage(body []byte) (records []json.RawMessage, next *string, err error) {
-	var env struct {
-		Data        *[]json.RawMessage `json:"data"`
-		ScrollParam *string            `json:"scroll_param"`
-	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, nil, fmt.Errorf("body is not a page {\"data\": [...], \"scroll_param\": ...}: %w", err)
-	}
-	if env.Data == nil {
-		return nil, nil, errors.New(`no "data" array in the answer`)
-	}
-	return *env.Data, env.ScrollParam, nil
+	records, next, _, _, err = DefaultContract().splitPage(body)
+	return records, next, err
 }
 
 func newHTTPError(target string, resp *http.Response, body []byte) *HTTPError {

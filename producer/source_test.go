@@ -98,7 +98,7 @@ func TestSourceErrorsNameWhatWentWrong(t *testing.T) {
 			[]string{"page 7", "HTTP 400", "Cannot use both", "after 1 of 3 attempts"}, false},
 		{"not JSON", answer{status: 200, body: `<html>`}, producer.ErrBadPage, 1, []string{"page 7", "body is not a page"}, false},
 		{"no data array", answer{status: 200, body: `{"items":[]}`}, producer.ErrBadPage, 1, []string{"page 7", `no "data" array`}, false},
-		{"scroll_param not a string", answer{status: 200, body: `{"data":[],"scroll_param":5}`}, producer.ErrBadPage, 1, []string{"page 7"}, false},
+		{"scroll_param an object", answer{status: 200, body: `{"data":[],"scroll_param":{"a":1}}`}, producer.ErrBadPage, 1, []string{"page 7", `next token at "scroll_param"`, "want a string, a number, a boolean or null"}, false},
 		{"truncated body", answer{status: 200, body: `{"data":[{"id":"a"`}, producer.ErrBadPage, 1, []string{"page 7", "unexpected end of JSON"}, false},
 	}
 	for _, c := range cases {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -67,8 +68,11 @@ type Config struct {
 	// detached from the pass's context, so a shutdown lets in-flight batches finish (or time out)
 	// rather than abandon them half-acknowledged.
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
-	Clock        func() time.Time
+	// ProgressInterval is how often a pass logs a "progress" line (records/s, and what remains
+	// when the API says: Contract.TotalPath); 0: never. Batch commits are logged regardless.
+	ProgressInterval time.Duration
+	Logger           *slog.Logger
+	Clock            func() time.Time
 	// Observer is told what the passes do, for metrics (nil: NopObserver); see Observer for
 	// the contract. It is also Walk.Observer unless that is set.
 	Observer Observer
@@ -208,6 +212,14 @@ type pass struct {
 	committed cursor.Cursor // what the store holds
 	stats     Stats
 	start     time.Time
+	progress  progress
+}
+
+// progress is what the progress reporter reads while the fetcher and the committer write it.
+type progress struct {
+	pages, fetched, produced atomic.Int64
+	remaining                atomic.Int64              // -1: the API never said
+	cursor                   atomic.Pointer[time.Time] // committed updatedAt
 }
 
 // batch is the unit of produce and commit: its messages, and the cursor position right after
@@ -267,16 +279,23 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	switch {
 	case errors.Is(err, cursor.ErrNotFound):
 		c = cursor.Cursor{Pipeline: s.cfg.Pipeline, LastUpdatedAt: cursor.Start}
-		s.log.Info("no cursor committed yet, starting from the beginning", "since", c.LastUpdatedAt.Format(cursor.TimeLayout))
+		s.log.Info("no cursor committed yet, starting from the beginning", "since", cursor.FormatTime(c.LastUpdatedAt))
 	case err != nil:
 		err = fmt.Errorf("load cursor: %w", err)
 		s.cfg.Observer.PassFinished(err)
 		return p.stats, err
 	default:
-		s.log.Info("loaded cursor", "last_updated_at", c.LastUpdatedAt.Format(cursor.TimeLayout), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq)
+		s.log.Info("loaded cursor", "last_updated_at", cursor.FormatTime(c.LastUpdatedAt), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq)
 	}
 	p.committed = c
 	p.stats.Cursor = c.LastUpdatedAt
+	p.progress.remaining.Store(-1)
+	p.progress.cursor.Store(&c.LastUpdatedAt)
+	if s.cfg.ProgressInterval > 0 {
+		done := make(chan struct{})
+		defer close(done)
+		go s.reportProgress(p, done)
+	}
 	if err == nil {
 		s.cfg.Observer.PassStarted(c.LastUpdatedAt)
 	} else {
@@ -291,7 +310,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	var fetchErr error
 	go func() {
 		defer close(batches)
-		fetchErr = s.fetch(ctx, walk, batches, abort)
+		fetchErr = s.fetch(ctx, walk, &p.progress, batches, abort)
 	}()
 	err = s.produce(ctx, p, batches, abort, stop)
 	stop()
@@ -309,7 +328,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		"records_produced", p.stats.Produced, "records_fetched", p.stats.Fetched, "records_skipped", p.stats.Skipped,
 		"pages", p.stats.Pages, "batches", p.stats.Batches, "tie_overflows", p.stats.TieOverflows,
 		"invalid", p.stats.Invalid, "late", p.stats.Late, "deleted", p.stats.Deleted,
-		"cursor", p.committed.LastUpdatedAt.Format(cursor.TimeLayout), "duration", p.stats.Duration.Round(time.Millisecond),
+		"cursor", cursor.FormatTime(p.committed.LastUpdatedAt), "duration", p.stats.Duration.Round(time.Millisecond),
 		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
 	s.cfg.Observer.PassFinished(err)
 	return p.stats, err
@@ -318,10 +337,17 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 // fetch walks the API and sends batches of at least BatchRecords records (the last one may be
 // smaller). It returns nil at the end of the pass, or the error that ended it after sending the
 // records validated before it.
-func (s *Syncer) fetch(ctx context.Context, walk *Walker, out chan<- *batch, abort <-chan struct{}) error {
+func (s *Syncer) fetch(ctx context.Context, walk *Walker, prog *progress, out chan<- *batch, abort <-chan struct{}) error {
 	var msgs []kafka.Message
 	for {
 		recs, err := walk.Next(ctx)
+		ws := walk.Stats()
+		prog.pages.Store(int64(ws.Pages))
+		prog.fetched.Store(int64(ws.Fetched))
+		// After fetched: a progress line that shows what remains counts what was fetched.
+		if n, ok := walk.Remaining(); ok {
+			prog.remaining.Store(n)
+		}
 		for _, r := range recs {
 			msgs = append(msgs, s.message(r))
 		}
@@ -368,7 +394,7 @@ func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, ab
 			return s.failed(<-committed)
 		default:
 		}
-		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", b.pos.LastUpdatedAt.Format(cursor.TimeLayout))
+		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", cursor.FormatTime(b.pos.LastUpdatedAt))
 		b.enqueued = time.Now()
 		if err := s.writer.WriteMessages(wctx, b.msgs...); err != nil {
 			b.complete(b.remaining, err) // refused before anything was enqueued
@@ -401,7 +427,7 @@ func (s *Syncer) commitInOrder(ctx context.Context, p *pass, inflight <-chan *ba
 		if failure != nil {
 			continue
 		}
-		upTo := b.pos.LastUpdatedAt.Format(cursor.TimeLayout)
+		upTo := cursor.FormatTime(b.pos.LastUpdatedAt)
 		t := time.NewTimer(s.cfg.WriteTimeout)
 		select {
 		case <-b.done:
@@ -446,10 +472,44 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 	p.stats.Produced += n
 	p.stats.Batches++
 	p.stats.Cursor = next.LastUpdatedAt
+	p.progress.produced.Store(int64(p.stats.Produced))
+	p.progress.cursor.Store(&next.LastUpdatedAt)
 	s.log.Info("batch committed", "records", n, "records_total", p.stats.Produced, "pages", b.pages,
-		"cursor", next.LastUpdatedAt.Format(cursor.TimeLayout), "delivered_at_cursor", len(next.Delivered),
+		"cursor", cursor.FormatTime(next.LastUpdatedAt), "delivered_at_cursor", len(next.Delivered),
 		"records_per_s", rate(p.stats.Produced, s.cfg.Clock().Sub(p.start)))
 	return nil
+}
+
+// reportProgress logs a progress line every ProgressInterval until done: what the pass did so
+// far, its rates over the last interval, and, when the API says how many records remain, an
+// estimate of the time left at the pass's fetch rate so far.
+func (s *Syncer) reportProgress(p *pass, done <-chan struct{}) {
+	t := time.NewTicker(s.cfg.ProgressInterval)
+	defer t.Stop()
+	last, lastFetched, lastProduced := s.cfg.Clock(), int64(0), int64(0)
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Clock()
+		fetched, produced := p.progress.fetched.Load(), p.progress.produced.Load()
+		d := now.Sub(last)
+		fetchRate, produceRate := rate(int(fetched-lastFetched), d), rate(int(produced-lastProduced), d)
+		attrs := []any{"pages", p.progress.pages.Load(), "records_fetched", fetched, "records_produced", produced,
+			"records_per_s", produceRate, "fetched_per_s", fetchRate,
+			"cursor", cursor.FormatTime(*p.progress.cursor.Load()), "elapsed", now.Sub(p.start).Round(time.Second)}
+		// The estimate uses the pass's average fetch rate: steadier than one interval's.
+		if n := p.progress.remaining.Load(); n >= 0 {
+			attrs = append(attrs, "records_remaining", n)
+			if elapsed := now.Sub(p.start); fetched > 0 && elapsed > 0 {
+				attrs = append(attrs, "eta", time.Duration(float64(n)/float64(fetched)*float64(elapsed)).Round(time.Second))
+			}
+		}
+		s.log.Info("progress", attrs...)
+		last, lastFetched, lastProduced = now, fetched, produced
+	}
 }
 
 // observeAck tells the Observer about an acknowledged batch, its dead letters apart.
@@ -475,12 +535,12 @@ func (s *Syncer) message(r Record) kafka.Message {
 	}
 	return kafka.Message{
 		Topic: s.cfg.Topic,
-		Key:   []byte(r.User.ID),
+		Key:   []byte(r.ID),
 		Value: value,
 		Headers: []kafka.Header{
 			{Key: HeaderPipeline, Value: s.pipelineHdr},
 			{Key: HeaderSource, Value: s.sourceHdr},
-			{Key: HeaderUpdatedAt, Value: r.User.UpdatedAt.AppendFormat(make([]byte, 0, len(cursor.TimeLayout)), cursor.TimeLayout)},
+			{Key: HeaderUpdatedAt, Value: r.UpdatedAt.UTC().AppendFormat(make([]byte, 0, len(time.RFC3339Nano)), time.RFC3339Nano)},
 		},
 	}
 }

@@ -18,7 +18,8 @@ import (
 // Record is one new or changed record, validated and encoded, or, with
 // WalkOptions.SkipInvalid, an invalid record (Invalid set) to be sent to a dead-letter topic.
 type Record struct {
-	User        avro.User
+	ID          string          // the Kafka key; for an invalid record, what could be read of it
+	UpdatedAt   time.Time       // the record's update time (zero for an invalid record)
 	Value       []byte          // Avro binary; nil for an invalid record
 	Fingerprint string          // identifies the content, see cursor.Cursor.Delivered
 	Raw         json.RawMessage // as the API sent it; set for invalid records only
@@ -59,12 +60,15 @@ type WalkOptions struct {
 	// MaxFuture refuses an updatedAt later than now + MaxFuture (0: 24h): a clock gone wrong
 	// at the source would otherwise carry the cursor past every future record.
 	MaxFuture time.Duration
-	// DeletedField, when set, names a record field that marks a delete: true, or a non-empty
-	// string such as a deletedAt time (false, null, "" or a missing field: not deleted; any
-	// other JSON value makes the record invalid). A deleted record is returned with Deleted set
-	// and no Value; the cursor treats it like any other record. Empty: the field is never read,
-	// and pages are decoded in one pass as usual.
-	DeletedField string
+	// DeletedField, when set, is the path (a.b.c) of a record field that marks a delete: true,
+	// or a non-empty string such as a deletedAt time (false, null, "" or a missing field: not
+	// deleted; any other JSON value makes the record invalid). A deleted record is returned
+	// with Deleted set and no Value; the cursor treats it like any other record.
+	DeletedField Path
+	// Schema, when set, is the Avro schema records are mapped to by field name (any
+	// contract). Nil: the built-in users schema, encoded by the Walker's codec when the API
+	// has the playground's contract, else mapped like a custom schema.
+	Schema *avro.Schema
 	// Now is the clock for MaxFuture (nil: time.Now).
 	Now func() time.Time
 	// Observer is told about pages, API retries and failures, and the records counted in
@@ -88,22 +92,32 @@ type seenAt struct {
 // what it already returned there. Only when a whole page carries the one timestamp it asked
 // from can that not make progress; then the API cannot page through the tie, and the Walker
 // follows scroll_param and reports a tie overflow.
+//
+// When the API takes an after-id parameter (a compound keyset), the Walker continues each
+// page from (last update time, last id) instead: ties of any width are paged through exactly,
+// and there is no overflow. Each pass still starts inclusively at the position and drops what
+// it delivered there, so a record changed again within the position's time unit, whose id
+// sorts before the last one delivered, is not missed.
 type Walker struct {
-	src   *Source
-	codec *avro.Codec
-	log   *slog.Logger
-	opt   WalkOptions
+	src    *Source
+	codec  *avro.Codec
+	schema *avro.Schema // nil: users through codec (the playground's contract, fast path)
+	mapOpt avro.MapOptions
+	after  bool // the contract has an after-id parameter: ties are paged through exactly
+	log    *slog.Logger
+	opt    WalkOptions
 
 	at     time.Time         // position: greatest valid updatedAt returned
 	seen   map[string]seenAt // delivered ids with updatedAt in [at - Lookback, at]
 	low    time.Time         // no record of the next page may be older: what the request asked from
 	pruned int               // len(seen) after the last prune
 
-	q       Query
-	page    int
-	done    bool
-	stalled int
-	stats   WalkStats
+	q         Query
+	page      int
+	done      bool
+	stalled   int
+	stats     WalkStats
+	remaining int64 // records the API said follow the last page; -1: it never said
 }
 
 // NewWalker starts at the position of c (cursor.Start and nothing seen for a first sync).
@@ -125,7 +139,13 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 	if at.IsZero() {
 		at = cursor.Start
 	}
-	w := &Walker{src: src, codec: codec, log: log, opt: opt, at: at, seen: make(map[string]seenAt, len(c.Delivered)+len(c.Lookback))}
+	w := &Walker{src: src, codec: codec, schema: opt.Schema, log: log, opt: opt, at: at, seen: make(map[string]seenAt, len(c.Delivered)+len(c.Lookback))}
+	contract := src.Contract()
+	w.after = contract.AfterIDParam != ""
+	w.mapOpt = avro.MapOptions{NumericTimeUnit: contract.TimeFormat.Unit()}
+	if w.schema == nil && !src.fast {
+		w.schema = codec.Schema()
+	}
 	for id, fp := range c.Delivered {
 		w.seen[id] = seenAt{at: at, fp: fp}
 	}
@@ -137,8 +157,13 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 		w.low = at.Add(-opt.Lookback)
 	}
 	w.q = Query{Since: w.low}
+	w.remaining = -1
 	return w
 }
+
+// Remaining is how many records the API said follow the last page fetched (the contract's
+// TotalPath less that page's records), or false when it never said.
+func (w *Walker) Remaining() (int64, bool) { return w.remaining, w.remaining >= 0 }
 
 // Position returns the cursor fields (LastUpdatedAt, Delivered, Lookback) that cover every
 // record Next returned so far. The maps are copies.
@@ -187,36 +212,55 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	}
 	w.stats.Pages++
 	w.stats.Fetched += raw.Len()
-	before, lowBefore, skipped := w.at, w.low, w.stats.Skipped
-	recs, first, last, err := w.add(raw)
+	if raw.Total != nil {
+		w.remaining = max(*raw.Total-int64(raw.Len()), 0)
+		if !raw.More {
+			w.remaining = 0
+		}
+		w.opt.Observer.RecordsRemaining(w.remaining)
+	}
+	before, lowBefore, afterBefore, skipped := w.at, w.low, w.q.AfterID, w.stats.Skipped
+	recs, first, last, lastID, err := w.add(raw)
 	if n := w.stats.Skipped - skipped; n > 0 {
 		w.opt.Observer.Skipped(n)
 	}
 	if err != nil {
 		return recs, err
 	}
-	if raw.Next == nil {
+	if !raw.More {
 		w.done = true
 		return recs, nil
 	}
 	// Progress is a new record, a later position, or (re-reading a lookback window, where the
-	// position stays put) a later point to read from.
-	if len(recs) == 0 && !w.at.After(before) && !last.After(lowBefore) {
+	// position stays put, or paging through a tie by id) a later point to read from.
+	if len(recs) == 0 && !w.at.After(before) && !last.After(lowBefore) && !(w.after && lastID != afterBefore) {
 		if w.stalled++; w.stalled >= 3 {
 			return nil, fmt.Errorf("%w: %d pages in a row (up to page %d, %s) brought nothing new and did not move past %s",
-				ErrNoProgress, w.stalled, w.page, raw.URL, lowBefore.Format(cursor.TimeLayout))
+				ErrNoProgress, w.stalled, w.page, raw.URL, cursor.FormatTime(lowBefore))
 		}
 	} else {
 		w.stalled = 0
 	}
 	switch {
+	case first.IsZero() && raw.Next == nil:
+		return nil, fmt.Errorf("%w: page %d (%s) has no valid record to continue from and the API gave no next token",
+			ErrNoProgress, w.page, raw.URL)
 	case first.IsZero():
 		w.q = Query{Token: raw.Next}
+	case w.after:
+		w.q = Query{Since: last, AfterID: lastID}
+	case w.q.Token != nil && last.Equal(lowBefore) && raw.Next != nil:
+		// Following the token through a tie wider than a page: asking from its time again
+		// would start the tie over.
+		w.q = Query{Token: raw.Next}
+	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since) && raw.Next == nil:
+		return nil, fmt.Errorf("%w: page %d (%s) holds only records at %s, more than a page, and the API gives no next token to page through them: configure its after-id parameter",
+			ErrNoProgress, w.page, raw.URL, w.src.Contract().TimeFormat.Format(last))
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since):
 		w.stats.TieOverflows++
 		w.opt.Observer.TieOverflow()
-		w.log.Error("more records share one updatedAt than a page holds and the API cannot page through them; records at this timestamp beyond this page may be missing",
-			"page", w.page, "updated_at", w.q.Since.Format(cursor.TimeLayout), "page_records", raw.Len(), "tie_overflows", w.stats.TieOverflows)
+		w.log.Error("more records share one updatedAt than a page holds and the API cannot page through them; records at this timestamp beyond this page may be missing (an API with an after-id parameter avoids this)",
+			"page", w.page, "updated_at", cursor.FormatTime(w.q.Since), "page_records", raw.Len(), "tie_overflows", w.stats.TieOverflows)
 		w.q = Query{Token: raw.Next}
 	default:
 		w.q = Query{Since: last}
@@ -228,14 +272,14 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 }
 
 // add validates a page in order and keeps its new records. first and last are the updatedAt
-// of the page's first and last valid records.
-func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err error) {
+// of the page's first and last valid records, lastID the id of the last.
+func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, lastID string, err error) {
 	for i := range raw.Len() {
 		r, rerr := w.check(raw, i, last)
 		if rerr != nil {
 			if !w.opt.SkipInvalid {
 				w.opt.Observer.InvalidRecord()
-				return recs, first, last, rerr
+				return recs, first, last, lastID, rerr
 			}
 			b := raw.Raw(i)
 			key := "invalid:" + fingerprint(b)
@@ -246,14 +290,14 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err er
 			w.seen[key] = seenAt{at: w.at, fp: "invalid"}
 			w.stats.Invalid++
 			w.opt.Observer.InvalidRecord()
-			recs = append(recs, Record{Raw: b, Page: w.page, Index: i, URL: raw.URL, Invalid: rerr, User: avro.User{ID: rerr.ID}})
+			recs = append(recs, Record{Raw: b, Page: w.page, Index: i, URL: raw.URL, Invalid: rerr, ID: rerr.ID})
 			continue
 		}
-		u := r.User
+		u := &r
 		if first.IsZero() {
 			first = u.UpdatedAt
 		}
-		last = u.UpdatedAt
+		last, lastID = u.UpdatedAt, u.ID
 		if s, ok := w.seen[u.ID]; ok && s.at.Equal(u.UpdatedAt) && s.fp == r.Fingerprint {
 			w.stats.Skipped++
 			continue
@@ -278,7 +322,7 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, err er
 		}
 		recs = append(recs, r)
 	}
-	return recs, first, last, nil
+	return recs, first, last, lastID, nil
 }
 
 // check decodes and validates record i of the current page; prev is the updatedAt of the
@@ -287,42 +331,78 @@ func (w *Walker) check(raw *RawPage, i int, prev time.Time) (Record, *RecordErro
 	fail := func(id, field string, err error) (Record, *RecordError) {
 		return Record{}, &RecordError{Page: w.page, Index: i, ID: id, Field: field, Err: err}
 	}
-	u, err := raw.user(w.page, i)
-	if err != nil {
-		var re *RecordError
-		if errors.As(err, &re) {
-			return Record{}, re
+	var (
+		u   avro.User      // the record, on the fast path
+		obj map[string]any // the record, mapped to w.schema
+		r   Record
+	)
+	if w.schema == nil {
+		var err error
+		if u, err = raw.user(w.page, i); err != nil {
+			var re *RecordError
+			if errors.As(err, &re) {
+				return Record{}, re
+			}
+			return fail("", "", err)
 		}
-		return fail("", "", err)
+		r.ID, r.UpdatedAt = u.ID, u.UpdatedAt
+	} else {
+		var err error
+		if obj, err = raw.object(i); err != nil {
+			return fail("", "", err)
+		}
+		id, at, field, err := w.src.Contract().key(obj)
+		if err != nil {
+			return fail(id, field, err)
+		}
+		r.ID, r.UpdatedAt = id, at
 	}
 	switch {
-	case !prev.IsZero() && u.UpdatedAt.Before(prev):
-		return fail(u.ID, "updatedAt", fmt.Errorf("%s is before the previous record's %s: records must be sorted by updatedAt",
-			u.UpdatedAt.Format(cursor.TimeLayout), prev.Format(cursor.TimeLayout)))
-	case u.UpdatedAt.Before(w.low):
-		return fail(u.ID, "updatedAt", fmt.Errorf("%s is older than the cursor %s: the API ignored updated_since or went backwards",
-			u.UpdatedAt.Format(cursor.TimeLayout), w.low.Format(cursor.TimeLayout)))
-	case u.UpdatedAt.After(w.opt.Now().Add(w.opt.MaxFuture)):
-		return fail(u.ID, "updatedAt", fmt.Errorf("%s is more than %s in the future: the source's clock or data is wrong",
-			u.UpdatedAt.Format(cursor.TimeLayout), w.opt.MaxFuture))
+	case !prev.IsZero() && r.UpdatedAt.Before(prev):
+		return fail(r.ID, "updatedAt", fmt.Errorf("%s is before the previous record's %s: records must be sorted by updatedAt",
+			cursor.FormatTime(r.UpdatedAt), cursor.FormatTime(prev)))
+	case r.UpdatedAt.Before(w.low):
+		return fail(r.ID, "updatedAt", fmt.Errorf("%s is older than the cursor %s: the API ignored updated_since or went backwards",
+			cursor.FormatTime(r.UpdatedAt), cursor.FormatTime(w.low)))
+	case r.UpdatedAt.After(w.opt.Now().Add(w.opt.MaxFuture)):
+		return fail(r.ID, "updatedAt", fmt.Errorf("%s is more than %s in the future: the source's clock or data is wrong",
+			cursor.FormatTime(r.UpdatedAt), w.opt.MaxFuture))
 	}
-	if w.opt.DeletedField != "" {
-		deleted, err := deletedMark(raw.Raw(i), w.opt.DeletedField)
+	if len(w.opt.DeletedField) > 0 {
+		if obj == nil {
+			var err error
+			if obj, err = raw.object(i); err != nil {
+				return fail(r.ID, "", err)
+			}
+		}
+		v, found := w.opt.DeletedField.lookup(obj)
+		deleted, err := deletedMark(v, found)
 		if err != nil {
-			return fail(u.ID, w.opt.DeletedField, err)
+			return fail(r.ID, w.opt.DeletedField.String(), err)
 		}
 		if deleted {
-			return Record{User: u, Fingerprint: deletedFingerprint, Deleted: true}, nil
+			r.Fingerprint, r.Deleted = deletedFingerprint, true
+			return r, nil
 		}
 	}
-	value, err := w.codec.Append(nil, &u)
+	var err error
+	if w.schema == nil {
+		r.Value, err = w.codec.Append(nil, &u)
+	} else {
+		r.Value, err = w.schema.Append(nil, obj, w.mapOpt)
+	}
 	if err != nil {
-		return fail(u.ID, "", err)
+		var fe *avro.FieldError
+		if errors.As(err, &fe) {
+			return fail(r.ID, fe.Path, fe.Err)
+		}
+		return fail(r.ID, "", err)
 	}
-	if len(value) > w.opt.MaxRecordBytes {
-		return fail(u.ID, "", fmt.Errorf("its Avro value is %d bytes, over the limit of %d", len(value), w.opt.MaxRecordBytes))
+	if len(r.Value) > w.opt.MaxRecordBytes {
+		return fail(r.ID, "", fmt.Errorf("its Avro value is %d bytes, over the limit of %d", len(r.Value), w.opt.MaxRecordBytes))
 	}
-	return Record{User: u, Value: value, Fingerprint: fingerprint(value)}, nil
+	r.Fingerprint = fingerprint(r.Value)
+	return r, nil
 }
 
 // fingerprint identifies a record's content, so a record that changed again within the
@@ -337,5 +417,5 @@ func sinceOf(q Query) string {
 	if q.Token != nil {
 		return ""
 	}
-	return q.Since.Format(cursor.TimeLayout)
+	return cursor.FormatTime(q.Since)
 }

@@ -32,7 +32,7 @@ func TestRegister(t *testing.T) {
 	c := newClient(t, registry.Config{URL: fake.Start(t)})
 	ctx := context.Background()
 
-	id, err := c.Register(ctx, "users-value", avro.Schema())
+	id, err := c.Register(ctx, "users-value", avro.UserSchema())
 	require.NoError(t, err)
 	assert.Equal(t, 0x01020304, id)
 	reqs := fake.Requests()
@@ -42,23 +42,23 @@ func TestRegister(t *testing.T) {
 	assert.Equal(t, "application/vnd.schemaregistry.v1+json", reqs[0].ContentType)
 	var body map[string]string
 	require.NoError(t, json.Unmarshal([]byte(reqs[0].Body), &body))
-	assert.Equal(t, map[string]string{"schema": avro.Schema()}, body, "body is {\"schema\": <schema as a JSON string>}")
+	assert.Equal(t, map[string]string{"schema": avro.UserSchema()}, body, "body is {\"schema\": <schema as a JSON string>}")
 
 	// Cached: no second request.
-	again, err := c.Register(ctx, "users-value", avro.Schema())
+	again, err := c.Register(ctx, "users-value", avro.UserSchema())
 	require.NoError(t, err)
 	assert.Equal(t, id, again)
 	assert.Len(t, fake.Requests(), 1)
 
 	// A new client (a restart) registering the same schema gets the same id.
 	c2 := newClient(t, registry.Config{URL: c.URL()})
-	again, err = c2.Register(ctx, "users-value", avro.Schema())
+	again, err = c2.Register(ctx, "users-value", avro.UserSchema())
 	require.NoError(t, err)
 	assert.Equal(t, id, again)
 	assert.Equal(t, []int{id}, fake.Subject("users-value"))
 
 	// Another subject, same schema: same id (ids are global to the registry).
-	other, err := c.Register(ctx, "orders-value", avro.Schema())
+	other, err := c.Register(ctx, "orders-value", avro.UserSchema())
 	require.NoError(t, err)
 	assert.Equal(t, id, other)
 }
@@ -67,7 +67,7 @@ func TestRegisterIncompatible(t *testing.T) {
 	fake := registrytest.New()
 	fake.Refuse("users-value")
 	c := newClient(t, registry.Config{URL: fake.Start(t)})
-	_, err := c.Register(context.Background(), "users-value", avro.Schema())
+	_, err := c.Register(context.Background(), "users-value", avro.UserSchema())
 	require.ErrorIs(t, err, registry.ErrIncompatible)
 	assert.Contains(t, err.Error(), `subject "users-value"`)
 	assert.Contains(t, err.Error(), "Schema being registered is incompatible")
@@ -81,15 +81,15 @@ func TestRegisterAuth(t *testing.T) {
 	url := fake.Start(t)
 	ctx := context.Background()
 
-	_, err := newClient(t, registry.Config{URL: url}).Register(ctx, "users-value", avro.Schema())
+	_, err := newClient(t, registry.Config{URL: url}).Register(ctx, "users-value", avro.UserSchema())
 	require.ErrorIs(t, err, registry.ErrUnauthorized)
 	assert.Contains(t, err.Error(), "401")
 
-	_, err = newClient(t, registry.Config{URL: url, Username: "svc", Password: "wrong-pa55"}).Register(ctx, "users-value", avro.Schema())
+	_, err = newClient(t, registry.Config{URL: url, Username: "svc", Password: "wrong-pa55"}).Register(ctx, "users-value", avro.UserSchema())
 	require.ErrorIs(t, err, registry.ErrUnauthorized)
 	assert.NotContains(t, err.Error(), "wrong-pa55")
 
-	id, err := newClient(t, registry.Config{URL: url, Username: "svc", Password: "s3cr3t-pa55"}).Register(ctx, "users-value", avro.Schema())
+	id, err := newClient(t, registry.Config{URL: url, Username: "svc", Password: "s3cr3t-pa55"}).Register(ctx, "users-value", avro.UserSchema())
 	require.NoError(t, err)
 	assert.Equal(t, 1, id)
 
@@ -97,7 +97,7 @@ func TestRegisterAuth(t *testing.T) {
 	withUser := strings.Replace(url, "http://", "http://svc:s3cr3t-pa55@", 1)
 	c := newClient(t, registry.Config{URL: withUser})
 	assert.NotContains(t, c.URL(), "s3cr3t")
-	id, err = c.Register(ctx, "users-value", avro.Schema())
+	id, err = c.Register(ctx, "users-value", avro.UserSchema())
 	require.NoError(t, err)
 	assert.Equal(t, 1, id)
 }
@@ -109,7 +109,7 @@ func TestRegisterUnreachable(t *testing.T) {
 	l.Close() // nothing listens there any more
 	url := "http://user:hidden-pw@" + addr
 	c := newClient(t, registry.Config{URL: url})
-	_, err = c.Register(context.Background(), "users-value", avro.Schema())
+	_, err = c.Register(context.Background(), "users-value", avro.UserSchema())
 	require.ErrorIs(t, err, registry.ErrUnreachable)
 	assert.Contains(t, err.Error(), "http://"+addr)
 	assert.NotContains(t, err.Error(), "hidden-pw")

@@ -51,7 +51,7 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 	pipeline := fs.String("pipeline", "users", "pipeline whose cursor to "+action)
 	var to *string
 	if action == "set" {
-		to = fs.String("to", "", "new cursor position, YYYY-MM-DDTHH:MM:SSZ (UTC, whole seconds); the next pass re-reads updatedAt >= it (required)")
+		to = fs.String("to", "", "new cursor position, an RFC 3339 time such as 2024-01-15T10:30:00Z (fractions allowed); the next pass re-reads updatedAt >= it (required)")
 	}
 	var sec kafkaSecurityFlags
 	sec.register(fs)
@@ -71,11 +71,11 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 	target := cursor.Start
 	if to != nil {
 		var err error
-		switch target, err = time.Parse(cursor.TimeLayout, *to); {
+		switch target, err = cursor.ParseTime(*to); {
 		case *to == "":
-			errs = append(errs, errors.New("--to is required: the new position, YYYY-MM-DDTHH:MM:SSZ"))
+			errs = append(errs, errors.New("--to is required: the new position, an RFC 3339 time such as 2024-01-15T10:30:00Z"))
 		case err != nil:
-			errs = append(errs, fmt.Errorf("--to %q: want YYYY-MM-DDTHH:MM:SSZ (UTC, whole seconds)", *to))
+			errs = append(errs, fmt.Errorf("--to %q: want an RFC 3339 time such as 2024-01-15T10:30:00Z (fractions allowed, for APIs with sub-second times)", *to))
 		case target.After(time.Now()):
 			errs = append(errs, fmt.Errorf("--to %s is in the future: records updated until then would never be read", *to))
 		}
@@ -100,7 +100,7 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 	found := err == nil
 	switch {
 	case errors.Is(err, cursor.ErrNotFound) && action == "show":
-		return fmt.Errorf("%w: its next pass starts from %s", err, cursor.Start.Format(cursor.TimeLayout))
+		return fmt.Errorf("%w: its next pass starts from %s", err, cursor.FormatTime(cursor.Start))
 	case err != nil && !errors.Is(err, cursor.ErrNotFound):
 		return err
 	}
@@ -129,7 +129,7 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "cursor of pipeline %q is now %s (seq %d): its next pass reads every record with updatedAt >= it\n",
-		*pipeline, target.Format(cursor.TimeLayout), next.Seq)
+		*pipeline, cursor.FormatTime(target), next.Seq)
 	return nil
 }
 

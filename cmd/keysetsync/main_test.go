@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +31,7 @@ func run(ctx context.Context, vars map[string]string, args ...string) (int, stri
 func TestSchemaPrintsTheEmbeddedSchema(t *testing.T) {
 	code, out, _ := run(t.Context(), nil, "schema")
 	require.Equal(t, 0, code)
-	assert.Equal(t, avro.Schema(), out)
+	assert.Equal(t, avro.UserSchema(), out)
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -68,6 +70,30 @@ func TestHelpListsEveryFlagWithItsEnvVar(t *testing.T) {
 					flag = "addr"
 				}
 				assert.Contains(t, stderr, "--"+flag+"  (env "+envName(flag)+", default ")
+			}
+		})
+	}
+}
+
+// TestREADMEDocumentsEveryFlag: the README is the user's reference, so every flag of every
+// command appears in it, and so does the env var of each flag of once and run (the tables).
+func TestREADMEDocumentsEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	flagLine := regexp.MustCompile(`(?m)^  --([a-z0-9-]+)  \(env (KEYSETSYNC_[A-Z0-9_]+),`)
+	for _, cmd := range [][]string{{"once"}, {"run"}, {"config"}, {"verify"}, {"cursor", "show"}, {"cursor", "set"}, {"cursor", "reset"},
+		{"tail"}, {"snapshot"}, {"playground"}, {"schema"}} {
+		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
+			code, _, stderr := run(t.Context(), nil, append(cmd, "--help")...)
+			require.Equal(t, 0, code)
+			flags := flagLine.FindAllStringSubmatch(stderr, -1)
+			require.NotEmpty(t, flags)
+			for _, f := range flags {
+				assert.Contains(t, string(readme), "`--"+f[1]+"`", "keysetsync %s --%s", strings.Join(cmd, " "), f[1])
+				if cmd[0] == "once" || cmd[0] == "run" {
+					// Flags documented as a group ("the Kafka security flags") name their env vars there.
+					assert.Contains(t, string(readme), "`"+f[2]+"`", "env var of keysetsync %s --%s", cmd[0], f[1])
+				}
 			}
 		})
 	}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/registry"
 )
 
@@ -54,7 +53,7 @@ func (r *registryFlags) validate() []error {
 // valuePrefix registers the value schema for topic and returns the Confluent frame header of
 // its id; nil without --schema-registry. Any failure ends the start (no retry): an unreachable
 // registry, refused credentials or an incompatible schema need a human.
-func (r *registryFlags) valuePrefix(ctx context.Context, topic string, log *slog.Logger) ([]byte, error) {
+func (r *registryFlags) valuePrefix(ctx context.Context, topic, schema string, log *slog.Logger) ([]byte, error) {
 	if r.url == "" || r.prefix != nil {
 		return r.prefix, nil
 	}
@@ -75,7 +74,7 @@ func (r *registryFlags) valuePrefix(ctx context.Context, topic string, log *slog
 		return nil, fmt.Errorf("%w: --schema-registry: %w", errUsage, err)
 	}
 	subject := registry.TopicSubject(topic)
-	id, err := c.Register(ctx, subject, avro.Schema())
+	id, err := c.Register(ctx, subject, schema)
 	if err != nil {
 		return nil, err // names the subject and the registry's URL
 	}

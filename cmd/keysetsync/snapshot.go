@@ -13,12 +13,8 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/internal/topic"
 )
-
-// snapshotColumns is the CSV header: the fields of a value, in schema order.
-var snapshotColumns = []string{"id", "name", "email", "address", "company", "job", "createdAt", "updatedAt"}
 
 // snapshotEntry is the latest value of one id and where it was read.
 type snapshotEntry struct {
@@ -33,7 +29,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		"or CSV with a header row. A summary goes to stderr.")
 	var rf topicReadFlags
 	rf.register(fs)
-	format := fs.String("format", "jsonl", "output format: jsonl or csv (header id,name,email,address,company,job,createdAt,updatedAt; null as an empty field)")
+	format := fs.String("format", "jsonl", "output format: jsonl or csv (a header row of the schema's top-level fields, for users id,name,email,address,company,job,createdAt,updatedAt; null as an empty field, nested values as JSON)")
 	output := fs.String("output", "", "file to write, replaced only once complete (default: stdout)")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
@@ -45,7 +41,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	codec, err := avro.NewCodec()
+	dec, err := rf.decoder()
 	if err != nil {
 		return err
 	}
@@ -80,7 +76,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		var cw *csv.Writer
 		if *format == "csv" {
 			cw = csv.NewWriter(bw)
-			if err := cw.Write(snapshotColumns); err != nil {
+			if err := cw.Write(dec.columns); err != nil {
 				return err
 			}
 		} else {
@@ -89,13 +85,15 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		}
 		for _, id := range slices.Sorted(maps.Keys(latest)) {
 			ent := latest[id]
-			u, err := codec.Decode(rf.reg.unframe(ent.value))
+			j, err := dec.decode(ent.value)
 			if err != nil {
-				return fmt.Errorf("latest value of id %q (%s/%d offset %d): %w", id, rf.topic, ent.partition, ent.offset, err)
+				return fmt.Errorf("latest value of id %q (%s/%d offset %d) as %s: %w", id, rf.topic, ent.partition, ent.offset, dec.name(), err)
 			}
-			j := newToolUser(u)
 			if cw != nil {
-				err = cw.Write([]string{j.ID, snapshotField(j.Name), snapshotField(j.Email), snapshotField(j.Address), snapshotField(j.Company), snapshotField(j.Job), snapshotField(j.CreatedAt), j.UpdatedAt})
+				var row []string
+				if row, err = dec.row(j); err == nil {
+					err = cw.Write(row)
+				}
 			} else {
 				err = enc.Encode(j)
 			}
@@ -124,13 +122,6 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stderr, "snapshot: topic=%s messages=%d tombstones=%d unkeyed=%d ids=%d format=%s output=%s\n",
 		rf.topic, messages, tombstones, unkeyed, len(latest), *format, dest)
 	return nil
-}
-
-func snapshotField(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // writeFileAtomic writes name through a temporary file in the same directory, renamed over name

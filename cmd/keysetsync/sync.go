@@ -20,8 +20,7 @@ import (
 
 // syncFlags are the settings shared by once and run.
 type syncFlags struct {
-	apiURL         string
-	apiTimeout     time.Duration
+	source         sourceFlags
 	apiMaxAttempts int
 	brokers        string
 	topic          string
@@ -40,17 +39,15 @@ type syncFlags struct {
 	maxRecordBytes int
 	maxFuture      time.Duration
 	topicConfigs   topic.ConfigFlag
-	deletedField   string
+	progress       time.Duration
 	logFlags
 	metrics  metricsFlags
 	kafkaSec kafkaSecurityFlags
-	apiAuth  apiAuthFlags
 	registry registryFlags
 }
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.apiURL, "api-url", "http://127.0.0.1:5001/pagination/keyset", "keyset endpoint of the source API")
-	fs.DurationVar(&f.apiTimeout, "api-timeout", 30*time.Second, "timeout of one API request, body included")
+	f.source.register(fs)
 	fs.IntVar(&f.apiMaxAttempts, "api-max-attempts", 6, "attempts per page on 5xx, 429, timeouts and connection errors (exponential backoff with jitter; Retry-After honoured)")
 	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	fs.StringVar(&f.topic, "topic", "users", "data topic: one Avro message per new or updated record, keyed by id")
@@ -69,11 +66,10 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", 1_000_000, "largest Avro value accepted; a larger record is invalid (it would fail the produce)")
 	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
 	fs.Var(&f.topicConfigs, "topic-config", "topic-level config name=value of the data topic when keysetsync creates it, e.g. cleanup.policy=compact (repeatable; comma-separated in the env var and config file); an existing topic is not altered, a differing value is logged as a warning")
-	fs.StringVar(&f.deletedField, "deleted-field", "", "record field that marks a delete (true, or a non-empty string such as a deletedAt time): such a record is written as a tombstone (key = id, null value) instead of an Avro value")
+	fs.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a pass logs a progress line: records/s and, with --api-total-path, the records that remain and an estimated time left (0: never)")
 	f.logFlags.register(fs)
 	f.metrics.register(fs)
 	f.kafkaSec.register(fs)
-	f.apiAuth.register(fs)
 	f.registry.register(fs)
 }
 
@@ -106,14 +102,14 @@ func (f *syncFlags) validate() error {
 	if f.lookback < 0 || f.maxFuture < 0 || f.maxRecordBytes < 0 {
 		errs = append(errs, errors.New("--lookback, --max-future and --max-record-bytes must not be negative"))
 	}
-	if f.retryTimeout < 0 || f.kafkaWait < 0 {
-		errs = append(errs, errors.New("--retry-timeout and --kafka-wait must not be negative"))
+	if f.retryTimeout < 0 || f.kafkaWait < 0 || f.progress < 0 {
+		errs = append(errs, errors.New("--retry-timeout, --kafka-wait and --progress-interval must not be negative"))
 	}
 	if f.replication == 0 || f.replication < -1 {
 		errs = append(errs, fmt.Errorf("--topic-replication-factor %d: must be positive or -1", f.replication))
 	}
 	errs = append(errs, f.kafkaSec.validate()...)
-	errs = append(errs, f.apiAuth.validate()...)
+	errs = append(errs, f.source.validate()...)
 	errs = append(errs, f.registry.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -153,7 +149,11 @@ func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipelin
 }
 
 func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs producer.Observer) (*pipeline, error) {
-	valuePrefix, err := f.registry.valuePrefix(ctx, f.topic, log) // nil: plain Avro
+	schemaText, err := f.source.schemaText()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	valuePrefix, err := f.registry.valuePrefix(ctx, f.topic, schemaText, log) // nil: plain Avro
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 	if info.Created {
 		log.Info("created data topic", "topic", f.topic, "partitions", len(info.Partitions), "configs", f.topicConfigs.String())
 	}
-	for _, w := range info.Check(f.topic, f.topicConfigs, f.deletedField != "") {
+	for _, w := range info.Check(f.topic, f.topicConfigs, len(f.source.deletedField) > 0) {
 		log.Warn(w.Msg, w.Attrs...)
 	}
 	dlq := ""
@@ -196,22 +196,24 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 		closeAll()
 		return nil, err
 	}
-	httpClient, err := f.apiAuth.client(f.apiURL, f.apiTimeout)
+	src, err := f.source.newSource(f.apiMaxAttempts, log)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	src, err := producer.NewSource(producer.SourceConfig{URL: f.apiURL, Client: httpClient, Timeout: f.apiTimeout, MaxAttempts: f.apiMaxAttempts, Logger: log})
+	walk, err := f.source.walkOptions()
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
+	walk.Lookback, walk.MaxRecordBytes, walk.MaxFuture = f.lookback, f.maxRecordBytes, f.maxFuture
 	s, err := producer.New(producer.Config{
 		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
-		Walk:         producer.WalkOptions{Lookback: f.lookback, MaxRecordBytes: f.maxRecordBytes, MaxFuture: f.maxFuture, DeletedField: f.deletedField},
+		Walk:         walk,
 		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
 		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
-		Observer: obs,
+		ProgressInterval: f.progress,
+		Observer:         obs,
 	})
 	if err != nil {
 		store.Close()

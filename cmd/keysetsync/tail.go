@@ -74,17 +74,22 @@ type topicReadFlags struct {
 	brokers, topic string
 	sec            kafkaSecurityFlags
 	reg            registryFlags
+	source         sourceFlags // only its --schema
 }
 
 func (f *topicReadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	fs.StringVar(&f.topic, "topic", "users", "data topic to read")
+	fs.StringVar(&f.source.schemaFile, "schema", "", "Avro schema file (.avsc) the values were written with, as given to once/run (default: the built-in users schema)")
 	f.sec.register(fs)
 	f.reg.registerRead(fs)
 }
 
 func (f *topicReadFlags) validate() []error {
 	errs := append(f.sec.validate(), f.reg.validate()...)
+	if _, err := f.source.schema(); err != nil {
+		errs = append(errs, err)
+	}
 	if f.topic == "" {
 		errs = append(errs, errors.New("--topic is empty"))
 	}
@@ -92,6 +97,15 @@ func (f *topicReadFlags) validate() []error {
 		errs = append(errs, errors.New("--brokers is empty"))
 	}
 	return errs
+}
+
+// decoder decodes the topic's values as the flags say they were written.
+func (f *topicReadFlags) decoder() (*valueDecoder, error) {
+	s, err := f.source.schema()
+	if err != nil {
+		return nil, err
+	}
+	return newValueDecoder(s, &f.reg)
 }
 
 // client is a kafka-go client for the read-only tools; close releases its connections.
@@ -136,7 +150,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 
-	codec, err := avro.NewCodec()
+	dec, err := rf.decoder()
 	if err != nil {
 		return err
 	}
@@ -183,7 +197,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	// This line also tells scripts (and tests) that the start offsets are fixed.
 	fmt.Fprintf(e.stderr, "tail: topic %q from %s (partition:offset %s), %s\n", rf.topic, where, strings.Join(offs, " "), mode)
 
-	t := &tailer{client: client, codec: codec, reg: &rf.reg, topic: rf.topic, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
+	t := &tailer{client: client, dec: dec, topic: rf.topic, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t.stop = cancel
@@ -270,8 +284,7 @@ func tailStart(ctx context.Context, c *kafka.Client, name string, parts []int, f
 // tailer prints the messages of one topic; one goroutine per partition shares it.
 type tailer struct {
 	client *kafka.Client
-	codec  *avro.Codec
-	reg    *registryFlags // with --schema-registry, values lose their Confluent frame
+	dec    *valueDecoder
 	topic  string
 	key    string
 	max    int // 0: no limit
@@ -403,9 +416,9 @@ func (t *tailer) decode(rr kafka.RecordReader, p int, offset int64) ([][]byte, i
 		}
 		if v == nil {
 			line.Value = json.RawMessage("null")
-		} else if u, err := t.codec.Decode(t.reg.unframe(v)); err != nil {
-			line.Error = fmt.Sprintf("value of %d bytes does not decode as %s: %v", len(v), "io.keysetsync.User", err)
-		} else if line.Value, err = json.Marshal(newToolUser(u)); err != nil {
+		} else if u, err := t.dec.decode(v); err != nil {
+			line.Error = fmt.Sprintf("value of %d bytes does not decode as %s: %v", len(v), t.dec.name(), err)
+		} else if line.Value, err = json.Marshal(u); err != nil {
 			return lines, next, fmt.Errorf("encode value at %s/%d offset %d: %w", t.topic, p, r.Offset, err)
 		}
 		b, err := json.Marshal(line)

@@ -467,7 +467,7 @@ func TestToolsOnValuesThatDoNotDecode(t *testing.T) {
 		// The snapshot cannot invent the state of an id whose latest value is unreadable.
 		code, _, stderr = run(t.Context(), vars, "snapshot")
 		assert.Equal(t, 1, code)
-		assert.Contains(t, stderr, `latest value of id "bad" (`+topic+`/0 offset 1): decode user`)
+		assert.Contains(t, stderr, `latest value of id "bad" (`+topic+`/0 offset 1) as io.keysetsync.User: decode user`)
 	})
 }
 
@@ -617,7 +617,7 @@ func TestToolsUsageErrors(t *testing.T) {
 		{"cursor unknown action", nil, []string{"cursor", "rewind"}, 2, `unknown action "rewind"`},
 		{"cursor help", nil, []string{"cursor", "--help"}, 0, "Usage: keysetsync cursor <action>"},
 		{"set without --to", nil, []string{"cursor", "set"}, 2, "--to is required"},
-		{"set with a bad --to", nil, []string{"cursor", "set", "--to", "2024-01-01 10:00"}, 2, `--to "2024-01-01 10:00": want YYYY-MM-DDTHH:MM:SSZ`},
+		{"set with a bad --to", nil, []string{"cursor", "set", "--to", "2024-01-01 10:00"}, 2, `--to "2024-01-01 10:00": want an RFC 3339 time`},
 		{"set with a bad --to from env", map[string]string{"KEYSETSYNC_TO": "yesterday"}, []string{"cursor", "set"}, 2, `--to "yesterday"`},
 		{"set into the future", nil, []string{"cursor", "set", "--to", "2999-01-01T00:00:00Z"}, 2, "is in the future"},
 		{"show does not take --to", nil, []string{"cursor", "show", "--to", "2024-01-01T00:00:00Z"}, 2, "flag provided but not defined: -to"},

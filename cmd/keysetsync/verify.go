@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"time"
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
@@ -20,24 +19,21 @@ var errVerify = errors.New("topic does not match the API")
 
 func runVerify(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "verify", "Compare the data topic's latest value per id with the API's current state, read in full\nthrough the keyset endpoint. Prints missing, stale and extra ids; exit status 1 if any id is\nmissing or stale.")
-	apiURL := fs.String("api-url", "http://127.0.0.1:5001/pagination/keyset", "keyset endpoint of the source API")
+	var source sourceFlags
+	source.register(fs)
 	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	topicName := fs.String("topic", "users", "data topic to verify")
-	apiTimeout := fs.Duration("api-timeout", 30*time.Second, "timeout of one API request")
 	examples := fs.Int("max-examples", 10, "ids printed per kind of difference")
-	deletedField := fs.String("deleted-field", "", "as for once/run: a record with this field set is a delete, expected as a tombstone (absent from the topic's latest state)")
 	var lf logFlags
 	lf.register(fs)
 	var sec kafkaSecurityFlags
 	sec.register(fs)
-	var auth apiAuthFlags
-	auth.register(fs)
 	var reg registryFlags
 	reg.registerRead(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(append(append(sec.validate(), auth.validate()...), reg.validate()...)...); err != nil {
+	if err := errors.Join(append(append(sec.validate(), source.validate()...), reg.validate()...)...); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	log, err := lf.logger(e)
@@ -48,11 +44,11 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	httpClient, err := auth.client(*apiURL, *apiTimeout)
+	src, err := source.newSource(0, log)
 	if err != nil {
 		return err
 	}
-	src, err := producer.NewSource(producer.SourceConfig{URL: *apiURL, Client: httpClient, Timeout: *apiTimeout, Logger: log})
+	walk, err := source.walkOptions()
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -80,11 +76,11 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("read topic %q: %w", *topicName, err)
 	}
 	inAPI := map[string]producer.Record{}
-	w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{DeletedField: *deletedField}, log)
+	w := producer.NewWalker(src, codec, cursor.Cursor{}, walk, log)
 	for {
 		recs, err := w.Next(ctx)
 		for _, r := range recs {
-			inAPI[r.User.ID] = r
+			inAPI[r.ID] = r
 		}
 		if errors.Is(err, io.EOF) {
 			break

@@ -1,0 +1,365 @@
+package producer_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/producer"
+)
+
+func TestTimeFormats(t *testing.T) {
+	at := time.Date(2024, 3, 1, 12, 30, 45, 123_000_000, time.UTC)
+	whole := at.Truncate(time.Second)
+	cases := []struct {
+		format  producer.TimeFormat
+		in      any
+		want    time.Time
+		wantErr string
+	}{
+		{producer.TimeSeconds, "2024-03-01T12:30:45Z", whole, ""},
+		{producer.TimeSeconds, "2024-03-01T12:30:45.123Z", time.Time{}, "YYYY-MM-DDTHH:MM:SSZ"},
+		{producer.TimeSeconds, json.Number("1709296245"), time.Time{}, "got number 1709296245, want a string"},
+		{producer.TimeRFC3339, "2024-03-01T12:30:45.123Z", at, ""},
+		{producer.TimeRFC3339, "2024-03-01T14:30:45.123+02:00", at, ""},
+		{producer.TimeRFC3339, "2024-03-01T12:30:45Z", whole, ""},
+		{producer.TimeRFC3339, "2024-03-01 12:30:45", time.Time{}, "not an RFC 3339 time"},
+		{producer.TimeRFC3339, true, time.Time{}, "got boolean true"},
+		{producer.TimeEpochSeconds, json.Number("1709296245"), whole, ""},
+		{producer.TimeEpochSeconds, "1709296245", whole, ""},
+		{producer.TimeEpochSeconds, json.Number("1709296245.5"), time.Time{}, "not a non-negative integer of seconds"},
+		{producer.TimeEpochMillis, json.Number("1709296245123"), at, ""},
+		{producer.TimeEpochMillis, json.Number("-5"), time.Time{}, "not a non-negative integer of milliseconds"},
+		{producer.TimeEpochMillis, map[string]any{}, time.Time{}, "got an object"},
+	}
+	for _, c := range cases {
+		t.Run(string(c.format)+" "+describe(c.in), func(t *testing.T) {
+			got, err := c.format.Parse(c.in)
+			if c.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), c.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.True(t, c.want.Equal(got), "got %v, want %v", got, c.want)
+			assert.Equal(t, time.UTC, got.Location())
+			// What is sent back in the since parameter reads as the same time.
+			back, err := c.format.Parse(sinceValue(c.format, got))
+			require.NoError(t, err)
+			assert.True(t, got.Equal(back), "%s: %v formats as %q, which parses as %v", c.format, got, c.format.Format(got), back)
+		})
+	}
+	_, err := producer.ParseTimeFormat("iso8601")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "want seconds, rfc3339, epoch_s or epoch_ms")
+}
+
+// sinceValue is the since parameter for t as a JSON value of the API's kind.
+func sinceValue(f producer.TimeFormat, t time.Time) any {
+	s := f.Format(t)
+	if f == producer.TimeEpochSeconds || f == producer.TimeEpochMillis {
+		return json.Number(s)
+	}
+	return s
+}
+
+func describe(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestParsePath(t *testing.T) {
+	cases := []struct {
+		in   string
+		want producer.Path
+		err  bool
+	}{
+		{"data", producer.Path{"data"}, false},
+		{"$.result.orders", producer.Path{"result", "orders"}, false},
+		{"meta.modified", producer.Path{"meta", "modified"}, false},
+		{"", nil, false},
+		{"a..b", nil, true},
+		{"a.", nil, true},
+	}
+	for _, c := range cases {
+		got, err := producer.ParsePath(c.in)
+		if c.err {
+			assert.Error(t, err, c.in)
+			continue
+		}
+		require.NoError(t, err, c.in)
+		assert.Equal(t, c.want, got, c.in)
+	}
+}
+
+func TestContractValidate(t *testing.T) {
+	ok := producer.DefaultContract()
+	require.NoError(t, ok.Validate())
+	cases := []struct {
+		name   string
+		change func(*producer.Contract)
+		want   []string
+	}{
+		{"no since param", func(c *producer.Contract) { c.SinceParam = "" }, []string{"since param is empty"}},
+		{"same param twice", func(c *producer.Contract) { c.AfterIDParam = "updated_since" }, []string{`since param and after-id param are both "updated_since"`}},
+		{"page size without param", func(c *producer.Contract) { c.PageSize = 100 }, []string{"set both or neither"}},
+		{"no records path", func(c *producer.Contract) { c.RecordsPath = nil }, []string{"records path is empty"}},
+		{"bad time format and no id path", func(c *producer.Contract) { c.TimeFormat = "iso"; c.IDPath = nil }, []string{"id path is empty", `time format "iso"`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			k := producer.DefaultContract()
+			c.change(&k)
+			err := k.Validate()
+			require.Error(t, err)
+			for _, w := range c.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			_, err = producer.NewSource(producer.SourceConfig{URL: "http://127.0.0.1:1/x", Contract: k})
+			require.ErrorIs(t, err, producer.ErrConfig)
+		})
+	}
+}
+
+// ordersContract is the contract of a nested API with epoch-millisecond times, numeric ids and
+// a compound keyset, as the scripted answers below are written.
+func ordersContract() producer.Contract {
+	return producer.Contract{
+		SinceParam: "modified_since", TokenParam: "cursor", AfterIDParam: "after_id",
+		PageSizeParam: "limit", PageSize: 2,
+		RecordsPath: producer.Path{"result", "orders"}, NextPath: producer.Path{"paging", "more"},
+		TotalPath: producer.Path{"paging", "total"}, IDPath: producer.Path{"order_id"},
+		UpdatedAtPath: producer.Path{"meta", "modified"}, TimeFormat: producer.TimeEpochMillis,
+	}
+}
+
+const orderSchema = `{"type": "record", "name": "Order", "fields": [
+	{"name": "order_id", "type": "long"},
+	{"name": "meta", "type": {"type": "record", "name": "Meta", "fields": [
+		{"name": "modified", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}},
+	{"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["open", "paid"]}},
+	{"name": "channel", "type": "string", "default": "web"}]}`
+
+// TestContractRequestsAndAnswers drives a Walker over scripted answers of another shape and
+// checks every request it sends and what it makes of every answer.
+func TestContractRequestsAndAnswers(t *testing.T) {
+	schema, err := avro.ParseSchema(orderSchema)
+	require.NoError(t, err)
+	page1 := `{"result": {"orders": [
+		{"order_id": 7, "meta": {"modified": 1709296245123}, "status": "open"},
+		{"order_id": 9, "meta": {"modified": 1709296245123}, "status": "paid"}]},
+		"paging": {"more": true, "total": 5}}`
+	page2 := `{"result": {"orders": [
+		{"order_id": 11, "meta": {"modified": 1709296245123}, "status": "open", "channel": "app"},
+		{"order_id": 3, "meta": {"modified": 1709296246000}, "status": "open"}]},
+		"paging": {"more": true, "total": 3}}`
+	page3 := `{"result": {"orders": [{"order_id": "12", "meta": {"modified": "1709296247000"}, "status": "paid"}]}, "paging": {"more": false, "total": 1}}`
+	api := &scripted{answers: []answer{{200, page1, nil}, {200, page2, nil}, {200, page3, nil}}}
+	src := newContractSource(t, api, ordersContract())
+	codec, err := avro.NewCodec()
+	require.NoError(t, err)
+	w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{Schema: schema, Now: fixedNow}, nil)
+
+	var ids []string
+	var remaining []int64
+	for {
+		recs, err := w.Next(context.Background())
+		for _, r := range recs {
+			ids = append(ids, r.ID)
+			native, derr := schema.Decode(r.Value)
+			require.NoError(t, derr)
+			assert.EqualValues(t, r.ID, toString(native["order_id"]), "the key is the id")
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		if n, ok := w.Remaining(); ok {
+			remaining = append(remaining, n)
+		}
+	}
+	assert.Equal(t, []string{"7", "9", "11", "3", "12"}, ids)
+	assert.Equal(t, []int64{3, 1, 0}, remaining, "the API's total less the page, after each page")
+
+	reqs := api.requests()
+	require.Len(t, reqs, 3)
+	want := []url.Values{
+		{"modified_since": {"0"}, "limit": {"2"}, "tenant": {"acme"}},
+		{"modified_since": {"1709296245123"}, "after_id": {"9"}, "limit": {"2"}, "tenant": {"acme"}},
+		{"modified_since": {"1709296246000"}, "after_id": {"3"}, "limit": {"2"}, "tenant": {"acme"}},
+	}
+	for i, q := range reqs {
+		got, err := url.ParseQuery(q)
+		require.NoError(t, err)
+		assert.Equal(t, want[i], got, "request %d", i+1)
+	}
+	pos := w.Position()
+	assert.Equal(t, "2024-03-01T12:30:47Z", cursor.FormatTime(pos.LastUpdatedAt))
+	assert.Equal(t, []string{"12"}, keys(pos.Delivered))
+}
+
+func toString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func fixedNow() time.Time { return time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC) }
+
+func newContractSource(t *testing.T, api *scripted, c producer.Contract) *producer.Source {
+	t.Helper()
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	src, err := producer.NewSource(producer.SourceConfig{URL: srv.URL + "/v2/orders?tenant=acme", Contract: c, MaxAttempts: 1})
+	require.NoError(t, err)
+	return src
+}
+
+// TestContractBadAnswers: an answer or a record that does not fit the contract is an error
+// naming the page, the record and the path; nothing after it is returned.
+func TestContractBadAnswers(t *testing.T) {
+	schema, err := avro.ParseSchema(orderSchema)
+	require.NoError(t, err)
+	cases := []struct {
+		name  string
+		body  string
+		field string   // RecordError.Field; "" for a page error
+		want  []string // in the error text
+	}{
+		{"records path missing", `{"result": {}}`, "", []string{"page 1", `no "result.orders" array`}},
+		{"records not an array", `{"result": {"orders": {"a": 1}}}`, "", []string{`"result.orders" is not an array`}},
+		{"parent not an object", `{"result": [1]}`, "", []string{`"result" is not an object`}},
+		{"next token an object", `{"result": {"orders": []}, "paging": {"more": {"x": 1}}}`, "", []string{`next token at "paging.more"`}},
+		{"id missing", `{"result": {"orders": [{"meta": {"modified": 1}}]}}`, "order_id", []string{"page 1", "record 0", "missing or null"}},
+		{"id fraction", `{"result": {"orders": [{"order_id": 1.5, "meta": {"modified": 1}}]}}`, "order_id", []string{"want a string or an integer"}},
+		{"time wrong type", `{"result": {"orders": [{"order_id": 1, "meta": {"modified": true}}]}}`, "meta.modified", []string{"got boolean true"}},
+		{"enum symbol", `{"result": {"orders": [{"order_id": 1, "meta": {"modified": 1}, "status": "lost"}]}}`, "status", []string{"lost"}},
+		{"record not an object", `{"result": {"orders": [42]}}`, "", []string{"record 0", "want a JSON object"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			api := &scripted{answers: []answer{{200, c.body, nil}}}
+			src := newContractSource(t, api, ordersContract())
+			codec, err := avro.NewCodec()
+			require.NoError(t, err)
+			w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{Schema: schema, Now: fixedNow}, nil)
+			recs, err := w.Next(context.Background())
+			require.Error(t, err)
+			assert.Empty(t, recs)
+			for _, s := range c.want {
+				assert.Contains(t, err.Error(), s)
+			}
+			var re *producer.RecordError
+			if c.field != "" {
+				require.ErrorAs(t, err, &re)
+				assert.Equal(t, c.field, re.Field)
+				assert.Equal(t, 1, re.Page)
+			}
+			assert.True(t, w.Position().LastUpdatedAt.Equal(cursor.Start), "the position did not move")
+		})
+	}
+}
+
+// TestContractNextToken: the forms of the next token, and a full page of one time that the API
+// gives no way to page through.
+func TestContractNextToken(t *testing.T) {
+	rec := func(id int, ms int64) string {
+		b, _ := json.Marshal(map[string]any{"order_id": id, "meta": map[string]any{"modified": ms}, "status": "open"})
+		return string(b)
+	}
+	page := func(next string, recs ...string) answer {
+		body := `{"result": {"orders": [`
+		for i, r := range recs {
+			if i > 0 {
+				body += ","
+			}
+			body += r
+		}
+		return answer{200, body + `]}, "paging": {"more": ` + next + `}}`, nil}
+	}
+	schema, err := avro.ParseSchema(orderSchema)
+	require.NoError(t, err)
+	cases := []struct {
+		name     string
+		afterID  bool
+		answers  []answer
+		requests []string // the token or since/after_id of each request after the first
+		ids      int
+		wantErr  string
+	}{
+		{"string token after an empty page", false, []answer{page(`"tok-1"`), page(`null`, rec(1, 5))}, []string{"cursor=tok-1"}, 1, ""},
+		{"number token", false, []answer{page(`42`), page(`""`, rec(1, 5))}, []string{"cursor=42"}, 1, ""},
+		{"false ends", true, []answer{page(`false`, rec(1, 5), rec(2, 6))}, nil, 2, ""},
+		{"tie without a token or after-id", false, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(1, 5), rec(2, 5))}, []string{"modified_since=5"}, 2,
+			"configure its after-id parameter"},
+		{"tie paged by after-id", true, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(3, 5), rec(4, 5)), page(`false`, rec(5, 5))},
+			[]string{"after_id=2&modified_since=5", "after_id=4&modified_since=5"}, 5, ""},
+		{"after-id ignored by the API", true, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(1, 5), rec(2, 5))},
+			[]string{"after_id=2&modified_since=5", "after_id=2&modified_since=5", "after_id=2&modified_since=5"}, 2, "brought nothing new"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			k := ordersContract()
+			k.PageSizeParam, k.PageSize, k.TotalPath = "", 0, nil
+			if !c.afterID {
+				k.AfterIDParam = ""
+			}
+			api := &scripted{answers: c.answers}
+			src := newContractSource(t, api, k)
+			codec, err := avro.NewCodec()
+			require.NoError(t, err)
+			w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{Schema: schema, Now: fixedNow}, nil)
+			ids := 0
+			for {
+				recs, err := w.Next(context.Background())
+				ids += len(recs)
+				if errors.Is(err, io.EOF) {
+					require.Empty(t, c.wantErr)
+					break
+				}
+				if c.wantErr != "" && err != nil {
+					assert.ErrorIs(t, err, producer.ErrNoProgress)
+					assert.Contains(t, err.Error(), c.wantErr)
+					break
+				}
+				require.NoError(t, err)
+			}
+			assert.Equal(t, c.ids, ids)
+			reqs := api.requests()[1:]
+			for i := range reqs {
+				reqs[i] = stripTenant(reqs[i])
+			}
+			assert.Equal(t, c.requests, nilIfEmpty(reqs))
+		})
+	}
+}
+
+func stripTenant(q string) string {
+	v, _ := url.ParseQuery(q)
+	v.Del("tenant")
+	return v.Encode()
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
