@@ -87,6 +87,8 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 		{"invalid records", func(o producer.Observer) { o.InvalidRecord(); o.InvalidRecord() }, "keysetsync_invalid_records_total", nil, 2},
 		{"late records", func(o producer.Observer) { o.LateRecord(); o.LateRecord(); o.LateRecord() }, "keysetsync_late_records_total", nil, 3},
 		{"skipped records", func(o producer.Observer) { o.Skipped(20); o.Skipped(5) }, "keysetsync_records_skipped_total", nil, 25},
+		{"remaining unknown until the API says", func(producer.Observer) {}, "keysetsync_records_remaining", nil, -1},
+		{"remaining is the latest count", func(o producer.Observer) { o.RecordsRemaining(900); o.RecordsRemaining(850) }, "keysetsync_records_remaining", nil, 850},
 		{"passes ok", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_passes_total", []string{"result", "ok"}, 2},
 		{"passes failed", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")) }, "keysetsync_passes_total", []string{"result", "failed"}, 1},
 	}
@@ -124,7 +126,7 @@ func TestEveryMetricIsNamedAndLabelled(t *testing.T) {
 		"pages_fetched_total", "records_fetched_total", "records_produced_total", "dead_letters_total",
 		"produce_errors_total", "api_errors_total", "api_retries_total", "batch_ack_seconds", "cursor_commit_seconds",
 		"page_fetch_seconds", "cursor_timestamp_seconds", "cursor_lag_seconds", "tie_overflows_total",
-		"invalid_records_total", "late_records_total", "records_skipped_total", "passes_total",
+		"invalid_records_total", "late_records_total", "records_skipped_total", "passes_total", "records_remaining",
 	}
 	for i := range want {
 		want[i] = "keysetsync_" + want[i]

@@ -127,7 +127,8 @@ func (c Contract) query(base url.Values, q Query) url.Values {
 
 // splitPage finds the records, the next token and the total of an answer.
 func (c Contract) splitPage(body []byte) (records []json.RawMessage, next *string, more bool, total *int64, err error) {
-	raw, ok, err := c.RecordsPath.find(body)
+	env := &envelope{body: body}
+	raw, ok, err := env.find(c.RecordsPath)
 	if err != nil {
 		return nil, nil, false, nil, fmt.Errorf("body is not a page with records at %q: %w", c.RecordsPath, err)
 	}
@@ -140,11 +141,11 @@ func (c Contract) splitPage(body []byte) (records []json.RawMessage, next *strin
 	if records == nil {
 		records = []json.RawMessage{}
 	}
-	if next, more, err = c.nextToken(body); err != nil {
+	if next, more, err = c.nextToken(env); err != nil {
 		return nil, nil, false, nil, err
 	}
 	if len(c.TotalPath) > 0 {
-		if raw, ok, _ := c.TotalPath.find(body); ok {
+		if raw, ok, _ := env.find(c.TotalPath); ok {
 			// An unreadable total only costs the estimate; it never fails the page.
 			var n int64
 			if json.Unmarshal(raw, &n) == nil && n >= 0 {
@@ -157,8 +158,8 @@ func (c Contract) splitPage(body []byte) (records []json.RawMessage, next *strin
 
 // nextToken reads the next token: a string or a number is a token, true is "more, without a
 // token", and null, "", false or no such field end the pass.
-func (c Contract) nextToken(body []byte) (next *string, more bool, err error) {
-	raw, ok, err := c.NextPath.find(body)
+func (c Contract) nextToken(env *envelope) (next *string, more bool, err error) {
+	raw, ok, err := env.find(c.NextPath)
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -348,23 +349,36 @@ func (p *Path) Set(s string) error {
 	return nil
 }
 
-// find returns the raw JSON at p in body, descending one object at a time: only the parts on
-// the path are decoded.
-func (p Path) find(body []byte) (json.RawMessage, bool, error) {
-	cur := json.RawMessage(body)
+// envelope is an answer whose objects are decoded as the contract's paths need them, each at
+// most once: decoding the body is most of the cost of a page, and the records, next-token and
+// total paths usually share their first steps.
+type envelope struct {
+	body []byte
+	objs map[string]map[string]json.RawMessage // by the path that leads to them ("" = the body)
+}
+
+// find returns the raw JSON at p, descending one object at a time: only the objects on the
+// path are decoded.
+func (e *envelope) find(p Path) (json.RawMessage, bool, error) {
+	if e.objs == nil {
+		e.objs = map[string]map[string]json.RawMessage{}
+	}
+	cur, at := json.RawMessage(e.body), ""
 	for i, k := range p {
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(cur, &obj); err != nil {
-			if i == 0 {
-				return nil, false, fmt.Errorf("not a JSON object: %w", err)
-			}
-			return nil, false, fmt.Errorf("%q is not an object", p[:i])
-		}
-		v, ok := obj[k]
+		obj, ok := e.objs[at]
 		if !ok {
+			if err := json.Unmarshal(cur, &obj); err != nil {
+				if i == 0 {
+					return nil, false, fmt.Errorf("not a JSON object: %w", err)
+				}
+				return nil, false, fmt.Errorf("%q is not an object", p[:i])
+			}
+			e.objs[at] = obj
+		}
+		if cur, ok = obj[k]; !ok {
 			return nil, false, nil
 		}
-		cur = v
+		at += "." + k
 	}
 	return cur, true, nil
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/shapetest"
+	"github.com/keysetsync/keysetsync/registry"
+	"github.com/keysetsync/keysetsync/registry/registrytest"
 )
 
 // shapeFixture is the orders API of internal/shapetest (nested records, numeric ids, a compound
@@ -267,4 +269,42 @@ func TestCustomSchemaErrorsAreClear(t *testing.T) {
 	code, _, stderr = f.run(t, "once")
 	assert.Equal(t, 2, code, stderr)
 	assert.Contains(t, stderr, "nope")
+}
+
+// TestCustomSchemaWithSchemaRegistry: with --schema and --schema-registry, the custom schema is
+// the one registered under <topic>-value, every value is framed with its id, and the tools read
+// the framed values back with the same flags.
+func TestCustomSchemaWithSchemaRegistry(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		f := newShapeFixture(t, tg, shapetest.Config{Records: 80, PageSize: 25, TieWidth: 3, Seed: 11}, true)
+		fake := registrytest.New()
+		f.vars["KEYSETSYNC_SCHEMA_REGISTRY"] = fake.Start(t)
+		code, _, stderr := f.run(t, "once")
+		require.Equal(t, 0, code, stderr)
+		ids := fake.Subject(f.topic + "-value")
+		require.Len(t, ids, 1)
+		var registered []string
+		for _, r := range fake.Requests() {
+			var body struct{ Schema string }
+			if json.Unmarshal([]byte(r.Body), &body) == nil && body.Schema != "" {
+				registered = append(registered, body.Schema)
+			}
+		}
+		require.NotEmpty(t, registered)
+		assert.Equal(t, shapetest.Schema(), registered[0], "the --schema file, as written, is registered")
+
+		msgs := kafkatest.ReadAll(t, tg, f.topic)
+		require.Len(t, msgs, 80)
+		for _, m := range msgs {
+			require.Equal(t, registry.Header(ids[0]), m.Value[:5], "order %s: magic byte and schema id", m.Key)
+			_, err := f.schema.JSON(m.Value[5:])
+			require.NoError(t, err)
+		}
+		code, stdout, stderr := f.run(t, "verify")
+		require.Equal(t, 0, code, stdout+stderr)
+		assert.Contains(t, stdout, "missing=0 stale=0 extra=0")
+		code, stdout, stderr = f.run(t, "snapshot")
+		require.Equal(t, 0, code, stderr)
+		assert.Len(t, strings.Split(strings.TrimSpace(stdout), "\n"), 80)
+	})
 }
