@@ -3,11 +3,13 @@ package producer_test
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/producer"
 )
 
@@ -55,6 +57,41 @@ func FuzzPage(f *testing.F) {
 			back, err := codec.Decode(b)
 			require.NoError(t, err)
 			require.Equal(t, u, back)
+		}
+	})
+}
+
+// FuzzContractPage feeds arbitrary bodies through another contract (nested paths, a has_more
+// flag, epoch-millisecond times, integer ids) and a custom schema: no input may panic, every
+// error must be one of the package's kinds, and every accepted record must decode under the
+// schema with its id as key. Seeds: testdata/fuzz/FuzzContractPage.
+func FuzzContractPage(f *testing.F) {
+	f.Add([]byte(`{"result": {"orders": [{"order_id": 7, "meta": {"modified": 1709296245123}, "status": "open"}]}, "paging": {"more": true, "total": 5}}`))
+	f.Add([]byte(`{"result": {"orders": [{"order_id": "12", "meta": {"modified": "1709296247000"}, "status": "paid", "channel": 5}]}, "paging": {"more": "tok"}}`))
+	f.Add([]byte(`{"result": {"orders": [{"order_id": 1.5}, {"meta": []}, 3]}, "paging": []}`))
+	f.Add([]byte(`{"result": []}`))
+	schema, err := avro.ParseSchema(orderSchema)
+	require.NoError(f, err)
+	codec, err := avro.NewCodec()
+	require.NoError(f, err)
+	contract := ordersContract()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		src, err := producer.NewSource(producer.SourceConfig{URL: "http://127.0.0.1:1/k", Contract: contract, MaxAttempts: 1,
+			Client: &http.Client{Transport: staticTransport{body}}})
+		require.NoError(t, err)
+		w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{Schema: schema, SkipInvalid: true, Now: fixedNow}, nil)
+		recs, err := w.Next(t.Context())
+		if err != nil && !errors.Is(err, producer.ErrBadPage) && !errors.Is(err, producer.ErrInvalidRecord) && !errors.Is(err, producer.ErrNoProgress) {
+			t.Fatalf("error of an unexpected kind: %v", err)
+		}
+		for _, r := range recs {
+			if r.Invalid != nil {
+				require.ErrorIs(t, r.Invalid, producer.ErrInvalidRecord)
+				continue
+			}
+			v, err := schema.Decode(r.Value)
+			require.NoError(t, err)
+			require.Equal(t, r.ID, strings.Trim(toString(v["order_id"]), `"`))
 		}
 	})
 }
