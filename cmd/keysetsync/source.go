@@ -57,15 +57,12 @@ func (f *sourceFlags) register(fs *flag.FlagSet) {
 
 // contract is the API's contract as the flags describe it.
 func (f *sourceFlags) contract() (producer.Contract, error) {
-	tf, err := producer.ParseTimeFormat(f.timeFormat)
-	if err != nil {
-		return producer.Contract{}, fmt.Errorf("--api-time-format: %w", err)
-	}
+	// Validate checks every part together, the time format's name included.
 	c := producer.Contract{
 		SinceParam: f.sinceParam, TokenParam: f.tokenParam, AfterIDParam: f.afterIDParam,
 		PageSizeParam: f.pageSizeParam, PageSize: f.pageSize,
 		RecordsPath: f.recordsPath, NextPath: f.nextPath, TotalPath: f.totalPath,
-		IDPath: f.idPath, UpdatedAtPath: f.updatedAtPath, TimeFormat: tf,
+		IDPath: f.idPath, UpdatedAtPath: f.updatedAtPath, TimeFormat: producer.TimeFormat(f.timeFormat),
 	}
 	if err := c.Validate(); err != nil {
 		return producer.Contract{}, fmt.Errorf("the --api-* flags: %w", err)
