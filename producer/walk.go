@@ -243,7 +243,8 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	}
 	switch {
 	case first.IsZero() && raw.Next == nil:
-		return nil, fmt.Errorf("%w: page %d (%s) has no valid record to continue from and the API gave no next token",
+		// The page's records (dead letters here) go with the error: the position covers them.
+		return recs, fmt.Errorf("%w: page %d (%s) has no valid record to continue from and the API gave no next token",
 			ErrNoProgress, w.page, raw.URL)
 	case first.IsZero():
 		w.q = Query{Token: raw.Next}
@@ -254,7 +255,8 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 		// would start the tie over.
 		w.q = Query{Token: raw.Next}
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since) && raw.Next == nil:
-		return nil, fmt.Errorf("%w: page %d (%s) holds only records at %s, more than a page, and the API gives no next token to page through them: configure its after-id parameter",
+		// What the page brought that was new goes with the error: the position covers it.
+		return recs, fmt.Errorf("%w: page %d (%s) holds only records at %s, more than a page, and the API gives no next token to page through them: configure its after-id parameter",
 			ErrNoProgress, w.page, raw.URL, w.src.Contract().TimeFormat.Format(last))
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since):
 		w.stats.TieOverflows++
