@@ -102,11 +102,11 @@ func peekID(raw json.RawMessage) string {
 	return fmt.Sprint(v.ID)
 }
 
-// deletedMark reads the value of WalkOptions.DeletedField in a record (found: the field is
-// there): true, or a non-empty string (a deletedAt time, say), marks a delete; false, null, ""
+// deletedMark reads the value of WalkOptions.DeletedField in a record (nil when the field is
+// absent): true, or a non-empty string (a deletedAt time, say), marks a delete; false, null, ""
 // or no such field does not. Any other JSON value is an error: guessing what 0 or {} means
 // could delete a live record.
-func deletedMark(v any, found bool) (bool, error) {
+func deletedMark(v any) (bool, error) {
 	switch x := v.(type) {
 	case nil:
 		return false, nil
@@ -114,9 +114,6 @@ func deletedMark(v any, found bool) (bool, error) {
 		return x, nil
 	case string:
 		return x != "", nil
-	}
-	if !found {
-		return false, nil
 	}
 	return false, fmt.Errorf("got %s, want a boolean, a string (such as a deletion time) or null", describeJSON(v))
 }

@@ -377,8 +377,8 @@ func (w *Walker) check(raw *RawPage, i int, prev time.Time) (Record, *RecordErro
 				return fail(r.ID, "", err)
 			}
 		}
-		v, found := w.opt.DeletedField.lookup(obj)
-		deleted, err := deletedMark(v, found)
+		v, _ := w.opt.DeletedField.lookup(obj)
+		deleted, err := deletedMark(v)
 		if err != nil {
 			return fail(r.ID, w.opt.DeletedField.String(), err)
 		}

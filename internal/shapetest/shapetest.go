@@ -106,8 +106,8 @@ func DefaultStart() time.Time { return time.Date(2024, 1, 1, 0, 0, 0, 0, time.UT
 // Steps between successive groups of TieWidth records: under a second where the format has
 // milliseconds, so that most times have a non-zero millisecond part a client must not drop.
 const (
-	stepMillis  = 337 * time.Millisecond
-	stepSeconds = time.Second
+	stepSubSecond = 337 * time.Millisecond
+	stepWhole     = time.Second
 )
 
 // maxCreatedAge is how long before its first meta.modified a record may have been created.
@@ -451,9 +451,9 @@ func New(cfg Config) (*Server, error) {
 // generate makes cfg.Records orders sorted by (modified, id).
 func generate(cfg Config, rng *rand.Rand) []entry {
 	n := cfg.Records
-	step := stepMillis
+	step := stepSubSecond
 	if cfg.TimeFormat == EpochSeconds {
-		step = stepSeconds
+		step = stepWhole
 	}
 	// Ids are sparse and of mixed widths so that sorting them as strings would differ from the
 	// numeric order the API promises.
