@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/linkedin/goavro/v2"
 
@@ -16,18 +15,7 @@ import (
 // Codec.Append, and with goavro from its native form (what encoding through goavro would cost);
 // then the rich order record of the golden test.
 func BenchmarkSchemaAppend(b *testing.B) {
-	created := time.Date(2023, 11, 2, 8, 15, 42, 0, time.UTC)
-	s := func(v string) *string { return &v }
-	user := avro.User{
-		ID:        "6f1c2c0e-5b7a-4c1e-9a3d-2f8e4b6c1d90",
-		Name:      s("Margaret Okonkwo-Lindqvist"),
-		Email:     s("margaret.okonkwo-lindqvist@example.org"),
-		Address:   s("4821 Willow Creek Parkway\nSuite 310\nNorth Harborview, OR 97401"),
-		Company:   s("Brightwater Analytics Group"),
-		Job:       s("Senior Data Platform Engineer"),
-		CreatedAt: &created,
-		UpdatedAt: time.Date(2024, 1, 15, 10, 30, 0, 0, time.UTC),
-	}
+	user := benchUser()
 	userJSON := decodeJSON(b, `{"id":"6f1c2c0e-5b7a-4c1e-9a3d-2f8e4b6c1d90","name":"Margaret Okonkwo-Lindqvist",
 		"email":"margaret.okonkwo-lindqvist@example.org","address":"4821 Willow Creek Parkway\nSuite 310\nNorth Harborview, OR 97401",
 		"company":"Brightwater Analytics Group","job":"Senior Data Platform Engineer",
