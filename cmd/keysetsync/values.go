@@ -16,28 +16,27 @@ type valueDecoder struct {
 	columns []string       // CSV header: the top-level fields, in schema order
 }
 
-// userColumns are the fields of the built-in users schema, in schema order.
-var userColumns = []string{"id", "name", "email", "address", "company", "job", "createdAt", "updatedAt"}
-
 func newValueDecoder(schema *avro.Schema, reg *registryFlags) (*valueDecoder, error) {
 	codec, err := avro.NewCodec()
 	if err != nil {
 		return nil, err
 	}
-	d := &valueDecoder{codec: codec, schema: schema, reg: reg, columns: userColumns}
+	text := avro.UserSchema()
 	if schema != nil {
-		var rec struct {
-			Fields []struct {
-				Name string `json:"name"`
-			} `json:"fields"`
-		}
-		if err := json.Unmarshal([]byte(schema.Text()), &rec); err != nil {
-			return nil, fmt.Errorf("--schema: %w", err)
-		}
-		d.columns = d.columns[:0:0]
-		for _, f := range rec.Fields {
-			d.columns = append(d.columns, f.Name)
-		}
+		text = schema.Text()
+	}
+	// The columns come from the schema's text, the users schema's too, so they cannot drift.
+	var rec struct {
+		Fields []struct {
+			Name string `json:"name"`
+		} `json:"fields"`
+	}
+	if err := json.Unmarshal([]byte(text), &rec); err != nil {
+		return nil, fmt.Errorf("schema fields: %w", err)
+	}
+	d := &valueDecoder{codec: codec, schema: schema, reg: reg}
+	for _, f := range rec.Fields {
+		d.columns = append(d.columns, f.Name)
 	}
 	return d, nil
 }
