@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	kt "github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
@@ -213,11 +212,7 @@ func TestOnceWithConfigFileSyncsThePlayground(t *testing.T) {
 		require.Equal(t, 0, code, stderr)
 		assert.Contains(t, stderr, "records_produced=120")
 		assert.Len(t, kafkatest.ReadAll(t, tg, topic), 120)
-		store, err := cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: tg.Client(t), Topic: cursors})
-		require.NoError(t, err)
-		c, err := store.Load(t.Context(), "from-file")
-		require.NoError(t, err)
-		assert.EqualValues(t, 120, c.Records)
+		assert.EqualValues(t, 120, kafkatest.Cursor(t, tg, cursors, "from-file").Records)
 	})
 }
 
@@ -246,12 +241,8 @@ func TestOnceRunsEveryPipelineOfTheConfigFile(t *testing.T) {
 	assert.Len(t, kafkatest.ReadAll(t, tg, topics[1]), 130)
 	assert.Contains(t, stderr, "pipeline=pa")
 	assert.Contains(t, stderr, "pipeline=pb")
-	store, err := cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: tg.Client(t), Topic: cursors})
-	require.NoError(t, err)
 	for name, n := range map[string]int{"pa": 70, "pb": 130} {
-		c, err := store.Load(t.Context(), name)
-		require.NoError(t, err)
-		assert.EqualValues(t, n, c.Records, name)
+		assert.EqualValues(t, n, kafkatest.Cursor(t, tg, cursors, name).Records, name)
 	}
 
 	t.Run("config shows each pipeline", func(t *testing.T) {

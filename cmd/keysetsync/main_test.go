@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
-	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	kt "github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
@@ -118,11 +117,7 @@ func TestOnceSyncsThePlaygroundAndFlagsBeatEnv(t *testing.T) {
 		assert.Contains(t, stderr, "records_produced=500")
 		assert.Len(t, kafkatest.ReadAll(t, tg, topic), 500)
 
-		store, err := cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: tg.Client(t), Topic: cursors})
-		require.NoError(t, err)
-		c, err := store.Load(t.Context(), "cli")
-		require.NoError(t, err)
-		assert.EqualValues(t, 500, c.Records)
+		assert.EqualValues(t, 500, kafkatest.Cursor(t, tg, cursors, "cli").Records)
 
 		code, _, stderr = run(t.Context(), vars, "once", "--topic", topic, "--log-format", "json")
 		require.Equal(t, 0, code, stderr)

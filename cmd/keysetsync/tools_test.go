@@ -482,13 +482,7 @@ func TestCursorShowSetReset(t *testing.T) {
 		assert.Contains(t, stderr, `pipeline "tools" in topic "`+f.cursors+`": no cursor committed`)
 
 		f.once(t)
-		store, err := cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: tg.Client(t), Topic: f.cursors})
-		require.NoError(t, err)
-		load := func() cursor.Cursor {
-			c, err := store.Load(t.Context(), "tools")
-			require.NoError(t, err)
-			return c
-		}
+		load := func() cursor.Cursor { return kafkatest.Cursor(t, tg, f.cursors, "tools") }
 		committed := load()
 		code, out, stderr = f.run(t, "cursor", "show")
 		require.Equal(t, 0, code, stderr)
@@ -581,8 +575,7 @@ func TestCursorShowSetReset(t *testing.T) {
 		code, out, stderr = f.run(t, "cursor", "reset", "--pipeline", "fresh")
 		require.Equal(t, 0, code, stderr)
 		assert.Contains(t, out, `replaced: none (pipeline "fresh" had no committed cursor)`)
-		fresh, err := store.Load(t.Context(), "fresh")
-		require.NoError(t, err)
+		fresh := kafkatest.Cursor(t, tg, f.cursors, "fresh")
 		assert.EqualValues(t, 1, fresh.Seq)
 		assert.Equal(t, cursor.Start, fresh.LastUpdatedAt)
 	})

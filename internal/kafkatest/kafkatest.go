@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
 )
 
@@ -103,4 +104,18 @@ func ReadAll(t testing.TB, tg Target, name string) []Message {
 	})
 	require.NoError(t, err)
 	return out
+}
+
+// Cursor loads the committed cursor of pipeline from cursorTopic, as a restarting keysetsync
+// would (cursor.KafkaStore: the highest seq wins); none committed fails the test.
+func Cursor(t testing.TB, tg Target, cursorTopic, pipeline string) cursor.Cursor {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: tg.Client(t), Topic: cursorTopic})
+	require.NoError(t, err)
+	defer store.Close()
+	c, err := store.Load(ctx, pipeline)
+	require.NoError(t, err, "cursor of %q in %s", pipeline, cursorTopic)
+	return c
 }

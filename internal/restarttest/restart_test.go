@@ -76,23 +76,10 @@ func verify(t *testing.T, bin string, a api, dataTopic string) (messages, missin
 	return messages, missing, stale
 }
 
-// committedCursor reads the cursor topic of the dedicated broker (highest seq wins).
+// committedCursor loads the committed cursor from the dedicated broker.
 func committedCursor(t *testing.T, cursorTopic, pipeline string) cursor.Cursor {
 	t.Helper()
-	var best cursor.Cursor
-	found := false
-	for _, m := range kafkatest.ReadAll(t, kafkatest.Target{Name: "dedicated", Brokers: []string{brokerAddr}}, cursorTopic) {
-		if string(m.Key) != pipeline || m.Value == nil {
-			continue
-		}
-		c, err := cursor.Unmarshal(m.Value)
-		require.NoError(t, err, "cursor at offset %d", m.Offset)
-		if !found || c.Seq >= best.Seq {
-			best, found = c, true
-		}
-	}
-	require.True(t, found, "no cursor of %q in %s", pipeline, cursorTopic)
-	return best
+	return kafkatest.Cursor(t, kafkatest.Target{Name: "dedicated", Brokers: []string{brokerAddr}}, cursorTopic, pipeline)
 }
 
 // TestBrokerOutages runs, in order, against one dedicated broker: keysetsync started while the
