@@ -16,8 +16,8 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -60,17 +60,10 @@ func main() {
 	defer srv.Close()
 	url := srv.URL + playground.KeysetPath
 
-	id := fmt.Sprintf("%d-%08x", time.Now().Unix(), rand.Uint32())
-	topic, cursorTopic := *prefix+"incr-"+id, *prefix+"incr-cursors-"+id
+	topic, cursorTopic := benchkit.RunTopics(*prefix, "incr")
 	client := benchkit.Client(bs)
 	if !*keep {
-		defer func() {
-			dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer dcancel()
-			if err := benchkit.DeleteTopics(dctx, client, topic, cursorTopic); err != nil {
-				fmt.Printf("incremental: %v\n", err)
-			}
-		}()
+		defer benchkit.Deleter(client, "incremental", os.Stdout, topic, cursorTopic)()
 	}
 	args := benchkit.SyncArgs(url, bs, topic, cursorTopic, "bench")
 

@@ -80,17 +80,10 @@ func main() {
 	}
 	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 
-	id := fmt.Sprintf("%d-%08x", time.Now().Unix(), rand.Uint32())
-	topic, cursorTopic := *prefix+"lat-"+id, *prefix+"lat-cursors-"+id
+	topic, cursorTopic := benchkit.RunTopics(*prefix, "lat")
 	client := benchkit.Client(bs)
 	if !*keep {
-		defer func() {
-			dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer dcancel()
-			if err := benchkit.DeleteTopics(dctx, client, topic, cursorTopic); err != nil {
-				fmt.Fprintf(os.Stderr, "latency: %v\n", err)
-			}
-		}()
+		defer benchkit.Deleter(client, "latency", os.Stderr, topic, cursorTopic)()
 	}
 
 	// keysetsync run, its JSON log scanned for pass summaries.

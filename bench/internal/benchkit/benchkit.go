@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -121,6 +122,25 @@ func DeleteTopics(ctx context.Context, c *kafka.Client, names ...string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// RunTopics names a data topic and a cursor topic unique to this run:
+// <prefix><kind>-<unix time>-<random> and <prefix><kind>-cursors-<unix time>-<random>.
+func RunTopics(prefix, kind string) (topic, cursorTopic string) {
+	id := fmt.Sprintf("%d-%08x", time.Now().Unix(), rand.Uint32())
+	return prefix + kind + "-" + id, prefix + kind + "-cursors-" + id
+}
+
+// Deleter returns a function, to defer, that deletes the topics within 30 s; a failure is
+// reported on w as "<what>: <error>" and does not change the run's result.
+func Deleter(c *kafka.Client, what string, w io.Writer, names ...string) func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := DeleteTopics(ctx, c, names...); err != nil {
+			fmt.Fprintf(w, "%s: %v\n", what, err)
+		}
+	}
 }
 
 // TopicsWithPrefix lists the topics whose name starts with prefix.
