@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/keysetsync/keysetsync/cursor"
 )
 
 // Every error the producer package returns wraps one of these sentinels, so callers can decide
@@ -30,6 +33,10 @@ var (
 	// ErrNoProgress: the API kept answering pages that moved neither the cursor nor delivered
 	// anything new (a scroll_param that repeats); the pass stops instead of looping.
 	ErrNoProgress = errors.New("source API makes no progress")
+	// ErrTieOverflow: the pass delivered and committed everything it could read, but the API
+	// could not page through a tie wider than a page, so records at that time may be missing
+	// (see TieOverflowError). Retrying cannot help: the API cannot serve those records.
+	ErrTieOverflow = errors.New("records may be missing: a tie wider than a page")
 	// ErrProduce: Kafka did not acknowledge every message of a batch; no cursor was committed
 	// for it. Some messages may have been written: they are sent again by the next pass.
 	ErrProduce = errors.New("produce to Kafka failed")
@@ -90,6 +97,32 @@ func (e *RecordError) Error() string {
 // Unwrap returns both the cause and ErrInvalidRecord.
 func (e *RecordError) Unwrap() []error { return []error{ErrInvalidRecord, e.Err} }
 
+// TieOverflowError lists where a pass could not read every record: the first few overflows
+// and how many there were in all.
+type TieOverflowError struct {
+	Overflows []TieOverflow
+	Total     int
+}
+
+func (e *TieOverflowError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d page(s) held only records of one update time, more than a page, and the API cannot page through them: records at ", e.Total)
+	for i, o := range e.Overflows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (page %d: %d delivered)", cursor.FormatTime(o.At), o.Page, o.Delivered)
+	}
+	if n := e.Total - len(e.Overflows); n > 0 {
+		fmt.Fprintf(&b, " and %d more", n)
+	}
+	b.WriteString(" beyond those delivered may be missing; how many cannot be known through this API. Configure its after-id parameter (--api-after-id-param) or a larger page size, then re-read from before the first of these times (keysetsync cursor set --to)")
+	return b.String()
+}
+
+// Unwrap makes every TieOverflowError match ErrTieOverflow.
+func (e *TieOverflowError) Unwrap() error { return ErrTieOverflow }
+
 // IsRetryable reports whether the operation that returned err may succeed if tried again
 // without any change: a server error or throttling of the API, a network failure or timeout, a
 // retriable Kafka error. Invalid data, bad configuration and cancellation are not retryable.
@@ -97,7 +130,7 @@ func IsRetryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
-	if errors.Is(err, ErrConfig) || errors.Is(err, ErrBadPage) || errors.Is(err, ErrInvalidRecord) || errors.Is(err, ErrNoProgress) {
+	if errors.Is(err, ErrConfig) || errors.Is(err, ErrBadPage) || errors.Is(err, ErrInvalidRecord) || errors.Is(err, ErrNoProgress) || errors.Is(err, ErrTieOverflow) {
 		return false
 	}
 	var he *HTTPError

@@ -90,16 +90,17 @@ type Syncer struct {
 
 // Stats describes one pass.
 type Stats struct {
-	Pages        int       // pages fetched
-	Fetched      int       // records fetched
-	Produced     int       // messages acknowledged by Kafka (records and dead letters)
-	Skipped      int       // records already delivered (same id, updatedAt and content)
-	Invalid      int       // invalid records sent to the dead-letter topic
-	Late         int       // late records found by the lookback window
-	Deleted      int       // records fetched as deletes and sent as tombstones (Config.Walk.DeletedField)
-	Batches      int       // batches produced and committed
-	TieOverflows int       // pages full of one timestamp that the API could not page through
-	Cursor       time.Time // last committed cursor
+	Pages        int           // pages fetched
+	Fetched      int           // records fetched
+	Produced     int           // messages acknowledged by Kafka (records and dead letters)
+	Skipped      int           // records already delivered (same id, updatedAt and content)
+	Invalid      int           // invalid records sent to the dead-letter topic
+	Late         int           // late records found by the lookback window
+	Deleted      int           // records fetched as deletes and sent as tombstones (Config.Walk.DeletedField)
+	Batches      int           // batches produced and committed
+	TieOverflows int           // pages full of one timestamp that the API could not page through
+	Overflows    []TieOverflow // the first of them: where records may be missing
+	Cursor       time.Time     // last committed cursor
 	Duration     time.Duration
 }
 
@@ -323,6 +324,11 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	ws := walk.Stats()
 	p.stats.Pages, p.stats.Fetched, p.stats.Skipped, p.stats.TieOverflows = ws.Pages, ws.Fetched, ws.Skipped, ws.TieOverflows
 	p.stats.Invalid, p.stats.Late, p.stats.Deleted = ws.Invalid, ws.Late, ws.Deleted
+	p.stats.Overflows = ws.Overflows
+	if err == nil && ws.TieOverflows > 0 && !s.cfg.Walk.AcceptTieOverflow {
+		// Everything readable was delivered and committed; the hole is reported, not hidden.
+		err = &TieOverflowError{Overflows: ws.Overflows, Total: ws.TieOverflows}
+	}
 	p.stats.Duration = s.cfg.Clock().Sub(p.start)
 	s.log.Info("pass finished",
 		"records_produced", p.stats.Produced, "records_fetched", p.stats.Fetched, "records_skipped", p.stats.Skipped,

@@ -2,6 +2,7 @@ package producer_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -89,13 +90,38 @@ func TestTiesAcrossPageBoundariesAreNotLost(t *testing.T) {
 	})
 }
 
-func TestTieWiderThanAPageIsCountedNotSilent(t *testing.T) {
-	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{Playground: playground.Config{Records: 300, PageSize: 50, TieWidth: 75, Seed: 5}})
-	st, err := p.Syncer.Sync(t.Context())
-	require.NoError(t, err)
-	assert.Positive(t, st.TieOverflows, "a tie wider than a page cannot be paged through with this API and must be reported")
-	got, _ := p.Latest(t)
-	assert.Less(t, len(got), 300, "this API really loses part of such ties; the count above is how the user learns it")
+func TestTieWiderThanAPageIsLoud(t *testing.T) {
+	for _, accept := range []bool{false, true} {
+		t.Run(fmt.Sprintf("accept=%v", accept), func(t *testing.T) {
+			p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{
+				Playground: playground.Config{Records: 300, PageSize: 50, TieWidth: 75, Seed: 5},
+				Walk:       producer.WalkOptions{AcceptTieOverflow: accept},
+			})
+			st, err := p.Syncer.Sync(t.Context())
+			assert.Positive(t, st.TieOverflows, "a tie wider than a page cannot be paged through with this API and must be reported")
+			got, _ := p.Latest(t)
+			assert.Less(t, len(got), 300, "this API really loses part of such ties")
+			assert.Equal(t, len(got), st.Produced, "what was read is delivered and committed")
+			c := kafkatest.Cursor(t, p.Target, p.CursorTopic, p.Name)
+			assert.Equal(t, int64(len(got)), c.Records, "the cursor covers what was delivered")
+			if accept {
+				require.NoError(t, err, "the user accepted the loss")
+				return
+			}
+			var toe *producer.TieOverflowError
+			require.ErrorAs(t, err, &toe, "a known hole is never a clean pass")
+			require.ErrorIs(t, err, producer.ErrTieOverflow)
+			assert.False(t, producer.IsRetryable(err))
+			assert.Equal(t, st.TieOverflows, toe.Total)
+			require.NotEmpty(t, toe.Overflows)
+			assert.Equal(t, st.Overflows, toe.Overflows)
+			o := toe.Overflows[0]
+			assert.Equal(t, 50, o.PageSize)
+			assert.Equal(t, 50, o.Delivered, "the first page of the tie was delivered")
+			assert.Contains(t, err.Error(), cursor.FormatTime(o.At))
+			assert.Contains(t, err.Error(), "may be missing")
+		})
+	}
 }
 
 func TestChangeWithinTheCursorSecondIsDelivered(t *testing.T) {

@@ -44,7 +44,23 @@ type WalkStats struct {
 	Late         int // records found inside the lookback window that had not been delivered
 	Deleted      int // records returned as deletes (WalkOptions.DeletedField)
 	TieOverflows int // pages full of one timestamp that the API could not page through
+	// Overflows names the first maxOverflowsKept tie overflows (TieOverflows counts them all):
+	// where records may be missing.
+	Overflows []TieOverflow
 }
+
+// TieOverflow is one page full of a single update time that the API could not page through:
+// records at At beyond the Delivered ones the walk saw there may be missing, and nothing
+// read through this API can tell how many.
+type TieOverflow struct {
+	At        time.Time // the update time shared by more records than a page holds
+	Page      int       // the page of the pass that was full of it
+	PageSize  int       // records on that page
+	Delivered int       // records at At the walk read before it followed the API's token past them
+}
+
+// maxOverflowsKept bounds WalkStats.Overflows: the count goes on, the list stops.
+const maxOverflowsKept = 20
 
 // WalkOptions tune a Walker; the zero value is the strict default.
 type WalkOptions struct {
@@ -69,6 +85,10 @@ type WalkOptions struct {
 	// contract). Nil: the built-in users schema, encoded by the Walker's codec when the API
 	// has the playground's contract, else mapped like a custom schema.
 	Schema *avro.Schema
+	// AcceptTieOverflow makes a tie overflow (records that may be missing, see TieOverflow)
+	// a logged and counted event only; without it Syncer.Sync ends such a pass, once it
+	// committed what it delivered, with a *TieOverflowError.
+	AcceptTieOverflow bool
 	// Now is the clock for MaxFuture (nil: time.Now).
 	Now func() time.Time
 	// Observer is told about pages, API retries and failures, and the records counted in
@@ -194,6 +214,17 @@ func (w *Walker) prune() {
 	w.pruned = len(w.seen)
 }
 
+// atCount is how many records the walk holds as delivered at its position.
+func (w *Walker) atCount() int {
+	n := 0
+	for _, s := range w.seen {
+		if s.at.Equal(w.at) {
+			n++
+		}
+	}
+	return n
+}
+
 // Stats returns the counts so far.
 func (w *Walker) Stats() WalkStats { return w.stats }
 
@@ -260,6 +291,9 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 			ErrNoProgress, w.page, raw.URL, w.src.Contract().TimeFormat.Format(last))
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since):
 		w.stats.TieOverflows++
+		if len(w.stats.Overflows) < maxOverflowsKept {
+			w.stats.Overflows = append(w.stats.Overflows, TieOverflow{At: last, Page: w.page, PageSize: raw.Len(), Delivered: w.atCount()})
+		}
 		w.opt.Observer.TieOverflow()
 		w.log.Error("more records share one updatedAt than a page holds and the API cannot page through them; records at this timestamp beyond this page may be missing (an API with an after-id parameter avoids this)",
 			"page", w.page, "updated_at", cursor.FormatTime(w.q.Since), "page_records", raw.Len(), "tie_overflows", w.stats.TieOverflows)
