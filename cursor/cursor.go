@@ -8,9 +8,13 @@ package cursor
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"time"
 )
 
@@ -50,10 +54,27 @@ type Cursor struct {
 	// skip what it already sent, and the fingerprint lets a record that changed again within
 	// that same second through.
 	Delivered map[string]string
+	// DeliveredPartial says Delivered is not every record delivered at LastUpdatedAt: more of
+	// them were delivered than MaxBytes can list (a wide tie). A pass then resumes from LastID
+	// when it can prove the tie is settled, and otherwise re-sends what it cannot tell apart
+	// (duplicates, never a loss).
+	DeliveredPartial bool
+	// LastID, with an API that pages by (update time, id), is the id of the last record read
+	// at LastUpdatedAt in the API's order: every record at LastUpdatedAt up to it was read.
+	LastID string
+	// TieSettled says the API already held later records when the records at LastUpdatedAt
+	// were read, so none of them could change after: a partial cursor resumes from LastID
+	// without reading them again.
+	TieSettled bool
 	// Lookback holds the records delivered with updatedAt inside the lookback window before
-	// LastUpdatedAt (empty without --lookback). A pass re-reads that window to catch records
-	// the source committed late, and skips these when their content is unchanged.
-	Lookback map[string]Delivery
+	// LastUpdatedAt (empty without --lookback), each as its Digest mapped to its updatedAt. A
+	// pass re-reads that window to catch records the source committed late, and skips these
+	// when their content is unchanged.
+	Lookback map[uint64]time.Time
+	// LookbackFrom, when set, is where Lookback's records start: records delivered inside the
+	// window before it were too many to list within MaxBytes, and re-reading the window
+	// re-sends them (duplicates, never a loss).
+	LookbackFrom time.Time
 	// Seq increases by one with every commit of the pipeline; the highest wins on load, so the
 	// cursor survives a change in the number of partitions of the cursor topic.
 	Seq int64
@@ -63,10 +84,48 @@ type Cursor struct {
 	Records int64
 }
 
-// Delivery is a record delivered at UpdatedAt with content Fingerprint.
-type Delivery struct {
-	UpdatedAt   time.Time
-	Fingerprint string
+// MaxBytes bounds the JSON of a committed cursor, whatever the width of a tie or the records in
+// a lookback window: the broker accepts it, and loading it stays cheap.
+const MaxBytes = 64 << 10
+
+// MaxLastIDBytes bounds LastID: a longer id cannot be a resume position and is not stored.
+const MaxLastIDBytes = 1 << 10
+
+// EntryBytes is an upper bound on the JSON bytes one id of Delivered adds to a cursor with a
+// fingerprint of fpLen bytes; a Lookback entry adds LookbackEntryBytes more. Callers use it
+// to keep a cursor within MaxBytes without marshalling it.
+func EntryBytes(id string, fpLen int) int {
+	n := 6 + fpLen // "id":"fp",
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case b < 0x20, b == '"', b == '\\', b == '<', b == '>', b == '&':
+			n += 6 // \u00XX at worst
+		case b >= 0x80:
+			n += 2 // U+2028/9 (3 bytes) become 6
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+// LookbackBytes is an upper bound on the JSON bytes of n Lookback digests of one update time.
+func LookbackBytes(n int) int {
+	return len(`"2006-01-02T15:04:05.999999999Z":"",`) + base64.RawStdEncoding.EncodedLen(8*n)
+}
+
+// Digest identifies a delivered record (its id, update time and content fingerprint) in 8
+// bytes: what a lookback window keeps of it. Two different records share a digest with a
+// chance of about 2^-64, the same order as two contents sharing a fingerprint.
+func Digest(id string, at time.Time, fingerprint string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(at.UnixNano()))
+	h.Write([]byte(id))
+	h.Write([]byte{0})
+	h.Write(b[:])
+	h.Write([]byte(fingerprint))
+	return h.Sum64()
 }
 
 // Store keeps the committed cursor of each pipeline.
@@ -102,7 +161,12 @@ type wire struct {
 	Pipeline      string               `json:"pipeline"`
 	LastUpdatedAt string               `json:"last_updated_at"`
 	Delivered     map[string]string    `json:"delivered_at_last_updated_at,omitempty"`
-	Lookback      map[string][2]string `json:"delivered_in_lookback,omitempty"` // id -> [updatedAt, fingerprint]
+	Partial       bool                 `json:"delivered_partial,omitempty"`
+	LastID        string               `json:"last_id,omitempty"`
+	TieSettled    bool                 `json:"tie_settled,omitempty"`
+	Lookback      map[string][2]string `json:"delivered_in_lookback,omitempty"` // read only: id -> [updatedAt, fingerprint]
+	Digests       map[string]string    `json:"lookback_digests,omitempty"`      // updatedAt -> base64 of sorted 8-byte Digests
+	LookbackFrom  string               `json:"lookback_from,omitempty"`
 	Seq           int64                `json:"seq"`
 	CommittedAt   string               `json:"committed_at,omitempty"`
 	Records       int64                `json:"records_delivered"`
@@ -115,14 +179,29 @@ func Marshal(c Cursor) ([]byte, error) {
 		Pipeline:      c.Pipeline,
 		LastUpdatedAt: FormatTime(c.LastUpdatedAt),
 		Delivered:     c.Delivered,
+		Partial:       c.DeliveredPartial,
+		LastID:        c.LastID,
+		TieSettled:    c.TieSettled,
 		Seq:           c.Seq,
 		Records:       c.Records,
 	}
 	if len(c.Lookback) > 0 {
-		w.Lookback = make(map[string][2]string, len(c.Lookback))
-		for id, d := range c.Lookback {
-			w.Lookback[id] = [2]string{FormatTime(d.UpdatedAt), d.Fingerprint}
+		byTime := map[time.Time][]uint64{}
+		for d, at := range c.Lookback {
+			byTime[at] = append(byTime[at], d)
 		}
+		w.Digests = make(map[string]string, len(byTime))
+		for at, ds := range byTime {
+			slices.Sort(ds)
+			b := make([]byte, 0, 8*len(ds))
+			for _, d := range ds {
+				b = binary.BigEndian.AppendUint64(b, d)
+			}
+			w.Digests[FormatTime(at)] = base64.RawStdEncoding.EncodeToString(b)
+		}
+	}
+	if !c.LookbackFrom.IsZero() {
+		w.LookbackFrom = FormatTime(c.LookbackFrom)
 	}
 	if !c.CommittedAt.IsZero() {
 		w.CommittedAt = c.CommittedAt.UTC().Format(time.RFC3339Nano)
@@ -144,16 +223,37 @@ func Unmarshal(b []byte) (Cursor, error) {
 	if err != nil {
 		return Cursor{}, fmt.Errorf("%w: last_updated_at %q: want an RFC 3339 time such as %s", ErrCorrupt, w.LastUpdatedAt, TimeLayout)
 	}
-	c := Cursor{Pipeline: w.Pipeline, LastUpdatedAt: t, Delivered: w.Delivered, Seq: w.Seq, Records: w.Records}
-	for id, d := range w.Lookback {
+	c := Cursor{Pipeline: w.Pipeline, LastUpdatedAt: t, Delivered: w.Delivered, DeliveredPartial: w.Partial, LastID: w.LastID, TieSettled: w.TieSettled, Seq: w.Seq, Records: w.Records}
+	if w.LookbackFrom != "" {
+		if c.LookbackFrom, err = ParseTime(w.LookbackFrom); err != nil {
+			return Cursor{}, fmt.Errorf("%w: lookback_from %q: want an RFC 3339 time such as %s", ErrCorrupt, w.LookbackFrom, TimeLayout)
+		}
+	}
+	for id, d := range w.Lookback { // the format before lookback_digests
 		at, err := ParseTime(d[0])
 		if err != nil {
 			return Cursor{}, fmt.Errorf("%w: delivered_in_lookback[%q]: updatedAt %q: want an RFC 3339 time such as %s", ErrCorrupt, id, d[0], TimeLayout)
 		}
 		if c.Lookback == nil {
-			c.Lookback = make(map[string]Delivery, len(w.Lookback))
+			c.Lookback = make(map[uint64]time.Time, len(w.Lookback))
 		}
-		c.Lookback[id] = Delivery{UpdatedAt: at, Fingerprint: d[1]}
+		c.Lookback[Digest(id, at, d[1])] = at
+	}
+	for ts, enc := range w.Digests {
+		at, err := ParseTime(ts)
+		if err != nil {
+			return Cursor{}, fmt.Errorf("%w: lookback_digests[%q]: want an RFC 3339 time such as %s", ErrCorrupt, ts, TimeLayout)
+		}
+		b, err := base64.RawStdEncoding.DecodeString(enc)
+		if err != nil || len(b)%8 != 0 {
+			return Cursor{}, fmt.Errorf("%w: lookback_digests[%q]: want unpadded base64 of 8-byte digests", ErrCorrupt, ts)
+		}
+		if c.Lookback == nil {
+			c.Lookback = make(map[uint64]time.Time)
+		}
+		for ; len(b) > 0; b = b[8:] {
+			c.Lookback[binary.BigEndian.Uint64(b)] = at
+		}
 	}
 	if w.CommittedAt != "" {
 		if c.CommittedAt, err = time.Parse(time.RFC3339Nano, w.CommittedAt); err != nil {

@@ -135,13 +135,17 @@ func TestUnmarshal(t *testing.T) {
 
 func TestMarshalMatchesGolden(t *testing.T) {
 	c := cursor.Cursor{
-		Pipeline:      "users",
-		LastUpdatedAt: time.Date(2024, 1, 15, 10, 30, 0, 0, time.UTC),
-		Delivered:     map[string]string{"b-id": "00000000000000bb", "a-id": "00000000000000aa"},
-		Lookback:      map[string]cursor.Delivery{"late-id": {UpdatedAt: time.Date(2024, 1, 15, 10, 29, 30, 0, time.UTC), Fingerprint: "00000000000000cc"}},
-		Seq:           42,
-		CommittedAt:   time.Date(2026, 11, 25, 22, 0, 0, 5000, time.UTC),
-		Records:       12345,
+		Pipeline:         "users",
+		LastUpdatedAt:    time.Date(2024, 1, 15, 10, 30, 0, 0, time.UTC),
+		Delivered:        map[string]string{"b-id": "00000000000000bb", "a-id": "00000000000000aa"},
+		Lookback:         map[uint64]time.Time{cursor.Digest("late-id", time.Date(2024, 1, 15, 10, 29, 30, 0, time.UTC), "00000000000000cc"): time.Date(2024, 1, 15, 10, 29, 30, 0, time.UTC), 42: time.Date(2024, 1, 15, 10, 29, 30, 0, time.UTC), 7: time.Date(2024, 1, 15, 10, 29, 0, 0, time.UTC)},
+		DeliveredPartial: true,
+		LastID:           "b-id",
+		TieSettled:       true,
+		LookbackFrom:     time.Date(2024, 1, 15, 10, 29, 0, 0, time.UTC),
+		Seq:              42,
+		CommittedAt:      time.Date(2026, 11, 25, 22, 0, 0, 5000, time.UTC),
+		Records:          12345,
 	}
 	got, err := cursor.Marshal(c)
 	require.NoError(t, err)
@@ -151,7 +155,7 @@ func TestMarshalMatchesGolden(t *testing.T) {
 	}
 	want, err := os.ReadFile(golden)
 	require.NoError(t, err)
-	assert.Equal(t, strings.TrimSpace(string(want)), string(got), "the cursor format is a public contract (README); change it only with a version bump")
+	assert.Equal(t, strings.TrimSpace(string(want)), string(got), "the cursor format is a public contract (README): a change must stay safe for older builds to read, or bump Version")
 	back, err := cursor.Unmarshal(got)
 	require.NoError(t, err)
 	assert.Equal(t, c, back)

@@ -28,7 +28,7 @@ type Metrics struct {
 	now func() time.Time
 
 	pages, recordsFetched, recordsProduced, deadLetters prometheus.Counter
-	tieOverflows, invalid, late, skipped                prometheus.Counter
+	tieOverflows, invalid, late, skipped, resent        prometheus.Counter
 	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
 	batchAck, cursorCommit, pageFetch                   prometheus.Histogram
 	cursorTimestamp, remaining                          prometheus.Gauge
@@ -83,6 +83,7 @@ func New(pipeline string, opts ...Option) *Metrics {
 	m.tieOverflows = counter("tie_overflows_total", "Pages full of one updatedAt that the API could not page through (records may be missing).")
 	m.invalid = counter("invalid_records_total", "Invalid records found, dead-lettered or stopping the pass.")
 	m.late = counter("late_records_total", "Records found behind the cursor by the lookback window.")
+	m.resent = counter("records_resent_total", "Records sent although they may have been delivered before: a tie or lookback window held more records than the walk keeps exactly (duplicates, never a loss).")
 	m.skipped = counter("records_skipped_total", "Records fetched again that were already delivered (same id, updatedAt and content).")
 	m.produceErrors = counterVec("produce_errors_total", "Batches Kafka did not acknowledge, by whether the error is retryable.", "retryable", "true", "false")
 	m.apiErrors = counterVec("api_errors_total", "Page requests that failed for good, by kind: HTTP status, bad_page or network.", "kind")
@@ -186,6 +187,9 @@ func (m *Metrics) InvalidRecord() { m.invalid.Inc() }
 
 // LateRecord implements producer.Observer.
 func (m *Metrics) LateRecord() { m.late.Inc() }
+
+// Resent implements producer.Observer.
+func (m *Metrics) Resent(n int) { m.resent.Add(float64(n)) }
 
 // Skipped implements producer.Observer.
 func (m *Metrics) Skipped(n int) { m.skipped.Add(float64(n)) }

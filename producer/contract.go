@@ -253,6 +253,18 @@ func (f TimeFormat) Unit() time.Duration {
 	return 0
 }
 
+// Precision is the smallest step between two times this format can write: what a since
+// parameter can say. A position between two such steps is asked for from the step before it.
+func (f TimeFormat) Precision() time.Duration {
+	switch f {
+	case TimeSeconds, TimeEpochSeconds:
+		return time.Second
+	case TimeEpochMillis:
+		return time.Millisecond
+	}
+	return time.Nanosecond
+}
+
 // Format writes t as the API expects it in SinceParam.
 func (f TimeFormat) Format(t time.Time) string {
 	switch f {

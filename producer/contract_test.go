@@ -164,7 +164,8 @@ func TestContractRequestsAndAnswers(t *testing.T) {
 		{"order_id": 3, "meta": {"modified": 1709296246000}, "status": "open"}]},
 		"paging": {"more": true, "total": 3}}`
 	page3 := `{"result": {"orders": [{"order_id": "12", "meta": {"modified": "1709296247000"}, "status": "paid"}]}, "paging": {"more": false, "total": 1}}`
-	api := &scripted{answers: []answer{{200, page1, nil}, {200, page2, nil}, {200, page3, nil}}}
+	probe := `{"result": {"orders": [{"order_id": 3, "meta": {"modified": 1709296246000}, "status": "open"}]}, "paging": {"more": true, "total": 3}}`
+	api := &scripted{answers: []answer{{200, page1, nil}, {200, probe, nil}, {200, page1, nil}, {200, page2, nil}, {200, page3, nil}}}
 	src := newContractSource(t, api, ordersContract())
 	codec, err := avro.NewCodec()
 	require.NoError(t, err)
@@ -189,14 +190,19 @@ func TestContractRequestsAndAnswers(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"7", "9", "11", "3", "12"}, ids)
-	assert.Equal(t, []int64{3, 1, 0}, remaining, "the API's total less the page, after each page")
+	assert.Equal(t, []int64{3, 3, 1, 0}, remaining, "the API's total less the page, after each page")
 
+	// Page 1 is full of one time: a probe from the next millisecond finds a later record, so
+	// the tie is settled; page 1 is read again, the tie paged by (time, id), and a page that
+	// spans times is followed by an inclusive request from its last time.
 	reqs := api.requests()
-	require.Len(t, reqs, 3)
+	require.Len(t, reqs, 5)
 	want := []url.Values{
 		{"modified_since": {"0"}, "limit": {"2"}, "tenant": {"acme"}},
+		{"modified_since": {"1709296245124"}, "limit": {"2"}, "tenant": {"acme"}},
+		{"modified_since": {"1709296245123"}, "limit": {"2"}, "tenant": {"acme"}},
 		{"modified_since": {"1709296245123"}, "after_id": {"9"}, "limit": {"2"}, "tenant": {"acme"}},
-		{"modified_since": {"1709296246000"}, "after_id": {"3"}, "limit": {"2"}, "tenant": {"acme"}},
+		{"modified_since": {"1709296246000"}, "limit": {"2"}, "tenant": {"acme"}},
 	}
 	for i, q := range reqs {
 		got, err := url.ParseQuery(q)
@@ -311,10 +317,22 @@ func TestContractNextToken(t *testing.T) {
 		// covers it, so it must reach Kafka before the cursor does.
 		{"tie without a token or after-id", false, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(1, 5), rec(2, 5), rec(3, 5))}, []string{"modified_since=5"}, 3,
 			"configure its after-id parameter"},
-		{"tie paged by after-id", true, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(3, 5), rec(4, 5)), page(`false`, rec(5, 5))},
-			[]string{"after_id=2&modified_since=5", "after_id=4&modified_since=5"}, 5, ""},
+		// A page full of one time: the probe (since=6) finds nothing later, so the tie may still
+		// grow; it is paged through by (time, id) and the pass ends inside it.
+		{"tie paged by after-id", true, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`false`), page(`true`, rec(3, 5), rec(4, 5)), page(`false`, rec(5, 5))},
+			[]string{"modified_since=6", "after_id=2&modified_since=5", "after_id=4&modified_since=5"}, 5, ""},
+		// The probe finds a later record: the tie is settled; its first page is read again (it
+		// was read before the probe), then the tie is paged through by position.
+		{"settled tie", true, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(9, 6)), page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(3, 5), rec(4, 5)), page(`false`, rec(5, 5))},
+			[]string{"modified_since=6", "modified_since=5", "after_id=2&modified_since=5", "after_id=4&modified_since=5"}, 5, ""},
+		// A tie that may have grown while it was paged through: the page that shows a later time
+		// (6) is taken only up to the tie, the tie is read again from its start (record 1 changed
+		// within time 5 meanwhile, behind the position: it is delivered), then the walk goes on.
+		{"unsettled tie read again before leaving it", true, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`false`), page(`true`, rec(3, 5), rec(4, 6)),
+			page(`true`, `{"order_id": 1, "meta": {"modified": 5}, "status": "paid"}`, rec(2, 5)), page(`true`, rec(3, 5), rec(4, 6)), page(`false`, rec(4, 6))},
+			[]string{"modified_since=6", "after_id=2&modified_since=5", "modified_since=5", "after_id=2&modified_since=5", "modified_since=6"}, 5, ""},
 		{"after-id ignored by the API", true, []answer{page(`true`, rec(1, 5), rec(2, 5)), page(`true`, rec(1, 5), rec(2, 5))},
-			[]string{"after_id=2&modified_since=5", "after_id=2&modified_since=5", "after_id=2&modified_since=5"}, 2, "brought nothing new"},
+			[]string{"modified_since=6", "after_id=2&modified_since=5", "after_id=2&modified_since=5", "after_id=2&modified_since=5"}, 2, "brought nothing new"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -50,6 +50,10 @@ type Observer interface {
 	InvalidRecord()
 	// LateRecord is called for every record found behind the position by the lookback window.
 	LateRecord()
+	// Resent is called with the number of records sent although they may have been delivered
+	// before: the walk could not hold exactly what it delivered (a tie or lookback window past
+	// its state limit; see Walker). Duplicates, never a loss.
+	Resent(n int)
 	// Skipped is called with the number of records of a page already delivered (same id,
 	// updatedAt and content), when it is not zero.
 	Skipped(n int)
@@ -73,6 +77,7 @@ func (NopObserver) TieOverflow()                             {}
 func (NopObserver) InvalidRecord()                           {}
 func (NopObserver) LateRecord()                              {}
 func (NopObserver) Skipped(int)                              {}
+func (NopObserver) Resent(int)                               {}
 func (NopObserver) RecordsRemaining(int64)                   {}
 
 func observerOrNop(o Observer) Observer {

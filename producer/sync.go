@@ -100,6 +100,7 @@ type Stats struct {
 	Batches      int           // batches produced and committed
 	TieOverflows int           // pages full of one timestamp that the API could not page through
 	Overflows    []TieOverflow // the first of them: where records may be missing
+	Resent       int           // records sent again because the walk could not hold what it delivered
 	Cursor       time.Time     // last committed cursor
 	Duration     time.Duration
 }
@@ -324,7 +325,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	ws := walk.Stats()
 	p.stats.Pages, p.stats.Fetched, p.stats.Skipped, p.stats.TieOverflows = ws.Pages, ws.Fetched, ws.Skipped, ws.TieOverflows
 	p.stats.Invalid, p.stats.Late, p.stats.Deleted = ws.Invalid, ws.Late, ws.Deleted
-	p.stats.Overflows = ws.Overflows
+	p.stats.Overflows, p.stats.Resent = ws.Overflows, ws.Resent
 	if err == nil && ws.TieOverflows > 0 && !s.cfg.Walk.AcceptTieOverflow {
 		// Everything readable was delivered and committed; the hole is reported, not hidden.
 		err = &TieOverflowError{Overflows: ws.Overflows, Total: ws.TieOverflows}
@@ -333,7 +334,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	s.log.Info("pass finished",
 		"records_produced", p.stats.Produced, "records_fetched", p.stats.Fetched, "records_skipped", p.stats.Skipped,
 		"pages", p.stats.Pages, "batches", p.stats.Batches, "tie_overflows", p.stats.TieOverflows,
-		"invalid", p.stats.Invalid, "late", p.stats.Late, "deleted", p.stats.Deleted,
+		"invalid", p.stats.Invalid, "late", p.stats.Late, "resent", p.stats.Resent, "deleted", p.stats.Deleted,
 		"cursor", cursor.FormatTime(p.committed.LastUpdatedAt), "duration", p.stats.Duration.Round(time.Millisecond),
 		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
 	s.cfg.Observer.PassFinished(err)
@@ -464,8 +465,8 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	n := len(b.msgs)
-	next := p.committed
-	next.LastUpdatedAt, next.Delivered, next.Lookback = b.pos.LastUpdatedAt, b.pos.Delivered, b.pos.Lookback
+	next := b.pos // the position's fields; the rest carries on from the committed cursor
+	next.Pipeline = s.cfg.Pipeline
 	next.Seq = p.committed.Seq + 1
 	next.Records = p.committed.Records + int64(n)
 	next.CommittedAt = s.cfg.Clock()

@@ -277,9 +277,9 @@ func (h *harness) checkCursor(t *testing.T) (cursor.Cursor, int) {
 			ahead = append(ahead, id+"@"+at+" (delivered at cursor)")
 		}
 	}
-	for id, d := range c.Lookback {
-		if u := d.UpdatedAt.Format(cursor.TimeLayout); !h.data.hasVersion(id, u) {
-			ahead = append(ahead, id+"@"+u+" (delivered in lookback)")
+	for d, u := range c.Lookback {
+		if !h.data.digests[d] {
+			ahead = append(ahead, fmt.Sprintf("digest %016x@%s (delivered in lookback)", d, u.Format(cursor.TimeLayout)))
 		}
 	}
 	sort.Strings(ahead)
@@ -383,10 +383,11 @@ type topicTail struct {
 	count    int
 	values   map[string]bool // id \x00 value
 	versions map[string]bool // id \x00 updated_at header
+	digests  map[uint64]bool // cursor.Digest of every message, as a cursor's lookback holds it
 }
 
 func newTopicTail(c *kafka.Client, name string) *topicTail {
-	return &topicTail{client: c, topic: name, next: map[int]int64{}, values: map[string]bool{}, versions: map[string]bool{}}
+	return &topicTail{client: c, topic: name, next: map[int]int64{}, values: map[string]bool{}, versions: map[string]bool{}, digests: map[uint64]bool{}}
 }
 
 func (tt *topicTail) hasValue(id string, v []byte) bool { return tt.values[id+"\x00"+string(v)] }
@@ -453,6 +454,9 @@ func (tt *topicTail) read(ctx context.Context) error {
 				}
 				tt.values[string(key)+"\x00"+string(value)] = true
 				tt.versions[string(key)+"\x00"+at] = true
+				if t, err := cursor.ParseTime(at); err == nil {
+					tt.digests[cursor.Digest(string(key), t, producer.Fingerprint(value))] = true
+				}
 				tt.count++
 				off = r.Offset + 1
 			}

@@ -57,7 +57,7 @@ func sample(pipeline string, seq int64) cursor.Cursor {
 		Pipeline:      pipeline,
 		LastUpdatedAt: time.Date(2024, 3, 1, 12, 0, int(seq), 0, time.UTC),
 		Delivered:     map[string]string{fmt.Sprintf("id-%d", seq): "0123456789abcdef", "other": "fedcba9876543210"},
-		Lookback:      map[string]cursor.Delivery{"late": {UpdatedAt: time.Date(2024, 3, 1, 11, 59, 0, 0, time.UTC), Fingerprint: "00000000000000aa"}},
+		Lookback:      map[uint64]time.Time{cursor.Digest("late", time.Date(2024, 3, 1, 11, 59, 0, 0, time.UTC), "00000000000000aa"): time.Date(2024, 3, 1, 11, 59, 0, 0, time.UTC)},
 		Seq:           seq,
 		CommittedAt:   time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC),
 		Records:       100 * seq,
