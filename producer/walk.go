@@ -115,6 +115,11 @@ type seenAt struct {
 // hold exactly in memory: a tie or a window beyond it is walked by position alone.
 const defaultStateLimit = 10_000
 
+// settleAfter is how far behind keysetsync's clock a time is settled even when the API holds
+// nothing later: the source stamps changes with its current time, so nothing joins a time this
+// old except a late commit (what --lookback is for).
+const settleAfter = 10 * time.Minute
+
 // cursorReserve is what a cursor's fields other than its delivered sets may take of
 // cursor.MaxBytes: the pipeline name, LastID, times and counters.
 const cursorReserve = 4 << 10
@@ -172,7 +177,11 @@ type Walker struct {
 	tieSettled bool      // the API held later records before tieAt was read: it cannot change
 	probeFirst bool      // the first Next asks whether the cursor's partial tie is settled
 	pending    *TieOverflow
-	tokens     map[uint64]struct{} // tokens followed since the last progress: a repeat is a loop
+	warned     bool // the lookback window's overflow was logged
+	// rereadUntil is the cursor's LastID while a partial tie is read again from its start:
+	// the records up to it were delivered before.
+	rereadUntil string
+	tokens      map[uint64]struct{} // tokens followed since the last progress: a repeat is a loop
 
 	q         Query
 	page      int
@@ -229,6 +238,10 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 	if opt.Lookback > 0 && at.After(cursor.Start.Add(opt.Lookback)) {
 		w.low = at.Add(-opt.Lookback)
 	}
+	// The since parameter can only say times of the API's precision: ask from the step at or
+	// before the position (a 1500ms lookback on a whole-second API asks from the whole second
+	// before), and expect records from there.
+	w.low = w.low.Truncate(w.prec)
 	w.q = Query{Since: w.low}
 	switch {
 	case !w.atExact && w.after && w.atID != "" && opt.Lookback == 0 && c.TieSettled:
@@ -270,25 +283,17 @@ func (w *Walker) Position() cursor.Cursor {
 	if w.opt.Lookback == 0 || len(w.window) == 0 {
 		return c
 	}
-	byTime := map[time.Time]int{}
-	for _, at := range w.window {
-		byTime[at]++
-	}
-	need := 0
-	for _, n := range byTime {
-		need += cursor.LookbackBytes(n)
-	}
 	var from time.Time // keep the newest records, whole times at a time; the window before them is re-sent
-	if need > budget {
-		times := slices.SortedFunc(maps.Keys(byTime), func(a, b time.Time) int { return b.Compare(a) })
-		for _, at := range times {
-			if budget -= cursor.LookbackBytes(byTime[at]); budget < 0 {
-				from = at.Add(time.Nanosecond)
-				break
-			}
-		}
+	if len(w.window)*cursor.LookbackEntryBytes > budget {
+		times := slices.SortedFunc(maps.Values(w.window), func(a, b time.Time) int { return b.Compare(a) })
+		from = times[budget/cursor.LookbackEntryBytes].Add(time.Nanosecond)
 		if from.After(c.LookbackFrom) {
 			c.LookbackFrom = from
+		}
+		if !w.warned {
+			w.warned = true
+			w.log.Warn("the lookback window holds more records than a cursor can list; records of it before lookback_from are sent again on every pass (duplicates, counted in resent): shorten --lookback",
+				"records_in_window", len(w.window), "lookback_from", cursor.FormatTime(c.LookbackFrom))
 		}
 	}
 	c.Lookback = make(map[uint64]time.Time, len(w.window))
@@ -409,7 +414,7 @@ func (w *Walker) probe(ctx context.Context, t time.Time) (bool, error) {
 			return true, nil
 		}
 	}
-	return false, nil
+	return t.Before(w.opt.Now().Add(-settleAfter)), nil
 }
 
 // updatedAt reads the update time of record i of raw, if it has a valid one.
@@ -442,6 +447,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 			return nil, err
 		}
 		w.tieAt, w.tieSettled = w.at, settled
+		w.rereadUntil = w.atID
 	}
 	w.page++
 	w.log.Debug("fetching page", "page", w.page, "updated_since", sinceOf(w.q), "scroll", w.q.Token != nil)
@@ -636,8 +642,10 @@ func (w *Walker) add(raw *RawPage, cut time.Time) (recs []Record, first, last ti
 			continue
 		}
 		switch {
-		case u.UpdatedAt.Equal(w.at) && !w.atExact, !w.lbFrom.IsZero() && u.UpdatedAt.Before(w.lbFrom):
-			// Past what the walk holds exactly: it may have been delivered before.
+		case u.UpdatedAt.Equal(w.at) && !w.atExact && (w.rereadUntil != "" || w.q.AfterID == "" && w.q.Token == nil),
+			!w.lbFrom.IsZero() && u.UpdatedAt.Before(w.lbFrom):
+			// Read again from before what the walk holds exactly: it may have been delivered
+			// before. (A request by position or token brings only records past what was read.)
 			w.stats.Resent++
 			w.opt.Observer.Resent(1)
 		case u.UpdatedAt.Before(w.at):
@@ -646,6 +654,9 @@ func (w *Walker) add(raw *RawPage, cut time.Time) (recs []Record, first, last ti
 		}
 		if u.UpdatedAt.After(w.at) {
 			w.advance(u.UpdatedAt)
+		}
+		if u.ID == w.rereadUntil || !u.UpdatedAt.Equal(w.at) {
+			w.rereadUntil = ""
 		}
 		w.remember(u.ID, u.UpdatedAt, r.Fingerprint)
 		if len(w.window) > 2*w.pruned+10000 {
