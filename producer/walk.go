@@ -487,6 +487,9 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	if beyond {
 		w.log.Debug("read past a tie that may have changed while it was paged through; reading it again from its start", "updated_at", cursor.FormatTime(w.tieAt))
 		w.tieSettled = true // the API showed a later record: nothing within the tie can change now
+		if !w.atExact {
+			w.rereadUntil = w.atID // what the walk cannot tell apart up to there is sent again
+		}
 		w.q = Query{Since: w.tieAt}
 		w.low = w.tieAt
 		w.stalled = 0
