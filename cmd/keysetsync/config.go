@@ -392,6 +392,9 @@ func startSync(ctx context.Context, e *env, args []string, name, summary string,
 	for _, ps := range sets {
 		f := ps.flags
 		err := f.validate()
+		if err == nil && interval != nil {
+			err = checkInterval(ps.interval)
+		}
 		if err != nil && multi {
 			err = fmt.Errorf("pipeline %q: %w", f.pipeline, err)
 		}

@@ -53,6 +53,10 @@ func TestUsageErrors(t *testing.T) {
 		{"bad batch size", nil, []string{"once", "--batch-records", "0"}, 2, "--batch-records 0"},
 		{"bad log level", nil, []string{"once", "--log-level", "loud"}, 2, `--log-level "loud"`},
 		{"bad api url", nil, []string{"once", "--brokers", "127.0.0.1:1", "--api-url", "ftp://x"}, 1, "127.0.0.1:1"},
+		// An unreachable broker: without the floor, run would fail there with 1, not 2.
+		{"interval 0s", nil, []string{"run", "--brokers", "127.0.0.1:1", "--interval", "0s"}, 2, "--interval 0s: below the floor of 100ms (a pass would start about 1000 times a second)"},
+		{"interval below the floor in env", map[string]string{"KEYSETSYNC_INTERVAL": "99ms"}, []string{"run", "--brokers", "127.0.0.1:1"}, 2, "--interval 99ms: below the floor of 100ms"},
+		{"interval at the floor", nil, []string{"run", "--brokers", "127.0.0.1:1", "--kafka-wait", "0s", "--interval", "100ms"}, 1, "127.0.0.1:1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

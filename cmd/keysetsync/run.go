@@ -4,13 +4,28 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"time"
 
 	"github.com/keysetsync/keysetsync/producer"
 )
 
+// minInterval is the shortest --interval accepted: below it an idle pipeline would start a
+// pass (a cursor load and an API request) hundreds of times a second, about 1,000 at 0s, for
+// no fresher data than a pass every 100ms gives.
+const minInterval = 100 * time.Millisecond
+
 func registerInterval(fs *flag.FlagSet, interval *time.Duration) {
-	fs.DurationVar(interval, "interval", 30*time.Second, "pause between the end of one pass and the start of the next")
+	fs.DurationVar(interval, "interval", 30*time.Second, "pause between the end of one pass and the start of the next (at least "+minInterval.String()+")")
+}
+
+// checkInterval refuses an --interval below minInterval.
+func checkInterval(interval time.Duration) error {
+	if interval < minInterval {
+		return fmt.Errorf("%w: --interval %s: below the floor of %s (a pass would start about %d times a second)",
+			errUsage, interval, minInterval, time.Second/max(interval, time.Millisecond))
+	}
+	return nil
 }
 
 func runRun(ctx context.Context, e *env, args []string) error {
