@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"sync"
@@ -31,11 +32,15 @@ type Metrics struct {
 	tieOverflows, invalid, late, skipped, resent        prometheus.Counter
 	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
 	batchAck, cursorCommit, pageFetch                   prometheus.Histogram
-	cursorTimestamp, remaining                          prometheus.Gauge
+	cursorTimestamp, remaining, degraded                prometheus.Gauge
 
 	mu     sync.Mutex
 	cursor time.Time // last committed updatedAt; zero until a cursor is known
 	loaded bool      // a pass loaded its cursor
+	// degradedBy is the first pass error that said records may be missing for good
+	// (producer.ErrTieOverflow); "" while none did. It is never cleared: the records stay
+	// missing until an operator re-reads them (cursor set --to) and restarts the process.
+	degradedBy string
 }
 
 // Option configures New.
@@ -98,7 +103,9 @@ func New(pipeline string, opts ...Option) *Metrics {
 	m.remaining = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "records_remaining",
 		Help: "Records the source API said remain in the current pass after the last page fetched (only with --api-total-path; -1 until the API said).", ConstLabels: labels})
 	m.remaining.Set(-1)
-	m.reg.MustRegister(m.cursorTimestamp, m.remaining, &lagCollector{m: m, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "cursor_lag_seconds"),
+	m.degraded = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "degraded",
+		Help: "1 once a pass ended with records the source API cannot serve (a tie wider than a page), for the life of the process; 0 otherwise.", ConstLabels: labels})
+	m.reg.MustRegister(m.cursorTimestamp, m.remaining, m.degraded, &lagCollector{m: m, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "cursor_lag_seconds"),
 		"Now minus the committed cursor's updatedAt, computed at scrape time; absent until a cursor is known. It grows while the source has nothing newer.",
 		nil, labels)})
 	return m
@@ -139,6 +146,15 @@ func (m *Metrics) PassStarted(at time.Time) {
 	}
 }
 
+// Degraded reports whether a pass of this process ended with records the source API cannot
+// serve (producer.ErrTieOverflow), and that pass's error. It stays true for the life of the
+// Metrics: the loss is permanent, unlike a failed pass that the next one can heal.
+func (m *Metrics) Degraded() (bool, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.degradedBy != "", m.degradedBy
+}
+
 // PassFinished implements producer.Observer.
 func (m *Metrics) PassFinished(err error) {
 	result := "ok"
@@ -146,6 +162,14 @@ func (m *Metrics) PassFinished(err error) {
 		result = "failed"
 	}
 	m.passes.WithLabelValues(result).Inc()
+	if errors.Is(err, producer.ErrTieOverflow) {
+		m.mu.Lock()
+		if m.degradedBy == "" { // the first names the earliest times to re-read from
+			m.degradedBy = err.Error()
+		}
+		m.mu.Unlock()
+		m.degraded.Set(1)
+	}
 }
 
 // PageFetched implements producer.Observer.

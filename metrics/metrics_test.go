@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -91,6 +92,9 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 		{"remaining is the latest count", func(o producer.Observer) { o.RecordsRemaining(900); o.RecordsRemaining(850) }, "keysetsync_records_remaining", nil, 850},
 		{"passes ok", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_passes_total", []string{"result", "ok"}, 2},
 		{"passes failed", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")) }, "keysetsync_passes_total", []string{"result", "failed"}, 1},
+		{"not degraded by a failed pass", func(o producer.Observer) { o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_degraded", nil, 0},
+		{"degraded by records the API cannot serve", func(o producer.Observer) { o.PassFinished(tieOverflow) }, "keysetsync_degraded", nil, 1},
+		{"degraded for good", func(o producer.Observer) { o.PassFinished(tieOverflow); o.PassFinished(nil) }, "keysetsync_degraded", nil, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -101,6 +105,27 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 			assert.InDelta(t, c.want, got, 1e-6)
 		})
 	}
+}
+
+// tieOverflow is what Syncer.Sync returns after a pass whose walk overflowed, as once wraps it.
+var tieOverflow = fmt.Errorf("pipeline %q: %w", "p1", &producer.TieOverflowError{
+	Overflows: []producer.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 5, 0, time.UTC), Page: 3, PageSize: 50, Delivered: 50}}, Total: 1})
+
+func TestDegradedNamesTheFirstLossAndStays(t *testing.T) {
+	m := metrics.New("p1", metrics.WithoutRuntime())
+	ok, _ := m.Degraded()
+	assert.False(t, ok)
+	m.PassFinished(errors.New("API down"))
+	ok, _ = m.Degraded()
+	assert.False(t, ok, "a failed pass heals with the next one: not degraded")
+
+	m.PassFinished(tieOverflow)
+	later := &producer.TieOverflowError{Overflows: []producer.TieOverflow{{At: time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC), Page: 1}}, Total: 1}
+	m.PassFinished(later)
+	m.PassFinished(nil)
+	ok, reason := m.Degraded()
+	assert.True(t, ok, "the records stay missing after a clean pass")
+	assert.Contains(t, reason, "2024-01-01T00:00:05Z (page 3: 50 delivered)", "the first loss is named: the earliest time to re-read from")
 }
 
 func TestCursorUnknownUntilLoaded(t *testing.T) {
@@ -126,7 +151,7 @@ func TestEveryMetricIsNamedAndLabelled(t *testing.T) {
 		"pages_fetched_total", "records_fetched_total", "records_produced_total", "dead_letters_total",
 		"produce_errors_total", "api_errors_total", "api_retries_total", "batch_ack_seconds", "cursor_commit_seconds",
 		"page_fetch_seconds", "cursor_timestamp_seconds", "cursor_lag_seconds", "tie_overflows_total",
-		"invalid_records_total", "late_records_total", "records_skipped_total", "passes_total", "records_remaining",
+		"invalid_records_total", "late_records_total", "records_skipped_total", "passes_total", "records_remaining", "degraded",
 	}
 	for i := range want {
 		want[i] = "keysetsync_" + want[i]

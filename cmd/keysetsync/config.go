@@ -244,14 +244,18 @@ func shownValue(f *flag.Flag) *yaml.Node {
 func str(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
 
 // syncFlagSet returns the flag set of once and run (with interval non-nil, run's --interval
-// too) and the parsed flags it fills.
-func syncFlagSet(e *env, name, summary string, interval *time.Duration) (*flag.FlagSet, *syncFlags) {
+// too) and the parsed flags it fills. extra adds the flags of a command of its own that takes
+// the sync flags too (verify's --max-examples), so one config file serves them all.
+func syncFlagSet(e *env, name, summary string, interval *time.Duration, extra ...func(*flag.FlagSet)) (*flag.FlagSet, *syncFlags) {
 	var f syncFlags
 	fs := newFlagSet(e, name, summary)
 	f.register(fs)
 	registerConfigFlag(fs)
 	if interval != nil {
 		registerInterval(fs, interval)
+	}
+	for _, x := range extra {
+		x(fs)
 	}
 	return fs, &f
 }
@@ -309,7 +313,7 @@ type pipelineFlags struct {
 // pipelineFlagSets parses args once per pipeline of c: flag > env > top-level key > default,
 // then the pipeline's own keys over all of them. Each pipeline needs its own name; the names
 // and the --metrics-addr (when set) must differ.
-func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile, withInterval bool) ([]*pipelineFlags, error) {
+func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile, withInterval bool, extra ...func(*flag.FlagSet)) ([]*pipelineFlags, error) {
 	var out []*pipelineFlags
 	names := map[string]int{}
 	addrs := map[string]int{}
@@ -319,7 +323,7 @@ func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile
 		if withInterval {
 			interval = &ps.interval
 		}
-		ps.fs, ps.flags = syncFlagSet(e, name, summary, interval)
+		ps.fs, ps.flags = syncFlagSet(e, name, summary, interval, extra...)
 		p, err := parseFlagSources(e, ps.fs, args)
 		if err != nil {
 			return nil, err
@@ -388,6 +392,9 @@ func startSync(ctx context.Context, e *env, args []string, name, summary string,
 	for _, ps := range sets {
 		f := ps.flags
 		err := f.validate()
+		if err == nil && interval != nil {
+			err = checkInterval(ps.interval)
+		}
 		if err != nil && multi {
 			err = fmt.Errorf("pipeline %q: %w", f.pipeline, err)
 		}

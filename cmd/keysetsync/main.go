@@ -46,7 +46,7 @@ func commands() []command {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifySignals(context.Background())
 	defer stop()
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	tuneGC(os.Getenv)
@@ -81,22 +81,102 @@ func dispatch(ctx context.Context, e *env, args []string) int {
 			continue
 		}
 		err := c.run(ctx, e, args[1:])
-		switch {
-		case err == nil:
+		if err == nil || errors.Is(err, errHelp) {
 			return 0
-		case errors.Is(err, errHelp):
-			return 0
-		case errors.Is(err, errUsage):
-			fmt.Fprintf(e.stderr, "keysetsync %s: %v\n", c.name, err)
-			return 2
-		default:
-			fmt.Fprintf(e.stderr, "keysetsync %s: %v\n", c.name, err)
-			return 1
 		}
+		fmt.Fprintf(e.stderr, "keysetsync %s: %v\n", c.name, err)
+		return exitCode(err)
 	}
 	fmt.Fprintf(e.stderr, "keysetsync: unknown command %q\n\n", args[0])
 	usage(e.stderr)
 	return 2
+}
+
+// Exit codes other than 0 (success) and 1 (failure), documented in the README's "Exit codes".
+const (
+	exitUsage = 2 // a bad command line or configuration value
+	// exitMayBeMissing: once synced and committed everything the API served, but the API could
+	// not serve every record (a tie wider than a page); verify could not check such a topic.
+	exitMayBeMissing = 3
+)
+
+// Errors of the exit codes above. A command returns them wrapped, with the cause.
+var (
+	// errMayBeMissing: once delivered and committed everything it could read, but the source
+	// cannot serve some records (producer.ErrTieOverflow): retrying cannot help, so a scheduler
+	// must be able to tell it from both success and failure.
+	errMayBeMissing = errors.New("synced, but records may be missing: the source cannot serve them")
+	// errCannotVerify: verify's own walk of the API has the blind spot that makes records
+	// missing, so comparing would report "nothing missing" falsely.
+	errCannotVerify = errors.New("cannot verify")
+)
+
+// exitCode maps the error of a command to the process's exit status: 2 for usage errors,
+// 128+n for a command that stopped on signal n before its job was done, 3 for errMayBeMissing
+// and errCannotVerify, 1 for anything else.
+func exitCode(err error) int {
+	var sig *signalError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		return exitUsage
+	case errors.As(err, &sig):
+		return sig.exitCode()
+	case errors.Is(err, errMayBeMissing), errors.Is(err, errCannotVerify):
+		return exitMayBeMissing
+	default:
+		return 1
+	}
+}
+
+// signalError is the cause of the context main cancels on SIGINT or SIGTERM: a command that
+// could not finish its job because of it (once) returns it, and exits 128 + the signal's
+// number (130, 143) as shells and schedulers expect, never 0.
+type signalError struct{ sig syscall.Signal }
+
+func (e *signalError) Error() string {
+	name := map[syscall.Signal]string{syscall.SIGINT: "SIGINT", syscall.SIGTERM: "SIGTERM"}[e.sig]
+	if name == "" {
+		name = e.sig.String()
+	}
+	return "interrupted by " + name
+}
+
+func (e *signalError) exitCode() int { return 128 + int(e.sig) }
+
+// notifySignals returns a context cancelled at the first SIGINT or SIGTERM with a *signalError
+// as its cause (context.Cause), so a command can tell which signal stopped it; signal.NotifyContext
+// does not say. Later signals are caught and ignored until stop, so a second Ctrl-C does not
+// kill the process in the middle of its clean stop.
+func notifySignals(parent context.Context) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			sig, _ := s.(syscall.Signal) // os.Interrupt and SIGTERM are both syscall.Signal
+			cancel(&signalError{sig: sig})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
+}
+
+// interruptedBySignal returns the *signalError that cancelled ctx, or nil if ctx is not done or
+// ended for another reason.
+func interruptedBySignal(ctx context.Context) *signalError {
+	var sig *signalError
+	if ctx.Err() != nil && errors.As(context.Cause(ctx), &sig) {
+		return sig
+	}
+	return nil
 }
 
 func usage(w io.Writer) {

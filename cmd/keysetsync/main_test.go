@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,6 +53,10 @@ func TestUsageErrors(t *testing.T) {
 		{"bad batch size", nil, []string{"once", "--batch-records", "0"}, 2, "--batch-records 0"},
 		{"bad log level", nil, []string{"once", "--log-level", "loud"}, 2, `--log-level "loud"`},
 		{"bad api url", nil, []string{"once", "--brokers", "127.0.0.1:1", "--api-url", "ftp://x"}, 1, "127.0.0.1:1"},
+		// An unreachable broker: without the floor, run would fail there with 1, not 2.
+		{"interval 0s", nil, []string{"run", "--brokers", "127.0.0.1:1", "--interval", "0s"}, 2, "--interval 0s: below the floor of 100ms (a pass would start about 1000 times a second)"},
+		{"interval below the floor in env", map[string]string{"KEYSETSYNC_INTERVAL": "99ms"}, []string{"run", "--brokers", "127.0.0.1:1"}, 2, "--interval 99ms: below the floor of 100ms"},
+		{"interval at the floor", nil, []string{"run", "--brokers", "127.0.0.1:1", "--kafka-wait", "0s", "--interval", "100ms"}, 1, "127.0.0.1:1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -199,4 +207,41 @@ func TestVerifyFindsMissingAndStaleIDs(t *testing.T) {
 			assert.Contains(t, out, "stale "+u.ID)
 		}
 	})
+}
+
+func TestExitCodes(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		code int
+	}{
+		{"success", nil, 0},
+		{"failure", errors.New("API down"), 1},
+		{"usage", fmt.Errorf("%w: --batch-records 0", errUsage), 2},
+		{"records may be missing", fmt.Errorf("%w: %w", errMayBeMissing, errors.New("ties")), 3},
+		{"cannot verify", fmt.Errorf("%w: ties", errCannotVerify), 3},
+		{"SIGINT", fmt.Errorf("%w: stopped", &signalError{sig: syscall.SIGINT}), 130},
+		{"SIGTERM", fmt.Errorf("%w: stopped", &signalError{sig: syscall.SIGTERM}), 143},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			assert.Equal(t, c.code, exitCode(c.err))
+		})
+	}
+	assert.Equal(t, "interrupted by SIGTERM", (&signalError{sig: syscall.SIGTERM}).Error())
+}
+
+// TestOnceStoppedBySignalWhileOpening: a signal that arrives before the pipeline is open (here
+// before once starts; in life during --kafka-wait) is still reported as the signal, not as the
+// connection error it caused. The subprocess tests of a signal mid-pass are in
+// internal/crashtest (TestGracefulStop).
+func TestOnceStoppedBySignalWhileOpening(t *testing.T) {
+	f := newToolsFixture(t, kafkatest.NewFake(t), playground.Config{Records: 10}, 1)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	stderr := &lockedBuffer{}
+	e := &env{stdout: io.Discard, stderr: stderr, getenv: func(k string) string { return f.vars[k] }}
+	cancel(&signalError{sig: syscall.SIGTERM}) // what main's notifySignals does on SIGTERM
+	code := dispatch(ctx, e, []string{"once"})
+	assert.Equal(t, 143, code, stderr.String())
+	assert.Contains(t, stderr.String(), "keysetsync once: interrupted by SIGTERM")
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +22,7 @@ import (
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/playground"
+	"github.com/keysetsync/keysetsync/producer"
 )
 
 // lockedBuffer is a bytes.Buffer the command writes its log to while the test reads it.
@@ -179,6 +182,18 @@ func TestReadyzSaysWhyItIsNotReady(t *testing.T) {
 	status, body = probe()
 	assert.Equal(t, http.StatusOK, status)
 	assert.Equal(t, "ok", body["status"])
+
+	m.PassFinished(errors.New("API down")) // a failed pass: the next one may heal it
+	status, _ = probe()
+	assert.Equal(t, http.StatusOK, status)
+
+	m.PassFinished(fmt.Errorf("%w: %w", errMayBeMissing, &producer.TieOverflowError{
+		Overflows: []producer.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 7, 0, time.UTC), Page: 4, Delivered: 50}}, Total: 1}))
+	m.PassFinished(nil)
+	status, body = probe()
+	assert.Equal(t, http.StatusServiceUnavailable, status, "records the API cannot serve stay missing")
+	assert.Equal(t, "degraded", body["status"])
+	assert.Contains(t, body["reason"], "2024-01-01T00:00:07Z (page 4: 50 delivered)")
 
 	status, _ = get(t, srv.URL+"/healthz")
 	assert.Equal(t, http.StatusOK, status)

@@ -80,26 +80,32 @@ func (s *metricsServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeProbe(w, http.StatusOK, "")
+		writeProbe(w, http.StatusOK, "ok", "")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		degraded, why := s.metrics.Degraded()
 		switch {
 		case !s.opened.Load():
-			writeProbe(w, http.StatusServiceUnavailable, "connecting to Kafka: the topics are not checked yet")
+			writeProbe(w, http.StatusServiceUnavailable, "unavailable", "connecting to Kafka: the topics are not checked yet")
 		case !s.metrics.Loaded():
-			writeProbe(w, http.StatusServiceUnavailable, "the cursor is not loaded yet")
+			writeProbe(w, http.StatusServiceUnavailable, "unavailable", "the cursor is not loaded yet")
+		case degraded:
+			// Records the API cannot serve are missing for good: keep the pipeline out of
+			// "ready" until an operator re-reads them (cursor set --to) and restarts it, or
+			// accepts the loss (--accept-tie-overflow).
+			writeProbe(w, http.StatusServiceUnavailable, "degraded", why)
 		default:
-			writeProbe(w, http.StatusOK, "")
+			writeProbe(w, http.StatusOK, "ok", "")
 		}
 	})
 	return mux
 }
 
-// writeProbe answers a probe with {"status":"ok"} or {"status":"unavailable","reason":...}.
-func writeProbe(w http.ResponseWriter, code int, reason string) {
-	body := map[string]string{"status": "ok"}
-	if code != http.StatusOK {
-		body = map[string]string{"status": "unavailable", "reason": reason}
+// writeProbe answers a probe with {"status":status} and, when not ok, the reason.
+func writeProbe(w http.ResponseWriter, code int, status, reason string) {
+	body := map[string]string{"status": status}
+	if reason != "" {
+		body["reason"] = reason
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -4,19 +4,39 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"time"
 
 	"github.com/keysetsync/keysetsync/producer"
 )
 
+// minInterval is the shortest --interval accepted: below it an idle pipeline would start a
+// pass (a cursor load and an API request) hundreds of times a second, about 1,000 at 0s, for
+// no fresher data than a pass every 100ms gives.
+const minInterval = 100 * time.Millisecond
+
 func registerInterval(fs *flag.FlagSet, interval *time.Duration) {
-	fs.DurationVar(interval, "interval", 30*time.Second, "pause between the end of one pass and the start of the next")
+	fs.DurationVar(interval, "interval", 30*time.Second, "pause between the end of one pass and the start of the next (at least "+minInterval.String()+")")
+}
+
+// checkInterval refuses an --interval below minInterval.
+func checkInterval(interval time.Duration) error {
+	if interval < minInterval {
+		return fmt.Errorf("%w: --interval %s: below the floor of %s (a pass would start about %d times a second)",
+			errUsage, interval, minInterval, time.Second/max(interval, time.Millisecond))
+	}
+	return nil
 }
 
 func runRun(ctx context.Context, e *env, args []string) error {
 	var interval time.Duration
-	runs, err := startSync(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM.\nA failed pass is logged and the next one starts again from the committed cursor.\nWith a config file listing pipelines, all of them run concurrently in this process.", &interval)
+	runs, err := startSync(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM, then exit 0.\nA failed pass is logged and the next one starts again from the committed cursor. A pass that\nended with records the API cannot serve (a tie wider than a page) is logged as an ERROR and\nmarks the pipeline degraded on /readyz and keysetsync_degraded until the process restarts.\nWith a config file listing pipelines, all of them run concurrently in this process.", &interval)
 	if err != nil {
+		if interruptedBySignal(ctx) != nil && !errors.Is(err, errUsage) {
+			// Stopped while connecting: nothing was written, and run stops on a signal with 0.
+			stderrLogger(e).Info("stopping on signal before the pipelines were open", "err", err)
+			return nil
+		}
 		return err
 	}
 	defer closeSyncs(runs)
@@ -46,10 +66,16 @@ func runLoop(ctx context.Context, r *syncRun) error {
 		if errors.Is(err, producer.ErrConfig) {
 			return err
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, producer.ErrTieOverflow):
+			// Not a failure to retry: everything readable is committed, and the records the
+			// API cannot serve stay missing. The metrics server marks the pipeline degraded.
+			failures = 0
+			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", err)
+		case err != nil:
 			failures++
 			log.Error("pass failed; the next pass resumes from the committed cursor", "err", err, "retryable", producer.IsRetryable(err), "consecutive_failures", failures)
-		} else {
+		default:
 			failures = 0
 		}
 		t := time.NewTimer(interval)

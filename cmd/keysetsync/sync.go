@@ -40,6 +40,7 @@ type syncFlags struct {
 	maxFuture      time.Duration
 	topicConfigs   topic.ConfigFlag
 	progress       time.Duration
+	acceptOverflow bool
 	logFlags
 	metrics  metricsFlags
 	kafkaSec kafkaSecurityFlags
@@ -66,6 +67,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", 1_000_000, "largest Avro value accepted; a larger record is invalid (it would fail the produce)")
 	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
 	fs.Var(&f.topicConfigs, "topic-config", "topic-level config name=value of the data topic when keysetsync creates it, e.g. cleanup.policy=compact (repeatable; comma-separated in the env var and config file); an existing topic is not altered, a differing value is logged as a warning")
+	fs.BoolVar(&f.acceptOverflow, "accept-tie-overflow", false, "accept the loss of records the API cannot serve (a tie wider than a page without --api-after-id-param): log it, but end the pass with 0 and keep /readyz ready instead of exit 3 and degraded")
 	fs.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a pass logs a progress line: records/s and, with --api-total-path, the records that remain and an estimated time left (0: never)")
 	f.logFlags.register(fs)
 	f.metrics.register(fs)
@@ -207,6 +209,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	walk.Lookback, walk.MaxRecordBytes, walk.MaxFuture = f.lookback, f.maxRecordBytes, f.maxFuture
+	walk.AcceptTieOverflow = f.acceptOverflow
 	s, err := producer.New(producer.Config{
 		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
 		Walk:         walk,

@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
@@ -17,26 +23,39 @@ import (
 // errVerify marks a verification that found missing or stale ids (exit status 1).
 var errVerify = errors.New("topic does not match the API")
 
+const verifySummary = `Compare the data topic's latest value per id with the API's current state, read in full
+through the keyset endpoint, and report how far the pipeline's committed cursor is behind the API.
+Prints missing, stale and extra ids. Exit status 1 if any id is missing or stale; 3 ("cannot
+verify") if the API could not page through a tie wider than a page, so neither the sync nor this
+check can read every record.
+Takes every flag of once and its --config file (with a pipelines: list, --pipeline selects one),
+so the same flags and file serve both; the flags that only concern writing are accepted and
+ignored.`
+
 func runVerify(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "verify", "Compare the data topic's latest value per id with the API's current state, read in full\nthrough the keyset endpoint. Prints missing, stale and extra ids; exit status 1 if any id is\nmissing or stale.")
-	var source sourceFlags
-	source.register(fs)
-	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
-	topicName := fs.String("topic", "users", "data topic to verify")
-	examples := fs.Int("max-examples", 10, "ids printed per kind of difference")
-	var lf logFlags
-	lf.register(fs)
-	var sec kafkaSecurityFlags
-	sec.register(fs)
-	var reg registryFlags
-	reg.registerRead(fs)
-	if err := parseFlags(e, fs, args); err != nil {
+	var examples int
+	maxExamples := func(p *int) func(*flag.FlagSet) {
+		return func(fs *flag.FlagSet) { fs.IntVar(p, "max-examples", 10, "ids printed per kind of difference") }
+	}
+	fs, f := syncFlagSet(e, "verify", verifySummary, nil, maxExamples(&examples))
+	p, err := parseFlagSources(e, fs, args)
+	if err != nil {
 		return err
 	}
-	if err := errors.Join(append(append(sec.validate(), source.validate()...), reg.validate()...)...); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+	if p.config != nil && len(p.config.pipelines) > 0 {
+		var ignored int // an item's own max-examples: the command line's is the one printed with
+		sets, err := pipelineFlagSets(e, args, "verify", verifySummary, p.config, false, maxExamples(&ignored))
+		if err != nil {
+			return err
+		}
+		if f, err = selectPipeline(f.pipeline, p.source["pipeline"] != fromDefault, p.config.path, sets); err != nil {
+			return err
+		}
 	}
-	log, err := lf.logger(e)
+	if err := f.validate(); err != nil {
+		return err
+	}
+	log, err := f.logger(e)
 	if err != nil {
 		return err
 	}
@@ -44,36 +63,42 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	src, err := source.newSource(0, log)
+	src, err := f.source.newSource(f.apiMaxAttempts, log)
 	if err != nil {
 		return err
 	}
-	walk, err := source.walkOptions()
+	walk, err := f.source.walkOptions()
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	transport, err := newKafkaTransport(&sec, "keysetsync-verify", log)
+	transport, err := newKafkaTransport(&f.kafkaSec, "keysetsync-verify", log)
 	if err != nil {
 		return err
 	}
 	defer transport.CloseIdleConnections()
-	client := newKafkaClient(*brokers, transport)
+	client := newKafkaClient(f.brokers, transport)
 
-	// The topic first: an update that lands between the two reads then shows as stale (the
-	// API is newer), never as a false "in sync".
+	// The cursor, then the topic, then the API, each read after the one it is compared with: a
+	// cursor is committed only after its data is acknowledged, so the topic covers it, and an
+	// update that lands between the reads shows as stale (the API is newer), never as a false
+	// "in sync".
+	committed, noCursor, err := loadCommittedCursor(ctx, client, f, log)
+	if err != nil {
+		return err
+	}
 	inTopic := map[string][]byte{}
 	messages := 0
-	err = topic.Scan(ctx, client, *topicName, func(r topic.Record) error {
+	err = topic.Scan(ctx, client, f.topic, func(r topic.Record) error {
 		messages++
 		if r.Value == nil {
 			delete(inTopic, string(r.Key))
 		} else {
-			inTopic[string(r.Key)] = reg.unframe(r.Value)
+			inTopic[string(r.Key)] = f.registry.unframe(r.Value)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("read topic %q: %w", *topicName, err)
+		return fmt.Errorf("read topic %q: %w", f.topic, err)
 	}
 	inAPI := map[string]producer.Record{}
 	w := producer.NewWalker(src, codec, cursor.Cursor{}, walk, log)
@@ -88,6 +113,16 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("read API: %w", err)
 		}
+	}
+	lag := cursorLag(f, committed, noCursor, inAPI)
+
+	if ws := w.Stats(); ws.TieOverflows > 0 {
+		// The walk skipped records it could not page through, exactly as the sync does: a
+		// comparison would call them neither missing nor stale, and report a loss as success.
+		fmt.Fprintf(e.stdout, "cannot verify: %s\n", overflowText(ws))
+		fmt.Fprintln(e.stdout, lag)
+		return fmt.Errorf("%w: the API could not page through %d tie(s) wider than a page (first at %s); configure --api-after-id-param or a larger --api-page-size",
+			errCannotVerify, ws.TieOverflows, cursor.FormatTime(ws.Overflows[0].At))
 	}
 
 	var missing, stale, extra []string
@@ -112,19 +147,117 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 			extra = append(extra, id)
 		}
 	}
-	fmt.Fprintf(e.stdout, "topic=%s messages=%d ids_in_topic=%d ids_in_api=%d missing=%d stale=%d extra=%d tie_overflows=%d\n",
-		*topicName, messages, len(inTopic), len(inAPI), len(missing), len(stale), len(extra), w.Stats().TieOverflows)
+	fmt.Fprintf(e.stdout, "topic=%s messages=%d ids_in_topic=%d ids_in_api=%d missing=%d stale=%d extra=%d\n",
+		f.topic, messages, len(inTopic), len(inAPI), len(missing), len(stale), len(extra))
 	for _, l := range []struct {
 		kind string
 		ids  []string
 	}{{"missing", missing}, {"stale", stale}, {"extra", extra}} {
 		sort.Strings(l.ids)
-		for _, id := range l.ids[:min(len(l.ids), *examples)] {
+		for _, id := range l.ids[:min(len(l.ids), examples)] {
 			fmt.Fprintf(e.stdout, "%s %s\n", l.kind, id)
 		}
 	}
+	fmt.Fprintln(e.stdout, lag)
 	if len(missing)+len(stale) > 0 {
 		return fmt.Errorf("%w: %d missing, %d stale", errVerify, len(missing), len(stale))
 	}
 	return nil
+}
+
+// selectPipeline picks the pipeline of a config file's pipelines list that verify checks: the
+// one named by --pipeline (flag, env var or top-level key), or the only one.
+func selectPipeline(name string, named bool, path string, sets []*pipelineFlags) (*syncFlags, error) {
+	var names []string
+	for _, ps := range sets {
+		if named && ps.flags.pipeline == name {
+			return ps.flags, nil
+		}
+		names = append(names, ps.flags.pipeline)
+	}
+	switch {
+	case named:
+		return nil, fmt.Errorf("%w: --pipeline %q is not in the pipelines of config file %s (%s)", errUsage, name, path, strings.Join(names, ", "))
+	case len(sets) == 1:
+		return sets[0].flags, nil
+	default:
+		return nil, fmt.Errorf("%w: config file %s lists %d pipelines (%s): choose the one to verify with --pipeline", errUsage, path, len(sets), strings.Join(names, ", "))
+	}
+}
+
+// loadCommittedCursor reads the committed cursor of f.pipeline without creating anything: when
+// the cursor topic does not exist or holds no cursor of the pipeline, it returns why as noCursor
+// (a report, not an error: a pipeline that never ran is a state worth showing).
+func loadCommittedCursor(ctx context.Context, client *kafka.Client, f *syncFlags, log *slog.Logger) (c cursor.Cursor, noCursor string, err error) {
+	if _, err := topic.Partitions(ctx, client, f.cursorTopic); errors.Is(err, kafka.UnknownTopicOrPartition) {
+		return cursor.Cursor{}, fmt.Sprintf("cursor topic %q does not exist", f.cursorTopic), nil
+	} else if err != nil {
+		return cursor.Cursor{}, "", fmt.Errorf("cursor topic %q on %s: %w", f.cursorTopic, f.brokers, err)
+	}
+	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: f.cursorTopic, Logger: log})
+	if err != nil {
+		return cursor.Cursor{}, "", err
+	}
+	defer store.Close()
+	c, err = store.Load(ctx, f.pipeline)
+	if errors.Is(err, cursor.ErrNotFound) {
+		return cursor.Cursor{}, fmt.Sprintf("no cursor of pipeline %q in topic %q", f.pipeline, f.cursorTopic), nil
+	}
+	return c, "", err
+}
+
+// cursorLag is verify's line on how far the committed cursor is behind the API: the cursor's
+// last_updated_at, the API's newest updatedAt, their difference (negative: the cursor is ahead
+// of every record the API serves) and how many API records are newer than the cursor, which the
+// next pass would deliver.
+func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, inAPI map[string]producer.Record) string {
+	at := c.LastUpdatedAt
+	if noCursor != "" {
+		at = cursor.Start
+	}
+	var newest time.Time
+	newer := 0
+	for _, r := range inAPI {
+		if r.UpdatedAt.After(newest) {
+			newest = r.UpdatedAt
+		}
+		if r.UpdatedAt.After(at) {
+			newer++
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cursor pipeline=%s", f.pipeline)
+	if noCursor != "" {
+		fmt.Fprintf(&b, " last_updated_at=none (%s: its next pass starts from the beginning)", noCursor)
+	} else {
+		fmt.Fprintf(&b, " last_updated_at=%s seq=%d", cursor.FormatTime(at), c.Seq)
+	}
+	if newest.IsZero() {
+		b.WriteString(" api_newest_updated_at=none")
+	} else {
+		fmt.Fprintf(&b, " api_newest_updated_at=%s", cursor.FormatTime(newest))
+		if noCursor == "" {
+			fmt.Fprintf(&b, " behind=%s", newest.Sub(at))
+		}
+	}
+	fmt.Fprintf(&b, " api_records_newer=%d", newer)
+	return b.String()
+}
+
+// overflowText names where a walk could not page through a tie: each time with its page and
+// the records read there.
+func overflowText(ws producer.WalkStats) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "the API could not page through %d tie(s) wider than a page, so records at ", ws.TieOverflows)
+	for i, o := range ws.Overflows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (page %d: %d read)", cursor.FormatTime(o.At), o.Page, o.Delivered)
+	}
+	if n := ws.TieOverflows - len(ws.Overflows); n > 0 {
+		fmt.Fprintf(&b, " and %d more", n)
+	}
+	b.WriteString(" beyond those read can be fetched neither by the sync nor by this check; how many is unknown")
+	return b.String()
 }

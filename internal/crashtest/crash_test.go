@@ -276,8 +276,10 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 }
 
 // TestGracefulStop sends SIGTERM or SIGINT to the binary while it syncs, and requires a clean
-// exit (status 0) with the cursor covering everything acknowledged: no loss and, because the
-// in-flight batch is finished and committed, no duplicate either.
+// stop with the cursor covering everything acknowledged: no loss and, because the in-flight
+// batch is finished and committed, no duplicate either. run then exits 0; once, whose job (sync
+// until the API has nothing newer) was cut short, exits 130 (SIGINT) or 143 (SIGTERM), so a
+// scheduler never takes it for a complete sync.
 func TestGracefulStop(t *testing.T) {
 	bin := proctest.BuildBinary(t)
 	cases := []struct {
@@ -287,13 +289,16 @@ func TestGracefulStop(t *testing.T) {
 		after string // log line
 		n     int    // occurrence of after that triggers the signal
 		want  string // log line the binary must print
+		code  int    // exit status: run stops on a signal with 0; once did not finish its job: 128 + the signal
 	}{
-		{"run SIGTERM mid-pass", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgCommitted, 3, "stopping on signal"},
-		{"run SIGINT mid-pass", []string{"run", "--interval", "100ms"}, syscall.SIGINT, msgCommitted, 3, "stopping on signal"},
-		{"run SIGTERM mid-produce", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgProduce, 4, "stopping on signal"},
-		{"run SIGTERM between passes", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgPassDone, 2, "stopping on signal"},
-		{"once SIGTERM mid-pass", []string{"once"}, syscall.SIGTERM, msgCommitted, 3, "interrupted; the cursor covers every acknowledged batch"},
-		{"once SIGINT mid-produce", []string{"once"}, syscall.SIGINT, msgProduce, 4, "interrupted; the cursor covers every acknowledged batch"},
+		{"run SIGTERM mid-pass", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgCommitted, 3, "stopping on signal", 0},
+		{"run SIGINT mid-pass", []string{"run", "--interval", "100ms"}, syscall.SIGINT, msgCommitted, 3, "stopping on signal", 0},
+		{"run SIGTERM mid-produce", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgProduce, 4, "stopping on signal", 0},
+		{"run SIGTERM between passes", []string{"run", "--interval", "100ms"}, syscall.SIGTERM, msgPassDone, 2, "stopping on signal", 0},
+		{"once SIGTERM mid-pass", []string{"once"}, syscall.SIGTERM, msgCommitted, 3, "keysetsync once: interrupted by SIGTERM", 143},
+		{"once SIGINT mid-pass", []string{"once"}, syscall.SIGINT, msgCommitted, 3, "keysetsync once: interrupted by SIGINT", 130},
+		{"once SIGINT mid-produce", []string{"once"}, syscall.SIGINT, msgProduce, 4, "keysetsync once: interrupted by SIGINT", 130},
+		{"once SIGTERM mid-produce", []string{"once"}, syscall.SIGTERM, msgProduce, 4, "keysetsync once: interrupted by SIGTERM", 143},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -326,7 +331,7 @@ func TestGracefulStop(t *testing.T) {
 					h.trapMu.Unlock()
 				}
 				require.True(t, signalled, "the process ended before %q #%d: %v\n%s", tc.after, tc.n, st, p.Tail(30))
-				require.Equal(t, 0, st.ExitCode(), "exit after %v: %v; stderr ends with:\n%s", tc.sig, st, p.Tail(30))
+				require.Equal(t, tc.code, st.ExitCode(), "exit after %v: %v; stderr ends with:\n%s", tc.sig, st, p.Tail(30))
 				require.Contains(t, p.Stderr(), tc.want)
 				c, messages := h.checkCursor(t)
 				t.Logf("stopped: cursor seq=%d records=%d; topic messages=%d", c.Seq, c.Records, messages)

@@ -16,8 +16,9 @@
 //     must find no record lost, and the duplicates must stay within the batches in flight at
 //     each crash.
 //   - TestGracefulStop sends SIGTERM or SIGINT to `run` and `once` mid-pass or between passes
-//     and requires exit status 0, the "stopping on signal" (or "interrupted") log line, a cursor
-//     not ahead of the data and, after a final `once`, no loss and no duplicate at all.
+//     and requires exit status 0 for `run` with its "stopping on signal" log line, 130 (SIGINT)
+//     or 143 (SIGTERM) for `once` with its "interrupted by" error, a cursor not ahead of the data
+//     and, after a final `once`, no loss and no duplicate at all.
 //
 // Without KAFKA_BROKERS the real-broker variants are skipped, except under CI=true where they
 // fail (see internal/kafkatest). TestCrashRecovery runs three modes against each target:
