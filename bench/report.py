@@ -18,6 +18,7 @@ TARGET_RATIO = 0.80  # e2e >= 80% of min(broker, api) at page size 1000
 TARGET_ONEPAGE = 5.0  # page size 50: e2e >= 5x one page at a time
 TARGET_RSS_MIB = 64.0
 TARGET_LAT_SLACK_MS = 200.0
+TARGET_TIE_RATIO = 1.10  # peak RSS, after-id tie of the largest width / the smallest
 
 
 def med(xs):
@@ -148,6 +149,28 @@ def main():
               f"| {f['pages']:,}, {fmt(f['pass_s'])} |")
         w("")
 
+    ties = [r for r in rows if r["kind"] == "tie_summary"]
+    for t in ties:
+        w(f"### Wide tie: `keysetsync once` through one tie, after-id API (medians of {t['runs']} interleaved runs)\n")
+        w("`tie`: every record but the last has the same `updatedAt` second; the last follows one second later. "
+          "`spread`, the control: the same records and pages, one per second. Peak RSS: the child's `ru_maxrss` "
+          "(or its VmHWM polled from /proc, whichever is larger). Go heap: the largest heap at the end of a GC, "
+          "live heap: the largest marked live (GODEBUG=gctrace=1, whole MB). Every run passed its checks: "
+          "distinct ids in the topic = records, every committed cursor <= 64 KiB and the last one past the tie.\n")
+        w("| shape | records | at one second | peak RSS MiB | min-max | Go heap MB | live heap MB | pass s | wall s | rec/s | pages | resent | largest cursor B |")
+        w("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for shape in ("tie", "spread"):
+            for n in t["sizes"]:
+                st = t["median"].get(shape, {}).get(str(n))
+                if not st:
+                    continue
+                rs = by.get((shape, n, t["page"]), [])
+                w(f"| {shape} | {n + 1:,} | {n if shape == 'tie' else 1:,} | {fmt(st['peak_rss_mib'], 1)} | {fmt(st['min_rss_mib'], 1)} - {fmt(st['max_rss_mib'], 1)} "
+                  f"| {fmt(st.get('heap_max_mb'), 1)} | {fmt(st.get('heap_live_mb'), 1)} | {fmt(st['seconds'])} | {fmt(st['wall_s'])} "
+                  f"| {fmt_int(st['records_per_s'])} | {fmt_int(med(r['pages'] for r in rs))} | {fmt_int(med(r['resent'] for r in rs))} "
+                  f"| {fmt_int(max((r['cursor_max_bytes'] for r in rs), default=None))} |")
+        w("")
+
     lat = [r for r in rows if r["kind"] == "latency"]
     if lat:
         w("### Continuous mode: update in the API -> message readable in Kafka\n")
@@ -194,6 +217,16 @@ def main():
         lo, hi = rss[sizes[0]], rss[sizes[-1]]
         w(f"| (information) peak RSS growth from {sizes[0]:,} to {sizes[-1]:,} records | {fmt(lo, 1)} -> {fmt(hi, 1)} MiB "
           f"({hi - lo:+.1f} MiB) | - |")
+    for t in ties:
+        lo, hi = t["sizes"][0], t["sizes"][-1]
+        extra = ""
+        if t.get("spread_ratio") is not None:
+            extra = (f"; without a tie (control) {fmt(t['spread_ratio'])}x; "
+                     f"tie / no tie at {hi:,}: {fmt(t['tie_over_spread'])}x")
+        w(f"| after-id tie of {hi:,} records: peak RSS <= {TARGET_TIE_RATIO:.2f}x a tie of {lo:,} "
+          f"| {fmt(t['median']['tie'][str(hi)]['peak_rss_mib'], 1)} vs {fmt(t['median']['tie'][str(lo)]['peak_rss_mib'], 1)} MiB: "
+          f"{fmt(t['ratio'])}x of medians, {fmt(t['ratio_per_run'])}x per run{extra} "
+          f"| {verdict(max(t['ratio'], t['ratio_per_run']) <= TARGET_TIE_RATIO)} |")
     for r in lat:
         t = r["target_p99_ms"]
         w(f"| continuous p99 <= interval + {TARGET_LAT_SLACK_MS:.0f} ms | {fmt(r['p99_ms'], 0)} ms (target {t} ms) "

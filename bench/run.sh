@@ -9,14 +9,21 @@
 #   onepage  `keysetsync once --batch-records 1`: fetch one page, produce it, wait for the
 #            acks, commit the cursor, fetch the next page: the one-page-at-a-time baseline
 # plus an incremental sync (bench/incremental), the update-to-Kafka latency of `keysetsync run`
-# (bench/latency), a CPU profile of a 1M-record pass (BenchmarkSyncPass + pprof), and a table
-# of medians with the ratio e2e / min(broker, api) and the targets of the performance issue.
+# (bench/latency), the peak memory of `keysetsync once` through one tie of 1,000,000 records at
+# one second against a tie of 10,000, with an after-id API (bench/tie), a CPU profile of a
+# 1M-record pass (BenchmarkSyncPass + pprof), and a table of medians with the ratio
+# e2e / min(broker, api) and the targets of the performance issue.
 #
 #   bench/run.sh                      # full: 100k and 1M records, pages 50 and 1000, 3 runs
-#   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run
+#   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run, ties of
+#                                     # 10k and 100k
+#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#                                     # the wide tie alone (about 3 min)
 #
 # Environment (defaults in brackets):
-#   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 BENCH_LAT_SECONDS=20 [0]
+#   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 BENCH_LAT_SECONDS=20
+#                      BENCH_TIE_SIZES="10000 100000" [0]
+#   BENCH_MATRIX       0: skip the throughput matrix (broker, API, e2e, one page at a time) [1]
 #   BENCH_SIZES        record counts ["100000 1000000"]
 #   BENCH_PAGE_SIZES   playground page sizes ["50 1000"]
 #   BENCH_RUNS         runs per measurement; the table shows medians [3]
@@ -39,6 +46,11 @@
 #   BENCH_INCREMENTAL  1: run the incremental measurement [1]
 #   BENCH_INCR_SIZES / BENCH_INCR_PAGE_SIZES  [largest size] / [$BENCH_PAGE_SIZES]
 #   BENCH_INCR_PERCENT / BENCH_INCR_PER_SECOND  records updated, updates per second [1] / [10]
+#   BENCH_TIE          1: run the wide-tie memory measurement (bench/tie) [1]
+#   BENCH_TIE_SIZES / BENCH_TIE_RUNS / BENCH_TIE_SHAPES   tie widths (the ratio is the peak RSS of
+#                      the largest over the smallest's) / runs per size, interleaved / "tie,spread"
+#                      also measures the same records one per second, the control ["10000 1000000"]
+#                      / [$BENCH_RUNS] / [tie,spread]
 #   BENCH_LATENCY      1: run the latency measurement [1]
 #   BENCH_LAT_SECONDS / BENCH_LAT_RATE / BENCH_LAT_INTERVAL / BENCH_LAT_RECORDS / BENCH_LAT_PAGE_SIZE
 #                      [60] / [5 updates/s] / [1s] / [10000] / [1000]
@@ -61,10 +73,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 QUICK="${BENCH_QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
-  d_sizes=100000 d_runs=1 d_lat=20
+  d_sizes=100000 d_runs=1 d_lat=20 d_tie="10000 100000"
 else
-  d_sizes="100000 1000000" d_runs=3 d_lat=60
+  d_sizes="100000 1000000" d_runs=3 d_lat=60 d_tie="10000 1000000"
 fi
+MATRIX="${BENCH_MATRIX:-1}"
 SIZES="${BENCH_SIZES:-$d_sizes}"
 PAGES="${BENCH_PAGE_SIZES:-50 1000}"
 RUNS="${BENCH_RUNS:-$d_runs}"
@@ -83,6 +96,10 @@ INCR_SIZES="${BENCH_INCR_SIZES:-$largest}"
 INCR_PAGES="${BENCH_INCR_PAGE_SIZES:-$PAGES}"
 INCR_PERCENT="${BENCH_INCR_PERCENT:-1}"
 INCR_PER_SECOND="${BENCH_INCR_PER_SECOND:-10}"
+TIE="${BENCH_TIE:-1}"
+TIE_SIZES="${BENCH_TIE_SIZES:-$d_tie}"
+TIE_RUNS="${BENCH_TIE_RUNS:-$RUNS}"
+TIE_SHAPES="${BENCH_TIE_SHAPES:-tie,spread}"
 LAT="${BENCH_LATENCY:-1}"
 LAT_SECONDS="${BENCH_LAT_SECONDS:-$d_lat}"
 LAT_RATE="${BENCH_LAT_RATE:-5}"
@@ -103,7 +120,7 @@ PREFIX="bench-$RUN_ID-"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
-for v in $SIZES $PAGES $RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
+for v in $SIZES $PAGES $RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || ks_die "not a positive integer: $v (BENCH_SIZES, BENCH_PAGE_SIZES, BENCH_RUNS, ...)"
 done
 # Loopback only: the broker list, like everything else, must be this machine.
@@ -180,7 +197,7 @@ else
 fi
 BASELINE_BIN="$BIN"
 BENCH_BASELINE_REF="${BENCH_BASELINE_REF-fe3c283}"
-if [ -n "$BENCH_BASELINE_REF" ]; then
+if [ -n "$BENCH_BASELINE_REF" ] && [ "$MATRIX" = 1 ]; then
   rev="$(git rev-parse --verify "$BENCH_BASELINE_REF^{commit}")" || ks_die "BENCH_BASELINE_REF=$BENCH_BASELINE_REF is not a commit"
   say "building the one-page baseline's keysetsync from $BENCH_BASELINE_REF ($rev)"
   rm -rf "$OUT/baseline-src"
@@ -192,7 +209,7 @@ if [ -n "$BENCH_BASELINE_REF" ]; then
 fi
 say "building keysetsync and the bench tools from $SRC into $OUT/bin"
 (cd "$SRC" && go build -o "$BIN" ./cmd/keysetsync &&
-  go build -o "$OUT/bin/" ./bench/apidrain ./bench/incremental ./bench/latency ./bench/topics) ||
+  go build -o "$OUT/bin/" ./bench/apidrain ./bench/incremental ./bench/latency ./bench/tie ./bench/topics) ||
   ks_die "build failed (with BENCH_REF, the bench tools must compile against that commit's API)"
 
 {
@@ -206,7 +223,8 @@ say "building keysetsync and the bench tools from $SRC into $OUT/bin"
   echo "kafka: $(find "$LIBS" -maxdepth 1 -name 'kafka_2.13-*.jar' -printf '%f\n' | sed 's/kafka_2.13-//; s/.jar$//')"
   echo "broker: $BROKERS"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "config: sizes=[$SIZES] pages=[$PAGES] runs=$RUNS quick=$QUICK pp_props=[$PP_PROPS] pp_jvm=[$PP_JVM]"
+  echo "config: sizes=[$SIZES] pages=[$PAGES] runs=$RUNS quick=$QUICK matrix=$MATRIX pp_props=[$PP_PROPS] pp_jvm=[$PP_JVM]"
+  [ "$TIE" != 1 ] || echo "tie: sizes=[$TIE_SIZES] runs=$TIE_RUNS shapes=$TIE_SHAPES"
   echo "env: keysetsync=[${BENCH_KEYSETSYNC_ENV:-}] apidrain=[${BENCH_APIDRAIN_ENV:-}]"
 } >"$OUT/machine.txt"
 sed 's/^/    /' "$OUT/machine.txt" >&2
@@ -344,6 +362,7 @@ measure_once() {
 
 contains() { [[ " $1 " == *" $2 "* ]]; }
 
+[ "$MATRIX" = 1 ] || size_arr=()
 for size in "${size_arr[@]}"; do
   declare -A URL=() PID=()
   for page in "${page_arr[@]}"; do
@@ -395,6 +414,20 @@ if [ "$INCR" = 1 ]; then
       emit incremental "$size" "$page" 1 "$out"
     done
   done
+fi
+
+# ------------------------------------------------------------------ wide tie
+
+if [ "$TIE" = 1 ]; then
+  say "wide tie: keysetsync once through ties of [$TIE_SIZES] records at one second (after-id API), $TIE_RUNS runs interleaved, shapes $TIE_SHAPES"
+  # bench/tie prints its own result lines (kinds tie, spread and tie_summary).
+  timeout -k 10 "$((STEP_TIMEOUT * 4))" "$TOOLS/tie" --bin "$BIN" --brokers "$BROKERS" \
+    --sizes "${TIE_SIZES// /,}" --runs "$TIE_RUNS" --shapes "$TIE_SHAPES" --prefix "$PREFIX" \
+    --timeout "$((STEP_TIMEOUT * 4))s" "${KS_ENV_FLAGS[@]}" >"$OUT/tie.jsonl" 2>"$OUT/logs/tie.log" || {
+    cat "$OUT/logs/tie.log" >&2
+    ks_die "tie failed"
+  }
+  cat "$OUT/tie.jsonl" >>"$RESULTS"
 fi
 
 # ------------------------------------------------------------------ latency

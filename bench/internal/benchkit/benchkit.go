@@ -17,7 +17,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime/debug"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -249,6 +252,46 @@ type Once struct {
 	Pass LogLine       // the "pass finished" line
 	Wall time.Duration // process start to exit
 	Log  []byte        // the whole stderr
+	// PeakRSS is the process's peak resident set in bytes: ru_maxrss of its rusage, 0 if the
+	// platform does not say. Linux starts a child's ru_maxrss at its parent's peak (vfork and
+	// exec carry the old memory map's high-water mark over), so RunOnce first lowers this
+	// process's peak to its current RSS (ParentRSS): PeakRSS is the child's own only when it
+	// is above ParentRSS.
+	PeakRSS int64
+	// ParentRSS is this process's peak RSS in bytes when the child started, after the reset;
+	// -1 if it could not be read or reset.
+	ParentRSS int64
+	// PolledHWM is the child's VmHWM read from /proc every 10 ms while it ran: a lower bound of
+	// PeakRSS (0 if never read), to cross-check it.
+	PolledHWM int64
+}
+
+// resetPeakRSS returns this process's free memory to the OS and resets its peak RSS to its
+// current RSS (clear_refs 5, Linux 4.0 and later), and returns that peak.
+func resetPeakRSS() (int64, error) {
+	debug.FreeOSMemory()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		return -1, fmt.Errorf("reset the peak RSS of this process: %w", err)
+	}
+	return vmHWM("self")
+}
+
+// vmHWM reads VmHWM (peak RSS) of /proc/<pid>/status, in bytes.
+func vmHWM(pid string) (int64, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return -1, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return -1, fmt.Errorf("/proc/%s/status: VmHWM %q: %w", pid, v, err)
+			}
+			return kib << 10, nil
+		}
+	}
+	return -1, fmt.Errorf("/proc/%s/status: no VmHWM line", pid)
 }
 
 // Env is extra environment (KEY=VALUE) for the keysetsync processes these programs start; see
@@ -295,9 +338,39 @@ func RunOnce(ctx context.Context, bin string, args ...string) (Once, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = io.Discard
+	parent, _ := resetPeakRSS()
 	start := time.Now()
-	err := cmd.Run()
-	o := Once{Wall: time.Since(start), Log: stderr.Bytes()}
+	var polled atomic.Int64
+	err := cmd.Start()
+	if err == nil {
+		stop := make(chan struct{})
+		polling := make(chan struct{})
+		go func() {
+			defer close(polling)
+			pid := strconv.Itoa(cmd.Process.Pid)
+			t := time.NewTicker(10 * time.Millisecond)
+			defer t.Stop()
+			for {
+				if v, err := vmHWM(pid); err == nil {
+					polled.Store(max(polled.Load(), v))
+				}
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+			}
+		}()
+		err = cmd.Wait()
+		close(stop)
+		<-polling
+	}
+	o := Once{Wall: time.Since(start), Log: stderr.Bytes(), ParentRSS: parent, PolledHWM: polled.Load()}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			o.PeakRSS = ru.Maxrss << 10 // Linux reports KiB
+		}
+	}
 	for _, l := range ParseLog(stderr.Bytes()) {
 		if l.Msg() == "pass finished" {
 			o.Pass = l
