@@ -286,7 +286,12 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		s.cfg.Observer.PassFinished(err)
 		return p.stats, err
 	default:
-		s.log.Info("loaded cursor", "last_updated_at", cursor.FormatTime(c.LastUpdatedAt), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq)
+		if err := s.checkLoaded(c); err != nil {
+			err = fmt.Errorf("load cursor: %w", err)
+			s.cfg.Observer.PassFinished(err)
+			return p.stats, err
+		}
+		s.log.Info("loaded cursor", "last_updated_at", cursor.FormatTime(c.LastUpdatedAt), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq, "read_from", c.ReadFrom)
 	}
 	p.committed = c
 	p.stats.Cursor = c.LastUpdatedAt
@@ -338,6 +343,33 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
 	s.cfg.Observer.PassFinished(err)
 	return p.stats, err
+}
+
+// checkLoaded refuses a committed cursor that a pass must not start from: one further in the
+// future than Walk.MaxFuture allows (the pass would skip every record until then and succeed),
+// or one whose Seq no commit could increase. Neither heals by retrying; the error says where the
+// cursor was read and how to replace it.
+func (s *Syncer) checkLoaded(c cursor.Cursor) error {
+	at := c.ReadFrom
+	if at == "" {
+		at = "the cursor store"
+	}
+	maxFuture, now := s.cfg.Walk.MaxFuture, s.cfg.Walk.Now
+	if maxFuture <= 0 {
+		maxFuture = 24 * time.Hour // the Walker's default
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if t := now(); c.LastUpdatedAt.After(t.Add(maxFuture)) {
+		return fmt.Errorf("%w: pipeline %q: the cursor read at %s has last_updated_at %s, more than %s after now (%s): a pass would skip every record updated before it. Move it back with keysetsync cursor set --pipeline %s --to <time> (or cursor reset); if the source's times really are that far ahead, raise the allowed skew (--max-future)",
+			cursor.ErrFuture, s.cfg.Pipeline, at, cursor.FormatTime(c.LastUpdatedAt), maxFuture, cursor.FormatTime(t.Truncate(time.Second)), s.cfg.Pipeline)
+	}
+	if c.Seq >= cursor.MaxSeq {
+		return fmt.Errorf("%w: pipeline %q: the cursor read at %s has seq %d, the largest a cursor may have (2^53): no commit could follow it. Delete the pipeline's cursor (a tombstone, key %q) and set a new one with keysetsync cursor set",
+			cursor.ErrCorrupt, s.cfg.Pipeline, at, c.Seq, s.cfg.Pipeline)
+	}
+	return nil
 }
 
 // fetch walks the API and sends batches of at least BatchRecords records (the last one may be
@@ -467,6 +499,10 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 	next := p.committed
 	next.LastUpdatedAt, next.Delivered, next.Lookback = b.pos.LastUpdatedAt, b.pos.Delivered, b.pos.Lookback
 	next.Seq = p.committed.Seq + 1
+	if next.Seq <= p.committed.Seq || next.Seq > cursor.MaxSeq {
+		// checkLoaded refuses such a cursor; this keeps a commit from ever not increasing Seq.
+		return fmt.Errorf("%w: seq %d cannot be increased", cursor.ErrCorrupt, p.committed.Seq)
+	}
 	next.Records = p.committed.Records + int64(n)
 	next.CommittedAt = s.cfg.Clock()
 	start := time.Now()
