@@ -43,8 +43,16 @@ type Config struct {
 	// DLQTopic an invalid record stops the pass, the cursor just before it.
 	Topic    string
 	DLQTopic string
-	// Walk tunes validation and the lookback window (see WalkOptions).
+	// Walk tunes validation and the lookback window (see WalkOptions). Its MaxRecordBytes caps
+	// the whole Kafka message of a record (key, value with ValuePrefix, headers), together with
+	// what the topics accept (TopicMaxMessageBytes): a record over the smaller is invalid.
 	Walk WalkOptions
+	// TopicMaxMessageBytes and DLQMaxMessageBytes are the max.message.bytes of the data and the
+	// dead-letter topic, as the broker reports them (topic.Info.MaxMessageBytes); 0 assumes the
+	// broker's default, 1048588. The writer's batches are sized to the smaller (less the record
+	// batch header), so that no batch is refused for its size, and a record whose message would
+	// not fit is invalid instead; a dead letter is cut to fit (HeaderTruncated).
+	TopicMaxMessageBytes, DLQMaxMessageBytes int
 	// NewWriter makes the data topic's writer (see NewWriter); it must use RequiredAcks =
 	// RequireAll. After a failed produce the Syncer closes its writer, which waits for every
 	// batch kafka-go still retries in the background, and makes a new one: no write of a failed
@@ -83,6 +91,7 @@ type Syncer struct {
 	cfg    Config
 	log    *slog.Logger
 	writer *kafka.Writer
+	limits sizeLimits
 	// pipelineHdr and sourceHdr are the same on every message: made once, shared (kafka-go
 	// only reads them).
 	pipelineHdr, sourceHdr []byte
@@ -119,9 +128,10 @@ func NewWriter(client *kafka.Client, batchRecords int) *kafka.Writer {
 		RequiredAcks: kafka.RequireAll,
 		// A sync batch is BatchRecords plus less than one page: room for pages of up to 1000
 		// records keeps it one request (kafka-go preallocates this many slots per batch). Bytes
-		// stay below the broker's default message.max.bytes (1 MiB) so no batch is refused.
+		// fit the broker's default max.message.bytes; the Syncer sets them to what its topics
+		// accept (see size.go).
 		BatchSize:    max(batchRecords, 1) + 1000,
-		BatchBytes:   900 << 10,
+		BatchBytes:   defaultBrokerMaxMessageBytes - recordBatchOverhead,
 		BatchTimeout: 2 * time.Millisecond,
 		MaxAttempts:  5,
 	}
@@ -139,6 +149,13 @@ func New(cfg Config) (*Syncer, error) {
 	cfg.Walk.SkipInvalid = cfg.DLQTopic != ""
 	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.NewWriter == nil {
 		errs = append(errs, errors.New("source, store, codec and writer are required"))
+	}
+	var limits sizeLimits
+	if cfg.Source != nil {
+		var err error
+		if limits, err = newSizeLimits(&cfg, cfg.Source.URL()); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	var w *kafka.Writer
 	if cfg.NewWriter != nil {
@@ -176,8 +193,10 @@ func New(cfg Config) (*Syncer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s.cfg.Walk.fits = s.fits
 	s.writer = s.asyncWriter(w)
+	s.log.Info("largest message accepted", "bytes", limits.record, "from", limits.why, "writer_batch_bytes", limits.batchBytes)
 	return s, nil
 }
 
@@ -185,6 +204,7 @@ func New(cfg Config) (*Syncer, error) {
 // to the batch its messages belong to, so several batches can be in flight.
 func (s *Syncer) asyncWriter(w *kafka.Writer) *kafka.Writer {
 	w.Async = true
+	w.BatchBytes = int64(s.limits.batchBytes) // what the topics accept: see size.go
 	w.Completion = func(msgs []kafka.Message, err error) {
 		var b *batch
 		n := 0
@@ -595,7 +615,7 @@ func (s *Syncer) deadLetter(r Record) kafka.Message {
 	if r.Invalid.ID != "" {
 		key = []byte(r.Invalid.ID)
 	}
-	return kafka.Message{
+	m := kafka.Message{
 		Topic: s.cfg.DLQTopic,
 		Key:   key,
 		Value: []byte(r.Raw),
@@ -610,6 +630,12 @@ func (s *Syncer) deadLetter(r Record) kafka.Message {
 			{Key: HeaderFailedAt, Value: []byte(s.cfg.Clock().UTC().Format(time.RFC3339Nano))},
 		},
 	}
+	// An invalid record may be one too large for the topics: its dead letter is cut to fit
+	// rather than fail its batch on every pass.
+	if fit(&m, s.limits.batchBytes); len(m.Value) < len(r.Raw) {
+		s.log.Warn("dead letter cut to fit the topic", "topic", s.cfg.DLQTopic, "page", r.Page, "index", r.Index, "original_bytes", len(r.Raw), "kept_bytes", len(m.Value), "limit", s.limits.batchBytes)
+	}
+	return m
 }
 
 func rate(n int, d time.Duration) float64 {
