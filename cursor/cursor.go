@@ -88,6 +88,7 @@ type Delivery struct {
 //     any other, returns that cursor or a later one.
 //   - A Commit that fails may or may not have become durable. Callers must not assume either;
 //     they resume from Load.
+//   - Commit refuses a Seq outside 0..MaxSeq, and nothing is stored.
 type Store interface {
 	Load(ctx context.Context, pipeline string) (Cursor, error)
 	Commit(ctx context.Context, c Cursor) error

@@ -134,11 +134,11 @@ func (s *Syncer) dataSize(r *Record, timeLen int) int {
 // fits refuses a valid record whose data message would be larger than the limit (the Walker
 // then handles it as any invalid record). It costs a few additions per record: the exact length
 // of the updated_at header is only computed for a record near the limit.
-func (s *Syncer) fits(r *Record) error {
-	if s.dataSize(r, maxTimeHeader) <= s.limits.record {
+func (s *Syncer) fits(r Record) error {
+	if s.dataSize(&r, maxTimeHeader) <= s.limits.record {
 		return nil
 	}
-	n := s.dataSize(r, len(r.UpdatedAt.UTC().AppendFormat(nil, time.RFC3339Nano)))
+	n := s.dataSize(&r, len(r.UpdatedAt.UTC().AppendFormat(nil, time.RFC3339Nano)))
 	if n <= s.limits.record {
 		return nil
 	}

@@ -97,7 +97,7 @@ type WalkOptions struct {
 	Observer Observer
 	// fits, set by the Syncer, refuses a valid record whose Kafka message would be larger than
 	// its topic accepts: the record is then invalid like any other (size.go).
-	fits func(r *Record) error
+	fits func(r Record) error
 }
 
 // seenAt is one delivered record: when it was updated and what it contained.
@@ -317,7 +317,7 @@ func (w *Walker) add(raw *RawPage) (recs []Record, first, last time.Time, lastID
 	for i := range raw.Len() {
 		r, rerr := w.check(raw, i, last)
 		if rerr == nil && w.opt.fits != nil {
-			if err := w.opt.fits(&r); err != nil {
+			if err := w.opt.fits(r); err != nil {
 				rerr = &RecordError{Page: w.page, Index: i, ID: r.ID, Err: err}
 			}
 		}
