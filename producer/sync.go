@@ -524,7 +524,7 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 		return fmt.Errorf("%w: seq %d cannot be increased", cursor.ErrCorrupt, p.committed.Seq)
 	}
 	next.Records = p.committed.Records + int64(n)
-	next.CommittedAt = s.cfg.Clock()
+	next.CommittedAt, next.ReadFrom = s.cfg.Clock(), "" // where the loaded one was read says nothing about this one
 	start := time.Now()
 	if err := s.cfg.Store.Commit(ctx, next); err != nil {
 		return err
