@@ -84,7 +84,17 @@ type Cursor struct {
 	CommittedAt time.Time
 	// Records is the running total of records delivered by the pipeline (informational).
 	Records int64
+	// ReadFrom says where Load found this cursor ("topic/partition offset N" for a
+	// KafkaStore), so errors about its content can point at the record; empty when it was not
+	// read from a topic. It is not part of the stored value.
+	ReadFrom string
 }
+
+// MaxSeq is the largest Seq a cursor record may carry: 2^53, the largest integer a JSON number
+// holds exactly in most tools (jq, JavaScript). A record beyond it is corrupt (Unmarshal) and is
+// never written (Marshal): a Seq near 2^63 would wrap on the next commit, so the cursor could no
+// longer move and every pass would re-send the same records.
+const MaxSeq = 1 << 53
 
 // MaxBytes bounds the JSON of a committed cursor, whatever the width of a tie or the records in
 // a lookback window: the broker accepts it, and loading it stays cheap.
@@ -138,6 +148,7 @@ func Digest(id string, at time.Time, fingerprint string) uint64 {
 //     any other, returns that cursor or a later one.
 //   - A Commit that fails may or may not have become durable. Callers must not assume either;
 //     they resume from Load.
+//   - Commit refuses a Seq outside 0..MaxSeq, and nothing is stored.
 type Store interface {
 	Load(ctx context.Context, pipeline string) (Cursor, error)
 	Commit(ctx context.Context, c Cursor) error
@@ -150,10 +161,42 @@ var (
 	// ErrNotCompacted is returned by NewKafkaStore when the cursor topic exists without
 	// cleanup.policy=compact: its cursors would eventually be deleted by retention.
 	ErrNotCompacted = errors.New("cursor topic is not compacted")
-	// ErrCorrupt is returned by Load when a cursor record of the pipeline cannot be decoded.
-	// Starting over would re-send the whole source, so this is never papered over.
+	// ErrCorrupt is returned by Load when a cursor record of the pipeline cannot be decoded
+	// (see CorruptError). Starting over would re-send the whole source, so this is never
+	// papered over.
 	ErrCorrupt = errors.New("corrupt cursor record")
+	// ErrFuture marks a loaded cursor whose LastUpdatedAt lies further ahead of now than the
+	// pipeline allows: a pass from it would skip every record until then.
+	ErrFuture = errors.New("cursor is in the future")
 )
+
+// CorruptError is a cursor record of the pipeline that cannot be decoded and that no later
+// record of the pipeline in the same partition supersedes. Writing a new cursor (keysetsync
+// cursor set or reset) is the way out: it lands after the bad record in its partition.
+type CorruptError struct {
+	Pipeline string
+	At       string // where the record is: "topic/partition offset N"
+	Err      error  // why it cannot be read; wraps ErrCorrupt
+	// Readable is the cursor of the highest Seq among the pipeline's readable records, nil if
+	// none: a new cursor must have a higher Seq to win over it.
+	Readable *Cursor
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("cursor of %q at %s: %v; no later cursor record supersedes it: repair it, or write a new cursor over it with keysetsync cursor set --pipeline %s --to <time> (or cursor reset)",
+		e.Pipeline, e.At, e.Err, e.Pipeline)
+}
+
+// Unwrap returns the cause, which wraps ErrCorrupt.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// checkSeq refuses a Seq that a cursor record may not carry (see MaxSeq).
+func checkSeq(seq int64) error {
+	if seq < 0 || seq > MaxSeq {
+		return fmt.Errorf("seq %d is outside 0..2^53 (%d)", seq, int64(MaxSeq))
+	}
+	return nil
+}
 
 // wire is the JSON value stored in the cursor topic. last_updated_at keeps the field name of the
 // Fivetran keyset example's state, so tools that read that state read ours too.
@@ -173,8 +216,11 @@ type wire struct {
 	Records       int64                `json:"records_delivered"`
 }
 
-// Marshal encodes c as the JSON value of a cursor record.
+// Marshal encodes c as the JSON value of a cursor record. A Seq outside 0..MaxSeq is refused.
 func Marshal(c Cursor) ([]byte, error) {
+	if err := checkSeq(c.Seq); err != nil {
+		return nil, err
+	}
 	w := wire{
 		Version:       Version,
 		Pipeline:      c.Pipeline,
@@ -211,6 +257,9 @@ func Unmarshal(b []byte) (Cursor, error) {
 	t, err := ParseTime(w.LastUpdatedAt)
 	if err != nil {
 		return Cursor{}, fmt.Errorf("%w: last_updated_at %q: want an RFC 3339 time such as %s", ErrCorrupt, w.LastUpdatedAt, TimeLayout)
+	}
+	if err := checkSeq(w.Seq); err != nil {
+		return Cursor{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	c := Cursor{Pipeline: w.Pipeline, LastUpdatedAt: t, Delivered: w.Delivered, DeliveredPartial: w.Partial, LastID: w.LastID, TieSettled: w.TieSettled, Seq: w.Seq, Records: w.Records}
 	if w.LookbackFrom != "" {

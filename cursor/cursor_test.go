@@ -2,6 +2,8 @@ package cursor_test
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,6 +120,11 @@ func TestUnmarshal(t *testing.T) {
 		{name: "bad time", in: `{"last_updated_at": "2024-01-15 10:30:00"}`, err: `last_updated_at "2024-01-15 10:30:00"`},
 		{name: "missing time", in: `{"version": 1}`, err: `last_updated_at ""`},
 		{name: "future version", in: `{"version": 99, "last_updated_at": "2024-01-15T10:30:00Z"}`, err: "version 99 is newer"},
+		{name: "largest seq", in: `{"last_updated_at": "2024-01-15T10:30:00Z", "seq": 9007199254740992}`,
+			want: cursor.Cursor{LastUpdatedAt: time.Date(2024, 1, 15, 10, 30, 0, 0, time.UTC), Seq: cursor.MaxSeq}},
+		{name: "seq beyond 2^53", in: `{"last_updated_at": "2024-01-15T10:30:00Z", "seq": 9007199254740993}`, err: "seq 9007199254740993 is outside 0..2^53"},
+		{name: "seq that would wrap", in: `{"last_updated_at": "2024-01-15T10:30:00Z", "seq": 9223372036854775807}`, err: "seq 9223372036854775807 is outside 0..2^53"},
+		{name: "negative seq", in: `{"last_updated_at": "2024-01-15T10:30:00Z", "seq": -1}`, err: "seq -1 is outside 0..2^53"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -159,4 +166,85 @@ func TestMarshalMatchesGolden(t *testing.T) {
 	back, err := cursor.Unmarshal(got)
 	require.NoError(t, err)
 	assert.Equal(t, c, back)
+}
+
+func TestMarshalRefusesASeqOutOfRange(t *testing.T) {
+	for _, seq := range []int64{-1, cursor.MaxSeq + 1, math.MaxInt64} {
+		_, err := cursor.Marshal(cursor.Cursor{Pipeline: "p", LastUpdatedAt: cursor.Start, Seq: seq})
+		require.Error(t, err, "seq %d", seq)
+		assert.Contains(t, err.Error(), fmt.Sprintf("seq %d is outside 0..2^53", seq))
+	}
+	_, err := cursor.Marshal(cursor.Cursor{Pipeline: "p", LastUpdatedAt: cursor.Start, Seq: cursor.MaxSeq})
+	require.NoError(t, err)
+}
+
+// TestKafkaStoreUnreadableRecords: an unreadable cursor record is an error naming its offset
+// unless a later record of the pipeline in the same partition supersedes it; the error carries
+// the highest readable cursor, and every loaded cursor says where it was read.
+func TestKafkaStoreUnreadableRecords(t *testing.T) {
+	good := func(seq int64) string {
+		b, err := cursor.Marshal(cursor.Cursor{Pipeline: "p", LastUpdatedAt: time.Unix(1700000000+seq, 0).UTC(), Seq: seq})
+		require.NoError(t, err)
+		return string(b)
+	}
+	const tombstone = "<tombstone>"
+	cases := []struct {
+		name    string
+		values  []string // of pipeline "p", in partition 0, in order
+		corrupt string   // the error's offset and cause; "" when the cursor loads
+		readSeq int64    // with corrupt: the highest readable seq (0: none); else the loaded seq
+		readAt  int      // offset of the cursor loaded, or of the highest readable one
+		none    bool     // the pipeline has no cursor
+	}{
+		{name: "only an unreadable record", values: []string{"not json"}, corrupt: "offset 0: corrupt cursor record: invalid character"},
+		{name: "unreadable after a readable one", values: []string{good(5), `{"last_updated_at":"2024-01-01T00:00:00Z","seq":9223372036854775807}`},
+			corrupt: "offset 1: corrupt cursor record: seq 9223372036854775807 is outside 0..2^53", readSeq: 5, readAt: 0},
+		{name: "superseded by a later cursor", values: []string{good(5), "not json", good(6)}, readSeq: 6, readAt: 2},
+		{name: "superseded by a later cursor of a lower seq", values: []string{good(5), "not json", good(1)}, readSeq: 5, readAt: 0},
+		{name: "superseded by a tombstone", values: []string{good(5), "not json", tombstone}, none: true},
+		{name: "the last of two unreadable ones is named", values: []string{"not json", good(2), "{"}, corrupt: "offset 2: corrupt cursor record: unexpected end of JSON input", readSeq: 2, readAt: 1},
+	}
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				name := kafkatest.Topic(t, "cursors")
+				kafkatest.CreateTopic(t, tg, name, 1, map[string]string{"cleanup.policy": "compact"})
+				w := &kafka.Writer{Addr: kafka.TCP(tg.Brokers...), Topic: name, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: tg.Client(t).Transport}
+				t.Cleanup(func() { w.Close() })
+				var msgs []kafka.Message
+				for _, v := range c.values {
+					m := kafka.Message{Key: []byte("p"), Value: []byte(v)}
+					if v == tombstone {
+						m.Value = nil
+					}
+					msgs = append(msgs, m)
+				}
+				require.NoError(t, w.WriteMessages(context.Background(), msgs...))
+				got, err := openKafkaStore(t, tg, name).Load(context.Background(), "p")
+				readAt := fmt.Sprintf("%s/0 offset %d", name, c.readAt)
+				if c.none {
+					require.ErrorIs(t, err, cursor.ErrNotFound)
+					return
+				}
+				if c.corrupt == "" {
+					require.NoError(t, err)
+					assert.Equal(t, c.readSeq, got.Seq)
+					assert.Equal(t, readAt, got.ReadFrom)
+					return
+				}
+				require.ErrorIs(t, err, cursor.ErrCorrupt)
+				var ce *cursor.CorruptError
+				require.ErrorAs(t, err, &ce)
+				assert.Contains(t, err.Error(), name+"/0 "+c.corrupt)
+				assert.Contains(t, err.Error(), "keysetsync cursor set --pipeline p --to <time> (or cursor reset)", "the error says the way out")
+				if c.readSeq == 0 {
+					assert.Nil(t, ce.Readable)
+					return
+				}
+				require.NotNil(t, ce.Readable)
+				assert.Equal(t, c.readSeq, ce.Readable.Seq)
+				assert.Equal(t, readAt, ce.Readable.ReadFrom)
+			})
+		}
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,12 +98,23 @@ func (s *KafkaStore) Commit(ctx context.Context, c Cursor) error {
 
 // Load implements Store. It reads the cursor topic up to the end offsets it observed when it
 // started (topic.Scan), and keeps the cursor of pipeline with the highest Seq.
+//
+// A record of the pipeline that cannot be decoded is an error (a *CorruptError naming its
+// offset) unless a later record of the pipeline in the same partition supersedes it: a cursor
+// written after it (keysetsync cursor set or reset does exactly that) or a tombstone. The error
+// carries the highest readable cursor, so such a new cursor can take a higher Seq.
 func (s *KafkaStore) Load(ctx context.Context, pipeline string) (Cursor, error) {
 	var best Cursor
 	found := false
+	corrupt := map[int]*CorruptError{} // by partition: the last unreadable record not yet superseded
 	err := topic.Scan(ctx, s.client, s.topic, func(r topic.Record) error {
 		if string(r.Key) != pipeline {
 			return nil
+		}
+		at := fmt.Sprintf("%s/%d offset %d", s.topic, r.Partition, r.Offset)
+		if prev := corrupt[r.Partition]; prev != nil {
+			s.log.Warn("an unreadable cursor record is superseded by a later one", "pipeline", pipeline, "unreadable_at", prev.At, "err", prev.Err, "superseded_by", at)
+			delete(corrupt, r.Partition)
 		}
 		if r.Value == nil {
 			// A tombstone deletes the pipeline's cursor: start over.
@@ -110,9 +123,10 @@ func (s *KafkaStore) Load(ctx context.Context, pipeline string) (Cursor, error) 
 		}
 		c, err := Unmarshal(r.Value)
 		if err != nil {
-			return fmt.Errorf("cursor of %q at %s/%d offset %d: %w", pipeline, s.topic, r.Partition, r.Offset, err)
+			corrupt[r.Partition] = &CorruptError{Pipeline: pipeline, At: at, Err: err}
+			return nil
 		}
-		c.Pipeline = pipeline
+		c.Pipeline, c.ReadFrom = pipeline, at
 		if !found || c.Seq >= best.Seq {
 			best, found = c, true
 		}
@@ -120,6 +134,13 @@ func (s *KafkaStore) Load(ctx context.Context, pipeline string) (Cursor, error) 
 	})
 	if err != nil {
 		return Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, err)
+	}
+	for _, p := range slices.Sorted(maps.Keys(corrupt)) {
+		e := corrupt[p]
+		if found {
+			e.Readable = &best
+		}
+		return Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, e)
 	}
 	if !found {
 		return Cursor{}, fmt.Errorf("pipeline %q in topic %q: %w", pipeline, s.topic, ErrNotFound)

@@ -35,6 +35,9 @@ func (m *MemStore) Commit(ctx context.Context, c Cursor) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := checkSeq(c.Seq); err != nil {
+		return fmt.Errorf("commit cursor of %q: %w", c.Pipeline, err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c.Delivered, c.Lookback = maps.Clone(c.Delivered), maps.Clone(c.Lookback)

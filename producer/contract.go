@@ -189,23 +189,11 @@ func (c Contract) nextToken(env *envelope) (next *string, more bool, err error) 
 
 // key reads a record's id and update time.
 func (c Contract) key(rec map[string]any) (id string, at time.Time, field string, err error) {
-	v, ok := c.IDPath.lookup(rec)
-	switch x := v.(type) {
-	case string:
-		id = x
-	case json.Number:
-		if _, perr := strconv.ParseInt(x.String(), 10, 64); perr != nil {
-			return "", time.Time{}, c.IDPath.String(), fmt.Errorf("got number %s, want a string or an integer", x)
-		}
-		id = x.String()
+	v, _ := c.IDPath.lookup(rec)
+	if id, err = idOf(v); err != nil {
+		return "", time.Time{}, c.IDPath.String(), err
 	}
-	switch {
-	case !ok || v == nil:
-		return "", time.Time{}, c.IDPath.String(), errors.New("missing or null")
-	case id == "":
-		return "", time.Time{}, c.IDPath.String(), fmt.Errorf("got %s, want a non-empty string or an integer", describeJSON(v))
-	}
-	v, ok = c.UpdatedAtPath.lookup(rec)
+	v, ok := c.UpdatedAtPath.lookup(rec)
 	if !ok || v == nil {
 		return id, time.Time{}, c.UpdatedAtPath.String(), errors.New("missing or null")
 	}

@@ -20,6 +20,10 @@ func FuzzPage(f *testing.F) {
 	f.Add([]byte(`{"data":[{"id":"a","name":"Zoë","address":"1 St\nX","updatedAt":"2024-01-01T00:00:00Z","createdAt":"2023-01-01T00:00:00Z"}],"scroll_param":"MjAyNA=="}`))
 	f.Add([]byte(`{"data":[],"scroll_param":null}`))
 	f.Add([]byte(`{"data":[{"id":1}]}`))
+	// Integer ids are keys as their decimal text; fractions, exponents and numbers beyond int64
+	// are refused, on either decoder.
+	f.Add([]byte(`{"data":[{"id":17,"updatedAt":"2024-01-01T00:00:00Z"},{"id":-9223372036854775808,"updatedAt":"2024-01-01T00:00:00Z"}],"scroll_param":"x"}`))
+	f.Add([]byte(`{"data":[{"id":1.5,"updatedAt":"2024-01-01T00:00:00Z"},{"id":9223372036854775808,"updatedAt":"2024-01-01T00:00:00Z"},{"id":1e3},{"id":"caf\u00e9","name":5}]}`))
 	codec, err := avro.NewCodec()
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, body []byte) {

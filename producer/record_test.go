@@ -17,9 +17,10 @@ func TestDecodeUserNamesTheField(t *testing.T) {
 		msg      string
 	}{
 		{name: "not an object", in: `[1,2]`, msg: "not a JSON object"},
-		{name: "no id", in: `{"updatedAt":"2024-01-01T00:00:00Z"}`, field: "id", msg: "missing or empty"},
-		{name: "empty id", in: `{"id":"","updatedAt":"2024-01-01T00:00:00Z"}`, field: "id", msg: "missing or empty"},
-		{name: "numeric id", in: `{"id":17,"updatedAt":"2024-01-01T00:00:00Z"}`, field: "id", id: "17", msg: "got JSON number, want string"},
+		{name: "no id", in: `{"updatedAt":"2024-01-01T00:00:00Z"}`, field: "id", msg: "missing or null"},
+		{name: "empty id", in: `{"id":"","updatedAt":"2024-01-01T00:00:00Z"}`, field: "id", msg: `got string "", want a non-empty string or an integer`},
+		{name: "fractional id", in: `{"id":1.5,"updatedAt":"2024-01-01T00:00:00Z"}`, field: "id", msg: "got number 1.5, want a string or an integer"},
+		{name: "integer id, name a number", in: `{"id":17,"updatedAt":"2024-01-01T00:00:00Z","name":5}`, field: "name", id: "17", msg: "got JSON number, want string"},
 		{name: "no updatedAt", in: `{"id":"a"}`, field: "updatedAt", id: "a", msg: "missing"},
 		{name: "updatedAt not UTC", in: `{"id":"a","updatedAt":"2024-01-01T00:00:00+02:00"}`, field: "updatedAt", id: "a", msg: "not a UTC time"},
 		{name: "updatedAt with fraction", in: `{"id":"a","updatedAt":"2024-01-01T00:00:00.5Z"}`, field: "updatedAt", id: "a", msg: "YYYY-MM-DDTHH:MM:SSZ"},
@@ -42,6 +43,13 @@ func TestDecodeUserNamesTheField(t *testing.T) {
 			assert.False(t, producer.IsRetryable(err))
 		})
 	}
+}
+
+func TestDecodeUserTakesAnIntegerID(t *testing.T) {
+	// The README: an id is a non-empty string or an integer (its decimal text), on every contract.
+	u, err := producer.DecodeUser([]byte(`{"id":9007199254740993,"updatedAt":"2024-01-01T00:00:00Z"}`), 1, 0)
+	require.NoError(t, err)
+	assert.Equal(t, "9007199254740993", u.ID, "digits kept exactly, beyond float64's precision")
 }
 
 func TestDecodeUserKeepsNullsAndUnknownFields(t *testing.T) {

@@ -252,7 +252,7 @@ func TestBadInputStopsTheCursorBeforeIt(t *testing.T) {
 		{
 			name:       "a record without id",
 			pages:      []answer{page("", rec("a", "2024-01-01T00:00:01Z"), `{"updatedAt":"2024-01-01T00:00:02Z"}`)},
-			msg:        []string{"page 1, record 1", "field id", "missing or empty"},
+			msg:        []string{"page 1, record 1", "field id", "missing or null"},
 			wantCursor: "2024-01-01T00:00:01Z", wantIDs: []string{"a"},
 		},
 		{

@@ -43,8 +43,16 @@ type Config struct {
 	// DLQTopic an invalid record stops the pass, the cursor just before it.
 	Topic    string
 	DLQTopic string
-	// Walk tunes validation and the lookback window (see WalkOptions).
+	// Walk tunes validation and the lookback window (see WalkOptions). Its MaxRecordBytes caps
+	// the whole Kafka message of a record (key, value with ValuePrefix, headers), together with
+	// what the topics accept (TopicMaxMessageBytes): a record over the smaller is invalid.
 	Walk WalkOptions
+	// TopicMaxMessageBytes and DLQMaxMessageBytes are the max.message.bytes of the data and the
+	// dead-letter topic, as the broker reports them (topic.Info.MaxMessageBytes); 0 assumes the
+	// broker's default, 1048588. The writer's batches are sized to the smaller (less the record
+	// batch header), so that no batch is refused for its size, and a record whose message would
+	// not fit is invalid instead; a dead letter is cut to fit (HeaderTruncated).
+	TopicMaxMessageBytes, DLQMaxMessageBytes int
 	// NewWriter makes the data topic's writer (see NewWriter); it must use RequiredAcks =
 	// RequireAll. After a failed produce the Syncer closes its writer, which waits for every
 	// batch kafka-go still retries in the background, and makes a new one: no write of a failed
@@ -83,6 +91,7 @@ type Syncer struct {
 	cfg    Config
 	log    *slog.Logger
 	writer *kafka.Writer
+	limits sizeLimits
 	// pipelineHdr and sourceHdr are the same on every message: made once, shared (kafka-go
 	// only reads them).
 	pipelineHdr, sourceHdr []byte
@@ -120,9 +129,10 @@ func NewWriter(client *kafka.Client, batchRecords int) *kafka.Writer {
 		RequiredAcks: kafka.RequireAll,
 		// A sync batch is BatchRecords plus less than one page: room for pages of up to 1000
 		// records keeps it one request (kafka-go preallocates this many slots per batch). Bytes
-		// stay below the broker's default message.max.bytes (1 MiB) so no batch is refused.
+		// fit the broker's default max.message.bytes; the Syncer sets them to what its topics
+		// accept (see size.go).
 		BatchSize:    max(batchRecords, 1) + 1000,
-		BatchBytes:   900 << 10,
+		BatchBytes:   defaultBrokerMaxMessageBytes - recordBatchOverhead,
 		BatchTimeout: 2 * time.Millisecond,
 		MaxAttempts:  5,
 	}
@@ -140,6 +150,13 @@ func New(cfg Config) (*Syncer, error) {
 	cfg.Walk.SkipInvalid = cfg.DLQTopic != ""
 	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.NewWriter == nil {
 		errs = append(errs, errors.New("source, store, codec and writer are required"))
+	}
+	var limits sizeLimits
+	if cfg.Source != nil {
+		var err error
+		if limits, err = newSizeLimits(&cfg, cfg.Source.URL()); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	var w *kafka.Writer
 	if cfg.NewWriter != nil {
@@ -177,8 +194,10 @@ func New(cfg Config) (*Syncer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s.cfg.Walk.fits = s.fits
 	s.writer = s.asyncWriter(w)
+	s.log.Info("largest message accepted", "bytes", limits.record, "from", limits.why, "writer_batch_bytes", limits.batchBytes)
 	return s, nil
 }
 
@@ -186,6 +205,7 @@ func New(cfg Config) (*Syncer, error) {
 // to the batch its messages belong to, so several batches can be in flight.
 func (s *Syncer) asyncWriter(w *kafka.Writer) *kafka.Writer {
 	w.Async = true
+	w.BatchBytes = int64(s.limits.batchBytes) // what the topics accept: see size.go
 	w.Completion = func(msgs []kafka.Message, err error) {
 		var b *batch
 		n := 0
@@ -287,7 +307,12 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		s.cfg.Observer.PassFinished(err)
 		return p.stats, err
 	default:
-		s.log.Info("loaded cursor", "last_updated_at", cursor.FormatTime(c.LastUpdatedAt), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq)
+		if err := s.checkLoaded(c); err != nil {
+			err = fmt.Errorf("load cursor: %w", err)
+			s.cfg.Observer.PassFinished(err)
+			return p.stats, err
+		}
+		s.log.Info("loaded cursor", "last_updated_at", cursor.FormatTime(c.LastUpdatedAt), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq, "read_from", c.ReadFrom)
 	}
 	p.committed = c
 	p.stats.Cursor = c.LastUpdatedAt
@@ -339,6 +364,33 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
 	s.cfg.Observer.PassFinished(err)
 	return p.stats, err
+}
+
+// checkLoaded refuses a committed cursor that a pass must not start from: one further in the
+// future than Walk.MaxFuture allows (the pass would skip every record until then and succeed),
+// or one whose Seq no commit could increase. Neither heals by retrying; the error says where the
+// cursor was read and how to replace it.
+func (s *Syncer) checkLoaded(c cursor.Cursor) error {
+	at := c.ReadFrom
+	if at == "" {
+		at = "the cursor store"
+	}
+	maxFuture, now := s.cfg.Walk.MaxFuture, s.cfg.Walk.Now
+	if maxFuture <= 0 {
+		maxFuture = 24 * time.Hour // the Walker's default
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if t := now(); c.LastUpdatedAt.After(t.Add(maxFuture)) {
+		return fmt.Errorf("%w: pipeline %q: the cursor read at %s has last_updated_at %s, more than %s after now (%s): a pass would skip every record updated before it. Move it back with keysetsync cursor set --pipeline %s --to <time> (or cursor reset); if the source's times really are that far ahead, raise the allowed skew (--max-future)",
+			cursor.ErrFuture, s.cfg.Pipeline, at, cursor.FormatTime(c.LastUpdatedAt), maxFuture, cursor.FormatTime(t.Truncate(time.Second)), s.cfg.Pipeline)
+	}
+	if c.Seq >= cursor.MaxSeq {
+		return fmt.Errorf("%w: pipeline %q: the cursor read at %s has seq %d, the largest a cursor may have (2^53): no commit could follow it. Delete the pipeline's cursor (a tombstone, key %q) and set a new one with keysetsync cursor set",
+			cursor.ErrCorrupt, s.cfg.Pipeline, at, c.Seq, s.cfg.Pipeline)
+	}
+	return nil
 }
 
 // fetch walks the API and sends batches of at least BatchRecords records (the last one may be
@@ -468,8 +520,12 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 	next := b.pos // the position's fields; the rest carries on from the committed cursor
 	next.Pipeline = s.cfg.Pipeline
 	next.Seq = p.committed.Seq + 1
+	if next.Seq <= p.committed.Seq || next.Seq > cursor.MaxSeq {
+		// checkLoaded refuses such a cursor; this keeps a commit from ever not increasing Seq.
+		return fmt.Errorf("%w: seq %d cannot be increased", cursor.ErrCorrupt, p.committed.Seq)
+	}
 	next.Records = p.committed.Records + int64(n)
-	next.CommittedAt = s.cfg.Clock()
+	next.CommittedAt, next.ReadFrom = s.cfg.Clock(), "" // where the loaded one was read says nothing about this one
 	start := time.Now()
 	if err := s.cfg.Store.Commit(ctx, next); err != nil {
 		return err
@@ -560,7 +616,7 @@ func (s *Syncer) deadLetter(r Record) kafka.Message {
 	if r.Invalid.ID != "" {
 		key = []byte(r.Invalid.ID)
 	}
-	return kafka.Message{
+	m := kafka.Message{
 		Topic: s.cfg.DLQTopic,
 		Key:   key,
 		Value: []byte(r.Raw),
@@ -575,6 +631,12 @@ func (s *Syncer) deadLetter(r Record) kafka.Message {
 			{Key: HeaderFailedAt, Value: []byte(s.cfg.Clock().UTC().Format(time.RFC3339Nano))},
 		},
 	}
+	// An invalid record may be one too large for the topics: its dead letter is cut to fit
+	// rather than fail its batch on every pass.
+	if fit(&m, s.limits.batchBytes); len(m.Value) < len(r.Raw) {
+		s.log.Warn("dead letter cut to fit the topic", "topic", s.cfg.DLQTopic, "page", r.Page, "index", r.Index, "original_bytes", len(r.Raw), "kept_bytes", len(m.Value), "limit", s.limits.batchBytes)
+	}
+	return m
 }
 
 func rate(n int, d time.Duration) float64 {

@@ -74,8 +74,9 @@ type WalkOptions struct {
 	// SkipInvalid returns an invalid record as a Record with Invalid set and goes on, instead
 	// of stopping with its *RecordError.
 	SkipInvalid bool
-	// MaxRecordBytes refuses a record whose Avro value is larger (0: 1,000,000 bytes, below
-	// the broker's default message.max.bytes, so a record never fails the produce instead).
+	// MaxRecordBytes refuses a record whose Avro value is larger (0: 1,000,000 bytes). The
+	// Syncer applies it to the record's whole Kafka message, together with what its topics
+	// accept (Config.TopicMaxMessageBytes), so a record never fails the produce instead.
 	MaxRecordBytes int
 	// MaxFuture refuses an updatedAt later than now + MaxFuture (0: 24h): a clock gone wrong
 	// at the source would otherwise carry the cursor past every future record.
@@ -103,6 +104,9 @@ type WalkOptions struct {
 	// Observer is told about pages, API retries and failures, and the records counted in
 	// WalkStats (nil: NopObserver).
 	Observer Observer
+	// fits, set by the Syncer, refuses a valid record whose Kafka message would be larger than
+	// its topic accepts: the record is then invalid like any other (size.go).
+	fits func(r Record) error
 }
 
 // seenAt is one delivered record: when it was updated and what it contained.
@@ -615,6 +619,11 @@ func (w *Walker) newToken(next *string) bool {
 func (w *Walker) add(raw *RawPage, cut time.Time) (recs []Record, first, last time.Time, lastID string, beyond bool, err error) {
 	for i := range raw.Len() {
 		r, rerr := w.check(raw, i, last)
+		if rerr == nil && w.opt.fits != nil {
+			if err := w.opt.fits(r); err != nil {
+				rerr = &RecordError{Page: w.page, Index: i, ID: r.ID, Err: err}
+			}
+		}
 		if rerr != nil {
 			if !w.opt.SkipInvalid {
 				w.opt.Observer.InvalidRecord()

@@ -40,10 +40,12 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 		"set": "Commit a cursor at --to (Seq + 1, no ids delivered at --to, records_delivered kept), so the\n" +
 			"next pass of --pipeline re-reads every record with updatedAt >= --to: a backfill. Stop the\n" +
 			"pipeline first (or run this between passes): a pass in progress commits over it. Prints what\n" +
-			"it wrote and what it replaced; the replaced cursor stays in the topic until compaction.",
+			"it wrote and what it replaced; the replaced cursor stays in the topic until compaction. An\n" +
+			"unreadable cursor record is replaced too: the new one (Seq above every readable one) supersedes it.",
 		"reset": "Commit a cursor at 0001-01-01T00:00:00Z (Seq + 1, not a tombstone), so the next pass of\n" +
 			"--pipeline re-reads the whole source. Stop the pipeline first (or run this between passes):\n" +
-			"a pass in progress commits over it. Prints what it wrote and what it replaced.",
+			"a pass in progress commits over it. Prints what it wrote and what it replaced, also when that\n" +
+			"was an unreadable cursor record (the new one supersedes it).",
 	}
 	fs := newFlagSet(e, "cursor "+action, summaries[action])
 	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
@@ -98,14 +100,25 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 
 	old, err := store.Load(ctx, *pipeline)
 	found := err == nil
+	// An unreadable record is what set and reset are the way out of: their cursor lands after it
+	// in its partition, which supersedes it, with a Seq above every readable one.
+	var corrupt *cursor.CorruptError
 	switch {
 	case errors.Is(err, cursor.ErrNotFound) && action == "show":
 		return fmt.Errorf("%w: its next pass starts from %s", err, cursor.FormatTime(cursor.Start))
+	case errors.As(err, &corrupt) && action != "show":
+		if corrupt.Readable != nil {
+			old, found = *corrupt.Readable, true
+		}
 	case err != nil && !errors.Is(err, cursor.ErrNotFound):
 		return err
 	}
 	if action == "show" {
 		return printCursor(e.stdout, "", old)
+	}
+	if old.Seq >= cursor.MaxSeq {
+		return fmt.Errorf("the cursor of pipeline %q read at %s has seq %d, the largest a cursor may have (2^53): no cursor record can supersede it. Delete it first with a tombstone (key %q, null value; e.g. echo '%s:' | kcat -P -b <broker> -t %s -K: -Z), then run this again",
+			*pipeline, old.ReadFrom, old.Seq, *pipeline, *pipeline, *cursorTopic)
 	}
 
 	next := cursor.Cursor{
@@ -118,15 +131,34 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 	if err := store.Commit(ctx, next); err != nil {
 		return err
 	}
-	if found {
+	switch {
+	case corrupt != nil:
+		if _, err := fmt.Fprintf(e.stdout, "replaced: unreadable cursor record at %s: %v\n", corrupt.At, corrupt.Err); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		if found {
+			if err := printCursor(e.stdout, "highest readable: ", old); err != nil {
+				return err
+			}
+		}
+	case found:
 		if err := printCursor(e.stdout, "replaced: ", old); err != nil {
 			return err
 		}
-	} else if _, err := fmt.Fprintf(e.stdout, "replaced: none (pipeline %q had no committed cursor)\n", *pipeline); err != nil {
-		return fmt.Errorf("write output: %w", err)
+	default:
+		if _, err := fmt.Fprintf(e.stdout, "replaced: none (pipeline %q had no committed cursor)\n", *pipeline); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
 	}
 	if err := printCursor(e.stdout, "wrote: ", next); err != nil {
 		return err
+	}
+	if corrupt != nil {
+		// The new record supersedes the bad one only in the bad one's partition: make sure the
+		// cursor loads now (the cursor topic's partitions may have changed since it was written).
+		if _, err := store.Load(ctx, *pipeline); err != nil {
+			return fmt.Errorf("wrote a new cursor, but the pipeline's cursor still does not load: %w", err)
+		}
 	}
 	fmt.Fprintf(e.stderr, "cursor of pipeline %q is now %s (seq %d): its next pass reads every record with updatedAt >= it\n",
 		*pipeline, cursor.FormatTime(target), next.Seq)

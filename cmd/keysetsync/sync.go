@@ -64,7 +64,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.onInvalid, "on-invalid", "fail", "what an invalid record does: fail (stop the pass; the cursor stays just before it) or dlq (send its original JSON to --dlq-topic with the reason in headers, and go on)")
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "dead-letter topic for --on-invalid dlq (default: <topic>.dlq)")
 	fs.DurationVar(&f.lookback, "lookback", 0, "also re-read this far behind the cursor on every pass, for records the source commits late with an older updatedAt; already delivered ones are not sent again")
-	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", 1_000_000, "largest Avro value accepted; a larger record is invalid (it would fail the produce)")
+	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", producer.DefaultMaxRecordBytes, "largest Kafka message of a record (key, value with any schema-registry prefix, headers); the topic's max.message.bytes may lower it; a larger record is invalid (--on-invalid)")
 	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
 	fs.Var(&f.topicConfigs, "topic-config", "topic-level config name=value of the data topic when keysetsync creates it, e.g. cleanup.policy=compact (repeatable; comma-separated in the env var and config file); an existing topic is not altered, a differing value is logged as a warning")
 	fs.BoolVar(&f.acceptOverflow, "accept-tie-overflow", false, "accept the loss of records the API cannot serve (a tie wider than a page without --api-after-id-param): log it, but end the pass with 0 and keep /readyz ready instead of exit 3 and degraded")
@@ -177,15 +177,25 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 	for _, w := range info.Check(f.topic, f.topicConfigs, len(f.source.deletedField) > 0) {
 		log.Warn(w.Msg, w.Attrs...)
 	}
-	dlq := ""
+	// The broker's limit on a record batch is what really bounds a record: learn it.
+	topicMax, err := info.MaxMessageBytes()
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("data topic %q: %w", f.topic, err)
+	}
+	dlq, dlqMax := "", 0
 	if f.onInvalid == "dlq" {
 		dlq = f.dlqTopic
 		if dlq == "" {
 			dlq = f.topic + ".dlq"
 		}
-		if _, err := topic.Ensure(ctx, client, topic.Spec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication}); err != nil {
+		dlqInfo, err := topic.Ensure(ctx, client, topic.Spec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication})
+		if err == nil {
+			dlqMax, err = dlqInfo.MaxMessageBytes()
+		}
+		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("dead-letter topic: %w", err)
+			return nil, fmt.Errorf("dead-letter topic %q: %w", dlq, err)
 		}
 	}
 	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: f.cursorTopic, ReplicationFactor: f.replication, Logger: log})
@@ -212,7 +222,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 	walk.AcceptTieOverflow = f.acceptOverflow
 	s, err := producer.New(producer.Config{
 		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
-		Walk:         walk,
+		Walk: walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax,
 		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
 		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
 		ProgressInterval: f.progress,

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ func Run(t *testing.T, newBacking func(t *testing.T) Opener) {
 		{"PipelinesAreIndependent", pipelinesIndependent},
 		{"ConcurrentPipelines", concurrentPipelines},
 		{"CancelledCommitFails", cancelledCommit},
+		{"SeqOutOfRangeIsRefused", seqOutOfRange},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newBacking(t)) })
@@ -151,4 +153,17 @@ func assertEqualCursor(t *testing.T, want, got cursor.Cursor) {
 	assert.Equal(t, want.Seq, got.Seq)
 	assert.Equal(t, want.Records, got.Records)
 	assert.True(t, want.CommittedAt.Equal(got.CommittedAt), "committed_at: want %s, got %s", want.CommittedAt, got.CommittedAt)
+}
+
+func seqOutOfRange(t *testing.T, open Opener) {
+	s := openStore(t, open)
+	require.NoError(t, s.Commit(ctx(t), sample("p", 3)))
+	for _, seq := range []int64{-1, cursor.MaxSeq + 1, math.MaxInt64} {
+		c := sample("p", 3)
+		c.Seq = seq
+		require.Error(t, s.Commit(ctx(t), c), "seq %d: a later commit would not increase it", seq)
+	}
+	got, err := openStore(t, open).Load(ctx(t), "p")
+	require.NoError(t, err)
+	assertEqualCursor(t, sample("p", 3), got)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,24 @@ func Ensure(ctx context.Context, c *kafka.Client, spec Spec) (Info, error) {
 		return info, err
 	}
 	return info, nil
+}
+
+// DefaultMaxMessageBytes is the broker's default message.max.bytes, the max.message.bytes of a
+// topic that does not set its own: the largest record batch (header included) it accepts.
+const DefaultMaxMessageBytes = 1048588
+
+// MaxMessageBytes is the topic's max.message.bytes as Configs reports it (the broker reports its
+// default for a topic without its own), or DefaultMaxMessageBytes when it is not reported.
+func (i Info) MaxMessageBytes() (int, error) {
+	v, ok := i.Configs["max.message.bytes"]
+	if !ok || strings.TrimSpace(v) == "" {
+		return DefaultMaxMessageBytes, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("max.message.bytes %q: not a positive integer", v)
+	}
+	return n, nil
 }
 
 // Configs returns the effective topic-level configuration of name.
