@@ -242,7 +242,7 @@ func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read body of GET %s: %w", target, err)
+		return nil, fmt.Errorf("read body of GET %s (status %d, %d bytes read): %w", target, resp.StatusCode, len(body), &transferError{err})
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, newHTTPError(target, resp, body)
@@ -295,3 +295,12 @@ func newHTTPError(target string, resp *http.Response, body []byte) *HTTPError {
 	}
 	return e
 }
+
+// transferError is a failure reading the body of an answer the API had begun to send: the
+// connection or stream broke off mid-transfer (an unexpected EOF, a reset, an HTTP/2 stream
+// error, whose types net/http does not export). Another attempt does not meet it, so it is
+// retryable whatever its cause; a cancelled request is not (IsRetryable checks that first).
+type transferError struct{ err error }
+
+func (e *transferError) Error() string { return e.err.Error() }
+func (e *transferError) Unwrap() error { return e.err }
