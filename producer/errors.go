@@ -137,7 +137,7 @@ func (e *TieOverflowError) Unwrap() error { return ErrTieOverflow }
 // leader or coordinator moves, not enough replicas, request timed out, a broker that is
 // starting, kafka-go's "topic partition has no leader"); and a network failure: a connection
 // refused, reset or closed (EOF, an unexpected EOF mid-answer, a broken pipe), a body cut off
-// mid-transfer, a DNS failure, a timeout.
+// mid-transfer, an HTTP/2 stream reset, a DNS failure, a timeout.
 //
 // Not retryable, whatever else err wraps: cancellation; invalid configuration, pages, records
 // and cursors; ErrNoProgress and ErrTieOverflow; TLS failures (certificate, handshake);
@@ -184,11 +184,13 @@ func IsRetryable(err error) bool {
 // heal when the peer is back.
 func networkFailure(err error) bool {
 	var te *transferError
+	var h2 http2StreamError
 	var ne net.Error
 	var oe *net.OpError
 	var de *net.DNSError
 	switch {
 	case errors.As(err, &te), // the API's answer broke off (see transferError)
+		errors.As(err, &h2), // the API reset an HTTP/2 stream, e.g. INTERNAL_ERROR while it restarts
 		// A peer that closed the connection: at a request boundary (EOF), mid-answer
 		// (unexpected EOF: Kafka's length-prefixed frames, an HTTP body shorter than its
 		// Content-Length or chunk), or under our feet.
@@ -205,6 +207,18 @@ func networkFailure(err error) bool {
 		return true
 	}
 	return false
+}
+
+// http2StreamError has the shape of golang.org/x/net/http2.StreamError, into which net/http's
+// bundled (unexported) HTTP/2 stream error converts itself with errors.As.
+type http2StreamError struct {
+	StreamID uint32
+	Code     uint32
+	Cause    error
+}
+
+func (e http2StreamError) Error() string {
+	return fmt.Sprintf("stream error: stream ID %d; code %d", e.StreamID, e.Code)
 }
 
 // tlsFailure says whether err is a TLS failure: a certificate that does not verify, a handshake

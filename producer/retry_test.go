@@ -80,6 +80,19 @@ func realHTTPError(t *testing.T, tlsServer bool, fn http.HandlerFunc) error {
 	return err
 }
 
+// realHTTP2Reset is the error of a GET over HTTP/2 whose stream the server resets
+// (INTERNAL_ERROR) before it answers.
+func realHTTP2Reset(t *testing.T) error {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+	srv.EnableHTTP2 = true
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	_, err := srv.Client().Get(srv.URL)
+	require.ErrorContains(t, err, "INTERNAL_ERROR")
+	return err
+}
+
 // hangUp closes the connection without an answer, as an API that restarts does.
 func hangUp(w http.ResponseWriter, _ *http.Request) {
 	c, _, err := w.(http.Hijacker).Hijack()
@@ -154,6 +167,7 @@ func TestIsRetryableClassifiesEveryErrorForm(t *testing.T) {
 			w.Header().Set("Content-Length", "100")
 			fmt.Fprint(w, `{"data":[`)
 		}), true},
+		{"API: HTTP/2 stream reset before the answer (real GET)", realHTTP2Reset(t), true},
 		{"API: refused (real dial, as *url.Error)", &url.Error{Op: "Get", URL: "http://api/keyset", Err: realDialRefused(t)}, true},
 
 		// TLS and authentication fail the same way every time.
