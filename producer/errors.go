@@ -2,16 +2,22 @@ package producer
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/topic"
 )
 
 // Every error the producer package returns wraps one of these sentinels, so callers can decide
@@ -124,35 +130,109 @@ func (e *TieOverflowError) Error() string {
 func (e *TieOverflowError) Unwrap() error { return ErrTieOverflow }
 
 // IsRetryable reports whether the operation that returned err may succeed if tried again
-// without any change: a server error or throttling of the API, a network failure or timeout, a
-// retriable Kafka error. Invalid data, bad configuration and cancellation are not retryable.
+// without any change. It is what the per-page API retry (SourceConfig.MaxAttempts) and a
+// caller's pass retry (keysetsync's --retry-timeout and --kafka-wait) ask.
+//
+// Retryable: an API answer of 5xx, 429 or 408; a transient Kafka error (see topic.Transient:
+// leader or coordinator moves, not enough replicas, request timed out, a broker that is
+// starting, kafka-go's "topic partition has no leader"); and a network failure: a connection
+// refused, reset or closed (EOF, an unexpected EOF mid-answer, a broken pipe), a body cut off
+// mid-transfer, an HTTP/2 stream reset, a DNS failure, a timeout.
+//
+// Not retryable, whatever else err wraps: cancellation; invalid configuration, pages, records
+// and cursors; ErrNoProgress and ErrTieOverflow; TLS failures (certificate, handshake);
+// authentication and authorization (an API 401/403, a SASL or ACL error of Kafka); any other
+// Kafka error (POLICY_VIOLATION, MESSAGE_TOO_LARGE, ...); and any error this function does not
+// recognise as one of the above (for example too many redirects).
 func IsRetryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
-	if errors.Is(err, ErrConfig) || errors.Is(err, ErrBadPage) || errors.Is(err, ErrInvalidRecord) || errors.Is(err, ErrNoProgress) || errors.Is(err, ErrTieOverflow) {
+	for _, permanent := range []error{ErrConfig, ErrBadPage, ErrInvalidRecord, ErrNoProgress, ErrTieOverflow,
+		cursor.ErrCorrupt, cursor.ErrNotCompacted, avro.ErrInvalid, avro.ErrSchema} {
+		if errors.Is(err, permanent) {
+			return false
+		}
+	}
+	if tlsFailure(err) {
 		return false
 	}
 	var he *HTTPError
 	if errors.As(err, &he) {
 		return he.Status >= 500 || he.Status == http.StatusTooManyRequests || he.Status == http.StatusRequestTimeout
 	}
-	var ke kafka.Error
-	if errors.As(err, &ke) {
-		return ke.Temporary()
-	}
-	var we kafka.WriteErrors
+	var we kafka.WriteErrors // one error per message, not reachable by errors.As: each decides
 	if errors.As(err, &we) {
+		n := 0
 		for _, e := range we {
-			if e != nil && !IsRetryable(e) {
-				return false
+			if e != nil {
+				if !IsRetryable(e) {
+					return false
+				}
+				n++
 			}
 		}
-		return true
+		return n > 0
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
+	if transient, isKafka := topic.Transient(err); isKafka {
+		return transient
 	}
+	return networkFailure(err)
+}
+
+// networkFailure says whether err is a failure of the connection rather than an answer: those
+// heal when the peer is back.
+func networkFailure(err error) bool {
+	var te *transferError
+	var h2 http2StreamError
 	var ne net.Error
-	return errors.As(err, &ne)
+	var oe *net.OpError
+	var de *net.DNSError
+	switch {
+	case errors.As(err, &te), // the API's answer broke off (see transferError)
+		errors.As(err, &h2), // the API reset an HTTP/2 stream, e.g. INTERNAL_ERROR while it restarts
+		// A peer that closed the connection: at a request boundary (EOF), mid-answer
+		// (unexpected EOF: Kafka's length-prefixed frames, an HTTP body shorter than its
+		// Content-Length or chunk), or under our feet.
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNABORTED),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.ENETDOWN),
+		errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout(),
+		// Any failure of a socket operation (dial, read, write) and of name resolution: a
+		// restarting broker or API, a resolver that has not caught up. TLS failures, also
+		// wrapped in *net.OpError, were ruled out before.
+		errors.As(err, &oe), errors.As(err, &de):
+		return true
+	}
+	return false
+}
+
+// http2StreamError has the shape of golang.org/x/net/http2.StreamError, into which net/http's
+// bundled (unexported) HTTP/2 stream error converts itself with errors.As.
+type http2StreamError struct {
+	StreamID uint32
+	Code     uint32
+	Cause    error
+}
+
+func (e http2StreamError) Error() string {
+	return fmt.Sprintf("stream error: stream ID %d; code %d", e.StreamID, e.Code)
+}
+
+// tlsFailure says whether err is a TLS failure: a certificate that does not verify, a handshake
+// the peer refused (an alert), or a peer that does not speak TLS. Each needs a change of
+// configuration, not another attempt.
+func tlsFailure(err error) bool {
+	var (
+		cve *tls.CertificateVerificationError
+		ae  tls.AlertError
+		rhe tls.RecordHeaderError
+		ua  x509.UnknownAuthorityError
+		hn  x509.HostnameError
+		ci  x509.CertificateInvalidError
+	)
+	return errors.As(err, &cve) || errors.As(err, &ae) || errors.As(err, &rhe) ||
+		errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci)
 }

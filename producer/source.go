@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keysetsync/keysetsync/avro"
@@ -20,7 +21,9 @@ import (
 // SourceConfig configures a Source.
 type SourceConfig struct {
 	// URL of the keyset endpoint, e.g. http://127.0.0.1:5001/pagination/keyset. Its own
-	// query parameters are sent with every request, besides the contract's.
+	// query parameters are sent with every request, besides the contract's. User info in it
+	// (https://user:password@host/...) is sent as HTTP basic authentication and never shown:
+	// every URL the Source shows or hands out has it replaced by RedactURL's "***".
 	URL string
 	// Contract names the API's parameters and where things are in its answers; the zero
 	// value is DefaultContract (the playground's).
@@ -45,7 +48,8 @@ type SourceConfig struct {
 // when the API has one) or the API's next token.
 type Source struct {
 	cfg  SourceConfig
-	base *url.URL
+	base *url.URL      // the endpoint without its user info: what requests go to
+	user *url.Userinfo // the user info of the configured URL, sent as basic auth; nil if none
 	log  *slog.Logger
 	// fast: the contract is the playground's, whose pages decode in one pass into wireUsers.
 	fast bool
@@ -120,8 +124,11 @@ func (p *RawPage) object(i int) (map[string]any, error) {
 func NewSource(cfg SourceConfig) (*Source, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: api url %q: want http(s)://host/path", ErrConfig, cfg.URL)
+		// Not err: url.Parse's error quotes the URL, password included.
+		return nil, fmt.Errorf("%w: api url %q: want http(s)://host/path (reserved characters of a user name or password percent-encoded)", ErrConfig, RedactURL(cfg.URL))
 	}
+	user := u.User
+	u.User = nil
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
@@ -153,11 +160,21 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Source{cfg: cfg, base: u, log: log, fast: cfg.Contract.isDefault()}, nil
+	return &Source{cfg: cfg, base: u, user: user, log: log, fast: cfg.Contract.isDefault()}, nil
 }
 
-// URL returns the endpoint as configured, as it appears in message headers.
-func (s *Source) URL() string { return s.base.String() }
+// URL returns the endpoint as configured with its user info redacted (RedactURL), as it
+// appears in message headers.
+func (s *Source) URL() string { return s.shown(s.base) }
+
+// shown is u, a URL without user info, as the Source shows it: with "***@" in place of the
+// configured URL's user info, if it had any.
+func (s *Source) shown(u *url.URL) string {
+	if s.user == nil {
+		return u.String()
+	}
+	return withMaskedUser(u)
+}
 
 // Contract returns the API's contract.
 func (s *Source) Contract() Contract { return s.cfg.Contract }
@@ -172,13 +189,14 @@ func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error)
 func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*RawPage, error) {
 	u := *s.base
 	u.RawQuery = s.cfg.Contract.query(u.Query(), q).Encode()
-	target := u.String()
+	target := u.String() // what is requested: no user info
+	shown := s.shown(&u) // what errors, logs and RawPage.URL show
 	var lastErr error
 	attempts := 0
 	for attempt := 1; ; attempt++ {
 		attempts = attempt
 		start := time.Now()
-		p, err := s.fetchOnce(ctx, target)
+		p, err := s.fetchOnce(ctx, target, shown)
 		if err == nil {
 			obs.PageFetched(p.Len(), p.Bytes, time.Since(start))
 			return p, nil
@@ -211,7 +229,7 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*R
 	if errors.Is(lastErr, ErrAPI) {
 		return nil, fmt.Errorf("page %d after %d of %d attempts: %w", page, attempts, s.cfg.MaxAttempts, lastErr)
 	}
-	return nil, fmt.Errorf("page %d: GET %s after %d of %d attempts: %w: %w", page, target, attempts, s.cfg.MaxAttempts, ErrAPI, lastErr)
+	return nil, fmt.Errorf("page %d: GET %s after %d of %d attempts: %w: %w", page, shown, attempts, s.cfg.MaxAttempts, ErrAPI, lastErr)
 }
 
 func (s *Source) backoff(attempt int, err error) time.Duration {
@@ -227,7 +245,8 @@ func (s *Source) backoff(attempt int, err error) time.Duration {
 	return s.cfg.BackoffMin + rand.N(ceil-s.cfg.BackoffMin+1)
 }
 
-func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error) {
+// fetchOnce requests target; shown is target as errors and the page show it.
+func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
@@ -235,6 +254,13 @@ func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error)
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
+	if s.user != nil {
+		// As net/http does for user info in a request's URL (a client's transport may still
+		// set its own Authorization over it); the URL itself never carries it, so neither do
+		// the *url.Error messages of the client.
+		pw, _ := s.user.Password()
+		req.SetBasicAuth(s.user.Username(), pw)
+	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return nil, err
@@ -242,13 +268,13 @@ func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read body of GET %s: %w", target, err)
+		return nil, fmt.Errorf("read body of GET %s (status %d, %d bytes read): %w", shown, resp.StatusCode, len(body), &transferError{err})
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, newHTTPError(target, resp, body)
+		return nil, newHTTPError(shown, resp, body)
 	}
 	if int64(len(body)) > s.cfg.MaxPageBytes {
-		return nil, &PageError{URL: target, Err: fmt.Errorf("answer larger than the limit of %d bytes", s.cfg.MaxPageBytes)}
+		return nil, &PageError{URL: shown, Err: fmt.Errorf("answer larger than the limit of %d bytes", s.cfg.MaxPageBytes)}
 	}
 	// One pass over the body is enough for a well-typed page of the playground's contract
 	// (JSON decoding is the largest part of a sync's CPU); any other page is split along the
@@ -259,14 +285,14 @@ func (s *Source) fetchOnce(ctx context.Context, target string) (*RawPage, error)
 			ScrollParam *string     `json:"scroll_param"`
 		}
 		if json.Unmarshal(body, &fast) == nil && fast.Data != nil && *fast.Data != nil && (fast.ScrollParam == nil || *fast.ScrollParam != "") {
-			return &RawPage{URL: target, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), body: body, users: *fast.Data}, nil
+			return &RawPage{URL: shown, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), body: body, users: *fast.Data}, nil
 		}
 	}
 	records, next, more, total, err := s.cfg.Contract.splitPage(body)
 	if err != nil {
-		return nil, &PageError{URL: target, Err: err}
+		return nil, &PageError{URL: shown, Err: err}
 	}
-	return &RawPage{URL: target, Next: next, More: more, Total: total, Bytes: len(body), body: body, records: records}, nil
+	return &RawPage{URL: shown, Next: next, More: more, Total: total, Bytes: len(body), body: body, records: records}, nil
 }
 
 // ParsePage splits an answer of the playground's contract into its records, still JSON, and
@@ -276,8 +302,8 @@ func ParsePage(body []byte) (records []json.RawMessage, next *string, err error)
 	return records, next, err
 }
 
-func newHTTPError(target string, resp *http.Response, body []byte) *HTTPError {
-	e := &HTTPError{URL: target, Status: resp.StatusCode}
+func newHTTPError(shown string, resp *http.Response, body []byte) *HTTPError {
+	e := &HTTPError{URL: shown, Status: resp.StatusCode}
 	var msg struct {
 		Error string `json:"error"`
 	}
@@ -294,4 +320,55 @@ func newHTTPError(target string, resp *http.Response, body []byte) *HTTPError {
 		}
 	}
 	return e
+}
+
+// transferError is a failure reading the body of an answer the API had begun to send: the
+// connection or stream broke off mid-transfer (an unexpected EOF, a reset, an HTTP/2 stream
+// error, whose types net/http does not export). Another attempt does not meet it, so it is
+// retryable whatever its cause; a cancelled request is not (IsRetryable checks that first).
+type transferError struct{ err error }
+
+func (e *transferError) Error() string { return e.err.Error() }
+func (e *transferError) Unwrap() error { return e.err }
+
+// redactedUser is what RedactURL shows in place of a URL's user info. All of it is hidden, the
+// user name too: some APIs take a key as the user name of basic authentication.
+const redactedUser = "***"
+
+// RedactURL returns s with its user info, if any, replaced by "***": https://***@host/path.
+// Every URL keysetsync shows or writes (errors, logs, message and dead-letter headers, the
+// config command) goes through it. A string that does not parse as a URL with an authority
+// loses everything up to the last '@' of what would be its authority.
+func RedactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.Opaque == "" { // "user:pw@host" parses, as scheme "user"
+		if u.User == nil {
+			return s
+		}
+		u.User = nil
+		return withMaskedUser(u)
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		scheme, rest = "", s
+	} else {
+		scheme += "://"
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		return scheme + redactedUser + rest[at:]
+	}
+	return s
+}
+
+// withMaskedUser is u, which has no user info, written with redactedUser as its user info.
+func withMaskedUser(u *url.URL) string {
+	// url.URL would percent-encode the '*'s of a Userinfo; write them in after the scheme.
+	s := u.String()
+	if rest, ok := strings.CutPrefix(s, u.Scheme+"://"); ok {
+		return u.Scheme + "://" + redactedUser + "@" + rest
+	}
+	return s
 }

@@ -6,13 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/keysetsync/keysetsync/producer"
 )
 
 // configFlag is --config of once, run and config: a YAML file whose keys are flag names.
@@ -211,8 +212,8 @@ func secretFlag(name string) bool {
 
 const masked = "***"
 
-// shownValue is the value of f as the config command prints it: secrets masked, the password of
-// a URL redacted, and --api-header as a list whose inline values are masked (a value @FILE,
+// shownValue is the value of f as the config command prints it: secrets masked, the user info
+// of a URL redacted, and --api-header as a list whose inline values are masked (a value @FILE,
 // a file name, is shown).
 func shownValue(f *flag.Flag) *yaml.Node {
 	if h, ok := f.Value.(*headerList); ok {
@@ -231,12 +232,7 @@ func shownValue(f *flag.Flag) *yaml.Node {
 	case v != "" && secretFlag(f.Name):
 		v = masked
 	case strings.Contains(v, "://"):
-		if u, err := url.Parse(v); err == nil && u.User != nil {
-			if _, has := u.User.Password(); has {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-				v = strings.Replace(u.String(), "xxxxx", masked, 1)
-			}
-		}
+		v = producer.RedactURL(v) // the user info of a URL, as everywhere else
 	}
 	return str(v)
 }

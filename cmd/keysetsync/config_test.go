@@ -166,7 +166,7 @@ func TestConfigMasksSecrets(t *testing.T) {
 			var m map[string]shown
 			require.NoError(t, yaml.Unmarshal([]byte(out), &m))
 			assert.Equal(t, "***", m["kafka-sasl-password"].Value)
-			assert.Equal(t, "http://u:***@h/keyset", m["api-url"].Value)
+			assert.Equal(t, "http://***@h/keyset", m["api-url"].Value)
 			assert.Contains(t, m["api-header"].Value, "X-Api-Key: ***")
 			if c.name != "flag" {
 				assert.Contains(t, m["api-header"].Value, "X-Tenant: @/run/tenant")

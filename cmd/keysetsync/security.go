@@ -18,6 +18,8 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/keysetsync/keysetsync/producer"
 )
 
 // kafkaSecurityFlags are the TLS and SASL settings of every command that talks to Kafka. Secrets
@@ -244,7 +246,8 @@ func (a *apiAuthFlags) client(apiURL string, timeout time.Duration) (*http.Clien
 	}
 	u, err := url.Parse(apiURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --api-url: %w", errUsage, err)
+		// Not err: it quotes the URL, password included.
+		return nil, fmt.Errorf("%w: --api-url %s: not a valid URL (reserved characters of a user name or password must be percent-encoded)", errUsage, producer.RedactURL(apiURL))
 	}
 	h := http.Header{}
 	if a.bearerTokenFile != "" {

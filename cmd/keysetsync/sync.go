@@ -59,7 +59,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 60*time.Second, "bound on producing one batch and committing its cursor, also when shutting down")
 	fs.IntVar(&f.partitions, "topic-partitions", 1, "partitions of the data topic when keysetsync creates it (-1: broker default)")
 	fs.IntVar(&f.replication, "topic-replication-factor", -1, "replication factor of the data and cursor topics when keysetsync creates them (-1: broker default)")
-	fs.DurationVar(&f.retryTimeout, "retry-timeout", 5*time.Minute, "how long a failing pass is retried (exponential backoff, each retry from the committed cursor) while its error is retryable: API 5xx/429/network, Kafka unreachable or retriable; 0 disables")
+	fs.DurationVar(&f.retryTimeout, "retry-timeout", 5*time.Minute, "how long passes are retried from their first failure while the error is retryable (API 5xx/429/network, Kafka unreachable or retriable), each from the committed cursor; a failed pass that committed batches starts a new budget; 0 disables")
 	fs.DurationVar(&f.kafkaWait, "kafka-wait", 0, "at start, how long to wait for Kafka to become reachable (0: fail at once with the connection error)")
 	fs.StringVar(&f.onInvalid, "on-invalid", "fail", "what an invalid record does: fail (stop the pass; the cursor stays just before it) or dlq (send its original JSON to --dlq-topic with the reason in headers, and go on)")
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "dead-letter topic for --on-invalid dlq (default: <topic>.dlq)")
@@ -141,10 +141,10 @@ type pipeline struct {
 func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipeline, error) {
 	return f.metrics.serve(ctx, log, f.pipeline, func(obs producer.Observer) (*pipeline, error) {
 		var p *pipeline
-		err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() error {
+		err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() (bool, error) {
 			var err error
 			p, err = tryOpenPipeline(ctx, f, log, obs)
-			return err
+			return false, err
 		})
 		return p, err
 	})
@@ -268,31 +268,42 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 }
 
 // syncPass runs one pass and, while its error is retryable, runs it again with backoff for up
-// to --retry-timeout. Every attempt starts from the committed cursor, never from memory.
+// to --retry-timeout. Every attempt starts from the committed cursor, never from memory. A
+// failed pass that committed batches made progress: the passes after it get a new budget.
 func syncPass(ctx context.Context, s *producer.Syncer, f *syncFlags, log *slog.Logger) error {
-	return retry(ctx, f.retryTimeout, log, "sync pass", func() error {
-		_, err := s.Sync(ctx)
-		return err
+	return retry(ctx, f.retryTimeout, log, "sync pass", func() (bool, error) {
+		st, err := s.Sync(ctx)
+		return st.Batches > 0, err
 	})
 }
 
 // retry calls fn until it succeeds, fails with an error that is not retryable, ctx ends, or
-// budget has passed since the first failure; backoff doubles from 500 ms to 30 s, jittered.
-func retry(ctx context.Context, budget time.Duration, log *slog.Logger, what string, fn func() error) error {
-	deadline := time.Now().Add(budget)
+// it has kept failing for budget; backoff doubles from 500 ms to 30 s, jittered.
+//   - The budget starts at the first failure, not at the first call: a pass that runs for an
+//     hour and then meets a broker restart is retried for the whole budget.
+//   - An attempt that failed after making progress (fn says so: a pass that committed batches)
+//     starts the budget again, from its failure, with the backoff back at 500 ms.
+//   - The last wait is cut short so that one attempt falls at the end of the budget: a
+//     --kafka-wait of 60s keeps trying for 60 s, not until a doubled wait would overshoot it.
+func retry(ctx context.Context, budget time.Duration, log *slog.Logger, what string, fn func() (progressed bool, err error)) error {
+	var deadline time.Time
 	delay := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := fn()
+		progressed, err := fn()
 		if err == nil || ctx.Err() != nil || !producer.IsRetryable(err) {
 			return err
 		}
-		wait := delay/2 + rand.N(delay/2+1)
-		if time.Now().Add(wait).After(deadline) {
+		if deadline.IsZero() || progressed {
+			deadline, delay = time.Now().Add(budget), 500*time.Millisecond
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
 			if budget > 0 {
 				return fmt.Errorf("%s still failing after %s of retries: %w", what, budget, err)
 			}
 			return err
 		}
+		wait := min(delay/2+rand.N(delay/2+1), left)
 		log.Warn(what+" failed, retrying", "attempt", attempt, "wait", wait.Round(time.Millisecond), "err", err)
 		t := time.NewTimer(wait)
 		select {

@@ -4,8 +4,11 @@
 package synctest
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -44,6 +47,11 @@ type Options struct {
 	Walk         producer.WalkOptions
 	DLQ          bool // route invalid records to a dead-letter topic instead of failing
 	MaxInFlight  int  // batches in flight (0: the Syncer's default)
+	// Handler, if set, wraps the playground's HTTP handler: a test's faults in the answers.
+	Handler func(http.Handler) http.Handler
+	// StoreDial, if set, is the Dial of the cursor store's transport (e.g. a
+	// kafkatest.Breaker's): a test's faults on the cursor store's connections.
+	StoreDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // New starts the playground in-process and builds a Syncer writing to fresh topics of tg.
@@ -51,7 +59,11 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 	t.Helper()
 	api, err := playground.New(o.Playground)
 	require.NoError(t, err)
-	srv := httptest.NewServer(api.Handler())
+	var h http.Handler = api.Handler()
+	if o.Handler != nil {
+		h = o.Handler(h)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	p := &Pipeline{
 		Target: tg, API: api, URL: srv.URL + "/pagination/keyset",
@@ -60,12 +72,17 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 	client := tg.Client(t)
 	_, err = topic.Ensure(t.Context(), client, topic.Spec{Name: p.Topic, Partitions: max(o.Partitions, 1), ReplicationFactor: 1})
 	require.NoError(t, err)
-	p.Store, err = cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: client, Topic: p.CursorTopic, ReplicationFactor: 1})
+	storeClient := client
+	if o.StoreDial != nil {
+		storeClient = tg.Client(t)
+		storeClient.Transport.(*kafka.Transport).Dial = o.StoreDial
+	}
+	p.Store, err = cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: storeClient, Topic: p.CursorTopic, ReplicationFactor: 1})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Store.Close() })
 	p.Codec, err = avro.NewCodec()
 	require.NoError(t, err)
-	src, err := producer.NewSource(producer.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	src, err := producer.NewSource(producer.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: o.Logger})
 	require.NoError(t, err)
 	if o.DLQ {
 		p.DLQTopic = kafkatest.Topic(t, "dlq")

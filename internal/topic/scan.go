@@ -126,14 +126,15 @@ func readBatch(rr kafka.RecordReader, name string, partition int, offset, end in
 	}
 }
 
-// retryTemporary retries fn for a few seconds while it fails with a retriable Kafka error, such
-// as NOT_LEADER_OR_FOLLOWER while a new topic's leader is still being elected or a leader moves.
+// retryTemporary retries fn for a few seconds while it fails with a transient Kafka error (see
+// Transient), such as NOT_LEADER_OR_FOLLOWER while a new topic's leader is still being elected
+// or a leader moves. Network failures are left to the caller, whose retries span a broker
+// restart.
 func retryTemporary(ctx context.Context, fn func() error) error {
 	delay := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := fn()
-		var ke kafka.Error
-		if err == nil || !errors.As(err, &ke) || !ke.Temporary() || attempt == 10 {
+		if transient, _ := Transient(err); err == nil || !transient || attempt == 10 {
 			return err
 		}
 		t := time.NewTimer(delay)

@@ -1,0 +1,83 @@
+package topic
+
+import (
+	"errors"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+)
+
+// Transient reports whether err carries a Kafka error (kafka: true) and, if so, whether the
+// request may succeed when sent again unchanged (transient: true): the cluster is electing a
+// leader, moving a partition or coordinator, short of in-sync replicas, loading, throttling, or
+// answered a generic server error while it starts. The first Kafka error found in err's tree
+// decides; an error without one (kafka: false) is left to the caller's network rules.
+//
+// The set follows the error codes Kafka itself marks retriable (RetriableException in the Java
+// client, kerr's Retriable in franz-go), with three deliberate differences:
+//   - UNKNOWN_SERVER_ERROR (-1) is transient. kafka-go's ListOffsets reports any failure of
+//     the request to a broker (connection refused, closed, EOF) as this code on each partition
+//     (protocol/listoffsets Response.Merge: "UNKNOWN, can we do better?"): that is the
+//     "list offsets: [-1] Unknown" of a cursor load while a broker restarts. A broker that
+//     answers it for good fails the caller's retries once their budget is spent, with the error.
+//   - CONCURRENT_TRANSACTIONS (51) is transient (KIP-890): the previous transaction is ending.
+//   - CORRUPT_MESSAGE (2) is not: kafka-go's writer has already retried it, and what persists
+//     (a record the broker's validation refuses) fails the same way every time.
+//
+// kafka-go's own client-side errors for a partition or topic missing from its metadata cache
+// (protocol.ErrNoLeader, ErrNoPartition, ErrNoTopic) are transient too: a Fetch or Produce is
+// routed by the cached metadata, and while a broker is stopped that metadata has no leader, so
+// the request fails with "fetch request error: topic partition has no leader"
+// (protocol/fetch Request.Broker) until a refresh finds the broker back. keysetsync creates its
+// topics before it uses them.
+//
+// Authentication and authorization failures (SASL_AUTHENTICATION_FAILED, *_AUTHORIZATION_FAILED),
+// policy violations, invalid requests, configs or records, and sizes over a limit are not
+// transient: they fail the same way until someone changes something.
+func Transient(err error) (transient, kafkaErr bool) {
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		return transientCodes[ke], true
+	}
+	var pe protocol.Error
+	if errors.As(err, &pe) {
+		switch pe {
+		case protocol.ErrNoLeader, protocol.ErrNoPartition, protocol.ErrNoTopic:
+			return true, true
+		}
+		return false, true
+	}
+	return false, false
+}
+
+var transientCodes = map[kafka.Error]bool{
+	kafka.Unknown:                      true, // -1, see Transient
+	kafka.UnknownTopicOrPartition:      true, // 3: metadata not yet propagated
+	kafka.LeaderNotAvailable:           true, // 5
+	kafka.NotLeaderForPartition:        true, // 6 NOT_LEADER_OR_FOLLOWER
+	kafka.RequestTimedOut:              true, // 7
+	kafka.BrokerNotAvailable:           true, // 8
+	kafka.ReplicaNotAvailable:          true, // 9
+	kafka.NetworkException:             true, // 13
+	kafka.GroupLoadInProgress:          true, // 14 COORDINATOR_LOAD_IN_PROGRESS
+	kafka.GroupCoordinatorNotAvailable: true, // 15 COORDINATOR_NOT_AVAILABLE
+	kafka.NotCoordinatorForGroup:       true, // 16 NOT_COORDINATOR
+	kafka.NotEnoughReplicas:            true, // 19
+	kafka.NotEnoughReplicasAfterAppend: true, // 20
+	kafka.NotController:                true, // 41
+	kafka.ConcurrentTransactions:       true, // 51, see Transient
+	kafka.KafkaStorageError:            true, // 56: a log directory went offline; the leader moves
+	kafka.FetchSessionIDNotFound:       true, // 70
+	kafka.InvalidFetchSessionEpoch:     true, // 71
+	kafka.ListenerNotFound:             true, // 72: metadata of a restarting broker
+	kafka.FencedLeaderEpoch:            true, // 74
+	kafka.UnknownLeaderEpoch:           true, // 75
+	kafka.OffsetNotAvailable:           true, // 78: high watermark not caught up after an election
+	kafka.PreferredLeaderNotAvailable:  true, // 80
+	kafka.EligibleLeadersNotAvailable:  true, // 83
+	kafka.UnstableOffsetCommit:         true, // 88
+	kafka.ThrottlingQuotaExceeded:      true, // 89
+	kafka.UnknownTopicID:               true, // 100
+	kafka.InconsistentTopicID:          true, // 103
+	kafka.FetchSessionTopicIDError:     true, // 106
+}
