@@ -90,6 +90,11 @@ func (s *KafkaStore) Commit(ctx context.Context, c Cursor) error {
 	if err != nil {
 		return fmt.Errorf("commit cursor of %q: %w", c.Pipeline, err)
 	}
+	// kafka-go picks at random between a done context and a write that completed at once: a
+	// cancelled commit must fail, never land by chance.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("commit cursor of %q: %w", c.Pipeline, err)
+	}
 	if err := s.writer.WriteMessages(ctx, kafka.Message{Key: []byte(c.Pipeline), Value: b}); err != nil {
 		return fmt.Errorf("commit cursor of %q to topic %q: %w", c.Pipeline, s.topic, err)
 	}
