@@ -87,7 +87,7 @@ func crashConfig(kills int) playground.Config {
 		Records:          min(max(3000, kills*150), 200_000),
 		PageSize:         playgroundPage,
 		TieWidth:         5,
-		UpdatesPerSecond: 30,
+		UpdatesPerSecond: updatesPerSecond,
 		Seed:             uint64(kills),
 	}
 }
@@ -298,7 +298,7 @@ func TestGracefulStop(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
-				h := newHarness(t, bin, tg, playground.Config{Records: 3000, PageSize: playgroundPage, TieWidth: 5, UpdatesPerSecond: 30})
+				h := newHarness(t, bin, tg, playground.Config{Records: 3000, PageSize: playgroundPage, TieWidth: 5, UpdatesPerSecond: updatesPerSecond})
 				// On kfake a signal "mid-produce" is exact: the broker sends it when the nth
 				// data produce request arrives, then stores the request and answers it.
 				var tr *trap
