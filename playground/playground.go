@@ -814,7 +814,8 @@ func (s *Server) eachByID(index []uint32, fn func([]item) bool) {
 // GC pause, -race, a loaded machine, or a Clock that stands still) are dropped and counted in
 // Stats.UpdatesDropped, never piled onto one second. So the widest tie RunUpdates makes is
 // ceil(UpdatesPerSecond) + ceil(LateUpdatesPerSecond) records (a live second can receive late
-// updates LateBy later); with that below PageSize every tie fits in a page, by construction.
+// updates LateBy later; a late second of the initial records holds TieWidth of them besides);
+// with that below PageSize every tie fits in a page, by construction.
 // Update, UpdateIDs, UpdateLate and Insert called meanwhile are not counted: they stamp what
 // they are asked to.
 func (s *Server) RunUpdates(ctx context.Context) {
