@@ -11,10 +11,12 @@ package restarttest
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,19 +36,60 @@ const (
 
 var brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
 
-// api is a playground served in-process.
+// api is a playground served in-process, which the test can pause.
 type api struct {
 	server *playground.Server
 	url    string
+	*pausable
 }
 
 func newAPI(t *testing.T, cfg playground.Config) api {
 	t.Helper()
 	s, err := playground.New(cfg)
 	require.NoError(t, err)
-	srv := httptest.NewServer(s.Handler())
+	p := &pausable{h: s.Handler()}
+	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
-	return api{server: s, url: srv.URL + "/pagination/keyset"}
+	t.Cleanup(p.resume) // before the server closes: it waits for the requests in progress
+	return api{server: s, url: srv.URL + "/pagination/keyset", pausable: p}
+}
+
+// pausable serves h; while paused, requests wait until resumed (or their client gives up).
+type pausable struct {
+	h       http.Handler
+	mu      sync.Mutex
+	resumed chan struct{} // nil: not paused
+}
+
+func (p *pausable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	resumed := p.resumed
+	p.mu.Unlock()
+	if resumed != nil {
+		select {
+		case <-resumed:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	p.h.ServeHTTP(w, r)
+}
+
+func (p *pausable) pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resumed == nil {
+		p.resumed = make(chan struct{})
+	}
+}
+
+func (p *pausable) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resumed != nil {
+		close(p.resumed)
+		p.resumed = nil
+	}
 }
 
 // syncArgs are the flags of `once` for a fresh pair of topics on the dedicated broker.
@@ -127,14 +170,17 @@ func TestBrokerOutages(t *testing.T) {
 	t.Run("broker stopped and started mid-sync: the retried pass ends in sync", func(t *testing.T) {
 		b.Start() // no-op if the previous step left it running
 		const records = 20000
-		// 400 pages at 5 ms each: the sync lasts seconds, longer than stopping the broker.
-		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3, Latency: 5 * time.Millisecond})
+		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3})
 		args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0")
 		p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true})
 		p.WaitLine(t, `msg="batch committed"`, time.Minute)
+		// The API is paused while the broker stops, so the sync cannot end before the broker is
+		// down, however long stopping it takes.
+		a.pause()
 		committedBefore := p.Count(`msg="batch committed"`)
 		stopped := time.Now()
 		stopTook := b.Stop()
+		a.resume()
 		t.Logf("broker stopped after %d committed batches (stop took %s)", committedBefore, stopTook.Round(time.Millisecond))
 		warn := p.WaitLine(t, "failed, retrying", time.Minute)
 		t.Logf("first retry warning: %s", warn)
