@@ -36,59 +36,66 @@ const (
 
 var brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
 
-// api is a playground served in-process, which the test can pause.
+// api is a playground served in-process, whose requests the test can hold.
 type api struct {
 	server *playground.Server
 	url    string
-	*pausable
+	*gate
 }
 
 func newAPI(t *testing.T, cfg playground.Config) api {
 	t.Helper()
 	s, err := playground.New(cfg)
 	require.NoError(t, err)
-	p := &pausable{h: s.Handler()}
-	srv := httptest.NewServer(p)
+	g := &gate{h: s.Handler(), left: -1}
+	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	t.Cleanup(p.resume) // before the server closes: it waits for the requests in progress
-	return api{server: s, url: srv.URL + "/pagination/keyset", pausable: p}
+	t.Cleanup(g.release) // before the server closes: it waits for the requests in progress
+	return api{server: s, url: srv.URL + "/pagination/keyset", gate: g}
 }
 
-// pausable serves h; while paused, requests wait until resumed (or their client gives up).
-type pausable struct {
-	h       http.Handler
-	mu      sync.Mutex
-	resumed chan struct{} // nil: not paused
+// gate serves h. Once told to hold after n requests, it answers n more and holds the ones after
+// them until released (or until their client gives up).
+type gate struct {
+	h        http.Handler
+	mu       sync.Mutex
+	left     int           // requests still answered before holding; < 0: not holding
+	released chan struct{} // closed by release
 }
 
-func (p *pausable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.mu.Lock()
-	resumed := p.resumed
-	p.mu.Unlock()
-	if resumed != nil {
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	released := g.released
+	switch {
+	case g.left > 0:
+		g.left--
+		released = nil
+	case g.left < 0:
+		released = nil
+	}
+	g.mu.Unlock()
+	if released != nil {
 		select {
-		case <-resumed:
+		case <-released:
 		case <-r.Context().Done():
 			return
 		}
 	}
-	p.h.ServeHTTP(w, r)
+	g.h.ServeHTTP(w, r)
 }
 
-func (p *pausable) pause() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.resumed == nil {
-		p.resumed = make(chan struct{})
-	}
+func (g *gate) holdAfter(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.left, g.released = n, make(chan struct{})
 }
 
-func (p *pausable) resume() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.resumed != nil {
-		close(p.resumed)
-		p.resumed = nil
+func (g *gate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.left >= 0 {
+		close(g.released)
+		g.left = -1
 	}
 }
 
@@ -171,16 +178,16 @@ func TestBrokerOutages(t *testing.T) {
 		b.Start() // no-op if the previous step left it running
 		const records = 20000
 		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3})
+		// The API answers 8 pages (two batches of 200) and holds the rest until the broker is
+		// down: the sync cannot end before that, however long stopping the broker takes.
+		a.holdAfter(8)
 		args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0")
 		p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true})
 		p.WaitLine(t, `msg="batch committed"`, time.Minute)
-		// The API is paused while the broker stops, so the sync cannot end before the broker is
-		// down, however long stopping it takes.
-		a.pause()
 		committedBefore := p.Count(`msg="batch committed"`)
 		stopped := time.Now()
 		stopTook := b.Stop()
-		a.resume()
+		a.release()
 		t.Logf("broker stopped after %d committed batches (stop took %s)", committedBefore, stopTook.Round(time.Millisecond))
 		warn := p.WaitLine(t, "failed, retrying", time.Minute)
 		t.Logf("first retry warning: %s", warn)
