@@ -243,7 +243,7 @@ func TestLateUpdatesKeepPagesSorted(t *testing.T) {
 		} else {
 			lateOK++
 		}
-		s.updateLate(r.IntN(4))
+		s.updateLate(r.IntN(4), nil)
 		if step%25 == 0 {
 			checkInvariants(t, s)
 			sorted := sortedByKey(s.Snapshot())
@@ -278,7 +278,7 @@ func TestUpdateLateRandom(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newTestServer(t, Config{Records: 500, Seed: 4, Start: testStart, LateBy: tt.lateBy})
-			items := s.updateLate(tt.n)
+			items := s.updateLate(tt.n, nil)
 			assert.LessOrEqual(t, len(items), tt.wantMax)
 			if tt.wantMax > 0 {
 				assert.Positive(t, len(items))
@@ -340,7 +340,8 @@ func TestPacer(t *testing.T) {
 		{"zero rate", 0, []float64{1, 2}, []int{0, 0}},
 		{"steady", 10, []float64{0.05, 0.1, 0.35, 1}, []int{0, 1, 2, 7}},
 		{"fractional rate", 0.5, []float64{1, 2, 3, 4}, []int{0, 1, 0, 1}},
-		{"a stall gives one second's worth", 10, []float64{0.1, 100}, []int{1, 10}},
+		{"a stall gives one second's worth, once", 10, []float64{0.1, 100, 100.05, 101}, []int{1, 10, 0, 10}},
+		{"a stall at a fractional rate", 0.5, []float64{1, 2, 60, 61, 62}, []int{0, 1, 1, 0, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -409,6 +410,6 @@ func BenchmarkUpdateLate(b *testing.B) {
 		if i%100 == 0 {
 			clock.Add(time.Second)
 		}
-		s.updateLate(1)
+		s.updateLate(1, nil)
 	}
 }

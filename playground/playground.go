@@ -103,12 +103,15 @@ type Config struct {
 	// Start is the updatedAt of the oldest record (default DefaultStart); successive groups of
 	// TieWidth records are one second apart. Every initial updatedAt must be before Clock().
 	Start time.Time
-	// UpdatesPerSecond is the rate at which RunUpdates updates random records (0: none).
+	// UpdatesPerSecond is the rate at which RunUpdates updates random records (0: none). It is
+	// also a ceiling: RunUpdates never gives more than ceil(UpdatesPerSecond) records one
+	// updatedAt second (see RunUpdates).
 	UpdatesPerSecond float64
 	// LateUpdatesPerSecond is the rate at which RunUpdates applies late updates (0: none): a
 	// random record whose updatedAt is not after now - LateBy gets new content and that time as
 	// its updatedAt, placed at its sorted position in the index (see UpdateLate). A tick finding
-	// no such record skips its late update.
+	// no such record skips its late update. At most ceil(LateUpdatesPerSecond) late updates
+	// land on one second.
 	LateUpdatesPerSecond float64
 	// LateBy is how far behind the clock late updates are (default DefaultLateBy when
 	// LateUpdatesPerSecond is positive).
@@ -208,7 +211,7 @@ type Server struct {
 	refilled time.Time
 
 	stats struct {
-		requests, pages, served, s4xx, s429, s5xx, updates, lateUpdates, inserts atomic.Uint64
+		requests, pages, served, s4xx, s429, s5xx, updates, lateUpdates, dropped, inserts atomic.Uint64
 	}
 }
 
@@ -283,10 +286,13 @@ type Stats struct {
 	Status5xx     uint64 // answers 500-599
 	Updates       uint64 // records updated (Update, UpdateIDs, UpdateLate, RunUpdates), late ones included
 	LateUpdates   uint64 // of Updates, the late ones (UpdateLate, RunUpdates)
-	Inserts       uint64 // records inserted
-	Records       int    // current number of records
-	Entries       int    // index entries, stale ones included
-	Compactions   uint64 // times the index was compacted
+	// UpdatesDropped counts the updates (late ones included) RunUpdates did not make because
+	// their second already had its share: the catch-up after a stall (see RunUpdates).
+	UpdatesDropped uint64
+	Inserts        uint64 // records inserted
+	Records        int    // current number of records
+	Entries        int    // index entries, stale ones included
+	Compactions    uint64 // times the index was compacted
 }
 
 // Stats returns the current counters.
@@ -295,18 +301,19 @@ func (s *Server) Stats() Stats {
 	records, entries, compactions := len(s.pos), len(s.upds), s.compactions
 	s.mu.RUnlock()
 	return Stats{
-		Requests:      s.stats.requests.Load(),
-		Pages:         s.stats.pages.Load(),
-		RecordsServed: s.stats.served.Load(),
-		Status4xx:     s.stats.s4xx.Load(),
-		Status429:     s.stats.s429.Load(),
-		Status5xx:     s.stats.s5xx.Load(),
-		Updates:       s.stats.updates.Load(),
-		LateUpdates:   s.stats.lateUpdates.Load(),
-		Inserts:       s.stats.inserts.Load(),
-		Records:       records,
-		Entries:       entries,
-		Compactions:   compactions,
+		Requests:       s.stats.requests.Load(),
+		Pages:          s.stats.pages.Load(),
+		RecordsServed:  s.stats.served.Load(),
+		Status4xx:      s.stats.s4xx.Load(),
+		Status429:      s.stats.s429.Load(),
+		Status5xx:      s.stats.s5xx.Load(),
+		Updates:        s.stats.updates.Load(),
+		LateUpdates:    s.stats.lateUpdates.Load(),
+		UpdatesDropped: s.stats.dropped.Load(),
+		Inserts:        s.stats.inserts.Load(),
+		Records:        records,
+		Entries:        entries,
+		Compactions:    compactions,
 	}
 }
 
@@ -399,16 +406,25 @@ func (s *Server) nowLocked() int64 {
 // Update updates n distinct random records now (all of them if n exceeds the count): new
 // updatedAt, new company and job. It returns the updated records, sorted by id.
 func (s *Server) Update(n int) []User {
-	return s.renderAll(s.update(n))
+	return s.renderAll(s.update(n, nil))
 }
 
-func (s *Server) update(n int) []item {
+// update updates n random records now; with a share, only as many as the share of now's
+// second has room for.
+func (s *Server) update(n int, sh *share) []item {
 	if n <= 0 {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.touchLocked(s.nowLocked(), s.pickLocked(n), false)
+	now := s.nowLocked()
+	if sh != nil {
+		n = sh.take(now, n, &s.stats.dropped)
+		if n == 0 {
+			return nil
+		}
+	}
+	return s.touchLocked(now, s.pickLocked(n), false)
 }
 
 // UpdateIDs updates the records with the given ids now (each once, however often it is given).
@@ -479,14 +495,21 @@ func (s *Server) UpdateLate(by time.Duration, ids ...string) ([]User, error) {
 }
 
 // updateLate applies up to n late updates at Clock() - LateBy to distinct random records whose
-// updatedAt is not after that time; fewer (none) if such records are few (missing).
-func (s *Server) updateLate(n int) []item {
+// updatedAt is not after that time; fewer (none) if such records are few (missing) or, with a
+// share, if that second's share has no room for n.
+func (s *Server) updateLate(n int, sh *share) []item {
 	if n <= 0 {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := s.cfg.Clock().Add(-s.cfg.LateBy).Unix()
+	if sh != nil {
+		n = sh.take(t, n, &s.stats.dropped)
+		if n == 0 {
+			return nil
+		}
+	}
 	// Entries [0, eligible) have updatedAt <= t; their live records can be updated late.
 	eligible, _ := slices.BinarySearch(s.upds, t+1)
 	first := s.live.next(0)
@@ -783,13 +806,24 @@ func (s *Server) eachByID(index []uint32, fn func([]item) bool) {
 // RunUpdates updates random records at Config.UpdatesPerSecond and applies late updates (see
 // UpdateLate) at Config.LateUpdatesPerSecond until ctx is done (several per tick at high rates).
 // It returns at once when both rates are 0.
+//
+// The rates are ceilings per updatedAt second as well as averages: RunUpdates never gives more
+// than ceil(UpdatesPerSecond) records one updatedAt second, nor more than
+// ceil(LateUpdatesPerSecond) late updates one late second, however its goroutine is scheduled.
+// Updates that fall due when their second already had its share (the catch-up after a stall: a
+// GC pause, -race, a loaded machine, or a Clock that stands still) are dropped and counted in
+// Stats.UpdatesDropped, never piled onto one second. So the widest tie RunUpdates makes is
+// ceil(UpdatesPerSecond) + ceil(LateUpdatesPerSecond) records (a live second can receive late
+// updates LateBy later; a late second of the initial records holds TieWidth of them besides);
+// with that below PageSize every tie fits in a page, by construction.
+// Update, UpdateIDs, UpdateLate and Insert called meanwhile are not counted: they stamp what
+// they are asked to.
 func (s *Server) RunUpdates(ctx context.Context) {
-	updates := pacer{rate: s.cfg.UpdatesPerSecond}
-	late := pacer{rate: s.cfg.LateUpdatesPerSecond}
-	if updates.rate <= 0 && late.rate <= 0 {
+	u := s.newUpdater()
+	if u.updates.rate <= 0 && u.late.rate <= 0 {
 		return
 	}
-	interval := max(time.Duration(float64(time.Second)/(updates.rate+late.rate)), 20*time.Millisecond)
+	interval := max(time.Duration(float64(time.Second)/(u.updates.rate+u.late.rate)), 20*time.Millisecond)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	begin := time.Now()
@@ -798,15 +832,68 @@ func (s *Server) RunUpdates(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-ticker.C:
-			elapsed := now.Sub(begin).Seconds()
-			if n := updates.due(elapsed); n > 0 {
-				s.update(n)
-			}
-			if n := late.due(elapsed); n > 0 {
-				s.updateLate(n)
-			}
+			u.tick(now.Sub(begin).Seconds())
 		}
 	}
+}
+
+// updater is the state of RunUpdates: how many updates are due, and each second's share.
+type updater struct {
+	s                  *Server
+	updates, late      pacer
+	perSecond, perLate share
+}
+
+func (s *Server) newUpdater() *updater {
+	return &updater{
+		s:         s,
+		updates:   pacer{rate: s.cfg.UpdatesPerSecond},
+		late:      pacer{rate: s.cfg.LateUpdatesPerSecond},
+		perSecond: newShare(s.cfg.UpdatesPerSecond),
+		perLate:   newShare(s.cfg.LateUpdatesPerSecond),
+	}
+}
+
+// tick applies what is due elapsed seconds after the start.
+func (u *updater) tick(elapsed float64) {
+	if n := u.updates.due(elapsed); n > 0 {
+		u.s.update(n, &u.perSecond)
+	}
+	if n := u.late.due(elapsed); n > 0 {
+		u.s.updateLate(n, &u.perLate)
+	}
+}
+
+// share bounds how many updates RunUpdates stamps with one second: limit per second, counted
+// for the latest second it stamped.
+type share struct {
+	limit int
+	sec   int64 // the second used counts for
+	used  int
+}
+
+func newShare(rate float64) share {
+	return share{limit: int(math.Ceil(rate)), sec: math.MinInt64}
+}
+
+// take returns how many of n updates at second t fit in t's share, counts them as used, and
+// counts the others in dropped. Updates are stamped at seconds that never go back (nowLocked;
+// late ones follow the clock); if one does (a clock set back), that second may already be
+// full, so nothing is stamped there.
+func (sh *share) take(t int64, n int, dropped *atomic.Uint64) int {
+	switch {
+	case t > sh.sec:
+		sh.sec, sh.used = t, 0
+	case t < sh.sec:
+		dropped.Add(uint64(n))
+		return 0
+	}
+	k := min(n, sh.limit-sh.used)
+	sh.used += k
+	if n > k {
+		dropped.Add(uint64(n - k))
+	}
+	return k
 }
 
 // pacer spreads events at rate per second over ticks.
@@ -817,19 +904,19 @@ type pacer struct {
 
 // due returns how many events are due elapsed seconds after the start and counts them as done.
 // After a stall (suspended process, slow machine) it gives at most one second's worth and
-// drops the rest.
+// drops the rest, once: the ticks after it are back on the rate.
 func (p *pacer) due(elapsed float64) int {
 	if p.rate <= 0 {
 		return 0
 	}
-	total := math.Floor(p.rate * elapsed)
+	total, most := math.Floor(p.rate*elapsed), math.Ceil(p.rate)
+	if behind := total - p.applied; behind > most {
+		p.applied = total - most
+	}
 	n := 0
-	if due := min(total-p.applied, math.Ceil(p.rate)); due >= 1 {
+	if due := total - p.applied; due >= 1 {
 		n = int(due)
 		p.applied += due
-	}
-	if behind := total - p.applied; behind > p.rate {
-		p.applied += behind - p.rate
 	}
 	return n
 }

@@ -819,6 +819,97 @@ func TestRunUpdates(t *testing.T) {
 	})
 }
 
+// TestRunUpdatesNeverPilesUpdatesOnOneSecond drives RunUpdates' ticks with a fake clock through
+// what a stalled updater goroutine sees (GC, -race, a loaded machine): ticks missing for most of
+// a second across a second boundary, a clock that stands still, a clock set back. However the
+// ticks come, no updatedAt second gets more than ceil(rate) updates, nor a late second more than
+// ceil(late rate) late ones: the catch-up is dropped and counted, so ties stay narrower than a
+// page whenever the rate is (the tests syncing a live playground rely on it). On a steady clock
+// nothing is dropped.
+func TestRunUpdatesNeverPilesUpdatesOnOneSecond(t *testing.T) {
+	const tick = time.Second / 64 // exact in floating point, so the pacer's arithmetic is too
+	tests := []struct {
+		name        string
+		updates     float64
+		lateUpdates float64
+		ticks       int
+		// clock returns where the clock is at tick k (elapsed k*tick), relative to testNow;
+		// skip reports ticks that never come (the goroutine is not scheduled).
+		clock       func(k int) time.Duration
+		skip        func(k int) bool
+		wantDropped bool
+	}{
+		{name: "steady", updates: 40, ticks: 5 * 64,
+			clock: func(k int) time.Duration { return time.Duration(k) * tick }},
+		{name: "stalled across a second boundary", updates: 40, ticks: 5 * 64, wantDropped: true,
+			clock: func(k int) time.Duration { return time.Duration(k) * tick },
+			skip:  func(k int) bool { return k > 38 && k < 96 }}, // no tick from 0.6 s to 1.5 s
+		{name: "stalled for seconds", updates: 40, ticks: 8 * 64, wantDropped: true,
+			clock: func(k int) time.Duration { return time.Duration(k) * tick },
+			skip:  func(k int) bool { return k > 100 && k < 350 }},
+		{name: "the clock stands still", updates: 40, ticks: 5 * 64, wantDropped: true,
+			clock: func(int) time.Duration { return 0 }},
+		{name: "the clock is set back", updates: 40, lateUpdates: 30, ticks: 4 * 64, wantDropped: true,
+			clock: func(k int) time.Duration {
+				if k >= 96 {
+					return time.Duration(k-64) * tick
+				}
+				return time.Duration(k) * tick
+			}},
+		{name: "a fractional rate", updates: 2.5, ticks: 10 * 64,
+			clock: func(k int) time.Duration { return time.Duration(k) * tick }},
+		{name: "late updates stalled", updates: 40, lateUpdates: 30, ticks: 5 * 64, wantDropped: true,
+			clock: func(k int) time.Duration { return time.Duration(k) * tick },
+			skip:  func(k int) bool { return k > 38 && k < 96 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock(testNow)
+			s, _ := newTestServer(t, Config{Records: 5000, PageSize: 50, UpdatesPerSecond: tt.updates,
+				LateUpdatesPerSecond: tt.lateUpdates, Clock: clock.Now})
+			u := s.newUpdater()
+			for k := 1; k <= tt.ticks; k++ {
+				if tt.skip != nil && tt.skip(k) {
+					continue
+				}
+				clock.Set(testNow.Add(tt.clock(k)))
+				u.tick(float64(k) / 64)
+			}
+			checkInvariants(t, s)
+
+			// Index entries per second, stale ones included: at least the live records there.
+			// The initial records are years older than the updates' seconds.
+			s.mu.RLock()
+			perSecond := map[int64]int{}
+			for _, at := range s.upds {
+				if at >= testNow.Add(-time.Hour).Unix() {
+					perSecond[at]++
+				}
+			}
+			s.mu.RUnlock()
+			late := testNow.Add(-DefaultLateBy).Unix()
+			for at, n := range perSecond {
+				most := int(math.Ceil(tt.updates))
+				if at < testNow.Unix() {
+					require.GreaterOrEqual(t, at, late-1, "a late update before the clock's earliest late time")
+					most = int(math.Ceil(tt.lateUpdates))
+				}
+				assert.LessOrEqual(t, n, most, "updates stamped with %s", formatTime(at))
+			}
+			st := s.Stats()
+			if tt.wantDropped {
+				assert.Positive(t, st.UpdatesDropped, "the catch-up was dropped")
+			} else {
+				assert.Zero(t, st.UpdatesDropped)
+				assert.EqualValues(t, math.Floor(tt.updates*float64(tt.ticks)/64), st.Updates, "every update the rate asks for")
+			}
+			if tt.lateUpdates > 0 {
+				assert.Positive(t, st.LateUpdates)
+			}
+		})
+	}
+}
+
 // passErr is pass for goroutines other than the test's: it reports instead of failing.
 func passErr(base, from string) (int, error) {
 	q := since(from)
@@ -863,7 +954,7 @@ func TestConcurrentUse(t *testing.T) {
 					clock.Add(time.Second)
 					s.Update(300)
 					s.Insert(2)
-					s.updateLate(5)
+					s.updateLate(5, nil)
 				default:
 					assert.GreaterOrEqual(t, len(s.Snapshot()), 5000)
 				}
@@ -934,7 +1025,7 @@ func BenchmarkPage(b *testing.B) {
 			s, err := New(Config{Records: n, TieWidth: 3, Seed: 1, Clock: newFakeClock(testNow).Now})
 			require.NoError(b, err)
 			// A fifth of the records updated: stale entries to skip, as while updates run.
-			s.update(n / 5)
+			s.update(n/5, nil)
 			h := s.Handler()
 			r := rand.New(rand.NewPCG(1, 1))
 			start := s.Config().Start
@@ -980,6 +1071,6 @@ func BenchmarkUpdate(b *testing.B) {
 		if i%100 == 0 {
 			clock.Add(time.Second)
 		}
-		s.update(10)
+		s.update(10, nil)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
 	"slices"
 	"sort"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	produceapi "github.com/segmentio/kafka-go/protocol/produce"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -612,15 +614,115 @@ func (w *fiLogWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// fiWriteTimeout is the Syncer's WriteTimeout in TestProduceHangingPastWriteTimeout: the bound
+// under test, which the held batch always exceeds because the test holds it until the Syncer
+// gave up on it. Every other batch must be acknowledged and committed within it, so it is far
+// above what a kfake write takes under -race on a loaded machine: tens of milliseconds, up to
+// about 400 ms with GOMAXPROCS=1 beside a busy loop (the test logs the slowest). The 300 ms it
+// used to be was within that range.
+const fiWriteTimeout = 5 * time.Second
+
+// fiGiveUp is the data writer's transport in TestProduceHangingPastWriteTimeout: kafka-go's own,
+// except that giveUp makes every produce to topic then in flight return context.DeadlineExceeded
+// at once, as kafka-go's per-request timeout would, while the broker still holds the request.
+// kafka-go then retries the batch on another connection. The test calls giveUp when the Syncer
+// gave up on the batch, so the two timeouts come in that order by construction, not by the
+// choice of their durations.
+type fiGiveUp struct {
+	kafka.RoundTripper
+	topic string
+
+	mu       sync.Mutex
+	inFlight map[chan struct{}]bool
+	gaveUp   int // requests given up on
+	answered int // produce requests to topic answered without error after the first give-up
+}
+
+func (g *fiGiveUp) RoundTrip(ctx context.Context, addr net.Addr, req kafka.Request) (kafka.Response, error) {
+	pr, ok := req.(*produceapi.Request)
+	if !ok || !slices.ContainsFunc(pr.Topics, func(t produceapi.RequestTopic) bool { return t.Topic == g.topic }) {
+		return g.RoundTripper.RoundTrip(ctx, addr, req)
+	}
+	abandon := make(chan struct{})
+	g.mu.Lock()
+	g.inFlight[abandon] = true
+	g.mu.Unlock()
+	type answer struct {
+		res kafka.Response
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, err := g.RoundTripper.RoundTrip(ctx, addr, req)
+		done <- answer{res, err}
+	}()
+	select {
+	case a := <-done:
+		g.mu.Lock()
+		delete(g.inFlight, abandon)
+		if a.err == nil && g.gaveUp > 0 {
+			g.answered++
+		}
+		g.mu.Unlock()
+		return a.res, a.err
+	case <-abandon:
+		// kafka-go cancels ctx when this returns, which ends the inner round trip.
+		return nil, context.DeadlineExceeded
+	}
+}
+
+// giveUp abandons the produce requests to topic in flight now; later ones are not affected.
+func (g *fiGiveUp) giveUp() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.inFlight {
+		close(c)
+		delete(g.inFlight, c)
+		g.gaveUp++
+	}
+}
+
+func (g *fiGiveUp) counts() (gaveUp, answered int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.gaveUp, g.answered
+}
+
+// fiTimeouts tells fiGiveUp when the Syncer gave up on a batch, and keeps the slowest
+// acknowledgement and cursor commit of the batches that made it, to compare with the bound.
+type fiTimeouts struct {
+	producer.NopObserver
+	onFailed func()
+
+	mu                  sync.Mutex
+	slowAck, slowCommit time.Duration
+}
+
+func (o *fiTimeouts) ProduceFailed(bool) { o.onFailed() }
+
+func (o *fiTimeouts) BatchAcked(_, _ int, d time.Duration) {
+	o.mu.Lock()
+	o.slowAck = max(o.slowAck, d)
+	o.mu.Unlock()
+}
+
+func (o *fiTimeouts) CursorCommitted(_ time.Time, d time.Duration) {
+	o.mu.Lock()
+	o.slowCommit = max(o.slowCommit, d)
+	o.mu.Unlock()
+}
+
 // TestProduceHangingPastWriteTimeout holds the third produce request to the data topic inside
-// the broker past the Syncer's WriteTimeout. The pass fails with ErrProduce; kafka-go times the
-// request out on its side and retries it on a new connection, which succeeds. The held request
-// is the danger: if the broker applies it after a later pass committed a cursor past it, its old
-// values become the latest in the topic. The test updates ids of the held request in the API
-// between the passes, so a late old copy shows as stale ids.
+// the broker past the Syncer's WriteTimeout. The pass fails with ErrProduce; kafka-go's attempt
+// is then abandoned as its own per-request timeout would abandon it (fiGiveUp), and kafka-go
+// retries it on a new connection, which succeeds. The held request is the danger: if the broker
+// applies it after a later pass committed a cursor past it, its old values become the latest in
+// the topic. The test updates ids of the held request in the API between the passes, so a late
+// old copy shows as stale ids.
 //
-// The Syncer's WriteTimeout is 300 ms and kafka-go's per-request WriteTimeout 1 s (defaults: 1 m
-// and 10 s; shorter here only to keep the test fast).
+// Nothing here waits for time: the held request is held until the Syncer gave up on it, and
+// abandoned on the client side only then. The one duration is the Syncer's WriteTimeout, the
+// bound under test (fiWriteTimeout).
 func TestProduceHangingPastWriteTimeout(t *testing.T) {
 	cases := []struct {
 		name string
@@ -650,15 +752,17 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 				h := fiHoldProduce(t, tg.Fake, p.Topic, holdAt, onNext)
 
 				client := tg.Client(t)
+				transport := &fiGiveUp{RoundTripper: client.Transport, topic: p.Topic, inFlight: map[chan struct{}]bool{}}
+				observer := &fiTimeouts{onFailed: transport.giveUp}
 				src, err := producer.NewSource(producer.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
 				require.NoError(t, err)
 				s, err := producer.New(producer.Config{
 					Pipeline: p.Name, Source: src, Topic: p.Topic, Store: p.Store, Codec: p.Codec,
-					BatchRecords: fiBatch, MaxInFlight: inFlight, WriteTimeout: 300 * time.Millisecond,
+					BatchRecords: fiBatch, MaxInFlight: inFlight, WriteTimeout: fiWriteTimeout, Observer: observer,
 					Logger: slog.New(slog.NewTextHandler(&fiLogWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 					NewWriter: func() *kafka.Writer {
 						w := producer.NewWriter(client, fiBatch)
-						w.WriteTimeout = time.Second
+						w.Transport = transport
 						return w
 					},
 				})
@@ -667,13 +771,18 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 
 				start := time.Now()
 				_, err = s.Sync(t.Context())
-				took := time.Since(start)
-				t.Logf("pass 1 (%s): %s", took.Round(time.Millisecond), fiShort(err))
+				gaveUp, answered := transport.counts()
+				observer.mu.Lock()
+				t.Logf("pass 1 (%s): %s; slowest acknowledgement %s and cursor commit %s of the other batches (bound %s)", time.Since(start).Round(time.Millisecond),
+					fiShort(err), observer.slowAck.Round(time.Millisecond), observer.slowCommit.Round(time.Millisecond), fiWriteTimeout)
+				observer.mu.Unlock()
 				require.ErrorIs(t, err, producer.ErrProduce)
 				require.ErrorIs(t, err, context.DeadlineExceeded)
+				assert.Contains(t, err.Error(), "not acknowledged within "+fiWriteTimeout.String())
 				assert.Regexp(t, fiBatchErrRE, err.Error())
 				assert.True(t, producer.IsRetryable(err))
-				assert.GreaterOrEqual(t, took, time.Second, "the failed pass waited for kafka-go's attempt in flight (writer.Close)")
+				assert.Equal(t, 1, gaveUp, "the held request was the one produce in flight when the Syncer gave up")
+				assert.Positive(t, answered, "the failed pass waited for kafka-go's retry of the held batch (writer.Close)")
 
 				h.mu.Lock()
 				held := slices.Clone(h.keys)

@@ -3,6 +3,7 @@ package producer_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,17 +251,37 @@ func TestFailedCursorCommitResendsTheBatch(t *testing.T) {
 	p.RequireInSync(t)
 }
 
+// TestRepeatedSyncsWhileTheAPIUpdatesEndInSync syncs again and again while the playground updates
+// records in the background, then once more after the updates stopped: the topic must then hold
+// the API's state, with no tie overflow on the way.
+//
+// Updates are stamped with the API clock's second, so this holds only because no second gets
+// more records than a page: RunUpdates never stamps more than ceil(UpdatesPerSecond) = 40 with
+// one second, below the page of 50, however its goroutine is scheduled (a stalled updater used
+// to pile its catch-up onto one second: a tie overflow, which Sync reports as an error). The test
+// makes the worst case happen rather than hope it does not: twice, the API's clock stands still
+// while more than a page of updates falls due, all on one second.
 func TestRepeatedSyncsWhileTheAPIUpdatesEndInSync(t *testing.T) {
+	const page, rate = 50, 40
+	require.Less(t, rate, page, "the rate bounds the widest tie, which must fit in a page")
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
-		// Updates are stamped with the current second, so the rate must stay below the page size
-		// per second: more records in one second than a page holds is a tie this API cannot page
-		// through (TestTieWiderThanAPageIsCountedNotSilent).
-		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 3000, PageSize: 50, TieWidth: 20, Seed: 21, UpdatesPerSecond: 40}, BatchRecords: 250})
+		clock := &pausableClock{}
+		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 3000, PageSize: page, TieWidth: 20, Seed: 21,
+			UpdatesPerSecond: rate, Clock: clock.now}, BatchRecords: 250})
 		ctx, stop := context.WithCancel(t.Context())
 		done := make(chan struct{})
 		go func() { defer close(done); p.API.RunUpdates(ctx) }()
+		// due is every update RunUpdates decided on: made, or dropped because its second was full.
+		due := func() uint64 { st := p.API.Stats(); return st.Updates + st.UpdatesDropped }
 		overflows := 0
 		for round := uint64(1); round <= 8; round++ {
+			if round == 3 || round == 6 {
+				from := due()
+				clock.pause()
+				require.Eventually(t, func() bool { return due() >= from+page+10 }, 30*time.Second, 5*time.Millisecond,
+					"more than a page of updates falls due while the clock stands still")
+				clock.resume()
+			}
 			require.Eventually(t, func() bool { return p.API.Stats().Updates >= round*10 }, 30*time.Second, 5*time.Millisecond)
 			st, err := p.Syncer.Sync(t.Context())
 			require.NoError(t, err)
@@ -273,9 +294,28 @@ func TestRepeatedSyncsWhileTheAPIUpdatesEndInSync(t *testing.T) {
 		st, err := p.Syncer.Sync(t.Context())
 		require.NoError(t, err)
 		assert.Zero(t, overflows+st.TieOverflows)
+		assert.Positive(t, p.API.Stats().UpdatesDropped, "the paused clock made updates fall due on a full second")
 		p.RequireInSync(t)
 	})
 }
+
+// pausableClock is time.Now, or the time it was paused at while paused: a clock standing still
+// is where a stalled updater's catch-up lands, on one second. It never goes back.
+type pausableClock struct{ paused atomic.Pointer[time.Time] }
+
+func (c *pausableClock) now() time.Time {
+	if t := c.paused.Load(); t != nil {
+		return *t
+	}
+	return time.Now()
+}
+
+func (c *pausableClock) pause() {
+	t := time.Now()
+	c.paused.Store(&t)
+}
+
+func (c *pausableClock) resume() { c.paused.Store(nil) }
 
 func TestFlakyAPIIsRetriedWithoutLoss(t *testing.T) {
 	// A fifth of the page requests fail with 500: every page is retried with backoff and the

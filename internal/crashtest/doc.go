@@ -11,8 +11,12 @@
 //     itself kills the binary when the Nth data (or cursor) produce request of the run arrives,
 //     then stores or drops that request, so the test knows how many messages the crash left
 //     beyond the cursor and checks that number. After every kill it checks that the committed
-//     cursor is never ahead of the data topic. At the end, with the updates stopped, one more
-//     `once` runs to completion; then `keysetsync verify` and an independent read of the topic
+//     cursor is never ahead of the data topic. A run that ends on its own before its kill
+//     point (the sync caught up) is followed, once the API updated a record, by a run aimed at
+//     the first occurrence, which always reaches it; a run that printed the line but finished
+//     before the signal landed is run again, except at the last cursor write of a run, where
+//     its exit leaves the kill point's state and counts. At the end, with the updates stopped,
+//     one more `once` runs to completion; then `keysetsync verify` and an independent read of the topic
 //     must find no record lost, and the duplicates must stay within the batches in flight at
 //     each crash.
 //   - TestGracefulStop sends SIGTERM or SIGINT to `run` and `once` mid-pass or between passes

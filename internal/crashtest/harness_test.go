@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http/httptest"
 	"slices"
 	"sort"
@@ -43,6 +44,11 @@ const (
 	runTimeout     = 60 * time.Second // bound on one run of the binary
 	batchRecords   = 100
 	playgroundPage = 50
+	// updatesPerSecond is the rate of the API's background updates. It is below playgroundPage
+	// on purpose: RunUpdates never stamps more than that many records with one second, however
+	// its goroutine is scheduled, so every tie fits in a page and no run can end in a tie
+	// overflow (an API limitation, which `once` reports by exiting 1, not a crash bug).
+	updatesPerSecond = 30
 )
 
 // isMsg reports whether the slog text line carries msg="m".
@@ -151,6 +157,9 @@ func producesTo(req kmsg.Request, name string) bool {
 
 func newHarness(t *testing.T, bin string, tg kafkatest.Target, cfg playground.Config) *harness {
 	t.Helper()
+	// RunUpdates' widest tie (see its doc) must fit in a page, or a run could fail by timing.
+	require.Less(t, math.Ceil(cfg.UpdatesPerSecond)+math.Ceil(cfg.LateUpdatesPerSecond), float64(cfg.PageSize),
+		"updates per second against pages of %d", cfg.PageSize)
 	api, err := playground.New(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(api.Handler())

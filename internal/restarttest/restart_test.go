@@ -11,10 +11,12 @@ package restarttest
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,19 +36,67 @@ const (
 
 var brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
 
-// api is a playground served in-process.
+// api is a playground served in-process, whose requests the test can hold.
 type api struct {
 	server *playground.Server
 	url    string
+	*gate
 }
 
 func newAPI(t *testing.T, cfg playground.Config) api {
 	t.Helper()
 	s, err := playground.New(cfg)
 	require.NoError(t, err)
-	srv := httptest.NewServer(s.Handler())
+	g := &gate{h: s.Handler(), left: -1}
+	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	return api{server: s, url: srv.URL + "/pagination/keyset"}
+	t.Cleanup(g.release) // before the server closes: it waits for the requests in progress
+	return api{server: s, url: srv.URL + "/pagination/keyset", gate: g}
+}
+
+// gate serves h. Once told to hold after n requests, it answers n more and holds the ones after
+// them until released (or until their client gives up).
+type gate struct {
+	h        http.Handler
+	mu       sync.Mutex
+	left     int           // requests still answered before holding; < 0: not holding
+	released chan struct{} // closed by release
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	released := g.released
+	switch {
+	case g.left > 0:
+		g.left--
+		released = nil
+	case g.left < 0:
+		released = nil
+	}
+	g.mu.Unlock()
+	if released != nil {
+		select {
+		case <-released:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	g.h.ServeHTTP(w, r)
+}
+
+func (g *gate) holdAfter(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.left, g.released = n, make(chan struct{})
+}
+
+func (g *gate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.left >= 0 {
+		close(g.released)
+		g.left = -1
+	}
 }
 
 // syncArgs are the flags of `once` for a fresh pair of topics on the dedicated broker.
@@ -127,14 +177,17 @@ func TestBrokerOutages(t *testing.T) {
 	t.Run("broker stopped and started mid-sync: the retried pass ends in sync", func(t *testing.T) {
 		b.Start() // no-op if the previous step left it running
 		const records = 20000
-		// 400 pages at 5 ms each: the sync lasts seconds, longer than stopping the broker.
-		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3, Latency: 5 * time.Millisecond})
+		a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 3})
+		// The API answers 8 pages (two batches of 200) and holds the rest until the broker is
+		// down: the sync cannot end before that, however long stopping the broker takes.
+		a.holdAfter(8)
 		args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0")
 		p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true})
 		p.WaitLine(t, `msg="batch committed"`, time.Minute)
 		committedBefore := p.Count(`msg="batch committed"`)
 		stopped := time.Now()
 		stopTook := b.Stop()
+		a.release()
 		t.Logf("broker stopped after %d committed batches (stop took %s)", committedBefore, stopTook.Round(time.Millisecond))
 		warn := p.WaitLine(t, "failed, retrying", time.Minute)
 		t.Logf("first retry warning: %s", warn)
