@@ -80,8 +80,10 @@ py=/usr/bin/python3
 json_log="$(mktemp "${TMPDIR:-/tmp}/keysetsync-gotest.XXXXXX.json")"
 
 rc=0
-ks_log "go test -count=1 -race ${args[*]}   (KAFKA_BROKERS=$KAFKA_BROKERS; raw JSON: $json_log)"
-go test -json -count=1 -race "${args[@]}" 2>&1 | tee "$json_log" | "$py" -c "$RENDER"
+ks_log "go test -count=1 -race -timeout 30m ${args[*]}   (KAFKA_BROKERS=$KAFKA_BROKERS; raw JSON: $json_log)"
+# -timeout: a package of real-broker and crash tests takes minutes under -race; the default
+# 10 minutes per package is too close on a loaded 2-core machine.
+go test -json -count=1 -race -timeout 30m "${args[@]}" 2>&1 | tee "$json_log" | "$py" -c "$RENDER"
 st=("${PIPESTATUS[@]}")
 if [ "${st[0]}" = 0 ] && [ "${st[2]}" = 0 ]; then
   tests=PASS
