@@ -111,18 +111,24 @@ type TieOverflowError struct {
 }
 
 func (e *TieOverflowError) Error() string {
+	return fmt.Sprintf("%d page(s) held only records of one update time, more than a page, and the API cannot page through them: records at %s beyond those delivered may be missing; how many cannot be known through this API. Configure its after-id parameter (--api-after-id-param) or a larger page size, then re-read from before the first of these times (keysetsync cursor set --to)",
+		e.Total, OverflowList(e.Overflows, e.Total, "delivered"))
+}
+
+// OverflowList names where tie overflows happened, for a message: each time with its page and
+// its records (`2024-01-01T00:00:00Z (page 2: 50 delivered)`), then how many more there were
+// than listed.
+func OverflowList(overflows []TieOverflow, total int, verb string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d page(s) held only records of one update time, more than a page, and the API cannot page through them: records at ", e.Total)
-	for i, o := range e.Overflows {
+	for i, o := range overflows {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s (page %d: %d delivered)", cursor.FormatTime(o.At), o.Page, o.Delivered)
+		fmt.Fprintf(&b, "%s (page %d: %d %s)", cursor.FormatTime(o.At), o.Page, o.Delivered, verb)
 	}
-	if n := e.Total - len(e.Overflows); n > 0 {
+	if n := total - len(overflows); n > 0 {
 		fmt.Fprintf(&b, " and %d more", n)
 	}
-	b.WriteString(" beyond those delivered may be missing; how many cannot be known through this API. Configure its after-id parameter (--api-after-id-param) or a larger page size, then re-read from before the first of these times (keysetsync cursor set --to)")
 	return b.String()
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/producer"
 )
 
@@ -45,7 +46,7 @@ func TestSourceSendsURLCredentialsAndNeverShowsThem(t *testing.T) {
 	server := httptest.NewServer(check)
 	t.Cleanup(server.Close)
 	srv := server.URL
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	src, err := producer.NewSource(producer.SourceConfig{
 		URL:         strings.Replace(srv, "http://", "http://bob:hunter2-pw@", 1) + "/pagination/keyset?tenant=acme",
 		MaxAttempts: 3, BackoffMin: time.Millisecond, BackoffMax: 2 * time.Millisecond,

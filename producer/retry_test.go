@@ -1,7 +1,6 @@
 package producer_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/internal/synctest"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/producer"
@@ -250,7 +250,7 @@ func (c *cutBodies) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // delivers everything.
 func TestABodyCutOffMidStreamIsRetried(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
-		var logs lockedBuffer
+		var logs logtest.Buffer
 		cuts := &cutBodies{cuts: 2}
 		p := synctest.New(t, tg, synctest.Options{
 			Playground: playground.Config{Records: 300, PageSize: 50}, BatchRecords: 100,
@@ -265,24 +265,6 @@ func TestABodyCutOffMidStreamIsRetried(t *testing.T) {
 		assert.Equal(t, 2, warns, "one retry warning per cut body:\n%s", logs.String())
 		assert.Contains(t, logs.String(), "unexpected EOF")
 	})
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestACursorLoadCutOffIsRetried closes the cursor store's connection (a TCP proxy in front of

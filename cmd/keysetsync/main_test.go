@@ -19,6 +19,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	kt "github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
 )
@@ -238,7 +239,7 @@ func TestExitCodes(t *testing.T) {
 func TestOnceStoppedBySignalWhileOpening(t *testing.T) {
 	f := newToolsFixture(t, kafkatest.NewFake(t), playground.Config{Records: 10}, 1)
 	ctx, cancel := context.WithCancelCause(t.Context())
-	stderr := &lockedBuffer{}
+	stderr := &logtest.Buffer{}
 	e := &env{stdout: io.Discard, stderr: stderr, getenv: func(k string) string { return f.vars[k] }}
 	cancel(&signalError{sig: syscall.SIGTERM}) // what main's notifySignals does on SIGTERM
 	code := dispatch(ctx, e, []string{"once"})

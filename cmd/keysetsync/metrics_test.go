@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,28 +18,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/producer"
 )
-
-// lockedBuffer is a bytes.Buffer the command writes its log to while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // get returns the status and body of GET url.
 func get(t *testing.T, url string) (int, string) {
@@ -87,7 +68,7 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
-		stderr := &lockedBuffer{}
+		stderr := &logtest.Buffer{}
 		e := &env{stdout: io.Discard, stderr: stderr, getenv: func(k string) string {
 			return map[string]string{"KEYSETSYNC_METRICS_ADDR": "127.0.0.1:0"}[k] // through the env var
 		}}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -146,7 +147,7 @@ func TestRunShowsADegradedPipeline(t *testing.T) {
 				defer stop()
 				ctx, cancel := context.WithCancel(bound)
 				defer cancel()
-				stderr := &lockedBuffer{}
+				stderr := &logtest.Buffer{}
 				vars := f.vars
 				vars["KEYSETSYNC_METRICS_ADDR"] = "127.0.0.1:0"
 				e := &env{stdout: io.Discard, stderr: stderr, getenv: func(k string) string { return vars[k] }}

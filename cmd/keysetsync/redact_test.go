@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/producer"
 )
 
@@ -151,7 +152,7 @@ func TestAPIURLCredentialsAreSentAndNeverShown(t *testing.T) {
 	})
 
 	t.Run("run: logs and retry warning", func(t *testing.T) {
-		stdout, stderr := newSyncBuffer(), newSyncBuffer()
+		stdout, stderr := &logtest.Buffer{}, &logtest.Buffer{}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan int, 1)
 		api.failNext.Store(true)
@@ -159,7 +160,7 @@ func TestAPIURLCredentialsAreSentAndNeverShown(t *testing.T) {
 			done <- dispatch(ctx, &env{stdout: stdout, stderr: stderr, getenv: func(k string) string { return vars[k] }},
 				[]string{"run", "--interval", "1h", "--topic", kafkatest.Topic(t, "users")})
 		}()
-		stderr.await(t, "the first pass to finish", func(s string) bool { return strings.Contains(s, `msg="pass finished"`) })
+		stderr.Await(t, "the first pass to finish", func(s string) bool { return strings.Contains(s, `msg="pass finished"`) })
 		cancel()
 		assert.Equal(t, 0, <-done, stderr.String())
 		assert.Contains(t, stderr.String(), "api request failed, retrying")

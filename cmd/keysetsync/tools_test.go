@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	kt "github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
 )
@@ -257,56 +256,12 @@ func TestTailPrintsWhatOnceProduced(t *testing.T) {
 	})
 }
 
-// syncBuffer is an io.Writer that a test can wait on: await returns once its contents satisfy
-// a condition, woken by every write.
-type syncBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{changed: make(chan struct{})} }
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, err := s.buf.Write(p)
-	close(s.changed)
-	s.changed = make(chan struct{})
-	return n, err
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func (s *syncBuffer) await(t *testing.T, what string, cond func(string) bool) string {
-	t.Helper()
-	timeout := time.NewTimer(60 * time.Second)
-	defer timeout.Stop()
-	for {
-		s.mu.Lock()
-		got, changed := s.buf.String(), s.changed
-		s.mu.Unlock()
-		if cond(got) {
-			return got
-		}
-		select {
-		case <-changed:
-		case <-timeout.C:
-			t.Fatalf("timed out waiting for %s; got:\n%s", what, got)
-		}
-	}
-}
-
 func TestTailFollowsNewMessagesUntilCancelled(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		f := newToolsFixture(t, tg, playground.Config{Records: 60, TieWidth: 3}, 3)
 		f.once(t)
 
-		stdout, stderr := newSyncBuffer(), newSyncBuffer()
+		stdout, stderr := &logtest.Buffer{}, &logtest.Buffer{}
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		done := make(chan int, 1)
@@ -316,7 +271,7 @@ func TestTailFollowsNewMessagesUntilCancelled(t *testing.T) {
 		}()
 		// Tail prints its start offsets once they are fixed: from then on, everything produced
 		// is after them.
-		stderr.await(t, "tail to start", func(s string) bool { return strings.Contains(s, "from the end") })
+		stderr.Await(t, "tail to start", func(s string) bool { return strings.Contains(s, "from the end") })
 
 		var want []playground.User
 		for round := range 2 {
@@ -324,7 +279,7 @@ func TestTailFollowsNewMessagesUntilCancelled(t *testing.T) {
 			require.Len(t, updated, 4)
 			want = append(want, updated...)
 			f.once(t)
-			out := stdout.await(t, "the updates of round "+strconv.Itoa(round+1), func(s string) bool {
+			out := stdout.Await(t, "the updates of round "+strconv.Itoa(round+1), func(s string) bool {
 				return strings.Count(s, "\n") >= len(want)
 			})
 			msgs := parseTail(t, out)

@@ -247,17 +247,6 @@ func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, inAPI map[string]
 // overflowText names where a walk could not page through a tie: each time with its page and
 // the records read there.
 func overflowText(ws producer.WalkStats) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "the API could not page through %d tie(s) wider than a page, so records at ", ws.TieOverflows)
-	for i, o := range ws.Overflows {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s (page %d: %d read)", cursor.FormatTime(o.At), o.Page, o.Delivered)
-	}
-	if n := ws.TieOverflows - len(ws.Overflows); n > 0 {
-		fmt.Fprintf(&b, " and %d more", n)
-	}
-	b.WriteString(" beyond those read can be fetched neither by the sync nor by this check; how many is unknown")
-	return b.String()
+	return fmt.Sprintf("the API could not page through %d tie(s) wider than a page, so records at %s beyond those read can be fetched neither by the sync nor by this check; how many is unknown",
+		ws.TieOverflows, producer.OverflowList(ws.Overflows, ws.TieOverflows, "read"))
 }
