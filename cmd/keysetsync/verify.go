@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -175,6 +176,7 @@ func selectPipeline(name string, named bool, path string, sets []*pipelineFlags)
 		}
 		names = append(names, ps.flags.pipeline)
 	}
+	slices.Sort(names) // the sets come in no fixed order: name them the same way every time
 	switch {
 	case named:
 		return nil, fmt.Errorf("%w: --pipeline %q is not in the pipelines of config file %s (%s)", errUsage, name, path, strings.Join(names, ", "))
