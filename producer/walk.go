@@ -313,10 +313,7 @@ func (w *Walker) Position() cursor.Cursor {
 func (w *Walker) remember(id string, t time.Time, fp string) {
 	if !t.Equal(w.at) {
 		if w.opt.Lookback > 0 {
-			w.window[cursor.Digest(id, t, fp)] = t
-			if len(w.window) > 10*w.opt.StateLimit {
-				w.dropOldest()
-			}
+			w.keepInWindow(id, t, fp)
 		}
 		return
 	}
@@ -335,6 +332,15 @@ func (w *Walker) remember(id string, t time.Time, fp string) {
 		w.atBytes += len(fp) - len(s.fp)
 	}
 	w.seen[id] = seenAt{at: t, fp: fp}
+}
+
+// keepInWindow holds a record returned before the position as delivered in the lookback
+// window, which holds at most ten times StateLimit records.
+func (w *Walker) keepInWindow(id string, t time.Time, fp string) {
+	w.window[cursor.Digest(id, t, fp)] = t
+	if len(w.window) > 10*w.opt.StateLimit {
+		w.dropOldest()
+	}
 }
 
 // forgetAt drops the records held at the position: there are more than the limit. From now on
@@ -380,10 +386,7 @@ func (w *Walker) advance(t time.Time) {
 	if w.opt.Lookback > 0 {
 		if w.atExact {
 			for id, s := range w.seen {
-				w.window[cursor.Digest(id, s.at, s.fp)] = s.at
-			}
-			if len(w.window) > 10*w.opt.StateLimit {
-				w.dropOldest()
+				w.keepInWindow(id, s.at, s.fp)
 			}
 		} else if from := w.at.Add(time.Nanosecond); from.After(w.lbFrom) {
 			w.lbFrom = from // the old position's records were not held
@@ -392,9 +395,6 @@ func (w *Walker) advance(t time.Time) {
 	clear(w.seen)
 	w.at, w.atID, w.atExact, w.atN, w.atBytes = t, "", true, 0, 0
 }
-
-// atCount is how many records the walk holds as delivered at its position.
-func (w *Walker) atCount() int { return w.atN }
 
 // Stats returns the counts so far.
 func (w *Walker) Stats() WalkStats { return w.stats }
@@ -554,7 +554,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	case w.q.Token == nil && first.Equal(w.q.Since) && last.Equal(w.q.Since):
 		// Whether records are lost shows on the token's page: an exclusive token jumps past
 		// the tie, a compound one goes on inside it.
-		w.pending = &TieOverflow{At: last, Page: w.page, PageSize: raw.Len(), Delivered: w.atCount()}
+		w.pending = &TieOverflow{At: last, Page: w.page, PageSize: raw.Len(), Delivered: w.atN}
 		w.q = Query{Token: raw.Next}
 	default:
 		w.q = Query{Since: last}
