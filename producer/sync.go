@@ -375,14 +375,9 @@ func (s *Syncer) checkLoaded(c cursor.Cursor) error {
 	if at == "" {
 		at = "the cursor store"
 	}
-	maxFuture, now := s.cfg.Walk.MaxFuture, s.cfg.Walk.Now
-	if maxFuture <= 0 {
-		maxFuture = 24 * time.Hour // the Walker's default
-	}
-	if now == nil {
-		now = time.Now
-	}
-	if t := now(); c.LastUpdatedAt.After(t.Add(maxFuture)) {
+	opt := s.cfg.Walk.withDefaults() // the bound the pass's Walker applies to records
+	maxFuture := opt.MaxFuture
+	if t := opt.Now(); c.LastUpdatedAt.After(t.Add(maxFuture)) {
 		return fmt.Errorf("%w: pipeline %q: the cursor read at %s has last_updated_at %s, more than %s after now (%s): a pass would skip every record updated before it. Move it back with keysetsync cursor set --pipeline %s --to <time> (or cursor reset); if the source's times really are that far ahead, raise the allowed skew (--max-future)",
 			cursor.ErrFuture, s.cfg.Pipeline, at, cursor.FormatTime(c.LastUpdatedAt), maxFuture, cursor.FormatTime(t.Truncate(time.Second)), s.cfg.Pipeline)
 	}
@@ -525,7 +520,7 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 		return fmt.Errorf("%w: seq %d cannot be increased", cursor.ErrCorrupt, p.committed.Seq)
 	}
 	next.Records = p.committed.Records + int64(n)
-	next.CommittedAt, next.ReadFrom = s.cfg.Clock(), "" // where the loaded one was read says nothing about this one
+	next.CommittedAt = s.cfg.Clock() // next is the Walker's position: it carries no ReadFrom of the loaded cursor
 	start := time.Now()
 	if err := s.cfg.Store.Commit(ctx, next); err != nil {
 		return err

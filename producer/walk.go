@@ -195,11 +195,8 @@ type Walker struct {
 	remaining int64 // records the API said follow the last page; -1: it never said
 }
 
-// NewWalker starts at the position of c (cursor.Start and nothing seen for a first sync).
-func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions, log *slog.Logger) *Walker {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+// withDefaults fills in the documented defaults of the zero fields.
+func (opt WalkOptions) withDefaults() WalkOptions {
 	if opt.MaxRecordBytes <= 0 {
 		opt.MaxRecordBytes = 1_000_000
 	}
@@ -216,6 +213,15 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 		opt.MaxCursorBytes = cursor.MaxBytes
 	}
 	opt.Observer = observerOrNop(opt.Observer)
+	return opt
+}
+
+// NewWalker starts at the position of c (cursor.Start and nothing seen for a first sync).
+func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions, log *slog.Logger) *Walker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opt = opt.withDefaults()
 	at := c.LastUpdatedAt
 	if at.IsZero() {
 		at = cursor.Start
