@@ -9,9 +9,10 @@
 package avro
 
 import (
+	"github.com/keysetsync/keysetsync/retry"
+
 	_ "embed"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -38,7 +39,7 @@ type User struct {
 }
 
 // ErrInvalid marks a record that cannot be encoded under the schema.
-var ErrInvalid = errors.New("invalid record")
+var ErrInvalid = retry.Permanent("invalid record")
 
 // Codec encodes and decodes Users. It is safe for concurrent use.
 type Codec struct {

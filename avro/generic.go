@@ -44,9 +44,10 @@
 package avro
 
 import (
+	"github.com/keysetsync/keysetsync/retry"
+
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -58,7 +59,7 @@ import (
 )
 
 // ErrSchema marks a schema ParseSchema cannot use.
-var ErrSchema = errors.New("invalid Avro schema")
+var ErrSchema = retry.Permanent("invalid Avro schema")
 
 // Schema is an Avro record schema that JSON records are mapped to by field name. It is
 // immutable once parsed, so safe for concurrent use.

@@ -7,6 +7,8 @@
 package cursor
 
 import (
+	"github.com/keysetsync/keysetsync/retry"
+
 	"cmp"
 	"context"
 	"encoding/base64"
@@ -160,11 +162,11 @@ var (
 	ErrNotFound = errors.New("no cursor committed")
 	// ErrNotCompacted is returned by NewKafkaStore when the cursor topic exists without
 	// cleanup.policy=compact: its cursors would eventually be deleted by retention.
-	ErrNotCompacted = errors.New("cursor topic is not compacted")
+	ErrNotCompacted = retry.Permanent("cursor topic is not compacted")
 	// ErrCorrupt is returned by Load when a cursor record of the pipeline cannot be decoded
 	// (see CorruptError). Starting over would re-send the whole source, so this is never
 	// papered over.
-	ErrCorrupt = errors.New("corrupt cursor record")
+	ErrCorrupt = retry.Permanent("corrupt cursor record")
 	// ErrFuture marks a loaded cursor whose LastUpdatedAt lies further ahead of now than the
 	// pipeline allows: a pass from it would skip every record until then.
 	ErrFuture = errors.New("cursor is in the future")

@@ -1,5 +1,5 @@
 // Package metrics exposes what a keysetsync pipeline does as Prometheus metrics. Metrics
-// implements producer.Observer; its registry is its own (never the global default one), served
+// implements pipeline.Observer; its registry is its own (never the global default one), served
 // by Handler.
 package metrics
 
@@ -14,10 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/source"
 )
 
-var _ producer.Observer = (*Metrics)(nil)
+var _ pipeline.Observer = (*Metrics)(nil)
 
 // Namespace prefixes every metric name.
 const Namespace = "keysetsync"
@@ -38,7 +39,7 @@ type Metrics struct {
 	cursor time.Time // last committed updatedAt; zero until a cursor is known
 	loaded bool      // a pass loaded its cursor
 	// degradedBy is the first pass error that said records may be missing for good
-	// (producer.ErrTieOverflow); "" while none did. It is never cleared: the records stay
+	// (source.ErrTieOverflow); "" while none did. It is never cleared: the records stay
 	// missing until an operator re-reads them (cursor set --to) and restarts the process.
 	degradedBy string
 }
@@ -136,7 +137,7 @@ func (m *Metrics) setCursor(at time.Time) {
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
-// PassStarted implements producer.Observer.
+// PassStarted implements pipeline.Observer.
 func (m *Metrics) PassStarted(at time.Time) {
 	m.mu.Lock()
 	m.loaded = true
@@ -147,7 +148,7 @@ func (m *Metrics) PassStarted(at time.Time) {
 }
 
 // Degraded reports whether a pass of this process ended with records the source API cannot
-// serve (producer.ErrTieOverflow), and that pass's error. It stays true for the life of the
+// serve (source.ErrTieOverflow), and that pass's error. It stays true for the life of the
 // Metrics: the loss is permanent, unlike a failed pass that the next one can heal.
 func (m *Metrics) Degraded() (bool, string) {
 	m.mu.Lock()
@@ -155,14 +156,14 @@ func (m *Metrics) Degraded() (bool, string) {
 	return m.degradedBy != "", m.degradedBy
 }
 
-// PassFinished implements producer.Observer.
+// PassFinished implements pipeline.Observer.
 func (m *Metrics) PassFinished(err error) {
 	result := "ok"
 	if err != nil {
 		result = "failed"
 	}
 	m.passes.WithLabelValues(result).Inc()
-	if errors.Is(err, producer.ErrTieOverflow) {
+	if errors.Is(err, source.ErrTieOverflow) {
 		m.mu.Lock()
 		if m.degradedBy == "" { // the first names the earliest times to re-read from
 			m.degradedBy = err.Error()
@@ -172,53 +173,53 @@ func (m *Metrics) PassFinished(err error) {
 	}
 }
 
-// PageFetched implements producer.Observer.
+// PageFetched implements pipeline.Observer.
 func (m *Metrics) PageFetched(records, _ int, d time.Duration) {
 	m.pages.Inc()
 	m.recordsFetched.Add(float64(records))
 	m.pageFetch.Observe(d.Seconds())
 }
 
-// APIRetry implements producer.Observer.
+// APIRetry implements pipeline.Observer.
 func (m *Metrics) APIRetry(reason string) { m.apiRetries.WithLabelValues(reason).Inc() }
 
-// APIFailed implements producer.Observer.
+// APIFailed implements pipeline.Observer.
 func (m *Metrics) APIFailed(kind string) { m.apiErrors.WithLabelValues(kind).Inc() }
 
-// BatchAcked implements producer.Observer.
+// BatchAcked implements pipeline.Observer.
 func (m *Metrics) BatchAcked(records, deadLetters int, ackLatency time.Duration) {
 	m.recordsProduced.Add(float64(records))
 	m.deadLetters.Add(float64(deadLetters))
 	m.batchAck.Observe(ackLatency.Seconds())
 }
 
-// ProduceFailed implements producer.Observer.
+// ProduceFailed implements pipeline.Observer.
 func (m *Metrics) ProduceFailed(retryable bool) {
 	m.produceErrors.WithLabelValues(strconv.FormatBool(retryable)).Inc()
 }
 
-// CursorCommitted implements producer.Observer.
+// CursorCommitted implements pipeline.Observer.
 func (m *Metrics) CursorCommitted(at time.Time, d time.Duration) {
 	m.setCursor(at)
 	m.cursorCommit.Observe(d.Seconds())
 }
 
-// TieOverflow implements producer.Observer.
+// TieOverflow implements pipeline.Observer.
 func (m *Metrics) TieOverflow() { m.tieOverflows.Inc() }
 
-// InvalidRecord implements producer.Observer.
+// InvalidRecord implements pipeline.Observer.
 func (m *Metrics) InvalidRecord() { m.invalid.Inc() }
 
-// LateRecord implements producer.Observer.
+// LateRecord implements pipeline.Observer.
 func (m *Metrics) LateRecord() { m.late.Inc() }
 
-// Resent implements producer.Observer.
+// Resent implements pipeline.Observer.
 func (m *Metrics) Resent(n int) { m.resent.Add(float64(n)) }
 
-// Skipped implements producer.Observer.
+// Skipped implements pipeline.Observer.
 func (m *Metrics) Skipped(n int) { m.skipped.Add(float64(n)) }
 
-// RecordsRemaining implements producer.Observer.
+// RecordsRemaining implements pipeline.Observer.
 func (m *Metrics) RecordsRemaining(n int64) { m.remaining.Set(float64(n)) }
 
 // lagCollector computes cursor_lag_seconds when scraped, and leaves it out while no cursor is

@@ -14,7 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/metrics"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 var now = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -60,41 +61,41 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 	at := now.Add(-90 * time.Second)
 	cases := []struct {
 		name   string
-		feed   func(o producer.Observer)
+		feed   func(o pipeline.Observer)
 		metric string
 		labels []string
 		want   float64
 	}{
-		{"pages", func(o producer.Observer) {
+		{"pages", func(o pipeline.Observer) {
 			o.PageFetched(50, 9000, 20*time.Millisecond)
 			o.PageFetched(7, 900, time.Millisecond)
 		}, "keysetsync_pages_fetched_total", nil, 2},
-		{"records fetched", func(o producer.Observer) { o.PageFetched(50, 9000, 0); o.PageFetched(7, 900, 0) }, "keysetsync_records_fetched_total", nil, 57},
-		{"page fetch histogram count", func(o producer.Observer) { o.PageFetched(50, 9000, 0); o.PageFetched(7, 900, 0) }, "keysetsync_page_fetch_seconds", nil, 2},
-		{"records produced leave dead letters out", func(o producer.Observer) { o.BatchAcked(1000, 3, time.Second); o.BatchAcked(20, 0, 0) }, "keysetsync_records_produced_total", nil, 1020},
-		{"dead letters", func(o producer.Observer) { o.BatchAcked(1000, 3, time.Second); o.BatchAcked(20, 1, 0) }, "keysetsync_dead_letters_total", nil, 4},
-		{"batch ack histogram count", func(o producer.Observer) { o.BatchAcked(1, 0, time.Second); o.BatchAcked(1, 0, 0) }, "keysetsync_batch_ack_seconds", nil, 2},
-		{"retryable produce error", func(o producer.Observer) { o.ProduceFailed(true); o.ProduceFailed(true); o.ProduceFailed(false) }, "keysetsync_produce_errors_total", []string{"retryable", "true"}, 2},
-		{"permanent produce error", func(o producer.Observer) { o.ProduceFailed(true); o.ProduceFailed(false) }, "keysetsync_produce_errors_total", []string{"retryable", "false"}, 1},
-		{"produce errors start at zero", func(producer.Observer) {}, "keysetsync_produce_errors_total", []string{"retryable", "false"}, 0},
-		{"api errors by kind", func(o producer.Observer) { o.APIFailed("503"); o.APIFailed("network"); o.APIFailed("503") }, "keysetsync_api_errors_total", []string{"kind", "503"}, 2},
-		{"api retries by reason", func(o producer.Observer) { o.APIRetry("429"); o.APIRetry("network"); o.APIRetry("network") }, "keysetsync_api_retries_total", []string{"reason", "network"}, 2},
-		{"cursor timestamp after commit", func(o producer.Observer) { o.CursorCommitted(at, 5*time.Millisecond) }, "keysetsync_cursor_timestamp_seconds", nil, float64(at.Unix())},
-		{"cursor timestamp after load", func(o producer.Observer) { o.PassStarted(at) }, "keysetsync_cursor_timestamp_seconds", nil, float64(at.Unix())},
-		{"cursor lag at scrape time", func(o producer.Observer) { o.CursorCommitted(at, 0) }, "keysetsync_cursor_lag_seconds", nil, 90},
-		{"latest commit wins", func(o producer.Observer) { o.CursorCommitted(at.Add(-time.Hour), 0); o.CursorCommitted(at, 0) }, "keysetsync_cursor_lag_seconds", nil, 90},
-		{"cursor commit histogram count", func(o producer.Observer) { o.CursorCommitted(at, time.Millisecond) }, "keysetsync_cursor_commit_seconds", nil, 1},
-		{"tie overflows", func(o producer.Observer) { o.TieOverflow() }, "keysetsync_tie_overflows_total", nil, 1},
-		{"invalid records", func(o producer.Observer) { o.InvalidRecord(); o.InvalidRecord() }, "keysetsync_invalid_records_total", nil, 2},
-		{"late records", func(o producer.Observer) { o.LateRecord(); o.LateRecord(); o.LateRecord() }, "keysetsync_late_records_total", nil, 3},
-		{"skipped records", func(o producer.Observer) { o.Skipped(20); o.Skipped(5) }, "keysetsync_records_skipped_total", nil, 25},
-		{"remaining unknown until the API says", func(producer.Observer) {}, "keysetsync_records_remaining", nil, -1},
-		{"remaining is the latest count", func(o producer.Observer) { o.RecordsRemaining(900); o.RecordsRemaining(850) }, "keysetsync_records_remaining", nil, 850},
-		{"passes ok", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_passes_total", []string{"result", "ok"}, 2},
-		{"passes failed", func(o producer.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")) }, "keysetsync_passes_total", []string{"result", "failed"}, 1},
-		{"not degraded by a failed pass", func(o producer.Observer) { o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_degraded", nil, 0},
-		{"degraded by records the API cannot serve", func(o producer.Observer) { o.PassFinished(tieOverflow) }, "keysetsync_degraded", nil, 1},
-		{"degraded for good", func(o producer.Observer) { o.PassFinished(tieOverflow); o.PassFinished(nil) }, "keysetsync_degraded", nil, 1},
+		{"records fetched", func(o pipeline.Observer) { o.PageFetched(50, 9000, 0); o.PageFetched(7, 900, 0) }, "keysetsync_records_fetched_total", nil, 57},
+		{"page fetch histogram count", func(o pipeline.Observer) { o.PageFetched(50, 9000, 0); o.PageFetched(7, 900, 0) }, "keysetsync_page_fetch_seconds", nil, 2},
+		{"records produced leave dead letters out", func(o pipeline.Observer) { o.BatchAcked(1000, 3, time.Second); o.BatchAcked(20, 0, 0) }, "keysetsync_records_produced_total", nil, 1020},
+		{"dead letters", func(o pipeline.Observer) { o.BatchAcked(1000, 3, time.Second); o.BatchAcked(20, 1, 0) }, "keysetsync_dead_letters_total", nil, 4},
+		{"batch ack histogram count", func(o pipeline.Observer) { o.BatchAcked(1, 0, time.Second); o.BatchAcked(1, 0, 0) }, "keysetsync_batch_ack_seconds", nil, 2},
+		{"retryable produce error", func(o pipeline.Observer) { o.ProduceFailed(true); o.ProduceFailed(true); o.ProduceFailed(false) }, "keysetsync_produce_errors_total", []string{"retryable", "true"}, 2},
+		{"permanent produce error", func(o pipeline.Observer) { o.ProduceFailed(true); o.ProduceFailed(false) }, "keysetsync_produce_errors_total", []string{"retryable", "false"}, 1},
+		{"produce errors start at zero", func(pipeline.Observer) {}, "keysetsync_produce_errors_total", []string{"retryable", "false"}, 0},
+		{"api errors by kind", func(o pipeline.Observer) { o.APIFailed("503"); o.APIFailed("network"); o.APIFailed("503") }, "keysetsync_api_errors_total", []string{"kind", "503"}, 2},
+		{"api retries by reason", func(o pipeline.Observer) { o.APIRetry("429"); o.APIRetry("network"); o.APIRetry("network") }, "keysetsync_api_retries_total", []string{"reason", "network"}, 2},
+		{"cursor timestamp after commit", func(o pipeline.Observer) { o.CursorCommitted(at, 5*time.Millisecond) }, "keysetsync_cursor_timestamp_seconds", nil, float64(at.Unix())},
+		{"cursor timestamp after load", func(o pipeline.Observer) { o.PassStarted(at) }, "keysetsync_cursor_timestamp_seconds", nil, float64(at.Unix())},
+		{"cursor lag at scrape time", func(o pipeline.Observer) { o.CursorCommitted(at, 0) }, "keysetsync_cursor_lag_seconds", nil, 90},
+		{"latest commit wins", func(o pipeline.Observer) { o.CursorCommitted(at.Add(-time.Hour), 0); o.CursorCommitted(at, 0) }, "keysetsync_cursor_lag_seconds", nil, 90},
+		{"cursor commit histogram count", func(o pipeline.Observer) { o.CursorCommitted(at, time.Millisecond) }, "keysetsync_cursor_commit_seconds", nil, 1},
+		{"tie overflows", func(o pipeline.Observer) { o.TieOverflow() }, "keysetsync_tie_overflows_total", nil, 1},
+		{"invalid records", func(o pipeline.Observer) { o.InvalidRecord(); o.InvalidRecord() }, "keysetsync_invalid_records_total", nil, 2},
+		{"late records", func(o pipeline.Observer) { o.LateRecord(); o.LateRecord(); o.LateRecord() }, "keysetsync_late_records_total", nil, 3},
+		{"skipped records", func(o pipeline.Observer) { o.Skipped(20); o.Skipped(5) }, "keysetsync_records_skipped_total", nil, 25},
+		{"remaining unknown until the API says", func(pipeline.Observer) {}, "keysetsync_records_remaining", nil, -1},
+		{"remaining is the latest count", func(o pipeline.Observer) { o.RecordsRemaining(900); o.RecordsRemaining(850) }, "keysetsync_records_remaining", nil, 850},
+		{"passes ok", func(o pipeline.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_passes_total", []string{"result", "ok"}, 2},
+		{"passes failed", func(o pipeline.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")) }, "keysetsync_passes_total", []string{"result", "failed"}, 1},
+		{"not degraded by a failed pass", func(o pipeline.Observer) { o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_degraded", nil, 0},
+		{"degraded by records the API cannot serve", func(o pipeline.Observer) { o.PassFinished(tieOverflow) }, "keysetsync_degraded", nil, 1},
+		{"degraded for good", func(o pipeline.Observer) { o.PassFinished(tieOverflow); o.PassFinished(nil) }, "keysetsync_degraded", nil, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -108,8 +109,8 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 }
 
 // tieOverflow is what Syncer.Sync returns after a pass whose walk overflowed, as once wraps it.
-var tieOverflow = fmt.Errorf("pipeline %q: %w", "p1", &producer.TieOverflowError{
-	Overflows: []producer.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 5, 0, time.UTC), Page: 3, PageSize: 50, Delivered: 50}}, Total: 1})
+var tieOverflow = fmt.Errorf("pipeline %q: %w", "p1", &source.TieOverflowError{
+	Overflows: []source.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 5, 0, time.UTC), Page: 3, PageSize: 50, Delivered: 50}}, Total: 1})
 
 func TestDegradedNamesTheFirstLossAndStays(t *testing.T) {
 	m := metrics.New("p1", metrics.WithoutRuntime())
@@ -120,7 +121,7 @@ func TestDegradedNamesTheFirstLossAndStays(t *testing.T) {
 	assert.False(t, ok, "a failed pass heals with the next one: not degraded")
 
 	m.PassFinished(tieOverflow)
-	later := &producer.TieOverflowError{Overflows: []producer.TieOverflow{{At: time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC), Page: 1}}, Total: 1}
+	later := &source.TieOverflowError{Overflows: []source.TieOverflow{{At: time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC), Page: 1}}, Total: 1}
 	m.PassFinished(later)
 	m.PassFinished(nil)
 	ok, reason := m.Degraded()

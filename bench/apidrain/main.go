@@ -1,5 +1,5 @@
 // Command apidrain measures the API ceiling of keysetsync: it drains a keyset API from the
-// beginning with the paginator alone (producer.Source + producer.Walker: fetch, JSON decode,
+// beginning with the paginator alone (source.Source + source.Walker: fetch, JSON decode,
 // validation, Avro encode, fingerprint) and produces nothing. It prints one JSON line:
 //
 //	{"records":..,"pages":..,"value_bytes":..,"seconds":..,"records_per_s":..,"mb_per_s":..}
@@ -22,7 +22,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/bench/internal/benchkit"
 	"github.com/keysetsync/keysetsync/cursor"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 func main() {
@@ -36,7 +36,7 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	src, err := producer.NewSource(producer.SourceConfig{URL: *apiURL})
+	src, err := source.NewSource(source.SourceConfig{URL: *apiURL})
 	if err != nil {
 		benchkit.Fatal("apidrain", err)
 	}
@@ -45,7 +45,7 @@ func main() {
 		benchkit.Fatal("apidrain", err)
 	}
 	start := time.Now()
-	w := producer.NewWalker(src, codec, cursor.Cursor{}, producer.WalkOptions{}, nil)
+	w := source.NewWalker(src, codec, cursor.Cursor{}, source.WalkOptions{}, nil)
 	records, valueBytes := 0, 0
 	for {
 		recs, err := w.Next(ctx)

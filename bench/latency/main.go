@@ -32,8 +32,8 @@ import (
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/bench/internal/benchkit"
+	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
-	"github.com/keysetsync/keysetsync/producer"
 )
 
 type update struct {
@@ -193,7 +193,7 @@ func main() {
 			now := time.Now()
 			var hdr string
 			for _, h := range m.Headers {
-				if h.Key == producer.HeaderUpdatedAt {
+				if h.Key == pipeline.HeaderUpdatedAt {
 					hdr = string(h.Value)
 				}
 			}

@@ -11,9 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keysetsync/keysetsync/source"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/keysetsync/keysetsync/producer"
 )
 
 // configFlag is --config of once, run and config: a YAML file whose keys are flag names.
@@ -232,7 +231,7 @@ func shownValue(f *flag.Flag) *yaml.Node {
 	case v != "" && secretFlag(f.Name):
 		v = masked
 	case strings.Contains(v, "://"):
-		v = producer.RedactURL(v) // the user info of a URL, as everywhere else
+		v = source.RedactURL(v) // the user info of a URL, as everywhere else
 	}
 	return str(v)
 }
@@ -360,7 +359,7 @@ func hasKey(entries []configEntry, key string) bool {
 type syncRun struct {
 	f        *syncFlags
 	log      *slog.Logger
-	p        *pipeline
+	p        *openPipeline
 	interval time.Duration // run's --interval
 }
 
@@ -407,7 +406,7 @@ func startSync(ctx context.Context, e *env, args []string, name, summary string,
 		runs = append(runs, &syncRun{f: f, log: log, interval: ps.interval})
 	}
 	for i, r := range runs {
-		r.p, err = openPipeline(ctx, r.f, r.log)
+		r.p, err = open(ctx, r.f, r.log)
 		if err != nil {
 			closeSyncs(runs[:i])
 			if multi {

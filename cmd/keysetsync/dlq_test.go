@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
 )
 
 // TestOnceOnInvalidDLQThroughTheCLI: --on-invalid dlq given on the command line sends an invalid
@@ -64,15 +64,15 @@ func TestOnceOnInvalidDLQThroughTheCLI(t *testing.T) {
 				d := dead[0]
 				assert.Equal(t, "b", string(d.Key))
 				assert.Equal(t, invalid, string(d.Value), "the original JSON, untouched")
-				assert.Equal(t, "updatedAt", d.Headers[producer.HeaderField])
-				assert.Contains(t, d.Headers[producer.HeaderError], `page 1, record 1 (id "b"), field updatedAt: "yesterday" is not a UTC time`)
-				assert.Equal(t, "1", d.Headers[producer.HeaderPage])
-				assert.Equal(t, "1", d.Headers[producer.HeaderIndex])
-				assert.Contains(t, d.Headers[producer.HeaderURL], api.URL+"/pagination/keyset?updated_since=0001-01-01T00%3A00%3A00Z")
-				assert.Equal(t, api.URL+"/pagination/keyset", d.Headers[producer.HeaderSource])
-				assert.Equal(t, "dlq-cli", d.Headers[producer.HeaderPipeline])
-				_, err := time.Parse(time.RFC3339Nano, d.Headers[producer.HeaderFailedAt])
-				assert.NoError(t, err, "failed_at %q", d.Headers[producer.HeaderFailedAt])
+				assert.Equal(t, "updatedAt", d.Headers[pipeline.HeaderField])
+				assert.Contains(t, d.Headers[pipeline.HeaderError], `page 1, record 1 (id "b"), field updatedAt: "yesterday" is not a UTC time`)
+				assert.Equal(t, "1", d.Headers[pipeline.HeaderPage])
+				assert.Equal(t, "1", d.Headers[pipeline.HeaderIndex])
+				assert.Contains(t, d.Headers[pipeline.HeaderURL], api.URL+"/pagination/keyset?updated_since=0001-01-01T00%3A00%3A00Z")
+				assert.Equal(t, api.URL+"/pagination/keyset", d.Headers[pipeline.HeaderSource])
+				assert.Equal(t, "dlq-cli", d.Headers[pipeline.HeaderPipeline])
+				_, err := time.Parse(time.RFC3339Nano, d.Headers[pipeline.HeaderFailedAt])
+				assert.NoError(t, err, "failed_at %q", d.Headers[pipeline.HeaderFailedAt])
 				assert.Contains(t, stderr, "invalid=1")
 				assert.Equal(t, "2024-01-01T00:00:02Z", kafkatest.Cursor(t, tg, cursors, "dlq-cli").LastUpdatedAt.Format(time.RFC3339),
 					"the cursor moves past the dead letter once it is acknowledged")

@@ -103,7 +103,7 @@ const (
 // Errors of the exit codes above. A command returns them wrapped, with the cause.
 var (
 	// errMayBeMissing: once delivered and committed everything it could read, but the source
-	// cannot serve some records (producer.ErrTieOverflow): retrying cannot help, so a scheduler
+	// cannot serve some records (source.ErrTieOverflow): retrying cannot help, so a scheduler
 	// must be able to tell it from both success and failure.
 	errMayBeMissing = errors.New("synced, but records may be missing: the source cannot serve them")
 	// errCannotVerify: verify's own walk of the API has the blind spot that makes records

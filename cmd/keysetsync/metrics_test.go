@@ -21,7 +21,7 @@ import (
 	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/playground"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // get returns the status and body of GET url.
@@ -168,8 +168,8 @@ func TestReadyzSaysWhyItIsNotReady(t *testing.T) {
 	status, _ = probe()
 	assert.Equal(t, http.StatusOK, status)
 
-	m.PassFinished(fmt.Errorf("%w: %w", errMayBeMissing, &producer.TieOverflowError{
-		Overflows: []producer.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 7, 0, time.UTC), Page: 4, Delivered: 50}}, Total: 1}))
+	m.PassFinished(fmt.Errorf("%w: %w", errMayBeMissing, &source.TieOverflowError{
+		Overflows: []source.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 7, 0, time.UTC), Page: 4, Delivered: 50}}, Total: 1}))
 	m.PassFinished(nil)
 	status, body = probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status, "records the API cannot serve stay missing")

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/keysetsync/keysetsync/metrics"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
 )
 
 // metricsFlags is --metrics-addr of once and run.
@@ -28,7 +28,7 @@ func (f *metricsFlags) register(fs *flag.FlagSet) {
 // serve opens the pipeline with open. With --metrics-addr it first starts the HTTP server (so
 // /healthz answers while Kafka is awaited) and hands open the Observer that feeds /metrics; the
 // server then shuts down with the pipeline's close, or at once if open fails.
-func (f *metricsFlags) serve(ctx context.Context, log *slog.Logger, pipelineName string, open func(producer.Observer) (*pipeline, error)) (*pipeline, error) {
+func (f *metricsFlags) serve(ctx context.Context, log *slog.Logger, pipelineName string, open func(pipeline.Observer) (*openPipeline, error)) (*openPipeline, error) {
 	if f.metricsAddr == "" {
 		return open(nil)
 	}

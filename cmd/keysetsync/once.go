@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 const onceSummary = `Sync from the committed cursor until the API has nothing newer, then exit.
@@ -43,7 +43,7 @@ func runOnce(ctx context.Context, e *env, args []string) error {
 			stopped++
 			r.log.Info("interrupted; the cursor covers every acknowledged batch", "err", err)
 			return errors.New("stopped before the API had nothing newer; the cursor covers every acknowledged batch")
-		case errors.Is(err, producer.ErrTieOverflow):
+		case errors.Is(err, source.ErrTieOverflow):
 			mayBeMissing++
 			return err
 		default:

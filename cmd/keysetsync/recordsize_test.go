@@ -17,7 +17,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
 )
 
 // sizedAPI serves fixed users on the playground's contract: every user with updatedAt >=
@@ -161,12 +161,12 @@ func TestRecordSizeLimitIsTheOneEnforced(t *testing.T) {
 				require.Len(t, dead, 1)
 				d := dead[0]
 				assert.Equal(t, c.dead, string(d.Key))
-				assert.Contains(t, d.Headers[producer.HeaderError], `(id "`+c.dead+`"): its Kafka message would be`)
+				assert.Contains(t, d.Headers[pipeline.HeaderError], `(id "`+c.dead+`"): its Kafka message would be`)
 				raw := c.users[slices.IndexFunc(c.users, func(u string) bool { return strings.HasPrefix(u, `{"id":"`+c.dead+`"`) })]
 				assert.True(t, strings.HasPrefix(raw, string(d.Value)), "the dead letter's value is the start of the original JSON")
 				if c.deadCut {
-					assert.Equal(t, "true", d.Headers[producer.HeaderTruncated])
-					assert.Equal(t, strconv.Itoa(len(raw)), d.Headers[producer.HeaderOriginalBytes])
+					assert.Equal(t, "true", d.Headers[pipeline.HeaderTruncated])
+					assert.Equal(t, strconv.Itoa(len(raw)), d.Headers[pipeline.HeaderOriginalBytes])
 					assert.Less(t, len(d.Value), len(raw))
 				}
 				// A second pass sends nothing more: no batch fails on every pass.

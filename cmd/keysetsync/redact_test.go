@@ -17,7 +17,8 @@ import (
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/logtest"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 const (
@@ -90,7 +91,7 @@ func noSecret(t *testing.T, where, s string) {
 func TestAPIURLCredentialsAreSentAndNeverShown(t *testing.T) {
 	tg := kafkatest.NewFake(t)
 	api, apiURL := newAuthAPI(t, 20, true)
-	shown := producer.RedactURL(apiURL)
+	shown := source.RedactURL(apiURL)
 	require.True(t, strings.HasPrefix(shown, "http://***@127.0.0.1:"), shown)
 	topic, dlq := kafkatest.Topic(t, "users"), kafkatest.Topic(t, "dlq")
 	vars := map[string]string{
@@ -111,15 +112,15 @@ func TestAPIURLCredentialsAreSentAndNeverShown(t *testing.T) {
 		msgs := kafkatest.ReadAll(t, tg, topic)
 		require.Len(t, msgs, 20, "every valid record, fetched with the URL's credentials")
 		for _, m := range msgs {
-			assert.Equal(t, shown, m.Headers[producer.HeaderSource], "offset %d", m.Offset)
+			assert.Equal(t, shown, m.Headers[pipeline.HeaderSource], "offset %d", m.Offset)
 			for k, v := range m.Headers {
 				noSecret(t, "message header "+k, v)
 			}
 		}
 		dead := kafkatest.ReadAll(t, tg, dlq)
 		require.Len(t, dead, 1)
-		assert.Equal(t, shown, dead[0].Headers[producer.HeaderSource])
-		assert.True(t, strings.HasPrefix(dead[0].Headers[producer.HeaderURL], shown+"?"), dead[0].Headers[producer.HeaderURL])
+		assert.Equal(t, shown, dead[0].Headers[pipeline.HeaderSource])
+		assert.True(t, strings.HasPrefix(dead[0].Headers[pipeline.HeaderURL], shown+"?"), dead[0].Headers[pipeline.HeaderURL])
 		for k, v := range dead[0].Headers {
 			noSecret(t, "dead-letter header "+k, v)
 		}

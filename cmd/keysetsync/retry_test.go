@@ -10,10 +10,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/keysetsync/keysetsync/source"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/keysetsync/keysetsync/producer"
 )
 
 // attempt is what one call of retry's fn does: run for took (of the bubble's fake time), then
@@ -48,7 +47,7 @@ func TestRetryKeepsTryingForItsWholeBudget(t *testing.T) {
 		{name: "failures without progress stop when the budget is spent, counted from the first failure",
 			script: []attempt{{took: time.Hour, err: errDown}}, wantErr: true, wantEnd: time.Hour + budget},
 		{name: "an error that is not retryable ends at once",
-			script: []attempt{{err: fmt.Errorf("%w: bad", producer.ErrInvalidRecord)}}, wantErr: true, wantCall: 1},
+			script: []attempt{{err: fmt.Errorf("%w: bad", source.ErrInvalidRecord)}}, wantErr: true, wantCall: 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

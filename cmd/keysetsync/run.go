@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // minInterval is the shortest --interval accepted: below it an idle pipeline would start a
@@ -63,18 +64,18 @@ func runLoop(ctx context.Context, r *syncRun) error {
 			log.Info("stopping on signal; the cursor covers every acknowledged batch")
 			return nil
 		}
-		if errors.Is(err, producer.ErrConfig) {
+		if errors.Is(err, pipeline.ErrConfig) {
 			return err
 		}
 		switch {
-		case errors.Is(err, producer.ErrTieOverflow):
+		case errors.Is(err, source.ErrTieOverflow):
 			// Not a failure to retry: everything readable is committed, and the records the
 			// API cannot serve stay missing. The metrics server marks the pipeline degraded.
 			failures = 0
 			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", err)
 		case err != nil:
 			failures++
-			log.Error("pass failed; the next pass resumes from the committed cursor", "err", err, "retryable", producer.IsRetryable(err), "consecutive_failures", failures)
+			log.Error("pass failed; the next pass resumes from the committed cursor", "err", err, "retryable", pipeline.IsRetryable(err), "consecutive_failures", failures)
 		default:
 			failures = 0
 		}

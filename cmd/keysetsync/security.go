@@ -14,12 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keysetsync/keysetsync/source"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
-
-	"github.com/keysetsync/keysetsync/producer"
 )
 
 // kafkaSecurityFlags are the TLS and SASL settings of every command that talks to Kafka. Secrets
@@ -247,7 +246,7 @@ func (a *apiAuthFlags) client(apiURL string, timeout time.Duration) (*http.Clien
 	u, err := url.Parse(apiURL)
 	if err != nil {
 		// Not err: it quotes the URL, password included.
-		return nil, fmt.Errorf("%w: --api-url %s: not a valid URL (reserved characters of a user name or password must be percent-encoded)", errUsage, producer.RedactURL(apiURL))
+		return nil, fmt.Errorf("%w: --api-url %s: not a valid URL (reserved characters of a user name or password must be percent-encoded)", errUsage, source.RedactURL(apiURL))
 	}
 	h := http.Header{}
 	if a.bearerTokenFile != "" {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/keysetsync/keysetsync/avro"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // sourceFlags describe the source API (its contract) and the Avro schema of its records:
@@ -21,21 +21,21 @@ type sourceFlags struct {
 	afterIDParam  string
 	pageSizeParam string
 	pageSize      int
-	recordsPath   producer.Path
-	nextPath      producer.Path
-	totalPath     producer.Path
-	idPath        producer.Path
-	updatedAtPath producer.Path
+	recordsPath   source.Path
+	nextPath      source.Path
+	totalPath     source.Path
+	idPath        source.Path
+	updatedAtPath source.Path
 	timeFormat    string
 	schemaFile    string
-	deletedField  producer.Path
+	deletedField  source.Path
 	auth          apiAuthFlags
 
 	loaded *avro.Schema // schemaFile, once read
 }
 
 func (f *sourceFlags) register(fs *flag.FlagSet) {
-	d := producer.DefaultContract()
+	d := source.DefaultContract()
 	f.recordsPath, f.nextPath, f.idPath, f.updatedAtPath = d.RecordsPath, d.NextPath, d.IDPath, d.UpdatedAtPath
 	fs.StringVar(&f.apiURL, "api-url", "http://127.0.0.1:5001/pagination/keyset", "keyset endpoint of the source API (its own query parameters are sent with every request)")
 	fs.DurationVar(&f.apiTimeout, "api-timeout", 30*time.Second, "timeout of one API request, body included")
@@ -56,16 +56,16 @@ func (f *sourceFlags) register(fs *flag.FlagSet) {
 }
 
 // contract is the API's contract as the flags describe it.
-func (f *sourceFlags) contract() (producer.Contract, error) {
+func (f *sourceFlags) contract() (source.Contract, error) {
 	// Validate checks every part together, the time format's name included.
-	c := producer.Contract{
+	c := source.Contract{
 		SinceParam: f.sinceParam, TokenParam: f.tokenParam, AfterIDParam: f.afterIDParam,
 		PageSizeParam: f.pageSizeParam, PageSize: f.pageSize,
 		RecordsPath: f.recordsPath, NextPath: f.nextPath, TotalPath: f.totalPath,
-		IDPath: f.idPath, UpdatedAtPath: f.updatedAtPath, TimeFormat: producer.TimeFormat(f.timeFormat),
+		IDPath: f.idPath, UpdatedAtPath: f.updatedAtPath, TimeFormat: source.TimeFormat(f.timeFormat),
 	}
 	if err := c.Validate(); err != nil {
-		return producer.Contract{}, fmt.Errorf("the --api-* flags: %w", err)
+		return source.Contract{}, fmt.Errorf("the --api-* flags: %w", err)
 	}
 	return c, nil
 }
@@ -108,7 +108,7 @@ func (f *sourceFlags) schemaText() (string, error) {
 }
 
 // newSource builds the API client of the flags.
-func (f *sourceFlags) newSource(maxAttempts int, logger *slog.Logger) (*producer.Source, error) {
+func (f *sourceFlags) newSource(maxAttempts int, logger *slog.Logger) (*source.Source, error) {
 	contract, err := f.contract()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -117,7 +117,7 @@ func (f *sourceFlags) newSource(maxAttempts int, logger *slog.Logger) (*producer
 	if err != nil {
 		return nil, err
 	}
-	src, err := producer.NewSource(producer.SourceConfig{URL: f.apiURL, Contract: contract, Client: httpClient, Timeout: f.apiTimeout, MaxAttempts: maxAttempts, Logger: logger})
+	src, err := source.NewSource(source.SourceConfig{URL: f.apiURL, Contract: contract, Client: httpClient, Timeout: f.apiTimeout, MaxAttempts: maxAttempts, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -125,10 +125,10 @@ func (f *sourceFlags) newSource(maxAttempts int, logger *slog.Logger) (*producer
 }
 
 // walkOptions are the Walker settings that describe the records (not the pass).
-func (f *sourceFlags) walkOptions() (producer.WalkOptions, error) {
+func (f *sourceFlags) walkOptions() (source.WalkOptions, error) {
 	s, err := f.schema()
 	if err != nil {
-		return producer.WalkOptions{}, err
+		return source.WalkOptions{}, err
 	}
-	return producer.WalkOptions{Schema: s, DeletedField: f.deletedField}, nil
+	return source.WalkOptions{Schema: s, DeletedField: f.deletedField}, nil
 }

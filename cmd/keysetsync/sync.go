@@ -15,7 +15,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
 )
 
 // syncFlags are the settings shared by once and run.
@@ -64,7 +64,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.onInvalid, "on-invalid", "fail", "what an invalid record does: fail (stop the pass; the cursor stays just before it) or dlq (send its original JSON to --dlq-topic with the reason in headers, and go on)")
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "dead-letter topic for --on-invalid dlq (default: <topic>.dlq)")
 	fs.DurationVar(&f.lookback, "lookback", 0, "also re-read this far behind the cursor on every pass, for records the source commits late with an older updatedAt; already delivered ones are not sent again")
-	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", producer.DefaultMaxRecordBytes, "largest Kafka message of a record (key, value with any schema-registry prefix, headers); the topic's max.message.bytes may lower it; a larger record is invalid (--on-invalid)")
+	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", pipeline.DefaultMaxRecordBytes, "largest Kafka message of a record (key, value with any schema-registry prefix, headers); the topic's max.message.bytes may lower it; a larger record is invalid (--on-invalid)")
 	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
 	fs.Var(&f.topicConfigs, "topic-config", "topic-level config name=value of the data topic when keysetsync creates it, e.g. cleanup.policy=compact (repeatable; comma-separated in the env var and config file); an existing topic is not altered, a differing value is logged as a warning")
 	fs.BoolVar(&f.acceptOverflow, "accept-tie-overflow", false, "accept the loss of records the API cannot serve (a tie wider than a page without --api-after-id-param): log it, but end the pass with 0 and keep /readyz ready instead of exit 3 and degraded")
@@ -130,17 +130,17 @@ func brokerList(s string) []string {
 }
 
 // pipeline is a ready Syncer with what it holds open.
-type pipeline struct {
-	syncer *producer.Syncer
+type openPipeline struct {
+	syncer *pipeline.Syncer
 	close  func()
 }
 
 // openPipeline connects to Kafka, makes sure both topics exist (and that the cursor topic is
 // compacted), and builds the Syncer. While Kafka cannot be reached it retries for --kafka-wait.
 // With --metrics-addr the metrics server runs from before the first attempt until close.
-func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipeline, error) {
-	return f.metrics.serve(ctx, log, f.pipeline, func(obs producer.Observer) (*pipeline, error) {
-		var p *pipeline
+func open(ctx context.Context, f *syncFlags, log *slog.Logger) (*openPipeline, error) {
+	return f.metrics.serve(ctx, log, f.pipeline, func(obs pipeline.Observer) (*openPipeline, error) {
+		var p *openPipeline
 		err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() (bool, error) {
 			var err error
 			p, err = tryOpenPipeline(ctx, f, log, obs)
@@ -150,7 +150,7 @@ func openPipeline(ctx context.Context, f *syncFlags, log *slog.Logger) (*pipelin
 	})
 }
 
-func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs producer.Observer) (*pipeline, error) {
+func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pipeline.Observer) (*openPipeline, error) {
 	schemaText, err := f.source.schemaText()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -220,10 +220,10 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 	}
 	walk.Lookback, walk.MaxRecordBytes, walk.MaxFuture = f.lookback, f.maxRecordBytes, f.maxFuture
 	walk.AcceptTieOverflow = f.acceptOverflow
-	s, err := producer.New(producer.Config{
+	s, err := pipeline.New(pipeline.Config{
 		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
 		Walk: walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax,
-		NewWriter:    func() *kafka.Writer { return producer.NewWriter(client, f.batchRecords) },
+		NewWriter:    func() *kafka.Writer { return pipeline.NewWriter(client, f.batchRecords) },
 		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
 		ProgressInterval: f.progress,
 		Observer:         obs,
@@ -233,7 +233,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pr
 		closeAll()
 		return nil, err
 	}
-	return &pipeline{syncer: s, close: func() {
+	return &openPipeline{syncer: s, close: func() {
 		s.Close()
 		store.Close()
 		closeAll()
@@ -270,7 +270,7 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 // syncPass runs one pass and, while its error is retryable, runs it again with backoff for up
 // to --retry-timeout. Every attempt starts from the committed cursor, never from memory. A
 // failed pass that committed batches made progress: the passes after it get a new budget.
-func syncPass(ctx context.Context, s *producer.Syncer, f *syncFlags, log *slog.Logger) error {
+func syncPass(ctx context.Context, s *pipeline.Syncer, f *syncFlags, log *slog.Logger) error {
 	return retry(ctx, f.retryTimeout, log, "sync pass", func() (bool, error) {
 		st, err := s.Sync(ctx)
 		return st.Batches > 0, err
@@ -290,7 +290,7 @@ func retry(ctx context.Context, budget time.Duration, log *slog.Logger, what str
 	delay := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		progressed, err := fn()
-		if err == nil || ctx.Err() != nil || !producer.IsRetryable(err) {
+		if err == nil || ctx.Err() != nil || !pipeline.IsRetryable(err) {
 			return err
 		}
 		if deadline.IsZero() || progressed {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/internal/topic"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
 )
 
 // tailMaxWait is how long one fetch waits at the end of a partition for new messages.
@@ -480,7 +480,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // tailRetryable reports whether a Kafka call may succeed if tried again. A missing topic is not
 // worth waiting for: it fails at once.
 func tailRetryable(err error) bool {
-	return !errors.Is(err, kafka.UnknownTopicOrPartition) && producer.IsRetryable(err)
+	return !errors.Is(err, kafka.UnknownTopicOrPartition) && pipeline.IsRetryable(err)
 }
 
 // retryKafka calls fn until it succeeds, fails with an error that is not retryable, ctx ends, or

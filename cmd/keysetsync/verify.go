@@ -18,7 +18,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // errVerify marks a verification that found missing or stale ids (exit status 1).
@@ -101,8 +101,8 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read topic %q: %w", f.topic, err)
 	}
-	inAPI := map[string]producer.Record{}
-	w := producer.NewWalker(src, codec, cursor.Cursor{}, walk, log)
+	inAPI := map[string]source.Record{}
+	w := source.NewWalker(src, codec, cursor.Cursor{}, walk, log)
 	for {
 		recs, err := w.Next(ctx)
 		for _, r := range recs {
@@ -212,7 +212,7 @@ func loadCommittedCursor(ctx context.Context, client *kafka.Client, f *syncFlags
 // last_updated_at, the API's newest updatedAt, their difference (negative: the cursor is ahead
 // of every record the API serves) and how many API records are newer than the cursor, which the
 // next pass would deliver.
-func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, inAPI map[string]producer.Record) string {
+func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, inAPI map[string]source.Record) string {
 	at := c.LastUpdatedAt
 	if noCursor != "" {
 		at = cursor.Start
@@ -248,7 +248,7 @@ func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, inAPI map[string]
 
 // overflowText names where a walk could not page through a tie: each time with its page and
 // the records read there.
-func overflowText(ws producer.WalkStats) string {
+func overflowText(ws source.WalkStats) string {
 	return fmt.Sprintf("the API could not page through %d tie(s) wider than a page, so records at %s beyond those read can be fetched neither by the sync nor by this check; how many is unknown",
-		ws.TieOverflows, producer.OverflowList(ws.Overflows, ws.TieOverflows, "read"))
+		ws.TieOverflows, source.OverflowList(ws.Overflows, ws.TieOverflows, "read"))
 }

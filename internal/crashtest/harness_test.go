@@ -29,8 +29,9 @@ import (
 	"github.com/keysetsync/keysetsync/internal/proctest"
 	"github.com/keysetsync/keysetsync/internal/synctest"
 	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // Log messages of the binary that mark where it is (the msg="..." of its key=value lines).
@@ -332,9 +333,9 @@ func (h *harness) finish(t *testing.T) result {
 		u, err := h.codec.Decode(m.Value)
 		require.NoError(t, err, "offset %d", m.Offset)
 		require.Equal(t, string(m.Key), u.ID, "the key is the id (offset %d)", m.Offset)
-		require.Equal(t, u.UpdatedAt.Format(cursor.TimeLayout), m.Headers[producer.HeaderUpdatedAt], "updated_at header (offset %d)", m.Offset)
-		require.Equal(t, pipelineName, m.Headers[producer.HeaderPipeline])
-		k := string(m.Key) + "\x00" + m.Headers[producer.HeaderUpdatedAt] + "\x00" + string(m.Value)
+		require.Equal(t, u.UpdatedAt.Format(cursor.TimeLayout), m.Headers[pipeline.HeaderUpdatedAt], "updated_at header (offset %d)", m.Offset)
+		require.Equal(t, pipelineName, m.Headers[pipeline.HeaderPipeline])
+		k := string(m.Key) + "\x00" + m.Headers[pipeline.HeaderUpdatedAt] + "\x00" + string(m.Value)
 		if seen[k] {
 			r.duplicates++
 		}
@@ -457,14 +458,14 @@ func (tt *topicTail) read(ctx context.Context) error {
 				}
 				var at string
 				for _, hd := range r.Headers {
-					if hd.Key == producer.HeaderUpdatedAt {
+					if hd.Key == pipeline.HeaderUpdatedAt {
 						at = string(hd.Value)
 					}
 				}
 				tt.values[string(key)+"\x00"+string(value)] = true
 				tt.versions[string(key)+"\x00"+at] = true
 				if t, err := cursor.ParseTime(at); err == nil {
-					tt.digests[cursor.Digest(string(key), t, producer.Fingerprint(value))] = true
+					tt.digests[cursor.Digest(string(key), t, source.Fingerprint(value))] = true
 				}
 				tt.count++
 				off = r.Offset + 1

@@ -27,7 +27,8 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // TimeLayout is how update times are written: the playground's whole seconds.
@@ -82,9 +83,9 @@ func New(t testing.TB, pageSize int, afterID bool, token Token) *API {
 	return a
 }
 
-// Contract is the producer.Contract that reads this API.
-func (a *API) Contract() producer.Contract {
-	c := producer.DefaultContract()
+// Contract is the source.Contract that reads this API.
+func (a *API) Contract() source.Contract {
+	c := source.DefaultContract()
 	if a.AfterID {
 		c.AfterIDParam = "after_id"
 	}
@@ -236,22 +237,22 @@ type Pipeline struct {
 	Target kafkatest.Target
 	Topic  string
 	Store  *SizedStore
-	Syncer *producer.Syncer
+	Syncer *pipeline.Syncer
 	codec  *avro.Codec
 }
 
 // NewPipeline builds a Syncer reading api with walk's options, in batches of batchRecords.
-func NewPipeline(t testing.TB, api *API, walk producer.WalkOptions, batchRecords int) *Pipeline {
+func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int) *Pipeline {
 	p := &Pipeline{API: api, Target: kafkatest.NewFake(t), Store: &SizedStore{MemStore: cursor.NewMemStore()}}
-	src, err := producer.NewSource(producer.SourceConfig{URL: api.URL, Contract: api.Contract(), MaxAttempts: 1})
+	src, err := source.NewSource(source.SourceConfig{URL: api.URL, Contract: api.Contract(), MaxAttempts: 1})
 	require.NoError(t, err)
 	client := p.Target.Client(t)
 	p.Topic = kafkatest.Topic(t, "users")
 	kafkatest.CreateTopic(t, p.Target, p.Topic, 1, nil)
 	p.codec, err = avro.NewCodec()
 	require.NoError(t, err)
-	p.Syncer, err = producer.New(producer.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
-		BatchRecords: batchRecords, NewWriter: func() *kafka.Writer { return producer.NewWriter(client, batchRecords) }})
+	p.Syncer, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
+		BatchRecords: batchRecords, NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, batchRecords) }})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Syncer.Close() })
 	return p

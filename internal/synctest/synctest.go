@@ -20,8 +20,9 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
-	"github.com/keysetsync/keysetsync/producer"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // Pipeline is a Syncer over a playground and a Kafka target, with fresh topics.
@@ -35,7 +36,7 @@ type Pipeline struct {
 	Name        string
 	Codec       *avro.Codec
 	Store       *cursor.KafkaStore
-	Syncer      *producer.Syncer
+	Syncer      *pipeline.Syncer
 }
 
 // Options tune New.
@@ -44,7 +45,7 @@ type Options struct {
 	BatchRecords int
 	Partitions   int
 	Logger       *slog.Logger
-	Walk         producer.WalkOptions
+	Walk         source.WalkOptions
 	DLQ          bool // route invalid records to a dead-letter topic instead of failing
 	MaxInFlight  int  // batches in flight (0: the Syncer's default)
 	// Handler, if set, wraps the playground's HTTP handler: a test's faults in the answers.
@@ -82,16 +83,16 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 	t.Cleanup(func() { p.Store.Close() })
 	p.Codec, err = avro.NewCodec()
 	require.NoError(t, err)
-	src, err := producer.NewSource(producer.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: o.Logger})
+	src, err := source.NewSource(source.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: o.Logger})
 	require.NoError(t, err)
 	if o.DLQ {
 		p.DLQTopic = kafkatest.Topic(t, "dlq")
 		_, err = topic.Ensure(t.Context(), client, topic.Spec{Name: p.DLQTopic, Partitions: 1, ReplicationFactor: 1})
 		require.NoError(t, err)
 	}
-	p.Syncer, err = producer.New(producer.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
+	p.Syncer, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
 		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, MaxInFlight: o.MaxInFlight, Logger: o.Logger,
-		NewWriter: func() *kafka.Writer { return producer.NewWriter(client, o.BatchRecords) }})
+		NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, o.BatchRecords) }})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Syncer.Close() })
 	return p
@@ -125,7 +126,7 @@ func ToAvro(t *testing.T, users []playground.User) map[string]avro.User {
 	for i, u := range users {
 		b, err := json.Marshal(u)
 		require.NoError(t, err)
-		a, err := producer.DecodeUser(b, 0, i)
+		a, err := source.DecodeUser(b, 0, i)
 		require.NoError(t, err)
 		out[a.ID] = a
 	}

@@ -5,6 +5,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+
+	"github.com/keysetsync/keysetsync/retry"
 )
 
 // Transient reports whether err carries a Kafka error (kafka: true) and, if so, whether the
@@ -81,3 +83,38 @@ var transientCodes = map[kafka.Error]bool{
 	kafka.InconsistentTopicID:          true, // 103
 	kafka.FetchSessionTopicIDError:     true, // 106
 }
+
+// Classify returns err such that retry.IsRetryable decides it by Kafka's rules where it carries
+// a Kafka error (see Transient): wrapped in an error that says whether it is retryable. kafka-go's
+// WriteErrors holds one error per message, not reachable by errors.As: each decides, and all
+// must be retryable. An error without a Kafka error is returned as it is.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		n, ok := 0, true
+		for _, e := range we {
+			if e != nil {
+				ok = ok && retry.IsRetryable(Classify(e))
+				n++
+			}
+		}
+		return &classified{err: err, retryable: ok && n > 0}
+	}
+	if transient, isKafka := Transient(err); isKafka {
+		return &classified{err: err, retryable: transient}
+	}
+	return err
+}
+
+// classified is a Kafka error with its verdict.
+type classified struct {
+	err       error
+	retryable bool
+}
+
+func (e *classified) Error() string   { return e.err.Error() }
+func (e *classified) Unwrap() error   { return e.err }
+func (e *classified) Retryable() bool { return e.retryable }

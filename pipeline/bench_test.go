@@ -1,0 +1,111 @@
+package pipeline_test
+
+// Benchmark of a whole pass (Walker + Syncer + Kafka); the source side alone is benchmarked in
+// package source. It reports ns/record and allocs/record so numbers
+// compare across page sizes. They are short enough for CI (-benchtime 100x).
+//
+// BenchmarkSyncPass also drives the CPU profile of bench/run.sh: with
+// KEYSETSYNC_BENCH_API_URL (an external playground) and KEYSETSYNC_BENCH_BROKERS (the real
+// broker) set, one iteration is one full pass, like `keysetsync once` without the CLI.
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/sourcetest"
+	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/source"
+)
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// BenchmarkSyncPass runs whole passes from the start: Walker, message build, produce with
+// acks=all, cursor commit (in memory: MemStore), batches of 1000 records. Every iteration
+// starts from an empty cursor, so it re-sends every record of the API.
+//
+// Environment (all optional):
+//
+//	KEYSETSYNC_BENCH_API_URL    keyset endpoint of an external API (default: an in-process playground)
+//	KEYSETSYNC_BENCH_RECORDS    records of the in-process playground (default 1000)
+//	KEYSETSYNC_BENCH_PAGE_SIZE  its page size (default 1000)
+//	KEYSETSYNC_BENCH_BROKERS    a real broker (default: in-process kfake); a fresh topic is
+//	                            created there and deleted at the end
+func BenchmarkSyncPass(b *testing.B) {
+	url := os.Getenv("KEYSETSYNC_BENCH_API_URL")
+	if url == "" {
+		_, url = sourcetest.Playground(b, envInt(b, "KEYSETSYNC_BENCH_RECORDS", 1000), envInt(b, "KEYSETSYNC_BENCH_PAGE_SIZE", 1000))
+	}
+	var brokers []string
+	if v := os.Getenv("KEYSETSYNC_BENCH_BROKERS"); v != "" {
+		brokers = strings.Split(v, ",")
+	} else {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(c.Close)
+		brokers = c.ListenAddrs()
+	}
+	tr := &kafka.Transport{ClientID: "keysetsync-bench", DialTimeout: 5 * time.Second}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 30 * time.Second}
+	ctx := context.Background()
+	name := fmt.Sprintf("bench-syncpass-%08x", rand.Uint32())
+	if _, err := topic.Ensure(ctx, client, topic.Spec{Name: name, Partitions: 1, ReplicationFactor: 1}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}})
+	})
+	codec, err := avro.NewCodec()
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, err := source.NewSource(source.SourceConfig{URL: url})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const batch = 1000
+	b.ReportAllocs()
+	m := sourcetest.Mallocs()
+	records := 0
+	for b.Loop() {
+		s, err := pipeline.New(pipeline.Config{
+			Pipeline: "bench", Source: src, Topic: name, Store: cursor.NewMemStore(), Codec: codec,
+			NewWriter:    func() *kafka.Writer { return pipeline.NewWriter(client, batch) },
+			BatchRecords: batch, WriteTimeout: time.Minute,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := s.Sync(ctx)
+		s.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		records += st.Produced
+	}
+	sourcetest.PerRecord(b, records, m)
+}

@@ -1,0 +1,52 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/keysetsync/keysetsync/source"
+)
+
+// Observer is told what a pipeline does, for metrics: what its walk reads (source.Observer) and
+// what its passes write and commit. Set it in Config.Observer (the pipeline hands it to its
+// Walker unless WalkOptions.Observer is set); nil means NopObserver.
+//
+// Contract: source.Observer's. The fetcher, the producer loop and the committer of a pass run
+// concurrently and all call it.
+type Observer interface {
+	source.Observer
+	// PassStarted is called once a pass loaded its cursor: at is the committed updatedAt, zero
+	// when no cursor was committed yet (the pass starts from the beginning). Loading the cursor
+	// means Kafka was reachable.
+	PassStarted(at time.Time)
+	// PassFinished is called at the end of every pass, also one that failed to load its cursor;
+	// err is what Sync returns.
+	PassFinished(err error)
+	// BatchAcked is called when Kafka acknowledged a whole batch, before its cursor commit:
+	// records is its data messages, deadLetters its dead letters, ackLatency the time from
+	// enqueueing the batch to its last acknowledgement.
+	BatchAcked(records, deadLetters int, ackLatency time.Duration)
+	// ProduceFailed is called when a batch was not acknowledged (error or WriteTimeout);
+	// retryable is IsRetryable of the error.
+	ProduceFailed(retryable bool)
+	// CursorCommitted is called after a cursor was committed: at is its updatedAt, d how long
+	// the commit took.
+	CursorCommitted(at time.Time, d time.Duration)
+}
+
+// NopObserver ignores everything. Embed it to implement only some of Observer's methods.
+type NopObserver struct{ source.NopObserver }
+
+func (NopObserver) PassStarted(time.Time)                    {}
+func (NopObserver) PassFinished(error)                       {}
+func (NopObserver) BatchAcked(int, int, time.Duration)       {}
+func (NopObserver) ProduceFailed(bool)                       {}
+func (NopObserver) CursorCommitted(time.Time, time.Duration) {}
+
+var _ Observer = NopObserver{}
+
+func observerOrNop(o Observer) Observer {
+	if o == nil {
+		return NopObserver{}
+	}
+	return o
+}

@@ -1,0 +1,643 @@
+// Package producer runs a pipeline: it reads pages from a keyset-paginated API (Source), encodes
+// every new or updated record as an Avro message keyed by id, writes each batch to Kafka with
+// acks=all, and commits the pipeline's cursor only after Kafka acknowledged the whole batch.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/source"
+)
+
+// Header keys of the lineage headers on every message, and of the reasons on dead letters.
+const (
+	HeaderPipeline  = "keysetsync.pipeline"
+	HeaderSource    = "keysetsync.source"
+	HeaderUpdatedAt = "keysetsync.updated_at"
+
+	HeaderError    = "keysetsync.error"       // the full error message
+	HeaderField    = "keysetsync.error.field" // the offending field, if one
+	HeaderPage     = "keysetsync.page"        // page of the pass, 1-based
+	HeaderIndex    = "keysetsync.index"       // index in the page's data array
+	HeaderURL      = "keysetsync.request"     // the request that returned the record
+	HeaderFailedAt = "keysetsync.failed_at"   // when keysetsync refused it (RFC 3339)
+)
+
+// Config configures a Syncer.
+type Config struct {
+	Pipeline string
+	Source   *source.Source
+	// Topic receives the records; DLQTopic, when set, receives the original JSON of invalid
+	// records (with headers saying why, where from and when) and the pass goes on. Without a
+	// DLQTopic an invalid record stops the pass, the cursor just before it.
+	Topic    string
+	DLQTopic string
+	// Walk tunes validation and the lookback window (see WalkOptions). Its MaxRecordBytes caps
+	// the whole Kafka message of a record (key, value with ValuePrefix, headers), together with
+	// what the topics accept (TopicMaxMessageBytes): a record over the smaller is invalid.
+	Walk source.WalkOptions
+	// TopicMaxMessageBytes and DLQMaxMessageBytes are the max.message.bytes of the data and the
+	// dead-letter topic, as the broker reports them (topic.Info.MaxMessageBytes); 0 assumes the
+	// broker's default, 1048588. The writer's batches are sized to the smaller (less the record
+	// batch header), so that no batch is refused for its size, and a record whose message would
+	// not fit is invalid instead; a dead letter is cut to fit (HeaderTruncated).
+	TopicMaxMessageBytes, DLQMaxMessageBytes int
+	// NewWriter makes the data topic's writer (see NewWriter); it must use RequiredAcks =
+	// RequireAll. After a failed produce the Syncer closes its writer, which waits for every
+	// batch kafka-go still retries in the background, and makes a new one: no write of a failed
+	// batch may land after a later pass committed a cursor past it.
+	NewWriter func() *kafka.Writer
+	Store     cursor.Store
+	Codec     *avro.Codec
+	// ValuePrefix, when set, goes before the Avro encoding of every data value (not dead
+	// letters): the Confluent wire-format header (magic byte 0 and the 4-byte big-endian schema
+	// id) when the schema is registered with a schema registry. Nil: plain Avro binary.
+	ValuePrefix []byte
+	// BatchRecords is how many records are produced, acknowledged and covered by one cursor
+	// commit. Larger batches mean fewer round trips and, after a crash, more records re-sent.
+	BatchRecords int
+	// MaxInFlight is how many batches may be produced and not yet acknowledged at once, while
+	// the next pages are fetched (1: one batch at a time). Cursors are still committed strictly
+	// in order, each only once its batch and every earlier one were acknowledged. It bounds
+	// memory: a slow broker stops the fetching instead of growing a queue.
+	MaxInFlight int
+	// WriteTimeout bounds the wait for one batch's acknowledgement and its cursor commit. They run
+	// detached from the pass's context, so a shutdown lets in-flight batches finish (or time out)
+	// rather than abandon them half-acknowledged.
+	WriteTimeout time.Duration
+	// ProgressInterval is how often a pass logs a "progress" line (records/s, and what remains
+	// when the API says: Contract.TotalPath); 0: never. Batch commits are logged regardless.
+	ProgressInterval time.Duration
+	Logger           *slog.Logger
+	Clock            func() time.Time
+	// Observer is told what the passes do, for metrics (nil: NopObserver); see Observer for
+	// the contract. It is also Walk.Observer unless that is set.
+	Observer Observer
+}
+
+// Syncer runs passes of one pipeline. A Syncer is not safe for concurrent passes.
+type Syncer struct {
+	cfg    Config
+	log    *slog.Logger
+	writer *kafka.Writer
+	limits sizeLimits
+	// pipelineHdr and sourceHdr are the same on every message: made once, shared (kafka-go
+	// only reads them).
+	pipelineHdr, sourceHdr []byte
+}
+
+// Stats describes one pass.
+type Stats struct {
+	Pages        int                  // pages fetched
+	Fetched      int                  // records fetched
+	Produced     int                  // messages acknowledged by Kafka (records and dead letters)
+	Skipped      int                  // records already delivered (same id, updatedAt and content)
+	Invalid      int                  // invalid records sent to the dead-letter topic
+	Late         int                  // late records found by the lookback window
+	Deleted      int                  // records fetched as deletes and sent as tombstones (Config.Walk.DeletedField)
+	Batches      int                  // batches produced and committed
+	TieOverflows int                  // pages full of one timestamp that the API could not page through
+	Overflows    []source.TieOverflow // the first of them: where records may be missing
+	Resent       int                  // records sent again because the walk could not hold what it delivered
+	Cursor       time.Time            // last committed cursor
+	Duration     time.Duration
+}
+
+// NewWriter returns the Kafka writer for the data topic with the settings the guarantees rest
+// on: acks=all, Murmur2 partitioning (a key lands where a Java producer would put it), one
+// produce request per partition and sync batch where the bytes allow it, and a short linger
+// because every write is synchronous (the 1 s default would stall each batch).
+//
+// The writer has no topic of its own: each message names its topic, so the data and the dead
+// letters of a batch are acknowledged together before its cursor is committed.
+func NewWriter(client *kafka.Client, batchRecords int) *kafka.Writer {
+	return &kafka.Writer{
+		Addr:         client.Addr,
+		Transport:    client.Transport,
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		// A sync batch is BatchRecords plus less than one page: room for pages of up to 1000
+		// records keeps it one request (kafka-go preallocates this many slots per batch). Bytes
+		// fit the broker's default max.message.bytes; the Syncer sets them to what its topics
+		// accept (see size.go).
+		BatchSize:    max(batchRecords, 1) + 1000,
+		BatchBytes:   defaultBrokerMaxMessageBytes - recordBatchOverhead,
+		BatchTimeout: 2 * time.Millisecond,
+		MaxAttempts:  5,
+	}
+}
+
+// New validates cfg: it refuses anything that could let the cursor run ahead of the data.
+func New(cfg Config) (*Syncer, error) {
+	var errs []error
+	if cfg.Pipeline == "" {
+		errs = append(errs, errors.New("pipeline name is empty"))
+	}
+	if cfg.Topic == "" || cfg.Topic == cfg.DLQTopic {
+		errs = append(errs, fmt.Errorf("topic %q: must be set and differ from the dead-letter topic", cfg.Topic))
+	}
+	cfg.Walk.SkipInvalid = cfg.DLQTopic != ""
+	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.NewWriter == nil {
+		errs = append(errs, errors.New("source, store, codec and writer are required"))
+	}
+	var limits sizeLimits
+	if cfg.Source != nil {
+		var err error
+		if limits, err = newSizeLimits(&cfg, cfg.Source.URL()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var w *kafka.Writer
+	if cfg.NewWriter != nil {
+		w = cfg.NewWriter()
+		if w.RequiredAcks != kafka.RequireAll {
+			errs = append(errs, fmt.Errorf("writer RequiredAcks is %v: only acks=all (RequireAll) keeps the cursor behind acknowledged data", w.RequiredAcks))
+		}
+		if w.Completion != nil {
+			errs = append(errs, errors.New("writer has a Completion callback: the Syncer needs its own to track acknowledgements"))
+		}
+	}
+	if cfg.BatchRecords <= 0 {
+		cfg.BatchRecords = 1000
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 60 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	cfg.Observer = observerOrNop(cfg.Observer)
+	if cfg.Walk.Observer == nil {
+		cfg.Walk.Observer = cfg.Observer
+	}
+	if err := errors.Join(errs...); err != nil {
+		if w != nil {
+			w.Close()
+		}
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s.cfg.Walk.Fits = s.fits
+	s.writer = s.asyncWriter(w)
+	s.log.Info("largest message accepted", "bytes", limits.record, "from", limits.why, "writer_batch_bytes", limits.batchBytes)
+	return s, nil
+}
+
+// asyncWriter makes w enqueue without waiting and report every acknowledgement (or failure)
+// to the batch its messages belong to, so several batches can be in flight.
+func (s *Syncer) asyncWriter(w *kafka.Writer) *kafka.Writer {
+	w.Async = true
+	w.BatchBytes = int64(s.limits.batchBytes) // what the topics accept: see size.go
+	w.Completion = func(msgs []kafka.Message, err error) {
+		var b *batch
+		n := 0
+		for _, m := range msgs {
+			mb, _ := m.WriterData.(*batch)
+			if mb != b {
+				if b != nil {
+					b.complete(n, err)
+				}
+				b, n = mb, 0
+			}
+			n++
+		}
+		if b != nil {
+			b.complete(n, err)
+		}
+	}
+	return w
+}
+
+// Close closes the writer, waiting for anything it still has in flight.
+func (s *Syncer) Close() error { return s.writer.Close() }
+
+// pass is the state of one pass.
+type pass struct {
+	committed cursor.Cursor // what the store holds
+	stats     Stats
+	start     time.Time
+	progress  progress
+}
+
+// progress is what the progress reporter reads while the fetcher and the committer write it.
+type progress struct {
+	pages, fetched, produced atomic.Int64
+	remaining                atomic.Int64              // -1: the API never said
+	cursor                   atomic.Pointer[time.Time] // committed updatedAt
+}
+
+// batch is the unit of produce and commit: its messages, and the cursor position right after
+// them. Completion callbacks count its messages down; done closes when all are answered.
+type batch struct {
+	msgs  []kafka.Message
+	pos   cursor.Cursor
+	pages int // pages fetched up to this batch, for the logs
+
+	enqueued time.Time // when it was handed to the writer, for Observer.BatchAcked
+
+	mu        sync.Mutex
+	acked     time.Time // when its last acknowledgement arrived
+	remaining int
+	err       error
+	done      chan struct{}
+}
+
+func newBatch(msgs []kafka.Message, pos cursor.Cursor, pages int) *batch {
+	b := &batch{msgs: msgs, pos: pos, pages: pages, remaining: len(msgs), done: make(chan struct{})}
+	for i := range b.msgs {
+		b.msgs[i].WriterData = b
+	}
+	return b
+}
+
+func (b *batch) complete(n int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	if b.remaining -= n; b.remaining == 0 {
+		b.acked = time.Now()
+		close(b.done)
+	}
+}
+
+func (b *batch) result() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// Sync runs one pass: from the committed cursor until the API has nothing newer. It returns
+// the pass's stats and, on failure, an error wrapping one of the package's sentinels; the
+// committed cursor then covers exactly the batches that were acknowledged.
+//
+// Three stages overlap: a fetcher walks the API and cuts batches, this goroutine enqueues them
+// to Kafka (at most MaxInFlight unacknowledged), and a committer waits for each batch's
+// acknowledgements in order and commits its cursor. On a shutdown (ctx cancelled), an invalid
+// record or an API that gave up, what was fetched and validated before it is still produced
+// and committed (bounded by WriteTimeout), so the cursor stops just before the problem.
+func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
+	p := &pass{start: s.cfg.Clock()}
+	c, err := s.cfg.Store.Load(ctx, s.cfg.Pipeline)
+	switch {
+	case errors.Is(err, cursor.ErrNotFound):
+		c = cursor.Cursor{Pipeline: s.cfg.Pipeline, LastUpdatedAt: cursor.Start}
+		s.log.Info("no cursor committed yet, starting from the beginning", "since", cursor.FormatTime(c.LastUpdatedAt))
+	case err != nil:
+		err = fmt.Errorf("load cursor: %w", err)
+		s.cfg.Observer.PassFinished(err)
+		return p.stats, err
+	default:
+		if err := s.checkLoaded(c); err != nil {
+			err = fmt.Errorf("load cursor: %w", err)
+			s.cfg.Observer.PassFinished(err)
+			return p.stats, err
+		}
+		s.log.Info("loaded cursor", "last_updated_at", cursor.FormatTime(c.LastUpdatedAt), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq, "read_from", c.ReadFrom)
+	}
+	p.committed = c
+	p.stats.Cursor = c.LastUpdatedAt
+	p.progress.remaining.Store(-1)
+	p.progress.cursor.Store(&c.LastUpdatedAt)
+	if s.cfg.ProgressInterval > 0 {
+		done := make(chan struct{})
+		defer close(done)
+		go s.reportProgress(p, done)
+	}
+	if err == nil {
+		s.cfg.Observer.PassStarted(c.LastUpdatedAt)
+	} else {
+		s.cfg.Observer.PassStarted(time.Time{})
+	}
+	walk := source.NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, s.log)
+
+	abort := make(chan struct{}) // closed when producing failed: stop fetching
+	var abortOnce sync.Once
+	stop := func() { abortOnce.Do(func() { close(abort) }) }
+	batches := make(chan *batch, 1) // one batch fetched ahead
+	var fetchErr error
+	go func() {
+		defer close(batches)
+		fetchErr = s.fetch(ctx, walk, &p.progress, batches, abort)
+	}()
+	err = s.produce(ctx, p, batches, abort, stop)
+	stop()
+	for range batches { // let the fetcher see abort and end
+	}
+	if err == nil {
+		err = fetchErr
+	}
+
+	ws := walk.Stats()
+	p.stats.Pages, p.stats.Fetched, p.stats.Skipped, p.stats.TieOverflows = ws.Pages, ws.Fetched, ws.Skipped, ws.TieOverflows
+	p.stats.Invalid, p.stats.Late, p.stats.Deleted = ws.Invalid, ws.Late, ws.Deleted
+	p.stats.Overflows, p.stats.Resent = ws.Overflows, ws.Resent
+	if err == nil && ws.TieOverflows > 0 && !s.cfg.Walk.AcceptTieOverflow {
+		// Everything readable was delivered and committed; the hole is reported, not hidden.
+		err = &source.TieOverflowError{Overflows: ws.Overflows, Total: ws.TieOverflows}
+	}
+	p.stats.Duration = s.cfg.Clock().Sub(p.start)
+	s.log.Info("pass finished",
+		"records_produced", p.stats.Produced, "records_fetched", p.stats.Fetched, "records_skipped", p.stats.Skipped,
+		"pages", p.stats.Pages, "batches", p.stats.Batches, "tie_overflows", p.stats.TieOverflows,
+		"invalid", p.stats.Invalid, "late", p.stats.Late, "resent", p.stats.Resent, "deleted", p.stats.Deleted,
+		"cursor", cursor.FormatTime(p.committed.LastUpdatedAt), "duration", p.stats.Duration.Round(time.Millisecond),
+		"records_per_s", rate(p.stats.Produced, p.stats.Duration), "ok", err == nil)
+	s.cfg.Observer.PassFinished(err)
+	return p.stats, err
+}
+
+// checkLoaded refuses a committed cursor that a pass must not start from: one further in the
+// future than Walk.MaxFuture allows (the pass would skip every record until then and succeed),
+// or one whose Seq no commit could increase. Neither heals by retrying; the error says where the
+// cursor was read and how to replace it.
+func (s *Syncer) checkLoaded(c cursor.Cursor) error {
+	at := c.ReadFrom
+	if at == "" {
+		at = "the cursor store"
+	}
+	opt := s.cfg.Walk.WithDefaults() // the bound the pass's Walker applies to records
+	maxFuture := opt.MaxFuture
+	if t := opt.Now(); c.LastUpdatedAt.After(t.Add(maxFuture)) {
+		return fmt.Errorf("%w: pipeline %q: the cursor read at %s has last_updated_at %s, more than %s after now (%s): a pass would skip every record updated before it. Move it back with keysetsync cursor set --pipeline %s --to <time> (or cursor reset); if the source's times really are that far ahead, raise the allowed skew (--max-future)",
+			cursor.ErrFuture, s.cfg.Pipeline, at, cursor.FormatTime(c.LastUpdatedAt), maxFuture, cursor.FormatTime(t.Truncate(time.Second)), s.cfg.Pipeline)
+	}
+	if c.Seq >= cursor.MaxSeq {
+		return fmt.Errorf("%w: pipeline %q: the cursor read at %s has seq %d, the largest a cursor may have (2^53): no commit could follow it. Delete the pipeline's cursor (a tombstone, key %q) and set a new one with keysetsync cursor set",
+			cursor.ErrCorrupt, s.cfg.Pipeline, at, c.Seq, s.cfg.Pipeline)
+	}
+	return nil
+}
+
+// fetch walks the API and sends batches of at least BatchRecords records (the last one may be
+// smaller). It returns nil at the end of the pass, or the error that ended it after sending the
+// records validated before it.
+func (s *Syncer) fetch(ctx context.Context, walk *source.Walker, prog *progress, out chan<- *batch, abort <-chan struct{}) error {
+	var msgs []kafka.Message
+	for {
+		recs, err := walk.Next(ctx)
+		ws := walk.Stats()
+		prog.pages.Store(int64(ws.Pages))
+		prog.fetched.Store(int64(ws.Fetched))
+		// After fetched: a progress line that shows what remains counts what was fetched.
+		if n, ok := walk.Remaining(); ok {
+			prog.remaining.Store(n)
+		}
+		for _, r := range recs {
+			msgs = append(msgs, s.message(r))
+		}
+		if len(msgs) > 0 && (err != nil || len(msgs) >= s.cfg.BatchRecords) {
+			select {
+			case <-abort: // checked first: a select between two ready cases picks at random
+				return nil
+			default:
+			}
+			select {
+			case out <- newBatch(msgs, walk.Position(), walk.Stats().Pages):
+				msgs = nil
+			case <-abort:
+				return nil
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// produce enqueues each batch to Kafka, at most MaxInFlight unacknowledged at once, while the
+// committer commits their cursors in order. It returns the first produce or commit failure; then
+// it closes the writer, which waits for whatever kafka-go still has in flight, before the next
+// pass may write anything.
+func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, abort <-chan struct{}, stop func()) error {
+	wctx := context.WithoutCancel(ctx)
+	inflight := make(chan *batch, s.cfg.MaxInFlight-1)
+	committed := make(chan error, 1)
+	go func() { committed <- s.commitInOrder(wctx, p, inflight, stop) }()
+	for b := range batches {
+		select {
+		case inflight <- b: // blocks while MaxInFlight batches await their acknowledgement
+		case <-abort:
+		}
+		// After a failure nothing more is written: it could never be committed, only duplicated.
+		select {
+		case <-abort:
+			close(inflight)
+			return s.failed(<-committed)
+		default:
+		}
+		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", cursor.FormatTime(b.pos.LastUpdatedAt))
+		b.enqueued = time.Now()
+		if err := s.writer.WriteMessages(wctx, b.msgs...); err != nil {
+			b.complete(b.remaining, err) // refused before anything was enqueued
+		}
+	}
+	close(inflight)
+	return s.failed(<-committed)
+}
+
+// failed swaps the writer after a failure: closing it waits for every batch kafka-go still
+// retries in the background, so none of them can land after a later cursor commit.
+func (s *Syncer) failed(err error) error {
+	if err == nil || !(errors.Is(err, ErrProduce) || errors.Is(err, ErrCommit)) {
+		return err
+	}
+	start := s.cfg.Clock()
+	cerr := s.writer.Close()
+	s.writer = s.asyncWriter(s.cfg.NewWriter())
+	s.log.Warn("pass failed; closed the writer once its in-flight batches ended", "waited", s.cfg.Clock().Sub(start).Round(time.Millisecond), "close_err", cerr)
+	return err
+}
+
+// commitInOrder waits for each batch's acknowledgements, in the order the batches were
+// enqueued, and commits the cursor after it: a cursor is committed only when its batch and
+// every earlier one were acknowledged. After the first failure it commits nothing more and
+// only drains.
+func (s *Syncer) commitInOrder(ctx context.Context, p *pass, inflight <-chan *batch, stop func()) error {
+	var failure error
+	for b := range inflight {
+		if failure != nil {
+			continue
+		}
+		upTo := cursor.FormatTime(b.pos.LastUpdatedAt)
+		t := time.NewTimer(s.cfg.WriteTimeout)
+		select {
+		case <-b.done:
+			t.Stop()
+		case <-t.C:
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: not acknowledged within %s: %w", ErrProduce, len(b.msgs), upTo, s.cfg.WriteTimeout, context.DeadlineExceeded)
+			s.cfg.Observer.ProduceFailed(true)
+			stop()
+			continue
+		}
+		if err := b.result(); err != nil {
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, len(b.msgs), upTo, err)
+			s.cfg.Observer.ProduceFailed(IsRetryable(err))
+			stop()
+			continue
+		}
+		s.observeAck(b)
+		s.log.Debug("batch acknowledged, committing cursor", "records", len(b.msgs), "up_to", upTo)
+		if err := s.commit(ctx, p, b); err != nil {
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, len(b.msgs), upTo, err)
+			stop()
+		}
+	}
+	return failure
+}
+
+func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	n := len(b.msgs)
+	next := b.pos // the position's fields; the rest carries on from the committed cursor
+	next.Pipeline = s.cfg.Pipeline
+	next.Seq = p.committed.Seq + 1
+	if next.Seq <= p.committed.Seq || next.Seq > cursor.MaxSeq {
+		// checkLoaded refuses such a cursor; this keeps a commit from ever not increasing Seq.
+		return fmt.Errorf("%w: seq %d cannot be increased", cursor.ErrCorrupt, p.committed.Seq)
+	}
+	next.Records = p.committed.Records + int64(n)
+	next.CommittedAt = s.cfg.Clock() // next is the Walker's position: it carries no ReadFrom of the loaded cursor
+	start := time.Now()
+	if err := s.cfg.Store.Commit(ctx, next); err != nil {
+		return err
+	}
+	s.cfg.Observer.CursorCommitted(next.LastUpdatedAt, time.Since(start))
+	p.committed = next
+	p.stats.Produced += n
+	p.stats.Batches++
+	p.stats.Cursor = next.LastUpdatedAt
+	p.progress.produced.Store(int64(p.stats.Produced))
+	p.progress.cursor.Store(&next.LastUpdatedAt)
+	s.log.Info("batch committed", "records", n, "records_total", p.stats.Produced, "pages", b.pages,
+		"cursor", cursor.FormatTime(next.LastUpdatedAt), "delivered_at_cursor", len(next.Delivered),
+		"records_per_s", rate(p.stats.Produced, s.cfg.Clock().Sub(p.start)))
+	return nil
+}
+
+// reportProgress logs a progress line every ProgressInterval until done: what the pass did so
+// far, its rates over the last interval, and, when the API says how many records remain, an
+// estimate of the time left at the pass's fetch rate so far.
+func (s *Syncer) reportProgress(p *pass, done <-chan struct{}) {
+	t := time.NewTicker(s.cfg.ProgressInterval)
+	defer t.Stop()
+	last, lastFetched, lastProduced := s.cfg.Clock(), int64(0), int64(0)
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Clock()
+		fetched, produced := p.progress.fetched.Load(), p.progress.produced.Load()
+		d := now.Sub(last)
+		fetchRate, produceRate := rate(int(fetched-lastFetched), d), rate(int(produced-lastProduced), d)
+		attrs := []any{"pages", p.progress.pages.Load(), "records_fetched", fetched, "records_produced", produced,
+			"records_per_s", produceRate, "fetched_per_s", fetchRate,
+			"cursor", cursor.FormatTime(*p.progress.cursor.Load()), "elapsed", now.Sub(p.start).Round(time.Second)}
+		// The estimate uses the pass's average fetch rate: steadier than one interval's.
+		if n := p.progress.remaining.Load(); n >= 0 {
+			attrs = append(attrs, "records_remaining", n)
+			if elapsed := now.Sub(p.start); fetched > 0 && elapsed > 0 {
+				attrs = append(attrs, "eta", time.Duration(float64(n)/float64(fetched)*float64(elapsed)).Round(time.Second))
+			}
+		}
+		s.log.Info("progress", attrs...)
+		last, lastFetched, lastProduced = now, fetched, produced
+	}
+}
+
+// observeAck tells the Observer about an acknowledged batch, its dead letters apart.
+func (s *Syncer) observeAck(b *batch) {
+	dead := 0
+	if s.cfg.DLQTopic != "" {
+		for i := range b.msgs {
+			if b.msgs[i].Topic == s.cfg.DLQTopic {
+				dead++
+			}
+		}
+	}
+	s.cfg.Observer.BatchAcked(len(b.msgs)-dead, dead, b.acked.Sub(b.enqueued))
+}
+
+func (s *Syncer) message(r source.Record) kafka.Message {
+	if r.Invalid != nil {
+		return s.deadLetter(r)
+	}
+	value := r.Value // nil for a delete: a tombstone
+	if len(s.cfg.ValuePrefix) > 0 && !r.Deleted {
+		value = append(append(make([]byte, 0, len(s.cfg.ValuePrefix)+len(r.Value)), s.cfg.ValuePrefix...), r.Value...)
+	}
+	return kafka.Message{
+		Topic: s.cfg.Topic,
+		Key:   []byte(r.ID),
+		Value: value,
+		Headers: []kafka.Header{
+			{Key: HeaderPipeline, Value: s.pipelineHdr},
+			{Key: HeaderSource, Value: s.sourceHdr},
+			{Key: HeaderUpdatedAt, Value: r.UpdatedAt.UTC().AppendFormat(make([]byte, 0, len(time.RFC3339Nano)), time.RFC3339Nano)},
+		},
+	}
+}
+
+// deadLetter is the message for an invalid record: its original JSON, keyed by its id when it
+// has one, with headers that say why, where from and when.
+func (s *Syncer) deadLetter(r source.Record) kafka.Message {
+	s.log.Warn("invalid record sent to the dead-letter topic", "topic", s.cfg.DLQTopic, "err", r.Invalid)
+	var key []byte
+	if r.Invalid.ID != "" {
+		key = []byte(r.Invalid.ID)
+	}
+	m := kafka.Message{
+		Topic: s.cfg.DLQTopic,
+		Key:   key,
+		Value: []byte(r.Raw),
+		Headers: []kafka.Header{
+			{Key: HeaderPipeline, Value: []byte(s.cfg.Pipeline)},
+			{Key: HeaderSource, Value: []byte(s.cfg.Source.URL())},
+			{Key: HeaderURL, Value: []byte(r.URL)},
+			{Key: HeaderError, Value: []byte(r.Invalid.Error())},
+			{Key: HeaderField, Value: []byte(r.Invalid.Field)},
+			{Key: HeaderPage, Value: []byte(strconv.Itoa(r.Page))},
+			{Key: HeaderIndex, Value: []byte(strconv.Itoa(r.Index))},
+			{Key: HeaderFailedAt, Value: []byte(s.cfg.Clock().UTC().Format(time.RFC3339Nano))},
+		},
+	}
+	// An invalid record may be one too large for the topics: its dead letter is cut to fit
+	// rather than fail its batch on every pass.
+	if fit(&m, s.limits.batchBytes); len(m.Value) < len(r.Raw) {
+		s.log.Warn("dead letter cut to fit the topic", "topic", s.cfg.DLQTopic, "page", r.Page, "index", r.Index, "original_bytes", len(r.Raw), "kept_bytes", len(m.Value), "limit", s.limits.batchBytes)
+	}
+	return m
+}
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(int(float64(n)/d.Seconds()*10)) / 10
+}

@@ -1,0 +1,95 @@
+package source_test
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/sourcetest"
+	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/source"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const okPage = `{"data":[{"id":"a","updatedAt":"2024-01-01T00:00:00Z"}],"scroll_param":null}`
+
+func TestSourceRetriesWhatCanSucceed(t *testing.T) {
+	cases := []struct {
+		name    string
+		answers []sourcetest.Answer
+		tries   int
+	}{
+		{"5xx then ok", []sourcetest.Answer{{Status: 500, Body: `{"error":"boom"}`}, {Status: 503, Body: "unavailable"}, {Status: 200, Body: okPage}}, 3},
+		{"429 with Retry-After then ok", []sourcetest.Answer{{Status: 429, Body: `{"error":"slow down"}`, Header: map[string]string{"Retry-After": "1"}}, {Status: 200, Body: okPage}}, 2},
+		{"408 then ok", []sourcetest.Answer{{Status: 408}, {Status: 200, Body: okPage}}, 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := &sourcetest.Scripted{Answers: c.answers}
+			p, err := sourcetest.NewSource(t, h, 5).Fetch(t.Context(), 1, source.Query{Since: cursor.Start})
+			require.NoError(t, err)
+			assert.Equal(t, 1, p.Len())
+			assert.Len(t, h.Requests(), c.tries)
+		})
+	}
+}
+
+func TestSourceErrorsNameWhatWentWrong(t *testing.T) {
+	cases := []struct {
+		name      string
+		answer    sourcetest.Answer
+		is        error
+		tries     int
+		msg       []string
+		retryable bool
+	}{
+		{"server error after every attempt", sourcetest.Answer{Status: 500, Body: `{"error":"database down"}`}, source.ErrAPI, 3,
+			[]string{"page 7", "HTTP 500", "database down", "after 3 of 3 attempts"}, true},
+		{"bad request is not retried", sourcetest.Answer{Status: 400, Body: `{"error":"Cannot use both updated_since and scroll_param"}`}, source.ErrAPI, 1,
+			[]string{"page 7", "HTTP 400", "Cannot use both", "after 1 of 3 attempts"}, false},
+		{"not JSON", sourcetest.Answer{Status: 200, Body: `<html>`}, source.ErrBadPage, 1, []string{"page 7", "body is not a page"}, false},
+		{"no data array", sourcetest.Answer{Status: 200, Body: `{"items":[]}`}, source.ErrBadPage, 1, []string{"page 7", `no "data" array`}, false},
+		{"scroll_param an object", sourcetest.Answer{Status: 200, Body: `{"data":[],"scroll_param":{"a":1}}`}, source.ErrBadPage, 1, []string{"page 7", `next token at "scroll_param"`, "want a string, a number, a boolean or null"}, false},
+		{"truncated body", sourcetest.Answer{Status: 200, Body: `{"data":[{"id":"a"`}, source.ErrBadPage, 1, []string{"page 7", "unexpected end of JSON"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := &sourcetest.Scripted{Answers: []sourcetest.Answer{c.answer}}
+			_, err := sourcetest.NewSource(t, h, 3).Fetch(t.Context(), 7, source.Query{Since: cursor.Start})
+			require.ErrorIs(t, err, c.is)
+			for _, m := range c.msg {
+				assert.Contains(t, err.Error(), m)
+			}
+			assert.Len(t, h.Requests(), c.tries)
+			assert.Equal(t, c.retryable, retry.IsRetryable(err))
+		})
+	}
+}
+
+func TestSourceRefusesAnOversizedPage(t *testing.T) {
+	big := `{"data":[{"id":"` + strings.Repeat("x", 2000) + `","updatedAt":"2024-01-01T00:00:00Z"}],"scroll_param":null}`
+	srv := httptest.NewServer(&sourcetest.Scripted{Answers: []sourcetest.Answer{{Status: 200, Body: big}}})
+	t.Cleanup(srv.Close)
+	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, MaxPageBytes: 1000})
+	require.NoError(t, err)
+	_, err = src.Fetch(t.Context(), 2, source.Query{Since: cursor.Start})
+	require.ErrorIs(t, err, source.ErrBadPage)
+	assert.Contains(t, err.Error(), "larger than the limit of 1000 bytes")
+}
+
+func TestSourceSendsTheContractsParameters(t *testing.T) {
+	h := &sourcetest.Scripted{Answers: []sourcetest.Answer{{Status: 200, Body: okPage}}}
+	src := sourcetest.NewSource(t, h, 1)
+	_, err := src.Fetch(t.Context(), 1, source.Query{Since: time.Date(2024, 1, 15, 10, 30, 0, 0, time.UTC)})
+	require.NoError(t, err)
+	tok := "MjAyNC0wMS0xNVQxMDozMDowMFo="
+	_, err = src.Fetch(t.Context(), 2, source.Query{Token: &tok})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"updated_since=2024-01-15T10%3A30%3A00Z", "scroll_param=MjAyNC0wMS0xNVQxMDozMDowMFo%3D"}, h.Requests())
+}
+
+// badPipeline runs one pass of a Syncer over scripted pages into kfake and returns the error
+// and the cursor it left.
