@@ -189,8 +189,10 @@ if [ -n "${BENCH_REF:-}" ]; then
   git archive "$rev" | tar -x -C "$SRC"
   rm -rf "$SRC/bench"
   cp -r bench "$SRC/bench"
-  cp producer/bench_test.go "$SRC/producer/"
-  cp avro/bench_test.go "$SRC/avro/"
+  # The benchmark files where the exported tree has their package (an older tree keeps its own).
+  for f in pipeline/bench_test.go source/bench_test.go avro/bench_test.go; do
+    if [ -d "$SRC/$(dirname "$f")" ]; then cp "$f" "$SRC/$f"; fi
+  done
   GIT_DESC="$(git rev-parse --short "$rev") ($BENCH_REF, committed tree)"
 else
   GIT_DESC="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . ':!bench' ':!BENCHMARKS.md' ':!*/bench_test.go' 2>/dev/null || echo ' + uncommitted changes (work tree)')"
@@ -449,9 +451,9 @@ fi
 if [ "$PROFILE" = 1 ]; then
   say "profile: one pass of $PROFILE_RECORDS records, page $PROFILE_PAGE (BenchmarkSyncPass, real broker, playground process)"
   start_playground "$PROFILE_RECORDS" "$PROFILE_PAGE"
-  (cd "$SRC" && go test -c -o "$OUT/bin/producer.test" ./producer/)
+  (cd "$SRC" && go test -c -o "$OUT/bin/pipeline.test" ./pipeline/)
   (cd "$OUT" && KEYSETSYNC_BENCH_API_URL="$PG_URL" KEYSETSYNC_BENCH_BROKERS="$BROKERS" \
-    timeout -k 10 "$STEP_TIMEOUT" "$OUT/bin/producer.test" -test.run '^$' -test.bench '^BenchmarkSyncPass$' \
+    timeout -k 10 "$STEP_TIMEOUT" "$OUT/bin/pipeline.test" -test.run '^$' -test.bench '^BenchmarkSyncPass$' \
     -test.benchtime 1x -test.benchmem -test.cpuprofile "$OUT/cpu.prof" >"$OUT/logs/profile-bench.log" 2>&1) || {
     cat "$OUT/logs/profile-bench.log" >&2
     ks_die "profiling run failed"
@@ -465,27 +467,27 @@ if [ "$PROFILE" = 1 ]; then
       "goavro=github.com/linkedin/goavro" \
       "avro.Codec.Append (incl. building the map)=avro\.\(\*Codec\)\.Append" \
       "encoding/json (all)=^encoding/json\." \
-      "producer.DecodeUser=producer\.DecodeUser" \
-      "Source.fetchOnce (HTTP + envelope)=producer\.\(\*Source\)\.fetchOnce" \
+      "source.DecodeUser=source\.DecodeUser" \
+      "Source.fetchOnce (HTTP + envelope)=source\.\(\*Source\)\.fetchOnce" \
       "net/http=^net/http\." \
       "time (parse/format)=^time\.(Parse|parse|Time\.Format|Time\.AppendFormat)" \
-      "producer.fingerprint=producer\.fingerprint" \
-      "Syncer.message (build messages)=producer\.\(\*Syncer\)\.message" \
+      "source.fingerprint=source\.fingerprint" \
+      "Pipeline.message (build messages)=pipeline\.\(\*Pipeline\)\.message" \
       "kafka-go=segmentio/kafka-go" \
       "runtime.mallocgc=runtime\.mallocgc" \
       "GC background workers=runtime\.gcBgMarkWorker" \
       "syscalls=^syscall\.|^internal/runtime/syscall"; do
       name="${cat%%=*}" re="${cat#*=}"
-      pct="$(go tool pprof -top -focus="$re" "$OUT/bin/producer.test" "$OUT/cpu.prof" 2>/dev/null |
+      pct="$(go tool pprof -top -focus="$re" "$OUT/bin/pipeline.test" "$OUT/cpu.prof" 2>/dev/null |
         sed -n 's/.*Showing nodes accounting for [^,]*, \([0-9.]*%\) of \(.*\) total.*/\1 of \2/p' | head -n1)"
       printf '%-45s %s\n' "$name" "${pct:-0%}"
     done
     echo
     echo "## top 30 functions by flat CPU"
-    go tool pprof -top -nodecount 30 "$OUT/bin/producer.test" "$OUT/cpu.prof" 2>/dev/null
+    go tool pprof -top -nodecount 30 "$OUT/bin/pipeline.test" "$OUT/cpu.prof" 2>/dev/null
     echo
     echo "## top 30 by cumulative CPU"
-    go tool pprof -top -cum -nodecount 30 "$OUT/bin/producer.test" "$OUT/cpu.prof" 2>/dev/null
+    go tool pprof -top -cum -nodecount 30 "$OUT/bin/pipeline.test" "$OUT/cpu.prof" 2>/dev/null
   } >"$OUT/profile.txt"
   say "profile summary in $OUT/profile.txt (go tool pprof -http=127.0.0.1:0 $OUT/bin/producer.test $OUT/cpu.prof)"
 fi

@@ -108,7 +108,7 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 	}
 }
 
-// tieOverflow is what Syncer.Sync returns after a pass whose walk overflowed, as once wraps it.
+// tieOverflow is what Pipeline.Sync returns after a pass whose walk overflowed, as once wraps it.
 var tieOverflow = fmt.Errorf("pipeline %q: %w", "p1", &source.TieOverflowError{
 	Overflows: []source.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 5, 0, time.UTC), Page: 3, PageSize: 50, Delivered: 50}}, Total: 1})
 

@@ -1,6 +1,6 @@
 package pipeline_test
 
-// Benchmark of a whole pass (Walker + Syncer + Kafka); the source side alone is benchmarked in
+// Benchmark of a whole pass (Walker + Pipeline + Kafka); the source side alone is benchmarked in
 // package source. It reports ns/record and allocs/record so numbers
 // compare across page sizes. They are short enough for CI (-benchtime 100x).
 //
@@ -100,7 +100,7 @@ func BenchmarkSyncPass(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := s.Sync(ctx)
+		st, err := s.Pass(ctx)
 		s.Close()
 		if err != nil {
 			b.Fatal(err)

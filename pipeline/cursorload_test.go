@@ -41,7 +41,7 @@ func TestSyncRefusesACursorItCannotStartFrom(t *testing.T) {
 			sp := newScriptedPipeline(t, []sourcetest.Answer{sourcetest.Page("", sourcetest.Rec("a", "2025-01-01T23:30:00Z"))},
 				scriptedOptions{walk: source.WalkOptions{MaxFuture: c.maxFuture, Now: func() time.Time { return now }}})
 			require.NoError(t, sp.store.Commit(t.Context(), cursor.Cursor{Pipeline: "p", LastUpdatedAt: c.at, Seq: c.seq}))
-			_, err := sp.syncer.Sync(t.Context())
+			_, err := sp.pipeline.Pass(t.Context())
 			if c.err == nil {
 				require.NoError(t, err)
 				got, err := sp.store.Load(t.Context(), "p")

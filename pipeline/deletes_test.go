@@ -49,12 +49,12 @@ func TestDeletedRecordsBecomeTombstones(t *testing.T) {
 	}
 	sp := newScriptedPipeline(t, pages, scriptedOptions{walk: source.WalkOptions{DeletedField: source.Path{"deletedAt"}}})
 
-	st, err := sp.syncer.Sync(t.Context())
+	st, err := sp.pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, st.Deleted)
 	assert.Equal(t, []sent{{"a", false, t1}, {"b", true, t2}, {"c", false, t2}, {"e", false, t2}}, sentMessages(t, sp))
 
-	st, err = sp.syncer.Sync(t.Context())
+	st, err = sp.pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 3, st.Skipped, "a delete already sent is skipped like any record")
 	assert.Equal(t, 1, st.Deleted)
@@ -64,7 +64,7 @@ func TestDeletedRecordsBecomeTombstones(t *testing.T) {
 	assert.Equal(t, "deleted", c.Delivered["a"], "the cursor fingerprints a delete with its marker")
 	assert.NotEqual(t, "deleted", c.Delivered["b"])
 
-	st, err = sp.syncer.Sync(t.Context())
+	st, err = sp.pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, st.Produced)
 	assert.Equal(t, []sent{
@@ -76,7 +76,7 @@ func TestDeletedRecordsBecomeTombstones(t *testing.T) {
 
 func TestDeletedFieldIsIgnoredWhenNotConfigured(t *testing.T) {
 	sp := newScriptedPipeline(t, []sourcetest.Answer{sourcetest.Page("", del("a", "2024-01-01T00:00:01Z", "true"))}, scriptedOptions{})
-	st, err := sp.syncer.Sync(t.Context())
+	st, err := sp.pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, st.Deleted)
 	assert.Equal(t, []sent{{"a", false, "2024-01-01T00:00:01Z"}}, sentMessages(t, sp))
@@ -87,7 +87,7 @@ func TestAnUnclearDeleteMarkIsInvalid(t *testing.T) {
 		t.Run(mark, func(t *testing.T) {
 			pages := []sourcetest.Answer{sourcetest.Page("", sourcetest.Rec("a", "2024-01-01T00:00:01Z"), del("b", "2024-01-01T00:00:02Z", mark))}
 			sp := newScriptedPipeline(t, pages, scriptedOptions{walk: source.WalkOptions{DeletedField: source.Path{"deletedAt"}}})
-			_, err := sp.syncer.Sync(t.Context())
+			_, err := sp.pipeline.Pass(t.Context())
 			require.ErrorIs(t, err, source.ErrInvalidRecord)
 			for _, m := range []string{"page 1, record 1", `(id "b")`, "field deletedAt", "want a boolean, a string"} {
 				assert.Contains(t, err.Error(), m)
@@ -104,7 +104,7 @@ func TestDeletesOnTheSlowDecodePath(t *testing.T) {
 	// with a dead-letter topic the pass goes on and the delete still becomes a tombstone.
 	pages := []sourcetest.Answer{sourcetest.Page("", `{"id":"x","name":5,"updatedAt":"2024-01-01T00:00:01Z"}`, del("b", "2024-01-01T00:00:02Z", "true"))}
 	sp := newScriptedPipeline(t, pages, scriptedOptions{dlq: true, walk: source.WalkOptions{DeletedField: source.Path{"deletedAt"}}})
-	st, err := sp.syncer.Sync(t.Context())
+	st, err := sp.pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, st.Invalid)
 	assert.Equal(t, []sent{{"b", true, "2024-01-01T00:00:02Z"}}, sentMessages(t, sp))

@@ -78,14 +78,14 @@ func TestCursorStaysBounded(t *testing.T) {
 				now = func() time.Time { return c.now }
 			}
 			p := keysettest.NewPipeline(t, api, source.WalkOptions{Lookback: c.lookback, Now: now}, 1000)
-			st, err := p.Syncer.Sync(t.Context())
+			st, err := p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			assert.Equal(t, len(api.Snapshot()), st.Produced, "one pass, each record once")
 			assert.Zero(t, st.Resent)
 			p.RequireInSync(t)
 			assert.LessOrEqual(t, p.Store.Max, cursor.MaxBytes, "the largest cursor committed")
 
-			st, err = p.Syncer.Sync(t.Context())
+			st, err = p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			c.second(t, st)
 			p.RequireInSync(t)
@@ -103,7 +103,7 @@ func TestRestartInsideASettledTieResumesFromItsPosition(t *testing.T) {
 	api.Put(keysettest.Record{ID: "later", UpdatedAt: t0.Add(time.Second), Name: "v1"})
 	p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 1000)
 	p.Store.FailAfter = 5
-	_, err := p.Syncer.Sync(t.Context())
+	_, err := p.Pipeline.Pass(t.Context())
 	require.ErrorIs(t, err, pipeline.ErrCommit)
 	c, err := p.Store.Load(t.Context(), "p")
 	require.NoError(t, err)
@@ -113,7 +113,7 @@ func TestRestartInsideASettledTieResumesFromItsPosition(t *testing.T) {
 
 	p.Store.FailAfter = 0
 	before := len(api.Requests())
-	st, err := p.Syncer.Sync(t.Context())
+	st, err := p.Pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	first := api.Requests()[before].Query
 	assert.Equal(t, url.Values{"updated_since": {"2024-05-01T08:00:00Z"}, "after_id": {c.LastID}}, first, "the pass goes on from the cursor's position")
@@ -171,7 +171,7 @@ func TestSameSecondChangeBehindThePosition(t *testing.T) {
 			})
 			// The clock says t0 is now: the tie is live.
 			p := keysettest.NewPipeline(t, api, source.WalkOptions{Now: func() time.Time { return t0 }}, 100)
-			_, err := p.Syncer.Sync(t.Context())
+			_, err := p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			got, _ := p.Latest(t)
 			require.Contains(t, got, "late", "the pass moved on past t0")
@@ -189,14 +189,14 @@ func TestCompoundTokenThroughATieAtTheCursor(t *testing.T) {
 	api := keysettest.New(t, 50, false, keysettest.Compound)
 	api.Tie("t", t0, 150)
 	p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 100)
-	st, err := p.Syncer.Sync(t.Context())
+	st, err := p.Pipeline.Pass(t.Context())
 	require.NoError(t, err, "a token that goes on inside the tie loses nothing")
 	assert.Zero(t, st.TieOverflows)
 	assert.Equal(t, 150, st.Produced)
 
 	api.Put(keysettest.Record{ID: "newer", UpdatedAt: t0.Add(time.Second), Name: "v1"})
 	for range 2 {
-		st, err = p.Syncer.Sync(t.Context())
+		st, err = p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 	}
 	p.RequireInSync(t)
@@ -212,7 +212,7 @@ func TestLookbackFinerThanTheAPI(t *testing.T) {
 	}
 	p := keysettest.NewPipeline(t, api, source.WalkOptions{Lookback: 1500 * time.Millisecond}, 100)
 	for range 3 {
-		_, err := p.Syncer.Sync(t.Context())
+		_, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 	}
 	p.RequireInSync(t)

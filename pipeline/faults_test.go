@@ -32,7 +32,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	"github.com/keysetsync/keysetsync/internal/synctest"
+	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
@@ -63,10 +63,10 @@ type fiOptions struct {
 	maxInFlight int
 }
 
-func fiPipeline(t *testing.T, tg kafkatest.Target, o fiOptions) (*synctest.Pipeline, *fiClock) {
+func fiPipeline(t *testing.T, tg kafkatest.Target, o fiOptions) (*pipelinetest.Env, *fiClock) {
 	clock := &fiClock{}
 	clock.unix.Store(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).Unix())
-	p := synctest.New(t, tg, synctest.Options{
+	p := pipelinetest.New(t, tg, pipelinetest.Options{
 		Playground:   playground.Config{Records: fiRecords, PageSize: fiPage, Seed: 31, Clock: clock.now},
 		BatchRecords: fiBatch, Partitions: o.partitions, MaxInFlight: o.maxInFlight,
 	})
@@ -76,7 +76,7 @@ func fiPipeline(t *testing.T, tg kafkatest.Target, o fiOptions) (*synctest.Pipel
 // fiChange updates `updates` random records and inserts `inserts` new ones, at most 25 per
 // second of the playground's clock, and returns how many distinct ids changed: the messages the
 // next successful pass sends.
-func fiChange(p *synctest.Pipeline, clock *fiClock, updates, inserts int) int {
+func fiChange(p *pipelinetest.Env, clock *fiClock, updates, inserts int) int {
 	ids := map[string]bool{}
 	for updates > 0 || inserts > 0 {
 		clock.unix.Add(1)
@@ -184,7 +184,7 @@ type fiState struct {
 	hasCur   bool
 }
 
-func fiRead(t *testing.T, p *synctest.Pipeline) fiState {
+func fiRead(t *testing.T, p *pipelinetest.Env) fiState {
 	t.Helper()
 	st := fiState{ids: map[string]int{}}
 	for _, m := range kafkatest.ReadAll(t, p.Target, p.Topic) {
@@ -209,7 +209,7 @@ func fiRead(t *testing.T, p *synctest.Pipeline) fiState {
 // requireCursorBehindData checks that every API record the cursor covers is in the topic and
 // that the cursor counts exactly those. It returns the ids the cursor covers and the ids in the
 // topic it does not cover.
-func requireCursorBehindData(t *testing.T, p *synctest.Pipeline, st fiState) (covered map[string]bool, uncovered []string) {
+func requireCursorBehindData(t *testing.T, p *pipelinetest.Env, st fiState) (covered map[string]bool, uncovered []string) {
 	t.Helper()
 	covered = map[string]bool{}
 	if st.hasCur {
@@ -241,7 +241,7 @@ type fiFaultLog struct {
 
 // TestProduceFaults injects one Kafka error per case into the produce requests of the data topic
 // or of the cursor topic, after okRequests of them went through, with one batch in flight and
-// with the Syncer's pipelining (several batches in flight).
+// with the pipeline's pipelining (several batches in flight).
 func TestProduceFaults(t *testing.T) {
 	type outcome int
 	const (
@@ -306,7 +306,7 @@ func TestProduceFaults(t *testing.T) {
 					},
 				})
 				start := time.Now()
-				st1, err := p.Syncer.Sync(t.Context())
+				st1, err := p.Pipeline.Pass(t.Context())
 				took := time.Since(start)
 				hits := h.Hits()
 				h.Remove()
@@ -383,7 +383,7 @@ func TestProduceFaults(t *testing.T) {
 				assert.LessOrEqual(t, beyond-landed, inFlight*fiBatchMax, "acknowledged but uncommitted: at most %d batches", inFlight)
 
 				// Recovery: the fault is gone; the next pass resumes from the committed cursor.
-				_, err = p.Syncer.Sync(t.Context())
+				_, err = p.Pipeline.Pass(t.Context())
 				require.NoError(t, err)
 				p.RequireInSync(t)
 				_, n := p.Latest(t)
@@ -400,12 +400,12 @@ func TestProduceFaults(t *testing.T) {
 // --retry-timeout; every failed pass must be retryable. It returns the errors of the failed
 // passes and how many messages they wrote that their cursor does not cover (what the next pass
 // re-sends).
-func fiSyncUntilOK(t *testing.T, p *synctest.Pipeline, maxPasses int) (failed []error, beyond int) {
+func fiSyncUntilOK(t *testing.T, p *pipelinetest.Env, maxPasses int) (failed []error, beyond int) {
 	t.Helper()
 	before := fiRead(t, p)
 	for i := 1; i <= maxPasses; i++ {
 		start := time.Now()
-		st, err := p.Syncer.Sync(t.Context())
+		st, err := p.Pipeline.Pass(t.Context())
 		require.Zero(t, st.TieOverflows, "the test must not make ties wider than a page")
 		if err == nil {
 			return failed, beyond
@@ -453,12 +453,12 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 		name string
 		// during installs controls before the first pass; between runs after it, before the
 		// API changes and the second pass.
-		during  func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline)
-		between func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline)
+		during  func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env)
+		between func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env)
 	}{
 		{
 			name: "every leader moved between passes",
-			between: func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline) {
+			between: func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env) {
 				for part := int32(0); part < partitions; part++ {
 					require.NoError(t, c.MoveTopicPartition(p.Topic, part, other(c.LeaderFor(p.Topic, part))))
 				}
@@ -467,13 +467,13 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 		},
 		{
 			name: "leaders shuffled between passes",
-			between: func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline) {
+			between: func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env) {
 				c.ShufflePartitionLeaders()
 			},
 		},
 		{
 			name: "leader of the partition being written moved mid-pass",
-			during: func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline) {
+			during: func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env) {
 				fiControlNth(c, p.Topic, []int{4, 10}, func(n int, r *kmsg.ProduceRequest) {
 					for _, tp := range r.Topics {
 						for _, pp := range tp.Partitions {
@@ -486,20 +486,20 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 		},
 		{
 			name: "all leaders shuffled mid-pass",
-			during: func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline) {
+			during: func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env) {
 				fiControlNth(c, p.Topic, []int{3, 8}, func(int, *kmsg.ProduceRequest) { c.ShufflePartitionLeaders() })
 			},
 		},
 		{
 			name: "the broker being written removed mid-pass, then added back with its id",
-			during: func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline) {
+			during: func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env) {
 				fiControlNth(c, p.Topic, []int{4}, func(int, *kmsg.ProduceRequest) {
 					node := c.CurrentNode()
 					assert.NoError(t, c.RemoveNode(node))
 					t.Logf("node %d removed", node)
 				})
 			},
-			between: func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline) {
+			between: func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env) {
 				for node := int32(0); node < brokers; node++ {
 					if _, port, err := c.AddNode(node, 0); err == nil {
 						t.Logf("node %d added back on port %d", node, port)
@@ -509,7 +509,7 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 		},
 		{
 			name: "a broker removed between passes, a new one added mid-pass",
-			between: func(t *testing.T, c *kfake.Cluster, p *synctest.Pipeline) {
+			between: func(t *testing.T, c *kfake.Cluster, p *pipelinetest.Env) {
 				node := c.LeaderFor(p.Topic, 0)
 				require.NoError(t, c.RemoveNode(node))
 				t.Logf("node %d removed", node)
@@ -600,7 +600,7 @@ func fiHoldProduce(t *testing.T, c *kfake.Cluster, topic string, holdAt int, onN
 	return h
 }
 
-// fiLogWriter sends a Syncer's log lines to the test log and keeps them.
+// fiLogWriter sends a Pipeline's log lines to the test log and keeps them.
 type fiLogWriter struct {
 	t     *testing.T
 	mu    sync.Mutex
@@ -615,8 +615,8 @@ func (w *fiLogWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// fiWriteTimeout is the Syncer's WriteTimeout in TestProduceHangingPastWriteTimeout: the bound
-// under test, which the held batch always exceeds because the test holds it until the Syncer
+// fiWriteTimeout is the pipeline's WriteTimeout in TestProduceHangingPastWriteTimeout: the bound
+// under test, which the held batch always exceeds because the test holds it until the pipeline
 // gave up on it. Every other batch must be acknowledged and committed within it, so it is far
 // above what a kfake write takes under -race on a loaded machine: tens of milliseconds, up to
 // about 400 ms with GOMAXPROCS=1 beside a busy loop (the test logs the slowest). The 300 ms it
@@ -626,7 +626,7 @@ const fiWriteTimeout = 5 * time.Second
 // fiGiveUp is the data writer's transport in TestProduceHangingPastWriteTimeout: kafka-go's own,
 // except that giveUp makes every produce to topic then in flight return context.DeadlineExceeded
 // at once, as kafka-go's per-request timeout would, while the broker still holds the request.
-// kafka-go then retries the batch on another connection. The test calls giveUp when the Syncer
+// kafka-go then retries the batch on another connection. The test calls giveUp when the pipeline
 // gave up on the batch, so the two timeouts come in that order by construction, not by the
 // choice of their durations.
 type fiGiveUp struct {
@@ -689,7 +689,7 @@ func (g *fiGiveUp) counts() (gaveUp, answered int) {
 	return g.gaveUp, g.answered
 }
 
-// fiTimeouts tells fiGiveUp when the Syncer gave up on a batch, and keeps the slowest
+// fiTimeouts tells fiGiveUp when the pipeline gave up on a batch, and keeps the slowest
 // acknowledgement and cursor commit of the batches that made it, to compare with the bound.
 type fiTimeouts struct {
 	pipeline.NopObserver
@@ -714,21 +714,21 @@ func (o *fiTimeouts) CursorCommitted(_ time.Time, d time.Duration) {
 }
 
 // TestProduceHangingPastWriteTimeout holds the third produce request to the data topic inside
-// the broker past the Syncer's WriteTimeout. The pass fails with ErrProduce; kafka-go's attempt
+// the broker past the pipeline's WriteTimeout. The pass fails with ErrProduce; kafka-go's attempt
 // is then abandoned as its own per-request timeout would abandon it (fiGiveUp), and kafka-go
 // retries it on a new connection, which succeeds. The held request is the danger: if the broker
 // applies it after a later pass committed a cursor past it, its old values become the latest in
 // the topic. The test updates ids of the held request in the API between the passes, so a late
 // old copy shows as stale ids.
 //
-// Nothing here waits for time: the held request is held until the Syncer gave up on it, and
-// abandoned on the client side only then. The one duration is the Syncer's WriteTimeout, the
+// Nothing here waits for time: the held request is held until the pipeline gave up on it, and
+// abandoned on the client side only then. The one duration is the pipeline's WriteTimeout, the
 // bound under test (fiWriteTimeout).
 func TestProduceHangingPastWriteTimeout(t *testing.T) {
 	cases := []struct {
 		name string
 		// releaseOnRetry releases the held request when kafka-go's retry of it arrives, i.e.
-		// while the Syncer's writer.Close still waits for kafka-go; otherwise it is released
+		// while the pipeline's writer.Close still waits for kafka-go; otherwise it is released
 		// only after the next pass committed.
 		releaseOnRetry bool
 	}{
@@ -771,7 +771,7 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 				t.Cleanup(func() { s.Close() })
 
 				start := time.Now()
-				_, err = s.Sync(t.Context())
+				_, err = s.Pass(t.Context())
 				gaveUp, answered := transport.counts()
 				observer.mu.Lock()
 				t.Logf("pass 1 (%s): %s; slowest acknowledgement %s and cursor commit %s of the other batches (bound %s)", time.Since(start).Round(time.Millisecond),
@@ -782,7 +782,7 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 				assert.Contains(t, err.Error(), "not acknowledged within "+fiWriteTimeout.String())
 				assert.Regexp(t, fiBatchErrRE, err.Error())
 				assert.True(t, pipeline.IsRetryable(err))
-				assert.Equal(t, 1, gaveUp, "the held request was the one produce in flight when the Syncer gave up")
+				assert.Equal(t, 1, gaveUp, "the held request was the one produce in flight when the pipeline gave up")
 				assert.Positive(t, answered, "the failed pass waited for kafka-go's retry of the held batch (writer.Close)")
 
 				h.mu.Lock()
@@ -812,7 +812,7 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 				clock.unix.Add(1)
 				updated, err := p.API.UpdateIDs(held[:10]...)
 				require.NoError(t, err)
-				_, err = s.Sync(t.Context())
+				_, err = s.Pass(t.Context())
 				require.NoError(t, err)
 				committed := fiRead(t, p)
 				require.Greater(t, committed.cursor.Seq, after.cursor.Seq)
@@ -853,7 +853,7 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 					clock.unix.Add(1)
 					_, err = p.API.UpdateIDs(held[:10]...)
 					require.NoError(t, err)
-					_, err = s.Sync(t.Context())
+					_, err = s.Pass(t.Context())
 					require.NoError(t, err)
 					p.RequireInSync(t)
 					return

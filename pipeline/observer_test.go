@@ -18,7 +18,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	"github.com/keysetsync/keysetsync/internal/synctest"
+	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
@@ -62,7 +62,7 @@ func (r *recorder) Skipped(n int)  { r.do(func() { r.skipped += n }) }
 
 func TestObserverSeesWhatStatsCount(t *testing.T) {
 	tg := kafkatest.NewFake(t)
-	p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 700, PageSize: 50, TieWidth: 20, Seed: 5}, BatchRecords: 200})
+	p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: 700, PageSize: 50, TieWidth: 20, Seed: 5}, BatchRecords: 200})
 	rec := &recorder{}
 	src, err := source.NewSource(source.SourceConfig{URL: p.URL})
 	require.NoError(t, err)
@@ -72,9 +72,9 @@ func TestObserverSeesWhatStatsCount(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 
-	st, err := s.Sync(t.Context())
+	st, err := s.Pass(t.Context())
 	require.NoError(t, err)
-	st2, err := s.Sync(t.Context()) // nothing new: the record at the cursor is skipped
+	st2, err := s.Pass(t.Context()) // nothing new: the record at the cursor is skipped
 	require.NoError(t, err)
 
 	rec.mu.Lock()

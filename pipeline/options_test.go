@@ -10,8 +10,8 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
-	"github.com/keysetsync/keysetsync/internal/synctest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
@@ -23,7 +23,7 @@ func TestInvalidRecordsGoToTheDeadLetterTopic(t *testing.T) {
 		sourcetest.Page("", sourcetest.Rec("c", "2024-01-01T00:00:02Z"), `{"name":"no id"}`, sourcetest.Rec("d", "2024-01-01T00:00:03Z")),
 	}
 	sp := newScriptedPipeline(t, pages, scriptedOptions{dlq: true})
-	st, err := sp.syncer.Sync(t.Context())
+	st, err := sp.pipeline.Pass(t.Context())
 	require.NoError(t, err, "with a dead-letter topic the pass goes on")
 	assert.Equal(t, 3, st.Produced-st.Invalid)
 	assert.Equal(t, 2, st.Invalid)
@@ -74,7 +74,7 @@ func TestRecordLimits(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			sp := newScriptedPipeline(t, []sourcetest.Answer{sourcetest.Page("", c.recs...)}, scriptedOptions{walk: c.walk})
-			_, err := sp.syncer.Sync(t.Context())
+			_, err := sp.pipeline.Pass(t.Context())
 			require.ErrorIs(t, err, source.ErrInvalidRecord)
 			assert.Contains(t, err.Error(), c.msg)
 			cur, err := sp.store.Load(t.Context(), "p")
@@ -96,7 +96,7 @@ func TestLookbackDeliversLateRecordsOnce(t *testing.T) {
 	sp := newScriptedPipeline(t, pages, scriptedOptions{walk: source.WalkOptions{Lookback: 30 * time.Second}})
 	var produced, late []int
 	for range 3 {
-		st, err := sp.syncer.Sync(t.Context())
+		st, err := sp.pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		produced, late = append(produced, st.Produced), append(late, st.Late)
 	}
@@ -125,16 +125,16 @@ func TestLookbackCatchesLateCommitsOfThePlayground(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{
+			p := pipelinetest.New(t, kafkatest.NewFake(t), pipelinetest.Options{
 				Playground: playground.Config{Records: 400, PageSize: 50, TieWidth: 3, Seed: 8, Clock: func() time.Time { return now }},
 				Walk:       source.WalkOptions{Lookback: c.lookback, Now: func() time.Time { return now }},
 			})
 			p.API.Update(10) // records at "now", so the cursor is at now
-			_, err := p.Syncer.Sync(t.Context())
+			_, err := p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			late, err := p.API.UpdateLate(30*time.Second, p.API.Snapshot()[0].ID)
 			require.NoError(t, err)
-			st, err := p.Syncer.Sync(t.Context())
+			st, err := p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			if !c.inSync {
 				assert.Zero(t, st.Produced, "a plain keyset walk cannot see a record committed behind its cursor")
@@ -145,7 +145,7 @@ func TestLookbackCatchesLateCommitsOfThePlayground(t *testing.T) {
 			p.RequireInSync(t)
 			got, _ := p.Latest(t)
 			assert.Equal(t, late[0].UpdatedAt, got[late[0].ID].UpdatedAt.Format(cursor.TimeLayout))
-			st, err = p.Syncer.Sync(t.Context())
+			st, err = p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			assert.Zero(t, st.Produced, "the window is re-read but nothing is sent twice")
 		})
@@ -156,13 +156,13 @@ func TestLookbackWindowOfManyPagesIsNotAStall(t *testing.T) {
 	// The window behind the cursor holds several pages that were all delivered: re-reading them
 	// sends nothing and does not move the cursor, but it is progress, not a loop.
 	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{
+	p := pipelinetest.New(t, kafkatest.NewFake(t), pipelinetest.Options{
 		Playground: playground.Config{Records: 1000, PageSize: 50, TieWidth: 40, Seed: 3, Clock: func() time.Time { return now }},
 		Walk:       source.WalkOptions{Lookback: time.Minute, Now: func() time.Time { return now }},
 	})
-	_, err := p.Syncer.Sync(t.Context())
+	_, err := p.Pipeline.Pass(t.Context())
 	require.NoError(t, err)
-	st, err := p.Syncer.Sync(t.Context())
+	st, err := p.Pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, st.Produced)
 	assert.Greater(t, st.Pages, 3, "the window spans more pages than the stall limit")

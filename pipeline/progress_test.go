@@ -81,7 +81,7 @@ func TestProgressReportsRateAndRemaining(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 
-	stats, err := s.Sync(t.Context())
+	stats, err := s.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 3, stats.Produced)
 	require.NotEmpty(t, progressLine)

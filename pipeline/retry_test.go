@@ -30,14 +30,14 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/logtest"
-	"github.com/keysetsync/keysetsync/internal/synctest"
+	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
 )
 
 // The wrappings our code puts around a Kafka error of the cursor load, of a batch and of a
-// cursor commit, as pipeline.Syncer, cursor.KafkaStore and topic.Scan write them.
+// cursor commit, as pipeline.Pipeline, cursor.KafkaStore and topic.Scan write them.
 func asCursorLoad(op string, err error) error {
 	return fmt.Errorf("load cursor: %w", fmt.Errorf("load cursor of %q: %w", "users", fmt.Errorf("%s of keysetsync-cursors/0: %w", op, err)))
 }
@@ -253,11 +253,11 @@ func TestABodyCutOffMidStreamIsRetried(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		var logs logtest.Buffer
 		cuts := &cutBodies{cuts: 2}
-		p := synctest.New(t, tg, synctest.Options{
+		p := pipelinetest.New(t, tg, pipelinetest.Options{
 			Playground: playground.Config{Records: 300, PageSize: 50}, BatchRecords: 100,
 			Handler: cuts.wrap, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		})
-		st, err := p.Syncer.Sync(t.Context())
+		st, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 300, st.Produced)
 		assert.Equal(t, 2, cuts.cut, "two bodies were cut")
@@ -278,11 +278,11 @@ func TestACursorLoadCutOffIsRetried(t *testing.T) {
 		t.Run(key.Name(), func(t *testing.T) {
 			kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 				breaker := kafkatest.NewBreaker(t)
-				p := synctest.New(t, tg, synctest.Options{
+				p := pipelinetest.New(t, tg, pipelinetest.Options{
 					Playground: playground.Config{Records: 200, PageSize: 50}, BatchRecords: 100, StoreDial: breaker.Dial,
 				})
 				// A committed cursor first, so the load has records to fetch.
-				_, err := p.Syncer.Sync(t.Context())
+				_, err := p.Pipeline.Pass(t.Context())
 				require.NoError(t, err)
 				p.API.Update(30)
 
@@ -290,7 +290,7 @@ func TestACursorLoadCutOffIsRetried(t *testing.T) {
 				var failed []error
 				for pass := 1; ; pass++ {
 					require.LessOrEqual(t, pass, 3, "no pass succeeded: %v", failed)
-					_, err := p.Syncer.Sync(t.Context())
+					_, err := p.Pipeline.Pass(t.Context())
 					if err == nil {
 						break
 					}

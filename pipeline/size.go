@@ -10,19 +10,19 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Sizes of Kafka messages. Two limits apply to every message the Syncer writes, and the smaller
+// Sizes of Kafka messages. Two limits apply to every message the pipeline writes, and the smaller
 // is the one really enforced:
 //   - kafka-go refuses, for the whole WriteMessages call, a message larger than the writer's
 //     BatchBytes, counted as messageSize does;
 //   - the broker refuses a record batch larger than the topic's max.message.bytes, and a
 //     batch's size is its records plus recordBatchOverhead.
 //
-// The Syncer sets BatchBytes to the smallest max.message.bytes of the topics it writes less
+// The pipeline sets BatchBytes to the smallest max.message.bytes of the topics it writes less
 // recordBatchOverhead: the v2 record kafka-go writes for a message is never larger than
 // messageSize (its lengths are varints where messageSize counts 4 bytes, and the records of a
 // batch share one timestamp), so a batch kafka-go fills up to BatchBytes always fits in
 // max.message.bytes. A record whose message would be larger is invalid before it is produced
-// (Syncer.fits), and a dead letter is cut to fit (Syncer.deadLetter), so no batch can fail for
+// (Pipeline.fits), and a dead letter is cut to fit (Pipeline.deadLetter), so no batch can fail for
 // its size on every pass.
 const (
 	// DefaultMaxRecordBytes is the largest data message accepted when Walk.MaxRecordBytes is 0.
@@ -70,7 +70,7 @@ func messageSize(m *kafka.Message) int {
 	return n
 }
 
-// sizeLimits are the limits a Syncer derived from its Config.
+// sizeLimits are the limits a Pipeline derived from its Config.
 type sizeLimits struct {
 	batchBytes int    // the writer's BatchBytes, and the largest dead letter
 	record     int    // the largest data message: the smaller of batchBytes and MaxRecordBytes
@@ -123,8 +123,8 @@ func newSizeLimits(cfg *Config, source string) (sizeLimits, error) {
 // default message.max.bytes).
 const defaultBrokerMaxMessageBytes = 1048588
 
-// dataSize is the size of the data message of r, as Syncer.message makes it.
-func (s *Syncer) dataSize(r *source.Record, timeLen int) int {
+// dataSize is the size of the data message of r, as Pipeline.message makes it.
+func (s *Pipeline) dataSize(r *source.Record, timeLen int) int {
 	value := 0
 	if !r.Deleted {
 		value = len(s.cfg.ValuePrefix) + len(r.Value)
@@ -135,7 +135,7 @@ func (s *Syncer) dataSize(r *source.Record, timeLen int) int {
 // fits refuses a valid record whose data message would be larger than the limit (the Walker
 // then handles it as any invalid record). It costs a few additions per record: the exact length
 // of the updated_at header is only computed for a record near the limit.
-func (s *Syncer) fits(r source.Record) error {
+func (s *Pipeline) fits(r source.Record) error {
 	if s.dataSize(&r, maxTimeHeader) <= s.limits.record {
 		return nil
 	}
@@ -151,7 +151,7 @@ func (s *Syncer) fits(r source.Record) error {
 		n, len(r.ID), value, n-len(r.ID)-value, s.limits.record, s.limits.why)
 }
 
-// Header keys of a dead letter cut to fit (Syncer.deadLetter).
+// Header keys of a dead letter cut to fit (Pipeline.deadLetter).
 const (
 	HeaderTruncated     = "keysetsync.truncated"      // "true": the value is the start of the original JSON
 	HeaderOriginalBytes = "keysetsync.original_bytes" // the size of the original JSON

@@ -56,7 +56,7 @@ func TestMessageSizeIsKafkaGosCount(t *testing.T) {
 }
 
 // TestDataSizeIsTheMessagesSize: the size fits checks before a record is produced is the size
-// of the message the Syncer then makes of it.
+// of the message the pipeline then makes of it.
 func TestDataSizeIsTheMessagesSize(t *testing.T) {
 	src, err := source.NewSource(source.SourceConfig{URL: "http://user@127.0.0.1:1/pagination/keyset?tenant=acme"})
 	require.NoError(t, err)

@@ -17,7 +17,7 @@ import (
 
 func badPipeline(t *testing.T, pages []sourcetest.Answer) (error, cursor.Cursor, error, []string) {
 	sp := newScriptedPipeline(t, pages, scriptedOptions{})
-	_, syncErr := sp.syncer.Sync(t.Context())
+	_, syncErr := sp.pipeline.Pass(t.Context())
 	c, loadErr := sp.store.Load(t.Context(), "p")
 	return syncErr, c, loadErr, sp.api.Requests()
 }
@@ -27,13 +27,13 @@ type scriptedOptions struct {
 	walk source.WalkOptions
 }
 
-// scriptedPipeline is a Syncer over a scripted API, writing to kfake.
+// scriptedPipeline is a Pipeline over a scripted API, writing to kfake.
 type scriptedPipeline struct {
 	api        *sourcetest.Scripted
 	tg         kafkatest.Target
 	topic, dlq string
 	store      *cursor.MemStore
-	syncer     *pipeline.Syncer
+	pipeline   *pipeline.Pipeline
 }
 
 func newScriptedPipeline(t *testing.T, pages []sourcetest.Answer, o scriptedOptions) *scriptedPipeline {
@@ -48,10 +48,10 @@ func newScriptedPipeline(t *testing.T, pages []sourcetest.Answer, o scriptedOpti
 	}
 	codec, err := avro.NewCodec()
 	require.NoError(t, err)
-	sp.syncer, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: sp.store, Codec: codec, Topic: sp.topic, DLQTopic: sp.dlq, Walk: o.walk,
+	sp.pipeline, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: sp.store, Codec: codec, Topic: sp.topic, DLQTopic: sp.dlq, Walk: o.walk,
 		NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, 100) }})
 	require.NoError(t, err)
-	t.Cleanup(func() { sp.syncer.Close() })
+	t.Cleanup(func() { sp.pipeline.Close() })
 	return sp
 }
 

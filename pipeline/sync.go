@@ -35,7 +35,7 @@ const (
 	HeaderFailedAt = "keysetsync.failed_at"   // when keysetsync refused it (RFC 3339)
 )
 
-// Config configures a Syncer.
+// Config configures a Pipeline.
 type Config struct {
 	Pipeline string
 	Source   *source.Source
@@ -55,7 +55,7 @@ type Config struct {
 	// not fit is invalid instead; a dead letter is cut to fit (HeaderTruncated).
 	TopicMaxMessageBytes, DLQMaxMessageBytes int
 	// NewWriter makes the data topic's writer (see NewWriter); it must use RequiredAcks =
-	// RequireAll. After a failed produce the Syncer closes its writer, which waits for every
+	// RequireAll. After a failed produce the pipeline closes its writer, which waits for every
 	// batch kafka-go still retries in the background, and makes a new one: no write of a failed
 	// batch may land after a later pass committed a cursor past it.
 	NewWriter func() *kafka.Writer
@@ -87,8 +87,8 @@ type Config struct {
 	Observer Observer
 }
 
-// Syncer runs passes of one pipeline. A Syncer is not safe for concurrent passes.
-type Syncer struct {
+// Pipeline runs passes of one pipeline. A Pipeline is not safe for concurrent passes.
+type Pipeline struct {
 	cfg    Config
 	log    *slog.Logger
 	writer *kafka.Writer
@@ -130,7 +130,7 @@ func NewWriter(client *kafka.Client, batchRecords int) *kafka.Writer {
 		RequiredAcks: kafka.RequireAll,
 		// A sync batch is BatchRecords plus less than one page: room for pages of up to 1000
 		// records keeps it one request (kafka-go preallocates this many slots per batch). Bytes
-		// fit the broker's default max.message.bytes; the Syncer sets them to what its topics
+		// fit the broker's default max.message.bytes; the pipeline sets them to what its topics
 		// accept (see size.go).
 		BatchSize:    max(batchRecords, 1) + 1000,
 		BatchBytes:   defaultBrokerMaxMessageBytes - recordBatchOverhead,
@@ -140,7 +140,7 @@ func NewWriter(client *kafka.Client, batchRecords int) *kafka.Writer {
 }
 
 // New validates cfg: it refuses anything that could let the cursor run ahead of the data.
-func New(cfg Config) (*Syncer, error) {
+func New(cfg Config) (*Pipeline, error) {
 	var errs []error
 	if cfg.Pipeline == "" {
 		errs = append(errs, errors.New("pipeline name is empty"))
@@ -166,7 +166,7 @@ func New(cfg Config) (*Syncer, error) {
 			errs = append(errs, fmt.Errorf("writer RequiredAcks is %v: only acks=all (RequireAll) keeps the cursor behind acknowledged data", w.RequiredAcks))
 		}
 		if w.Completion != nil {
-			errs = append(errs, errors.New("writer has a Completion callback: the Syncer needs its own to track acknowledgements"))
+			errs = append(errs, errors.New("writer has a Completion callback: the pipeline needs its own to track acknowledgements"))
 		}
 	}
 	if cfg.BatchRecords <= 0 {
@@ -195,7 +195,7 @@ func New(cfg Config) (*Syncer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Syncer{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s := &Pipeline{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
 	s.cfg.Walk.Fits = s.fits
 	s.writer = s.asyncWriter(w)
 	s.log.Info("largest message accepted", "bytes", limits.record, "from", limits.why, "writer_batch_bytes", limits.batchBytes)
@@ -204,7 +204,7 @@ func New(cfg Config) (*Syncer, error) {
 
 // asyncWriter makes w enqueue without waiting and report every acknowledgement (or failure)
 // to the batch its messages belong to, so several batches can be in flight.
-func (s *Syncer) asyncWriter(w *kafka.Writer) *kafka.Writer {
+func (s *Pipeline) asyncWriter(w *kafka.Writer) *kafka.Writer {
 	w.Async = true
 	w.BatchBytes = int64(s.limits.batchBytes) // what the topics accept: see size.go
 	w.Completion = func(msgs []kafka.Message, err error) {
@@ -228,7 +228,7 @@ func (s *Syncer) asyncWriter(w *kafka.Writer) *kafka.Writer {
 }
 
 // Close closes the writer, waiting for anything it still has in flight.
-func (s *Syncer) Close() error { return s.writer.Close() }
+func (s *Pipeline) Close() error { return s.writer.Close() }
 
 // pass is the state of one pass.
 type pass struct {
@@ -287,7 +287,7 @@ func (b *batch) result() error {
 	return b.err
 }
 
-// Sync runs one pass: from the committed cursor until the API has nothing newer. It returns
+// Pass runs one pass: from the committed cursor until the API has nothing newer. It returns
 // the pass's stats and, on failure, an error wrapping one of the package's sentinels; the
 // committed cursor then covers exactly the batches that were acknowledged.
 //
@@ -296,7 +296,7 @@ func (b *batch) result() error {
 // acknowledgements in order and commits its cursor. On a shutdown (ctx cancelled), an invalid
 // record or an API that gave up, what was fetched and validated before it is still produced
 // and committed (bounded by WriteTimeout), so the cursor stops just before the problem.
-func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
+func (s *Pipeline) Pass(ctx context.Context) (Stats, error) {
 	p := &pass{start: s.cfg.Clock()}
 	c, err := s.cfg.Store.Load(ctx, s.cfg.Pipeline)
 	switch {
@@ -371,7 +371,7 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 // future than Walk.MaxFuture allows (the pass would skip every record until then and succeed),
 // or one whose Seq no commit could increase. Neither heals by retrying; the error says where the
 // cursor was read and how to replace it.
-func (s *Syncer) checkLoaded(c cursor.Cursor) error {
+func (s *Pipeline) checkLoaded(c cursor.Cursor) error {
 	at := c.ReadFrom
 	if at == "" {
 		at = "the cursor store"
@@ -392,7 +392,7 @@ func (s *Syncer) checkLoaded(c cursor.Cursor) error {
 // fetch walks the API and sends batches of at least BatchRecords records (the last one may be
 // smaller). It returns nil at the end of the pass, or the error that ended it after sending the
 // records validated before it.
-func (s *Syncer) fetch(ctx context.Context, walk *source.Walker, prog *progress, out chan<- *batch, abort <-chan struct{}) error {
+func (s *Pipeline) fetch(ctx context.Context, walk *source.Walker, prog *progress, out chan<- *batch, abort <-chan struct{}) error {
 	var msgs []kafka.Message
 	for {
 		recs, err := walk.Next(ctx)
@@ -432,7 +432,7 @@ func (s *Syncer) fetch(ctx context.Context, walk *source.Walker, prog *progress,
 // committer commits their cursors in order. It returns the first produce or commit failure; then
 // it closes the writer, which waits for whatever kafka-go still has in flight, before the next
 // pass may write anything.
-func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, abort <-chan struct{}, stop func()) error {
+func (s *Pipeline) produce(ctx context.Context, p *pass, batches <-chan *batch, abort <-chan struct{}, stop func()) error {
 	wctx := context.WithoutCancel(ctx)
 	inflight := make(chan *batch, s.cfg.MaxInFlight-1)
 	committed := make(chan error, 1)
@@ -461,7 +461,7 @@ func (s *Syncer) produce(ctx context.Context, p *pass, batches <-chan *batch, ab
 
 // failed swaps the writer after a failure: closing it waits for every batch kafka-go still
 // retries in the background, so none of them can land after a later cursor commit.
-func (s *Syncer) failed(err error) error {
+func (s *Pipeline) failed(err error) error {
 	if err == nil || !(errors.Is(err, ErrProduce) || errors.Is(err, ErrCommit)) {
 		return err
 	}
@@ -476,7 +476,7 @@ func (s *Syncer) failed(err error) error {
 // enqueued, and commits the cursor after it: a cursor is committed only when its batch and
 // every earlier one were acknowledged. After the first failure it commits nothing more and
 // only drains.
-func (s *Syncer) commitInOrder(ctx context.Context, p *pass, inflight <-chan *batch, stop func()) error {
+func (s *Pipeline) commitInOrder(ctx context.Context, p *pass, inflight <-chan *batch, stop func()) error {
 	var failure error
 	for b := range inflight {
 		if failure != nil {
@@ -509,7 +509,7 @@ func (s *Syncer) commitInOrder(ctx context.Context, p *pass, inflight <-chan *ba
 	return failure
 }
 
-func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
+func (s *Pipeline) commit(ctx context.Context, p *pass, b *batch) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	n := len(b.msgs)
@@ -542,7 +542,7 @@ func (s *Syncer) commit(ctx context.Context, p *pass, b *batch) error {
 // reportProgress logs a progress line every ProgressInterval until done: what the pass did so
 // far, its rates over the last interval, and, when the API says how many records remain, an
 // estimate of the time left at the pass's fetch rate so far.
-func (s *Syncer) reportProgress(p *pass, done <-chan struct{}) {
+func (s *Pipeline) reportProgress(p *pass, done <-chan struct{}) {
 	t := time.NewTicker(s.cfg.ProgressInterval)
 	defer t.Stop()
 	last, lastFetched, lastProduced := s.cfg.Clock(), int64(0), int64(0)
@@ -572,7 +572,7 @@ func (s *Syncer) reportProgress(p *pass, done <-chan struct{}) {
 }
 
 // observeAck tells the Observer about an acknowledged batch, its dead letters apart.
-func (s *Syncer) observeAck(b *batch) {
+func (s *Pipeline) observeAck(b *batch) {
 	dead := 0
 	if s.cfg.DLQTopic != "" {
 		for i := range b.msgs {
@@ -584,7 +584,7 @@ func (s *Syncer) observeAck(b *batch) {
 	s.cfg.Observer.BatchAcked(len(b.msgs)-dead, dead, b.acked.Sub(b.enqueued))
 }
 
-func (s *Syncer) message(r source.Record) kafka.Message {
+func (s *Pipeline) message(r source.Record) kafka.Message {
 	if r.Invalid != nil {
 		return s.deadLetter(r)
 	}
@@ -606,7 +606,7 @@ func (s *Syncer) message(r source.Record) kafka.Message {
 
 // deadLetter is the message for an invalid record: its original JSON, keyed by its id when it
 // has one, with headers that say why, where from and when.
-func (s *Syncer) deadLetter(r source.Record) kafka.Message {
+func (s *Pipeline) deadLetter(r source.Record) kafka.Message {
 	s.log.Warn("invalid record sent to the dead-letter topic", "topic", s.cfg.DLQTopic, "err", r.Invalid)
 	var key []byte
 	if r.Invalid.ID != "" {

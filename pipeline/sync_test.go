@@ -15,7 +15,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	"github.com/keysetsync/keysetsync/internal/synctest"
+	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
@@ -23,8 +23,8 @@ import (
 
 func TestFullSyncThenNothingNew(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
-		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 1234, PageSize: 50, Seed: 7}, BatchRecords: 300})
-		st, err := p.Syncer.Sync(t.Context())
+		p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: 1234, PageSize: 50, Seed: 7}, BatchRecords: 300})
+		st, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 1234, st.Produced)
 		assert.Equal(t, 0, st.TieOverflows)
@@ -35,7 +35,7 @@ func TestFullSyncThenNothingNew(t *testing.T) {
 		assert.True(t, p.MaxUpdatedAt(t).Equal(c.LastUpdatedAt), "cursor %s, max updatedAt %s", c.LastUpdatedAt, p.MaxUpdatedAt(t))
 		assert.EqualValues(t, 1234, c.Records)
 
-		st, err = p.Syncer.Sync(t.Context())
+		st, err = p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 0, st.Produced, "a second pass with nothing new sends nothing")
 		assert.Equal(t, 1, st.Skipped, "the record at the cursor is re-read and recognised")
@@ -46,8 +46,8 @@ func TestFullSyncThenNothingNew(t *testing.T) {
 
 func TestSecondSyncSendsExactlyTheUpdatedRecords(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
-		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 600, PageSize: 50, Seed: 3}, BatchRecords: 200})
-		_, err := p.Syncer.Sync(t.Context())
+		p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: 600, PageSize: 50, Seed: 3}, BatchRecords: 200})
+		_, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		_, before := p.Latest(t)
 
@@ -57,7 +57,7 @@ func TestSecondSyncSendsExactlyTheUpdatedRecords(t *testing.T) {
 		for _, u := range append(updated, inserted...) {
 			want[u.ID] = true
 		}
-		st, err := p.Syncer.Sync(t.Context())
+		st, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, len(want), st.Produced)
 
@@ -76,8 +76,8 @@ func TestTiesAcrossPageBoundariesAreNotLost(t *testing.T) {
 		// 20 records share every updatedAt and a page holds 50, so most pages end inside a tie:
 		// the reference algorithm (follow scroll_param) loses the rest of each such tie
 		// (see playground's TestReferenceAlgorithmLosesTies).
-		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 2000, PageSize: 50, TieWidth: 20, Seed: 11}, BatchRecords: 500})
-		st, err := p.Syncer.Sync(t.Context())
+		p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: 2000, PageSize: 50, TieWidth: 20, Seed: 11}, BatchRecords: 500})
+		st, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 0, st.TieOverflows)
 		assert.Equal(t, 2000, st.Produced, "every record exactly once")
@@ -85,7 +85,7 @@ func TestTiesAcrossPageBoundariesAreNotLost(t *testing.T) {
 
 		// Restart on a cursor in the middle of a tie: a fresh pass re-reads the cursor's second
 		// and sends none of the 20 records already delivered there.
-		st, err = p.Syncer.Sync(t.Context())
+		st, err = p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 0, st.Produced)
 		assert.Equal(t, 20, st.Skipped)
@@ -95,11 +95,11 @@ func TestTiesAcrossPageBoundariesAreNotLost(t *testing.T) {
 func TestTieWiderThanAPageIsLoud(t *testing.T) {
 	for _, accept := range []bool{false, true} {
 		t.Run(fmt.Sprintf("accept=%v", accept), func(t *testing.T) {
-			p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{
+			p := pipelinetest.New(t, kafkatest.NewFake(t), pipelinetest.Options{
 				Playground: playground.Config{Records: 300, PageSize: 50, TieWidth: 75, Seed: 5},
 				Walk:       source.WalkOptions{AcceptTieOverflow: accept},
 			})
-			st, err := p.Syncer.Sync(t.Context())
+			st, err := p.Pipeline.Pass(t.Context())
 			assert.Positive(t, st.TieOverflows, "a tie wider than a page cannot be paged through with this API and must be reported")
 			got, _ := p.Latest(t)
 			assert.Less(t, len(got), 300, "this API really loses part of such ties")
@@ -129,9 +129,9 @@ func TestTieWiderThanAPageIsLoud(t *testing.T) {
 func TestChangeWithinTheCursorSecondIsDelivered(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 100, PageSize: 50, Seed: 9, Clock: func() time.Time { return now }}})
+		p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: 100, PageSize: 50, Seed: 9, Clock: func() time.Time { return now }}})
 		first := p.API.Update(1)[0]
-		_, err := p.Syncer.Sync(t.Context())
+		_, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		c, err := p.Store.Load(t.Context(), p.Name)
 		require.NoError(t, err)
@@ -144,7 +144,7 @@ func TestChangeWithinTheCursorSecondIsDelivered(t *testing.T) {
 		require.Equal(t, first.UpdatedAt, again[0].UpdatedAt, "the update falls in the cursor's own second")
 
 		_, before := p.Latest(t)
-		st, err := p.Syncer.Sync(t.Context())
+		st, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 2, st.Produced)
 		msgs := kafkatest.ReadAll(t, tg, p.Topic)[before:]
@@ -155,12 +155,12 @@ func TestChangeWithinTheCursorSecondIsDelivered(t *testing.T) {
 }
 
 func TestMessagesCarryLineageHeaders(t *testing.T) {
-	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{Playground: playground.Config{Records: 3}})
-	_, err := p.Syncer.Sync(t.Context())
+	p := pipelinetest.New(t, kafkatest.NewFake(t), pipelinetest.Options{Playground: playground.Config{Records: 3}})
+	_, err := p.Pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	msgs := kafkatest.ReadAll(t, p.Target, p.Topic)
 	require.Len(t, msgs, 3)
-	users := synctest.ToAvro(t, p.API.Snapshot())
+	users := pipelinetest.ToAvro(t, p.API.Snapshot())
 	for _, m := range msgs {
 		assert.Equal(t, p.Name, m.Headers[pipeline.HeaderPipeline])
 		assert.Equal(t, p.URL, m.Headers[pipeline.HeaderSource])
@@ -194,9 +194,9 @@ func TestCursorIsNeverAheadOfAcknowledgedData(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			tg := kafkatest.NewFake(t)
-			p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 3000, PageSize: 50, Seed: 2}, BatchRecords: 100, MaxInFlight: c.maxInFlight})
+			p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: 3000, PageSize: 50, Seed: 2}, BatchRecords: 100, MaxInFlight: c.maxInFlight})
 			h := produceFault(tg.Fake, p.Topic, c.okRequests)
-			_, err := p.Syncer.Sync(t.Context())
+			_, err := p.Pipeline.Pass(t.Context())
 			require.ErrorIs(t, err, pipeline.ErrProduce)
 			assert.False(t, pipeline.IsRetryable(err), "POLICY_VIOLATION is not retryable: %v", err)
 
@@ -223,7 +223,7 @@ func TestCursorIsNeverAheadOfAcknowledgedData(t *testing.T) {
 
 			// The next pass resumes from the committed cursor and loses nothing.
 			h.Remove()
-			_, err = p.Syncer.Sync(t.Context())
+			_, err = p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			p.RequireInSync(t)
 		})
@@ -233,9 +233,9 @@ func TestCursorIsNeverAheadOfAcknowledgedData(t *testing.T) {
 func TestFailedCursorCommitResendsTheBatch(t *testing.T) {
 	tg := kafkatest.NewFake(t)
 	const records, batch = 250, 100
-	p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: records, PageSize: 50, Seed: 4}, BatchRecords: batch, MaxInFlight: 1})
+	p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: records, PageSize: 50, Seed: 4}, BatchRecords: batch, MaxInFlight: 1})
 	h := produceFault(tg.Fake, p.CursorTopic, 1)
-	first, err := p.Syncer.Sync(t.Context())
+	first, err := p.Pipeline.Pass(t.Context())
 	require.ErrorIs(t, err, pipeline.ErrCommit)
 	require.Positive(t, first.Produced, "the first batch was committed")
 	_, written := p.Latest(t)
@@ -243,7 +243,7 @@ func TestFailedCursorCommitResendsTheBatch(t *testing.T) {
 	require.Positive(t, resent, "the second batch was acknowledged but its cursor failed")
 
 	h.Remove()
-	second, err := p.Syncer.Sync(t.Context())
+	second, err := p.Pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, records-first.Produced, second.Produced, "the pass resumes from the committed cursor, not from memory")
 	_, n := p.Latest(t)
@@ -267,7 +267,7 @@ func TestRepeatedSyncsWhileTheAPIUpdatesEndInSync(t *testing.T) {
 	require.Less(t, rate, page, "the rate bounds the widest tie, which must fit in a page")
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		clock := &pausableClock{}
-		p := synctest.New(t, tg, synctest.Options{Playground: playground.Config{Records: 3000, PageSize: page, TieWidth: 20, Seed: 21,
+		p := pipelinetest.New(t, tg, pipelinetest.Options{Playground: playground.Config{Records: 3000, PageSize: page, TieWidth: 20, Seed: 21,
 			UpdatesPerSecond: rate, Clock: clock.now}, BatchRecords: 250})
 		ctx, stop := context.WithCancel(t.Context())
 		done := make(chan struct{})
@@ -284,7 +284,7 @@ func TestRepeatedSyncsWhileTheAPIUpdatesEndInSync(t *testing.T) {
 				clock.resume()
 			}
 			require.Eventually(t, func() bool { return p.API.Stats().Updates >= round*10 }, 30*time.Second, 5*time.Millisecond)
-			st, err := p.Syncer.Sync(t.Context())
+			st, err := p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			overflows += st.TieOverflows
 		}
@@ -292,7 +292,7 @@ func TestRepeatedSyncsWhileTheAPIUpdatesEndInSync(t *testing.T) {
 		<-done
 		// One more pass after the updates stopped catches the last ones; then the topic's latest
 		// value per id is the API's state.
-		st, err := p.Syncer.Sync(t.Context())
+		st, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
 		assert.Zero(t, overflows+st.TieOverflows)
 		assert.Positive(t, p.API.Stats().UpdatesDropped, "the paused clock made updates fall due on a full second")
@@ -321,8 +321,8 @@ func (c *pausableClock) resume() { c.paused.Store(nil) }
 func TestFlakyAPIIsRetriedWithoutLoss(t *testing.T) {
 	// A fifth of the page requests fail with 500: every page is retried with backoff and the
 	// pass completes with every record, once.
-	p := synctest.New(t, kafkatest.NewFake(t), synctest.Options{Playground: playground.Config{Records: 1500, PageSize: 50, TieWidth: 4, Seed: 13, FailRate: 0.2}, BatchRecords: 200})
-	st, err := p.Syncer.Sync(t.Context())
+	p := pipelinetest.New(t, kafkatest.NewFake(t), pipelinetest.Options{Playground: playground.Config{Records: 1500, PageSize: 50, TieWidth: 4, Seed: 13, FailRate: 0.2}, BatchRecords: 200})
+	st, err := p.Pipeline.Pass(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1500, st.Produced)
 	assert.Positive(t, p.API.Stats().Status5xx, "the API did fail")

@@ -2,7 +2,7 @@
 # Runs the Go tests against a real Kafka broker, then every benchmark briefly.
 #
 #   scripts/test.sh                          # go test -count=1 -race ./... ; short benchmarks
-#   scripts/test.sh -run TestX ./producer/   # extra args replace ./... (go test flags + packages)
+#   scripts/test.sh -run TestX ./pipeline/   # extra args replace ./... (go test flags + packages)
 #   KAFKA_BROKERS=host:9092 scripts/test.sh  # use that broker; don't start one
 #   KEYSETSYNC_SKIP_BENCH=1 scripts/test.sh  # tests only
 #

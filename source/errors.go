@@ -14,7 +14,7 @@ import (
 // Every error the source package returns wraps one of these sentinels, so callers can decide
 // with errors.Is what happened and retry.IsRetryable whether trying again can help.
 var (
-	// ErrConfig: the Syncer or Source was configured in a way that would break its guarantees
+	// ErrConfig: the pipeline or Source was configured in a way that would break its guarantees
 	// (for example RequiredAcks weaker than all). Returned by New and NewSource.
 	ErrConfig = retry.Permanent("invalid configuration")
 	// ErrAPI: the source API answered with an error status, or could not be reached, after

@@ -91,5 +91,5 @@ func TestSourceSendsTheContractsParameters(t *testing.T) {
 	assert.Equal(t, []string{"updated_since=2024-01-15T10%3A30%3A00Z", "scroll_param=MjAyNC0wMS0xNVQxMDozMDowMFo%3D"}, h.Requests())
 }
 
-// badPipeline runs one pass of a Syncer over scripted pages into kfake and returns the error
+// badPipeline runs one pass of a Pipeline over scripted pages into kfake and returns the error
 // and the cursor it left.

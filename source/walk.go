@@ -75,7 +75,7 @@ type WalkOptions struct {
 	// of stopping with its *RecordError.
 	SkipInvalid bool
 	// MaxRecordBytes refuses a record whose Avro value is larger (0: 1,000,000 bytes). The
-	// Syncer applies it to the record's whole Kafka message, together with what its topics
+	// Pipeline applies it to the record's whole Kafka message, together with what its topics
 	// accept (Config.TopicMaxMessageBytes), so a record never fails the produce instead.
 	MaxRecordBytes int
 	// MaxFuture refuses an updatedAt later than now + MaxFuture (0: 24h): a clock gone wrong
@@ -91,7 +91,7 @@ type WalkOptions struct {
 	// has the playground's contract, else mapped like a custom schema.
 	Schema *avro.Schema
 	// AcceptTieOverflow makes a tie overflow (records that may be missing, see TieOverflow)
-	// a logged and counted event only; without it Syncer.Sync ends such a pass, once it
+	// a logged and counted event only; without it Pipeline.Sync ends such a pass, once it
 	// committed what it delivered, with a *TieOverflowError.
 	AcceptTieOverflow bool
 	// StateLimit is how many records of one update time, and separately of the lookback

@@ -129,14 +129,14 @@ func brokerList(s string) []string {
 	return out
 }
 
-// pipeline is a ready Syncer with what it holds open.
+// pipeline is a ready Pipeline with what it holds open.
 type openPipeline struct {
-	syncer *pipeline.Syncer
+	syncer *pipeline.Pipeline
 	close  func()
 }
 
 // openPipeline connects to Kafka, makes sure both topics exist (and that the cursor topic is
-// compacted), and builds the Syncer. While Kafka cannot be reached it retries for --kafka-wait.
+// compacted), and builds the pipeline. While Kafka cannot be reached it retries for --kafka-wait.
 // With --metrics-addr the metrics server runs from before the first attempt until close.
 func open(ctx context.Context, f *syncFlags, log *slog.Logger) (*openPipeline, error) {
 	return f.metrics.serve(ctx, log, f.pipeline, func(obs pipeline.Observer) (*openPipeline, error) {
@@ -270,9 +270,9 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 // syncPass runs one pass and, while its error is retryable, runs it again with backoff for up
 // to --retry-timeout. Every attempt starts from the committed cursor, never from memory. A
 // failed pass that committed batches made progress: the passes after it get a new budget.
-func syncPass(ctx context.Context, s *pipeline.Syncer, f *syncFlags, log *slog.Logger) error {
+func syncPass(ctx context.Context, s *pipeline.Pipeline, f *syncFlags, log *slog.Logger) error {
 	return retry(ctx, f.retryTimeout, log, "sync pass", func() (bool, error) {
-		st, err := s.Sync(ctx)
+		st, err := s.Pass(ctx)
 		return st.Batches > 0, err
 	})
 }

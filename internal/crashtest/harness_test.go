@@ -26,8 +26,8 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/internal/proctest"
-	"github.com/keysetsync/keysetsync/internal/synctest"
 	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
@@ -266,7 +266,7 @@ func (h *harness) checkCursor(t *testing.T) (cursor.Cursor, int) {
 			fresh = append(fresh, u)
 		}
 	}
-	users := synctest.ToAvro(t, fresh)
+	users := pipelinetest.ToAvro(t, fresh)
 	for _, u := range fresh {
 		a := users[u.ID]
 		v, err := h.codec.Append(nil, &a)
@@ -342,7 +342,7 @@ func (h *harness) finish(t *testing.T) result {
 		seen[k] = true
 		latest[u.ID] = u
 	}
-	want := synctest.ToAvro(t, h.api.Snapshot())
+	want := pipelinetest.ToAvro(t, h.api.Snapshot())
 	var lost []string
 	for id, w := range want {
 		g, ok := latest[id]

@@ -230,20 +230,20 @@ func (a *API) after(r Record) int {
 	return i
 }
 
-// Pipeline is a Syncer over an API, writing to kfake, with its cursors kept in memory and
+// Env is a Pipeline over an API, writing to kfake, with its cursors kept in memory and
 // every commit's encoded size recorded.
-type Pipeline struct {
+type Env struct {
 	API    *API
 	Target kafkatest.Target
 	Topic  string
 	Store  *SizedStore
-	Syncer *pipeline.Syncer
+	Pipeline *pipeline.Pipeline
 	codec  *avro.Codec
 }
 
-// NewPipeline builds a Syncer reading api with walk's options, in batches of batchRecords.
-func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int) *Pipeline {
-	p := &Pipeline{API: api, Target: kafkatest.NewFake(t), Store: &SizedStore{MemStore: cursor.NewMemStore()}}
+// NewPipeline builds a Pipeline reading api with walk's options, in batches of batchRecords.
+func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int) *Env {
+	p := &Env{API: api, Target: kafkatest.NewFake(t), Store: &SizedStore{MemStore: cursor.NewMemStore()}}
 	src, err := source.NewSource(source.SourceConfig{URL: api.URL, Contract: api.Contract(), MaxAttempts: 1})
 	require.NoError(t, err)
 	client := p.Target.Client(t)
@@ -251,15 +251,15 @@ func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords i
 	kafkatest.CreateTopic(t, p.Target, p.Topic, 1, nil)
 	p.codec, err = avro.NewCodec()
 	require.NoError(t, err)
-	p.Syncer, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
+	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
 		BatchRecords: batchRecords, NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, batchRecords) }})
 	require.NoError(t, err)
-	t.Cleanup(func() { p.Syncer.Close() })
+	t.Cleanup(func() { p.Pipeline.Close() })
 	return p
 }
 
 // Latest returns the topic's latest value per id, and how many messages it holds.
-func (p *Pipeline) Latest(t testing.TB) (map[string]avro.User, int) {
+func (p *Env) Latest(t testing.TB) (map[string]avro.User, int) {
 	t.Helper()
 	msgs := kafkatest.ReadAll(t, p.Target, p.Topic)
 	out := make(map[string]avro.User, len(msgs))
@@ -272,7 +272,7 @@ func (p *Pipeline) Latest(t testing.TB) (map[string]avro.User, int) {
 }
 
 // RequireInSync fails unless the topic's latest value of every id is the API's record.
-func (p *Pipeline) RequireInSync(t testing.TB) {
+func (p *Env) RequireInSync(t testing.TB) {
 	t.Helper()
 	got, _ := p.Latest(t)
 	want := p.API.Snapshot()

@@ -1,7 +1,7 @@
-// Package synctest wires a whole pipeline for tests: a playground API served in-process, a
-// Kafka target (kfake or the real broker), a Syncer, and the comparison users rely on: the
+// Package pipelinetest wires a whole pipeline for tests: a playground API served in-process, a
+// Kafka target (kfake or the real broker), a Pipeline, and the comparison users rely on: the
 // topic's latest value per id equals the API's current state.
-package synctest
+package pipelinetest
 
 import (
 	"context"
@@ -25,8 +25,8 @@ import (
 	"github.com/keysetsync/keysetsync/source"
 )
 
-// Pipeline is a Syncer over a playground and a Kafka target, with fresh topics.
-type Pipeline struct {
+// Env is a Pipeline over a playground and a Kafka target, with fresh topics.
+type Env struct {
 	Target      kafkatest.Target
 	API         *playground.Server
 	URL         string
@@ -36,7 +36,7 @@ type Pipeline struct {
 	Name        string
 	Codec       *avro.Codec
 	Store       *cursor.KafkaStore
-	Syncer      *pipeline.Syncer
+	Pipeline    *pipeline.Pipeline
 }
 
 // Options tune New.
@@ -47,7 +47,7 @@ type Options struct {
 	Logger       *slog.Logger
 	Walk         source.WalkOptions
 	DLQ          bool // route invalid records to a dead-letter topic instead of failing
-	MaxInFlight  int  // batches in flight (0: the Syncer's default)
+	MaxInFlight  int  // batches in flight (0: the pipeline's default)
 	// Handler, if set, wraps the playground's HTTP handler: a test's faults in the answers.
 	Handler func(http.Handler) http.Handler
 	// StoreDial, if set, is the Dial of the cursor store's transport (e.g. a
@@ -55,8 +55,8 @@ type Options struct {
 	StoreDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// New starts the playground in-process and builds a Syncer writing to fresh topics of tg.
-func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
+// New starts the playground in-process and builds a Pipeline writing to fresh topics of tg.
+func New(t *testing.T, tg kafkatest.Target, o Options) *Env {
 	t.Helper()
 	api, err := playground.New(o.Playground)
 	require.NoError(t, err)
@@ -66,7 +66,7 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	p := &Pipeline{
+	p := &Env{
 		Target: tg, API: api, URL: srv.URL + "/pagination/keyset",
 		Topic: kafkatest.Topic(t, "users"), CursorTopic: kafkatest.Topic(t, "cursors"), Name: "test",
 	}
@@ -90,17 +90,17 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Pipeline {
 		_, err = topic.Ensure(t.Context(), client, topic.Spec{Name: p.DLQTopic, Partitions: 1, ReplicationFactor: 1})
 		require.NoError(t, err)
 	}
-	p.Syncer, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
+	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
 		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, MaxInFlight: o.MaxInFlight, Logger: o.Logger,
 		NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, o.BatchRecords) }})
 	require.NoError(t, err)
-	t.Cleanup(func() { p.Syncer.Close() })
+	t.Cleanup(func() { p.Pipeline.Close() })
 	return p
 }
 
 // Latest reads the whole data topic and returns the last value per key, decoded, and the
 // number of messages read.
-func (p *Pipeline) Latest(t *testing.T) (map[string]avro.User, int) {
+func (p *Env) Latest(t *testing.T) (map[string]avro.User, int) {
 	t.Helper()
 	msgs := kafkatest.ReadAll(t, p.Target, p.Topic)
 	out := map[string]avro.User{}
@@ -114,7 +114,7 @@ func (p *Pipeline) Latest(t *testing.T) (map[string]avro.User, int) {
 }
 
 // Expected is the API's current state in the form the topic should hold it.
-func (p *Pipeline) Expected(t *testing.T) map[string]avro.User {
+func (p *Env) Expected(t *testing.T) map[string]avro.User {
 	t.Helper()
 	return ToAvro(t, p.API.Snapshot())
 }
@@ -134,7 +134,7 @@ func ToAvro(t *testing.T, users []playground.User) map[string]avro.User {
 }
 
 // RequireInSync fails unless the topic's latest value per id equals the API's state.
-func (p *Pipeline) RequireInSync(t *testing.T) {
+func (p *Env) RequireInSync(t *testing.T) {
 	t.Helper()
 	got, _ := p.Latest(t)
 	want := p.Expected(t)
@@ -161,7 +161,7 @@ func equalUser(a, b avro.User) bool {
 }
 
 // MaxUpdatedAt is the greatest updatedAt of the API's records.
-func (p *Pipeline) MaxUpdatedAt(t *testing.T) time.Time {
+func (p *Env) MaxUpdatedAt(t *testing.T) time.Time {
 	var m time.Time
 	for _, u := range p.Expected(t) {
 		if u.UpdatedAt.After(m) {
