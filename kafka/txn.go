@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/sink"
@@ -53,8 +51,8 @@ type TxnConfig struct {
 //     with backoff until ctx ends (all three requests are idempotent for one producer id and
 //     epoch). OPERATION_NOT_ATTEMPTED (AddPartitionsToTxn: another partition of the request
 //     failed) is retried too. PRODUCER_FENCED and INVALID_PRODUCER_EPOCH are ErrFenced.
-//   - Produce: one batch per partition per request, and one request per partition at a time,
-//     so a partition never has more than one batch in flight. NOT_LEADER_OR_FOLLOWER,
+//   - Produce: one request per partition leader holding one batch per partition (see
+//     produceAll), so a partition never has more than one batch in flight. NOT_LEADER_OR_FOLLOWER,
 //     REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS(_AFTER_APPEND) and other retriable answers and
 //     transport failures resend the same bytes (same sequence) until ctx ends; a duplicate
 //     is answered with the first write's offset or DUPLICATE_SEQUENCE_NUMBER, both success.
@@ -222,26 +220,16 @@ func (p *TxnProducer) Produce(ctx context.Context, msgs []sink.Message) error {
 		return err
 	}
 
-	type result struct {
-		next int32
-		err  error
-	}
-	results := make([]result, len(order))
-	var wg sync.WaitGroup
-	now := time.Now()
+	streams := make([]*txnStream, len(order))
 	for i, tp := range order {
-		seq := p.seq[tp]
-		wg.Go(func() {
-			next, err := p.produceTo(ctx, tp, seq, byPart[tp], now)
-			results[i] = result{next, err}
-		})
+		streams[i] = &txnStream{tp: tp, batches: txnSplit(byPart[tp]), seq: p.seq[tp]}
 	}
-	wg.Wait()
+	p.produceAll(ctx, streams, time.Now())
 	var errs []error
-	for i, tp := range order {
-		p.seq[tp] = results[i].next // advanced over the batches acknowledged, even on failure
-		if results[i].err != nil {
-			errs = append(errs, results[i].err)
+	for _, s := range streams {
+		p.seq[s.tp] = s.seq // advanced over the batches acknowledged, even on failure
+		if s.err != nil {
+			errs = append(errs, s.err)
 		}
 	}
 	if len(errs) > 0 {
@@ -365,48 +353,6 @@ func txnAddErrors(res *kafkago.AddPartitionsToTxnResponse, want []txnPartition) 
 		}
 	}
 	return notAttempted
-}
-
-// produceTo sends msgs to one partition in batches, one request at a time, starting at
-// sequence seq, and returns the sequence after the last acknowledged batch.
-func (p *TxnProducer) produceTo(ctx context.Context, tp txnPartition, seq int32, msgs []sink.Message, now time.Time) (int32, error) {
-	for _, batch := range txnSplit(msgs) {
-		b, err := txnEncodeBatch(batch, txnBatchIdentity{producerID: p.pid, epoch: p.epoch, baseSequence: seq}, now)
-		if err != nil {
-			return seq, p.errorf(err, "produce to %s/%d", tp.topic, tp.partition)
-		}
-		err = txnRetry(ctx, txnProduceRetriable, p.logRetry("Produce", "topic", tp.topic, "partition", tp.partition, "sequence", seq), func(ctx context.Context) error {
-			res, err := p.cfg.Client.RawProduce(ctx, &kafkago.RawProduceRequest{
-				Topic:           tp.topic,
-				Partition:       tp.partition,
-				RequiredAcks:    kafkago.RequireAll,
-				TransactionalID: p.cfg.TransactionalID,
-				RawRecords:      protocol.RawRecordSet{Reader: bytes.NewReader(b)},
-			})
-			if err != nil {
-				return err
-			}
-			if errors.Is(res.Error, kafkago.DuplicateSequenceNumber) {
-				return nil // this batch was written by an earlier attempt
-			}
-			if res.Error != nil {
-				return res.Error
-			}
-			for i, rerr := range res.RecordErrors {
-				return fmt.Errorf("record %d of the batch: %w", i, rerr)
-			}
-			return nil
-		})
-		if err != nil {
-			what := fmt.Sprintf("produce %d records to %s/%d (producer id %d, epoch %d, sequence %d)", len(batch), tp.topic, tp.partition, p.pid, p.epoch, seq)
-			if errors.Is(err, kafkago.ProducerFenced) {
-				return seq, p.fencedErr(err, "%s", what)
-			}
-			return seq, p.errorf(err, "%s", what)
-		}
-		seq = txnNextSequence(seq, len(batch))
-	}
-	return seq, nil
 }
 
 // Commit commits the open transaction (EndTxn): its records become visible to read_committed

@@ -41,6 +41,14 @@ func txnCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// txnCommitOne writes msgs in one committed transaction.
+func txnCommitOne(t *testing.T, p *kafka.TxnProducer, msgs []sink.Message) {
+	t.Helper()
+	require.NoError(t, p.Begin())
+	require.NoError(t, p.Produce(txnCtx(t), msgs))
+	require.NoError(t, p.Commit(txnCtx(t)))
+}
+
 func txnNewProducer(t *testing.T, client *kafkago.Client, id string, log *slog.Logger) *kafka.TxnProducer {
 	t.Helper()
 	p, err := kafka.NewTxnProducer(txnCtx(t), kafka.TxnConfig{Client: client, TransactionalID: id, Logger: log})
@@ -311,9 +319,7 @@ func TestTxnFencing(t *testing.T) {
 				require.ErrorIs(t, first.Begin(), kafka.ErrFenced, "a fenced producer stays fenced")
 
 				good := txnMsgs(topic, "good", 20, 20, 10)
-				require.NoError(t, second.Begin())
-				require.NoError(t, second.Produce(txnCtx(t), good))
-				require.NoError(t, second.Commit(txnCtx(t)))
+				txnCommitOne(t, second, good)
 				txnMarkEnd(t, tg, topic, 2)
 				require.Equal(t, txnWant(good), txnGot(txnReadCommitted(t, tg, map[string]int{topic: 2})))
 			})
@@ -368,9 +374,7 @@ func TestTxnRetriesTransientCoordinatorAnswers(t *testing.T) {
 	var logs logtest.Buffer
 	p := txnNewProducer(t, tg.Client(t), topic, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	msgs := txnMsgs(topic, "a", 10, 10, 10)
-	require.NoError(t, p.Begin())
-	require.NoError(t, p.Produce(txnCtx(t), msgs))
-	require.NoError(t, p.Commit(txnCtx(t)))
+	txnCommitOne(t, p, msgs)
 
 	// Each hook saw its injected answers and then the request that went through.
 	require.EqualValues(t, 4, injected[0].Load(), "InitProducerID requests")
@@ -400,9 +404,7 @@ func TestTxnRetriesBrokenConnections(t *testing.T) {
 		for i, key := range []kmsg.Key{kmsg.AddPartitionsToTxn, kmsg.Produce, kmsg.EndTxn} {
 			msgs := txnMsgs(topic, fmt.Sprint(i), 20, 20, 10)
 			br.Drop(key.Int16(), 1)
-			require.NoError(t, p.Begin())
-			require.NoError(t, p.Produce(txnCtx(t), msgs))
-			require.NoError(t, p.Commit(txnCtx(t)))
+			txnCommitOne(t, p, msgs)
 			require.Equal(t, 1, br.Dropped(key.Int16()), "%s dropped", key.Name())
 			all = append(all, msgs)
 		}
@@ -433,12 +435,44 @@ func TestTxnFailedProduceAbortsAndRecovers(t *testing.T) {
 		var kept [][]sink.Message
 		for i := range 2 {
 			msgs := txnMsgs(topic, fmt.Sprint("kept", i), 20, 20, 10)
-			require.NoError(t, p.Begin())
-			require.NoError(t, p.Produce(txnCtx(t), msgs))
-			require.NoError(t, p.Commit(txnCtx(t)))
+			txnCommitOne(t, p, msgs)
 			kept = append(kept, msgs)
 		}
 		txnMarkEnd(t, tg, topic, 2)
 		require.Equal(t, txnWant(kept...), txnGot(txnReadCommitted(t, tg, map[string]int{topic: 2})))
 	})
+}
+
+// A Produce whose answer is lost (here its ctx ends while the broker writes the batch) leaves
+// the partition's sequence unknown: the broker has the batch, the producer did not count it.
+// Abort must restart the sequences (epoch bump); reusing the old sequence would make the
+// broker take the next transaction's first batch for a duplicate of the aborted one and drop
+// it while answering success. kfake makes the answer lost deterministically.
+func TestTxnLostProduceAnswerRestartsSequences(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	topic := kafkatest.Topic(t, "txn")
+	kafkatest.CreateTopic(t, tg, topic, 1, nil)
+	p := txnNewProducer(t, tg.Client(t), topic, nil)
+
+	require.NoError(t, p.Begin())
+	require.NoError(t, p.Produce(txnCtx(t), txnMsgs(topic, "first", 5, 5, 10)))
+	ctx, cancel := context.WithCancel(txnCtx(t))
+	returned := make(chan struct{})
+	tg.Fake.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		// The client stops waiting; once it has given up, the cluster writes the batch.
+		cancel()
+		tg.Fake.SleepControl(func() { <-returned })
+		return nil, nil, false
+	})
+	lost := txnMsgs(topic, "lost", 5, 5, 10)
+	require.ErrorIs(t, p.Produce(ctx, lost), context.Canceled)
+	close(returned)
+	require.Eventually(t, func() bool { return len(txnReadUncommitted(t, tg, topic)) == 10 },
+		30*time.Second, 10*time.Millisecond, "the batch whose answer was lost gets written")
+	require.NoError(t, p.Abort(txnCtx(t)))
+
+	kept := txnMsgs(topic, "kept", 5, 5, 10)
+	txnCommitOne(t, p, kept)
+	txnMarkEnd(t, tg, topic, 1)
+	require.Equal(t, txnWant(kept), txnGot(txnReadCommitted(t, tg, map[string]int{topic: 1})))
 }

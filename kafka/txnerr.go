@@ -92,7 +92,7 @@ func txnProduceRetriable(ctx context.Context, err error) bool {
 type txnBackoff struct{ next time.Duration }
 
 const (
-	txnBackoffMin = 10 * time.Millisecond
+	txnBackoffMin = 5 * time.Millisecond
 	txnBackoffMax = time.Second
 )
 
