@@ -190,9 +190,16 @@ func (p *TxnProducer) produceErr(s *txnStream, err error) error {
 }
 
 // roundTrip sends req through the client's transport (kafka-go's Client.RawProduce takes one
-// partition only), applying the client's timeout as its methods do.
+// partition only).
 func (p *TxnProducer) roundTrip(ctx context.Context, req *rawproduce.Request) (*produce.Response, error) {
-	c := p.cfg.Client
+	return txnRoundTrip[*produce.Response](ctx, p.cfg.Client, req, "produce")
+}
+
+// txnRoundTrip sends req through c's transport, which routes it (a partition's leader, a
+// coordinator) and negotiates its version, and applies c's timeout as c's methods do. It serves
+// the requests whose kafka-go Client method lacks what is needed here.
+func txnRoundTrip[R protocol.Message](ctx context.Context, c *kafkago.Client, req protocol.Message, what string) (R, error) {
+	var zero R
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
@@ -204,11 +211,11 @@ func (p *TxnProducer) roundTrip(ctx context.Context, req *rawproduce.Request) (*
 	}
 	m, err := rt.RoundTrip(ctx, c.Addr, req)
 	if err != nil {
-		return nil, fmt.Errorf("produce request: %w", err)
+		return zero, fmt.Errorf("%s request: %w", what, err)
 	}
-	res, ok := m.(*produce.Response)
+	res, ok := m.(R)
 	if !ok {
-		return nil, fmt.Errorf("produce request: unexpected answer %T", m)
+		return zero, fmt.Errorf("%s request: unexpected answer %T", what, m)
 	}
 	return res, nil
 }
