@@ -1,0 +1,226 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/sink"
+)
+
+var _ sink.Sink = (*TxnSink)(nil)
+
+// TxnSink is a sink.Sink that writes each batch in one Kafka transaction of a TxnProducer:
+// a batch becomes visible to read_committed readers whole or not at all, and a second TxnSink
+// with the same transactional id fences this one (ErrFenced) and aborts its open transaction.
+// A pipeline that puts its cursor record last in each batch thus commits records and cursor
+// atomically; the sink does not need to know.
+//
+// A transactional producer has one transaction open at a time, so batches are written
+// strictly one after another, in Send order, by one goroutine: Begin, Produce, Commit, and
+// done(nil) only once the commit is confirmed (EndTxn). On any failure the transaction is
+// aborted at once (so it does not hold back read_committed readers until its timeout) and
+// done gets the error; every batch queued behind it gets an error too, without being written,
+// until Reset. Errors say whether trying again can help (retry.IsRetryable): fencing never
+// does; a coordinator or leader that stayed unavailable until the batch's ctx ended does.
+type TxnSink struct {
+	p   *TxnProducer
+	log *slog.Logger
+
+	// op is held while a batch is written or Reset repairs the producer: the producer has
+	// one transaction at a time.
+	op sync.Mutex
+
+	mu      sync.Mutex
+	queue   []txnJob
+	running bool          // a worker goroutine is draining queue
+	idle    chan struct{} // closed when that worker exits
+	failed  error         // the first failure since the last Reset (classified)
+	closed  bool
+}
+
+type txnJob struct {
+	ctx  context.Context
+	msgs []sink.Message
+	done func(error)
+}
+
+// txnAbortTimeout bounds the abort that follows a failed batch, whose own ctx may be over:
+// if it does not finish, Reset aborts again.
+const txnAbortTimeout = 30 * time.Second
+
+// NewTxnSink starts the transactional producer of cfg (which fences any previous producer
+// with the transactional id and aborts its open transaction) and returns a sink on it.
+func NewTxnSink(ctx context.Context, cfg TxnConfig) (*TxnSink, error) {
+	p, err := NewTxnProducer(ctx, cfg)
+	if err != nil {
+		return nil, txnSinkErr(err)
+	}
+	return &TxnSink{p: p, log: p.log}, nil
+}
+
+// Send queues msgs as one transaction; done is called once it committed, or with the error.
+// It never blocks on I/O.
+func (s *TxnSink) Send(ctx context.Context, msgs []sink.Message, done func(error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		// done is never called from inside Send: the caller may hold its own locks.
+		go done(s.p.errorf(errors.New("sink closed"), "send"))
+		return
+	}
+	s.queue = append(s.queue, txnJob{ctx: ctx, msgs: msgs, done: done})
+	if !s.running {
+		s.running = true
+		s.idle = make(chan struct{})
+		go s.work(s.idle)
+	}
+}
+
+// work writes the queued batches one after the other and exits when the queue is empty.
+func (s *TxnSink) work(idle chan struct{}) {
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.running = false
+			close(idle)
+			s.mu.Unlock()
+			return
+		}
+		j := s.queue[0]
+		s.queue[0] = txnJob{}
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+
+		s.op.Lock()
+		err := s.write(j)
+		s.op.Unlock()
+		j.done(err)
+	}
+}
+
+// write writes one batch in one transaction, or says why it did not.
+func (s *TxnSink) write(j txnJob) error {
+	s.mu.Lock()
+	failed := s.failed
+	s.mu.Unlock()
+	if failed != nil {
+		return &txnSinkError{fmt.Errorf("batch of %d messages not written: an earlier batch failed (Reset first): %w", len(j.msgs), failed),
+			retry.IsRetryable(failed)}
+	}
+	err := s.p.Begin()
+	if err == nil {
+		err = s.p.Produce(j.ctx, j.msgs)
+	}
+	if err == nil {
+		if err = s.p.Commit(j.ctx); err == nil {
+			return nil
+		}
+	}
+	// Abort now, not at Reset: an open transaction holds every read_committed reader of its
+	// partitions (the cursor load too) at its first offset until it ends.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), txnAbortTimeout)
+	if aerr := s.p.Abort(actx); aerr != nil {
+		if errors.Is(aerr, ErrFenced) {
+			err = errors.Join(err, aerr)
+		} else {
+			s.log.Warn("abort of a failed transaction did not complete; Reset aborts it", "err", aerr)
+		}
+	}
+	cancel()
+	err = txnSinkErr(fmt.Errorf("batch of %d messages: %w", len(j.msgs), err))
+	s.mu.Lock()
+	s.failed = err
+	s.mu.Unlock()
+	return err
+}
+
+// wait returns once every batch sent so far is done.
+func (s *TxnSink) wait(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		idle, running := s.idle, s.running
+		s.mu.Unlock()
+		if !running {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return s.p.errorf(ctx.Err(), "wait for queued batches")
+		}
+	}
+}
+
+// Reset waits until every batch sent before it is done, then makes the producer usable again
+// after a failure: it aborts a transaction left open and restarts the producer's sequences
+// with a new epoch, so nothing of a failed batch can be written after it. A fenced sink stays
+// failed: Reset returns the error matching ErrFenced.
+func (s *TxnSink) Reset(ctx context.Context) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	s.op.Lock()
+	defer s.op.Unlock()
+	s.mu.Lock()
+	failed := s.failed
+	s.mu.Unlock()
+	if failed == nil {
+		return nil
+	}
+	if err := s.p.Abort(ctx); err != nil {
+		return txnSinkErr(fmt.Errorf("reset: %w", err))
+	}
+	s.mu.Lock()
+	s.failed = nil
+	s.mu.Unlock()
+	return nil
+}
+
+// Close waits for the queued batches like Reset, aborts a transaction a failure left open
+// and releases the producer; batches sent after it fail.
+func (s *TxnSink) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), txnAbortTimeout)
+	defer cancel()
+	err := s.wait(ctx)
+	s.op.Lock()
+	defer s.op.Unlock()
+	s.mu.Lock()
+	failed := s.failed
+	s.mu.Unlock()
+	if err == nil && failed != nil && !errors.Is(failed, ErrFenced) {
+		if aerr := s.p.Abort(ctx); aerr != nil {
+			err = fmt.Errorf("close: %w", aerr)
+		}
+	}
+	return errors.Join(err, s.p.Close())
+}
+
+// txnSinkError is a failure of the transactional sink with its verdict for retry.IsRetryable.
+type txnSinkError struct {
+	err       error
+	retryable bool
+}
+
+func (e *txnSinkError) Error() string   { return e.err.Error() }
+func (e *txnSinkError) Unwrap() error   { return e.err }
+func (e *txnSinkError) Retryable() bool { return e.retryable }
+
+// txnSinkErr classifies a TxnProducer error: fencing is final; otherwise Kafka's error codes
+// decide (topic.Classify), and a transport failure or ctx deadline reached during retries is
+// retryable (retry.IsRetryable's network rules).
+func txnSinkErr(err error) error {
+	return &txnSinkError{err, !errors.Is(err, ErrFenced) && retry.IsRetryable(topic.Classify(err))}
+}
