@@ -1,12 +1,16 @@
 package kafka_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"sync/atomic"
 	"testing"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/kafka"
@@ -187,4 +191,60 @@ func TestTxnReadStopsAtLastStableOffset(t *testing.T) {
 		require.Equal(t, txnKVs(open, after), rest)
 		require.EqualValues(t, 14, end, "past the commit marker")
 	})
+}
+
+// txnBatchBytes renders a v2 record batch at base with records at the given offsets and a
+// last offset delta that may reach past them, as compaction leaves a batch whose last
+// records it removed (KAFKA-5443).
+func txnBatchBytes(base int64, lastOffsetDelta int32, offsets ...int64) []byte {
+	var recs []byte
+	for _, off := range offsets {
+		r := kmsg.Record{OffsetDelta: int32(off - base), Key: fmt.Appendf(nil, "k%d", off), Value: fmt.Appendf(nil, "v%d", off)}
+		body := len(r.AppendTo(nil)) - 1 // less the 1-byte varint of Length 0
+		r.Length = int32(body)
+		recs = r.AppendTo(recs)
+	}
+	b := kmsg.RecordBatch{FirstOffset: base, Magic: 2, LastOffsetDelta: lastOffsetDelta, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
+		NumRecords: int32(len(offsets)), Records: recs, Length: int32(49 + len(recs))}
+	out := b.AppendTo(nil)
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return out
+}
+
+// A batch whose last records compaction removed keeps its offset range: the reader must go on
+// after the batch's end, not after its last record, or it asks for the same batch for ever.
+// kfake answers the fetches as a broker would for such a log: 0-5 one batch holding only 0
+// and 1, 6-9 a second batch; a fetch answers only the batch holding the offset asked for.
+func TestTxnReadPastCompactedBatchTail(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	topic := kafkatest.Topic(t, "txnread")
+	kafkatest.CreateTopic(t, tg, topic, 1, nil)
+	first, second := txnBatchBytes(0, 5, 0, 1), txnBatchBytes(6, 3, 6, 7, 8, 9)
+	var fetches atomic.Int32
+	tg.Fake.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		tg.Fake.KeepControl()
+		fetches.Add(1)
+		freq := req.(*kmsg.FetchRequest)
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		resp.SetVersion(req.GetVersion())
+		rt := kmsg.NewFetchResponseTopic()
+		rt.Topic = topic
+		rp := kmsg.NewFetchResponseTopicPartition()
+		rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = 10, 10, 0
+		switch off := freq.Topics[0].Partitions[0].FetchOffset; {
+		case off <= 5:
+			rp.RecordBatches = first
+		case off <= 9:
+			rp.RecordBatches = second
+		}
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	for _, committed := range []bool{true, false} {
+		got, next := txnReadPart(t, tg, topic, 0, 0, committed)
+		require.Equal(t, []string{"k0=v0", "k1=v1", "k6=v6", "k7=v7", "k8=v8", "k9=v9"}, got)
+		require.EqualValues(t, 10, next)
+	}
+	t.Logf("%d fetches", fetches.Load())
 }
