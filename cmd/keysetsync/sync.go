@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/retry"
 )
 
 // syncFlags are the settings shared by once and run.
@@ -141,7 +141,7 @@ type openPipeline struct {
 func open(ctx context.Context, f *syncFlags, log *slog.Logger) (*openPipeline, error) {
 	return f.metrics.serve(ctx, log, f.pipeline, func(obs pipeline.Observer) (*openPipeline, error) {
 		var p *openPipeline
-		err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() (bool, error) {
+		err := retry.Do(ctx, retry.Policy{Budget: f.kafkaWait, Retryable: pipeline.IsRetryable, What: "connecting to Kafka", Log: log}, func() (bool, error) {
 			var err error
 			p, err = tryOpenPipeline(ctx, f, log, obs)
 			return false, err
@@ -268,50 +268,12 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 }
 
 // syncPass runs one pass and, while its error is retryable, runs it again with backoff for up
-// to --retry-timeout. Every attempt starts from the committed cursor, never from memory. A
-// failed pass that committed batches made progress: the passes after it get a new budget.
+// to --retry-timeout (retry.Do). Every attempt starts from the committed cursor, never from
+// memory. A failed pass that committed batches made progress: the passes after it get a new
+// budget.
 func syncPass(ctx context.Context, s *pipeline.Pipeline, f *syncFlags, log *slog.Logger) error {
-	return retry(ctx, f.retryTimeout, log, "sync pass", func() (bool, error) {
+	return retry.Do(ctx, retry.Policy{Budget: f.retryTimeout, Retryable: pipeline.IsRetryable, What: "sync pass", Log: log}, func() (bool, error) {
 		st, err := s.Pass(ctx)
 		return st.Batches > 0, err
 	})
-}
-
-// retry calls fn until it succeeds, fails with an error that is not retryable, ctx ends, or
-// it has kept failing for budget; backoff doubles from 500 ms to 30 s, jittered.
-//   - The budget starts at the first failure, not at the first call: a pass that runs for an
-//     hour and then meets a broker restart is retried for the whole budget.
-//   - An attempt that failed after making progress (fn says so: a pass that committed batches)
-//     starts the budget again, from its failure, with the backoff back at 500 ms.
-//   - The last wait is cut short so that one attempt falls at the end of the budget: a
-//     --kafka-wait of 60s keeps trying for 60 s, not until a doubled wait would overshoot it.
-func retry(ctx context.Context, budget time.Duration, log *slog.Logger, what string, fn func() (progressed bool, err error)) error {
-	var deadline time.Time
-	delay := 500 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		progressed, err := fn()
-		if err == nil || ctx.Err() != nil || !pipeline.IsRetryable(err) {
-			return err
-		}
-		if deadline.IsZero() || progressed {
-			deadline, delay = time.Now().Add(budget), 500*time.Millisecond
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			if budget > 0 {
-				return fmt.Errorf("%s still failing after %s of retries: %w", what, budget, err)
-			}
-			return err
-		}
-		wait := min(delay/2+rand.N(delay/2+1), left)
-		log.Warn(what+" failed, retrying", "attempt", attempt, "wait", wait.Round(time.Millisecond), "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
 }
