@@ -441,6 +441,26 @@ func (w *Walker) updatedAt(raw *RawPage, i int) (time.Time, bool) {
 	return at, err == nil
 }
 
+// Drain walks to the end, calling fn with every record in order, and returns nil once the last
+// page is read. It stops at the first error of Next (after fn has seen the valid records Next
+// returned with it) or of fn, and returns that error.
+func (w *Walker) Drain(ctx context.Context, fn func(Record) error) error {
+	for {
+		recs, err := w.Next(ctx)
+		for _, r := range recs {
+			if ferr := fn(r); ferr != nil {
+				return ferr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // Next fetches the next page and returns its new records in order. After the last page it
 // returns io.EOF. On an invalid record (without SkipInvalid) it returns the valid records before
 // it together with a *RecordError; the position then covers exactly the records returned.
