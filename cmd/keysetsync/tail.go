@@ -43,21 +43,11 @@ type tailLine struct {
 	Error     string            `json:"error,omitempty"`
 }
 
-// toolUser is a decoded value as JSON: the field names of the source API, times in RFC 3339
-// UTC, null kept for an absent optional field.
-type toolUser struct {
-	ID        string  `json:"id"`
-	Name      *string `json:"name"`
-	Email     *string `json:"email"`
-	Address   *string `json:"address"`
-	Company   *string `json:"company"`
-	Job       *string `json:"job"`
-	CreatedAt *string `json:"createdAt"`
-	UpdatedAt string  `json:"updatedAt"`
-}
-
-func newToolUser(u avro.User) toolUser {
-	j := toolUser{ID: u.ID, Name: u.Name, Email: u.Email, Address: u.Address, Company: u.Company, Job: u.Job, UpdatedAt: toolTime(u.UpdatedAt)}
+// newToolUser is a decoded value as the tools print it: the field names of the source API, times
+// in RFC 3339 UTC, null kept for an absent optional field.
+func newToolUser(u avro.User) avro.UserJSON[string, *string] {
+	updated := toolTime(u.UpdatedAt)
+	j := avro.UserJSON[string, *string]{ID: u.ID, Name: u.Name, Email: u.Email, Address: u.Address, Company: u.Company, Job: u.Job, UpdatedAt: &updated}
 	if u.CreatedAt != nil {
 		s := toolTime(*u.CreatedAt)
 		j.CreatedAt = &s
