@@ -302,7 +302,7 @@ func (w *Walker) Position() cursor.Cursor {
 		}
 		if !w.warned {
 			w.warned = true
-			w.log.Warn("the lookback window holds more records than a cursor can list; records of it before lookback_from are sent again on every pass (duplicates, counted in resent): shorten --lookback",
+			w.log.Warn("the lookback window holds more records than a cursor can list; records of it before lookback_from are sent again on every pass (duplicates, counted in resent): shorten the lookback",
 				"records_in_window", len(w.window), "lookback_from", cursor.FormatTime(c.LookbackFrom))
 		}
 	}

@@ -72,10 +72,10 @@ func runLoop(ctx context.Context, j *job) error {
 			// Not a failure to retry: everything readable is committed, and the records the
 			// API cannot serve stay missing. The metrics server marks the pipeline degraded.
 			failures = 0
-			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", err)
+			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", withHint(err))
 		case err != nil:
 			failures++
-			log.Error("pass failed; the next pass resumes from the committed cursor", "err", err, "retryable", pipeline.IsRetryable(err), "consecutive_failures", failures)
+			log.Error("pass failed; the next pass resumes from the committed cursor", "err", withHint(err), "retryable", pipeline.IsRetryable(err), "consecutive_failures", failures)
 		default:
 			failures = 0
 		}
