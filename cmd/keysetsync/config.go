@@ -22,7 +22,7 @@ const configFlag = "config"
 const pipelinesKey = "pipelines"
 
 func registerConfigFlag(fs *flag.FlagSet) {
-	fs.String(configFlag, "", "YAML file whose keys are flag names (e.g. 'batch-records: 500'); a flag or env var wins over the file. A 'pipelines:' list runs several pipelines, the top-level keys being their defaults")
+	fs.String(configFlag, "", "YAML file whose keys are flag names; flag > env var > file; a 'pipelines:' list runs several")
 }
 
 // configFile is a parsed --config file, its keys checked against the flag set.

@@ -21,7 +21,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		"or CSV with a header row. A summary goes to stderr.")
 	var rf topicReadFlags
 	rf.register(fs)
-	format := fs.String("format", "jsonl", "output format: jsonl or csv (a header row of the schema's top-level fields, for users id,name,email,address,company,job,createdAt,updatedAt; null as an empty field, nested values as JSON)")
+	format := fs.String("format", "jsonl", "output format: jsonl, or csv with a header row of the schema's top-level fields")
 	output := fs.String("output", "", "file to write, replaced only once complete (default: stdout)")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err

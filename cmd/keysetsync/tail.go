@@ -70,7 +70,7 @@ type topicReadFlags struct {
 func (f *topicReadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	fs.StringVar(&f.topic, "topic", "users", "data topic to read")
-	fs.StringVar(&f.source.schemaFile, "schema", "", "Avro schema file (.avsc) the values were written with, as given to once/run (default: the built-in users schema)")
+	fs.StringVar(&f.source.schemaFile, "schema", "", "Avro schema file (.avsc) the values were written with (default: the built-in users schema)")
 	f.sec.register(fs)
 	f.reg.registerRead(fs)
 }
@@ -116,7 +116,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	var rf topicReadFlags
 	rf.register(fs)
 	fromBeginning := fs.Bool("from-beginning", false, "start at the first message of every partition")
-	from := fs.String("from", "", "start, per partition, at the first message whose timestamp (the produce time) is at or after this RFC 3339 time, e.g. 2024-01-15T10:30:00Z")
+	from := fs.String("from", "", "start, per partition, at the first message produced at or after this RFC 3339 time")
 	key := fs.String("key", "", "print only the messages with this key (a record id)")
 	maxMessages := fs.Int("max-messages", 0, "stop after printing this many messages (0: follow until SIGINT/SIGTERM)")
 	if err := parseFlags(e, fs, args); err != nil {
