@@ -185,8 +185,8 @@ type CorruptError struct {
 }
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("cursor of %q at %s: %v; no later cursor record supersedes it: repair it, or write a new cursor over it with keysetsync cursor set --pipeline %s --to <time> (or cursor reset)",
-		e.Pipeline, e.At, e.Err, e.Pipeline)
+	return fmt.Sprintf("cursor of %q at %s: %v; no later cursor record supersedes it: repair it, or commit a new cursor over it",
+		e.Pipeline, e.At, e.Err)
 }
 
 // Unwrap returns the cause, which wraps ErrCorrupt.

@@ -58,6 +58,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keysetsync/keysetsync/avro"
 )
 
 // TimeLayout is the format of createdAt, updatedAt, updated_since and the decoded scroll_param.
@@ -79,16 +81,7 @@ var DefaultStart = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // User is one record, with the JSON names of the reference API. Times use TimeLayout (UTC, whole
 // seconds) and CreatedAt <= UpdatedAt. Address has several lines.
-type User struct {
-	ID        string `json:"id"`
-	Name      string `json:"name"`
-	Email     string `json:"email"`
-	Address   string `json:"address"`
-	Company   string `json:"company"`
-	Job       string `json:"job"`
-	CreatedAt string `json:"createdAt"`
-	UpdatedAt string `json:"updatedAt"`
-}
+type User = avro.UserJSON[string, string]
 
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {

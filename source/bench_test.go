@@ -7,7 +7,6 @@ package source_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"testing"
@@ -98,18 +97,12 @@ func BenchmarkWalkerPage(b *testing.B) {
 		records, valueBytes := 0, 0
 		for b.Loop() {
 			w := source.NewWalker(src, codec, cursor.Cursor{}, source.WalkOptions{}, nil)
-			for {
-				recs, err := w.Next(ctx)
-				for _, r := range recs {
-					valueBytes += len(r.Value)
-				}
-				records += len(recs)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					b.Fatal(err)
-				}
+			err := w.Drain(ctx, func(r source.Record) error {
+				records, valueBytes = records+1, valueBytes+len(r.Value)
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
 			}
 		}
 		sourcetest.PerRecord(b, records, m)

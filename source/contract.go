@@ -125,35 +125,37 @@ func (c Contract) query(base url.Values, q Query) url.Values {
 	return v
 }
 
-// splitPage finds the records, the next token and the total of an answer.
-func (c Contract) splitPage(body []byte) (records []json.RawMessage, next *string, more bool, total *int64, err error) {
+// splitPage finds the records, the next token and the total of an answer: a RawPage of body
+// without its URL.
+func (c Contract) splitPage(body []byte) (*RawPage, error) {
 	env := &envelope{body: body}
 	raw, ok, err := env.find(c.RecordsPath)
 	if err != nil {
-		return nil, nil, false, nil, fmt.Errorf("body is not a page with records at %q: %w", c.RecordsPath, err)
+		return nil, fmt.Errorf("body is not a page with records at %q: %w", c.RecordsPath, err)
 	}
 	if !ok || isNull(raw) {
-		return nil, nil, false, nil, fmt.Errorf("no %q array in the answer", c.RecordsPath)
+		return nil, fmt.Errorf("no %q array in the answer", c.RecordsPath)
 	}
-	if err := json.Unmarshal(raw, &records); err != nil {
-		return nil, nil, false, nil, fmt.Errorf("%q is not an array: %w", c.RecordsPath, err)
+	p := &RawPage{Bytes: len(body), body: body}
+	if err := json.Unmarshal(raw, &p.records); err != nil {
+		return nil, fmt.Errorf("%q is not an array: %w", c.RecordsPath, err)
 	}
-	if records == nil {
-		records = []json.RawMessage{}
+	if p.records == nil {
+		p.records = []json.RawMessage{}
 	}
-	if next, more, err = c.nextToken(env); err != nil {
-		return nil, nil, false, nil, err
+	if p.Next, p.More, err = c.nextToken(env); err != nil {
+		return nil, err
 	}
 	if len(c.TotalPath) > 0 {
 		if raw, ok, _ := env.find(c.TotalPath); ok {
 			// An unreadable total only costs the estimate; it never fails the page.
 			var n int64
 			if json.Unmarshal(raw, &n) == nil && n >= 0 {
-				total = &n
+				p.Total = &n
 			}
 		}
 	}
-	return records, next, more, total, nil
+	return p, nil
 }
 
 // nextToken reads the next token: a string or a number is a token, true is "more, without a

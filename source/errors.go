@@ -102,7 +102,7 @@ type TieOverflowError struct {
 }
 
 func (e *TieOverflowError) Error() string {
-	return fmt.Sprintf("%d page(s) held only records of one update time, more than a page, and the API cannot page through them: records at %s beyond those delivered may be missing; how many cannot be known through this API. Configure its after-id parameter (--api-after-id-param) or a larger page size, then re-read from before the first of these times (keysetsync cursor set --to)",
+	return fmt.Sprintf("%d page(s) held only records of one update time, more than a page, and the API cannot page through them: records at %s beyond those delivered may be missing; how many cannot be known through this API. Configure its after-id parameter or a larger page size, then re-read from before the first of these times",
 		e.Total, OverflowList(e.Overflows, e.Total, "delivered"))
 }
 

@@ -12,17 +12,9 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 )
 
-// wireUser is a user as the API sends it. Pointers tell a missing field from an empty one.
-type wireUser struct {
-	ID        wireID  `json:"id"`
-	Name      *string `json:"name"`
-	Email     *string `json:"email"`
-	Address   *string `json:"address"`
-	Company   *string `json:"company"`
-	Job       *string `json:"job"`
-	CreatedAt *string `json:"createdAt"`
-	UpdatedAt *string `json:"updatedAt"`
-}
+// wireUser is a user as the API sends it. Pointers tell a missing field from an empty one; the
+// id may come as a number.
+type wireUser = avro.UserJSON[wireID, *string]
 
 // DecodeUser turns one element of a page's data array into an avro.User, or a *RecordError
 // naming the field that is wrong. page and index only label the error.

@@ -92,7 +92,10 @@ func (p *RawPage) Len() int {
 // Raw returns record i as the API sent it.
 func (p *RawPage) Raw(i int) json.RawMessage {
 	if p.records == nil {
-		p.records, _, _, _, _ = DefaultContract().splitPage(p.body) // parsed before, so it parses again
+		// Parsed before, when the page was fetched: it parses again.
+		if split, err := DefaultContract().splitPage(p.body); err == nil {
+			p.records = split.records
+		}
 	}
 	return p.records[i]
 }
@@ -289,18 +292,22 @@ func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage,
 			return &RawPage{URL: shown, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), body: body, users: *fast.Data}, nil
 		}
 	}
-	records, next, more, total, err := s.cfg.Contract.splitPage(body)
+	p, err := s.cfg.Contract.splitPage(body)
 	if err != nil {
 		return nil, &PageError{URL: shown, Err: err}
 	}
-	return &RawPage{URL: shown, Next: next, More: more, Total: total, Bytes: len(body), body: body, records: records}, nil
+	p.URL = shown
+	return p, nil
 }
 
 // ParsePage splits an answer of the playground's contract into its records, still JSON, and
 // its scroll_param (nil when absent, null or "": the pass ends).
 func ParsePage(body []byte) (records []json.RawMessage, next *string, err error) {
-	records, next, _, _, err = DefaultContract().splitPage(body)
-	return records, next, err
+	p, err := DefaultContract().splitPage(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.records, p.Next, nil
 }
 
 func newHTTPError(shown string, resp *http.Response, body []byte) *HTTPError {

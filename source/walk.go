@@ -302,7 +302,7 @@ func (w *Walker) Position() cursor.Cursor {
 		}
 		if !w.warned {
 			w.warned = true
-			w.log.Warn("the lookback window holds more records than a cursor can list; records of it before lookback_from are sent again on every pass (duplicates, counted in resent): shorten --lookback",
+			w.log.Warn("the lookback window holds more records than a cursor can list; records of it before lookback_from are sent again on every pass (duplicates, counted in resent): shorten the lookback",
 				"records_in_window", len(w.window), "lookback_from", cursor.FormatTime(c.LookbackFrom))
 		}
 	}
@@ -439,6 +439,26 @@ func (w *Walker) updatedAt(raw *RawPage, i int) (time.Time, bool) {
 	}
 	_, at, _, err := w.src.Contract().key(obj)
 	return at, err == nil
+}
+
+// Drain walks to the end, calling fn with every record in order, and returns nil once the last
+// page is read. It stops at the first error of Next (after fn has seen the valid records Next
+// returned with it) or of fn, and returns that error.
+func (w *Walker) Drain(ctx context.Context, fn func(Record) error) error {
+	for {
+		recs, err := w.Next(ctx)
+		for _, r := range recs {
+			if ferr := fn(r); ferr != nil {
+				return ferr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Next fetches the next page and returns its new records in order. After the last page it

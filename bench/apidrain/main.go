@@ -12,10 +12,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -47,18 +45,12 @@ func main() {
 	start := time.Now()
 	w := source.NewWalker(src, codec, cursor.Cursor{}, source.WalkOptions{}, nil)
 	records, valueBytes := 0, 0
-	for {
-		recs, err := w.Next(ctx)
-		for _, r := range recs {
-			valueBytes += len(r.Value)
-		}
-		records += len(recs)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			benchkit.Fatal("apidrain", err)
-		}
+	err = w.Drain(ctx, func(r source.Record) error {
+		records, valueBytes = records+1, valueBytes+len(r.Value)
+		return nil
+	})
+	if err != nil {
+		benchkit.Fatal("apidrain", err)
 	}
 	secs := time.Since(start).Seconds()
 	st := w.Stats()

@@ -22,7 +22,7 @@ const configFlag = "config"
 const pipelinesKey = "pipelines"
 
 func registerConfigFlag(fs *flag.FlagSet) {
-	fs.String(configFlag, "", "YAML file whose keys are flag names (e.g. 'batch-records: 500'); a flag or env var wins over the file. A 'pipelines:' list runs several pipelines, the top-level keys being their defaults")
+	fs.String(configFlag, "", "YAML file whose keys are flag names; flag > env var > file; a 'pipelines:' list runs several")
 }
 
 // configFile is a parsed --config file, its keys checked against the flag set.
@@ -355,18 +355,19 @@ func hasKey(entries []configEntry, key string) bool {
 	return false
 }
 
-// syncRun is one opened pipeline of once or run.
-type syncRun struct {
-	f        *syncFlags
+// job is one pipeline of once or run: its settings, its logger and, once started, the open
+// pipeline.
+type job struct {
+	flags    *syncFlags
 	log      *slog.Logger
-	p        *openPipeline
+	pipeline *openPipeline
 	interval time.Duration // run's --interval
 }
 
-// startSync parses the flags of a sync command (with interval non-nil, run's --interval too),
+// startJobs parses the flags of a sync command (with interval non-nil, run's --interval too),
 // builds the logger and opens the pipelines: one, or one per item of the config file's
 // pipelines list (each logging with its name). The caller closes them.
-func startSync(ctx context.Context, e *env, args []string, name, summary string, interval *time.Duration) ([]*syncRun, error) {
+func startJobs(ctx context.Context, e *env, args []string, name, summary string, interval *time.Duration) ([]*job, error) {
 	fs, f := syncFlagSet(e, name, summary, interval)
 	p, err := parseFlagSources(e, fs, args)
 	if err != nil {
@@ -383,7 +384,7 @@ func startSync(ctx context.Context, e *env, args []string, name, summary string,
 			return nil, err
 		}
 	}
-	var runs []*syncRun
+	var jobs []*job
 	for _, ps := range sets {
 		f := ps.flags
 		err := f.validate()
@@ -403,36 +404,36 @@ func startSync(ctx context.Context, e *env, args []string, name, summary string,
 		if multi {
 			log = log.With("pipeline", f.pipeline)
 		}
-		runs = append(runs, &syncRun{f: f, log: log, interval: ps.interval})
+		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
 	}
-	for i, r := range runs {
-		r.p, err = open(ctx, r.f, r.log)
+	for i, j := range jobs {
+		j.pipeline, err = open(ctx, j.flags, j.log)
 		if err != nil {
-			closeSyncs(runs[:i])
+			closeJobs(jobs[:i])
 			if multi {
-				err = fmt.Errorf("pipeline %q: %w", r.f.pipeline, err)
+				err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
 			}
 			return nil, err
 		}
 	}
-	return runs, nil
+	return jobs, nil
 }
 
-func closeSyncs(runs []*syncRun) {
-	for _, r := range runs {
-		r.p.close()
+func closeJobs(jobs []*job) {
+	for _, j := range jobs {
+		j.pipeline.close()
 	}
 }
 
-// eachSync runs fn for every pipeline concurrently and joins their errors, each named by its
+// eachJob runs fn for every pipeline concurrently and joins their errors, each named by its
 // pipeline when there are several.
-func eachSync(runs []*syncRun, fn func(r *syncRun) error) error {
-	errs := make([]error, len(runs))
+func eachJob(jobs []*job, fn func(j *job) error) error {
+	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
-	for i, r := range runs {
+	for i, j := range jobs {
 		wg.Go(func() {
-			if err := fn(r); err != nil && len(runs) > 1 {
-				errs[i] = fmt.Errorf("pipeline %q: %w", r.f.pipeline, err)
+			if err := fn(j); err != nil && len(jobs) > 1 {
+				errs[i] = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
 			} else {
 				errs[i] = err
 			}

@@ -53,7 +53,7 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 	pipeline := fs.String("pipeline", "users", "pipeline whose cursor to "+action)
 	var to *string
 	if action == "set" {
-		to = fs.String("to", "", "new cursor position, an RFC 3339 time such as 2024-01-15T10:30:00Z (fractions allowed); the next pass re-reads updatedAt >= it (required)")
+		to = fs.String("to", "", "new cursor position, an RFC 3339 time; the next pass re-reads every updatedAt >= it (required)")
 	}
 	var sec kafkaSecurityFlags
 	sec.register(fs)

@@ -84,7 +84,7 @@ func dispatch(ctx context.Context, e *env, args []string) int {
 		if err == nil || errors.Is(err, errHelp) {
 			return 0
 		}
-		fmt.Fprintf(e.stderr, "keysetsync %s: %v\n", c.name, err)
+		fmt.Fprintf(e.stderr, "keysetsync %s: %v\n", c.name, withHint(err))
 		return exitCode(err)
 	}
 	fmt.Fprintf(e.stderr, "keysetsync: unknown command %q\n\n", args[0])

@@ -18,10 +18,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/logtest"
 	kt "github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
+	"github.com/keysetsync/keysetsync/source"
 )
 
 // run calls dispatch in-process with the given env vars and returns exit code, stdout, stderr.
@@ -245,4 +247,29 @@ func TestOnceStoppedBySignalWhileOpening(t *testing.T) {
 	code := dispatch(ctx, e, []string{"once"})
 	assert.Equal(t, 143, code, stderr.String())
 	assert.Contains(t, stderr.String(), "keysetsync once: interrupted by SIGTERM")
+}
+
+// TestLibraryErrorsGetTheirFlagHint: a library error that says what is wrong in its own terms
+// reaches the user with the flag or command that changes it; others are left as they are.
+func TestLibraryErrorsGetTheirFlagHint(t *testing.T) {
+	corrupt := &cursor.CorruptError{Pipeline: "users", At: "c/0 offset 3", Err: fmt.Errorf("%w: bad", cursor.ErrCorrupt)}
+	cases := []struct {
+		name string
+		err  error
+		want string // the whole message
+	}{
+		{"tie overflow", fmt.Errorf("pass: %w", &source.TieOverflowError{Total: 1, Overflows: []source.TieOverflow{{Page: 2, Delivered: 50}}}),
+			"Configure its after-id parameter or a larger page size, then re-read from before the first of these times: --api-after-id-param or a larger --api-page-size; move the cursor back with keysetsync cursor set --to"},
+		{"corrupt cursor", fmt.Errorf("load: %w", corrupt),
+			"commit a new cursor over it: keysetsync cursor set --pipeline users --to <time> (or cursor reset)"},
+		{"corrupt, not a record", fmt.Errorf("%w: seq 9 cannot be increased", cursor.ErrCorrupt), "corrupt cursor record: seq 9 cannot be increased"},
+		{"anything else", errors.New("boom"), "boom"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := withHint(c.err)
+			assert.True(t, strings.HasSuffix(got.Error(), c.want), "%q\ndoes not end with\n%q", got, c.want)
+			assert.ErrorIs(t, got, c.err, "the cause stays reachable")
+		})
+	}
 }

@@ -22,7 +22,7 @@ type metricsFlags struct {
 }
 
 func (f *metricsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "listen address of the HTTP server for /metrics (Prometheus), /healthz and /readyz, e.g. :9464 or 127.0.0.1:0 (empty: no server)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "listen address of the /metrics, /healthz and /readyz server, e.g. :9464 (empty: none)")
 }
 
 // serve opens the pipeline with open. With --metrics-addr it first starts the HTTP server (so

@@ -18,20 +18,20 @@ With a config file listing pipelines, all of them run concurrently; 1 wins over 
 win over 3.`
 
 func runOnce(ctx context.Context, e *env, args []string) error {
-	runs, err := startSync(ctx, e, args, "once", onceSummary, nil)
+	jobs, err := startJobs(ctx, e, args, "once", onceSummary, nil)
 	if err != nil {
 		if sig := interruptedBySignal(ctx); sig != nil && !errors.Is(err, errUsage) {
 			return fmt.Errorf("%w while opening the pipeline: %w", sig, err)
 		}
 		return err
 	}
-	defer closeSyncs(runs)
+	defer closeJobs(jobs)
 	// Each pipeline's outcome decides the exit status: a failure (1) wins over an interrupted
 	// pass (130/143), which wins over records the API cannot serve (3).
 	var mu sync.Mutex
 	failed, stopped, mayBeMissing := 0, 0, 0
-	err = eachSync(runs, func(r *syncRun) error {
-		err := syncPass(ctx, r.p.syncer, r.f, r.log)
+	err = eachJob(jobs, func(j *job) error {
+		err := syncPass(ctx, j.pipeline.syncer, j.flags, j.log)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -41,7 +41,7 @@ func runOnce(ctx context.Context, e *env, args []string) error {
 			// Whatever the pass returned, it ended because of the stop (a cancelled request, a
 			// retry cut short); its cursor covers every acknowledged batch.
 			stopped++
-			r.log.Info("interrupted; the cursor covers every acknowledged batch", "err", err)
+			j.log.Info("interrupted; the cursor covers every acknowledged batch", "err", err)
 			return errors.New("stopped before the API had nothing newer; the cursor covers every acknowledged batch")
 		case errors.Is(err, source.ErrTieOverflow):
 			mayBeMissing++

@@ -25,16 +25,14 @@ type registryFlags struct {
 
 // register adds the flags of the sync commands.
 func (r *registryFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.url, "schema-registry", "", "Confluent-compatible schema registry URL (e.g. http://registry:8081): register the value schema under <topic>-value at start "+
-		"and frame every value in the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro binary); empty: plain Avro binary, no registry")
+	fs.StringVar(&r.url, "schema-registry", "", "schema registry URL: register the schema and frame values in the Confluent format (empty: none)")
 	fs.StringVar(&r.basicAuthFile, "schema-registry-basic-auth-file", "", "file holding user:password for HTTP basic authentication to --schema-registry")
 }
 
 // registerRead adds the flag of the reading tools: they do not contact the registry, the flag
 // only says that values carry the Confluent frame.
 func (r *registryFlags) registerRead(fs *flag.FlagSet) {
-	fs.StringVar(&r.url, "schema-registry", "", "set when the topic was written with --schema-registry: values that start with magic byte 0 lose their 5-byte "+
-		"Confluent frame before decoding (the registry is not contacted; values decode with the built-in schema)")
+	fs.StringVar(&r.url, "schema-registry", "", "set when the topic was written with --schema-registry: strip the Confluent frame before decoding")
 }
 
 func (r *registryFlags) validate() []error {

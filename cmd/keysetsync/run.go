@@ -31,7 +31,7 @@ func checkInterval(interval time.Duration) error {
 
 func runRun(ctx context.Context, e *env, args []string) error {
 	var interval time.Duration
-	runs, err := startSync(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM, then exit 0.\nA failed pass is logged and the next one starts again from the committed cursor. A pass that\nended with records the API cannot serve (a tie wider than a page) is logged as an ERROR and\nmarks the pipeline degraded on /readyz and keysetsync_degraded until the process restarts.\nWith a config file listing pipelines, all of them run concurrently in this process.", &interval)
+	jobs, err := startJobs(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM, then exit 0.\nA failed pass is logged and the next one starts again from the committed cursor. A pass that\nended with records the API cannot serve (a tie wider than a page) is logged as an ERROR and\nmarks the pipeline degraded on /readyz and keysetsync_degraded until the process restarts.\nWith a config file listing pipelines, all of them run concurrently in this process.", &interval)
 	if err != nil {
 		if interruptedBySignal(ctx) != nil && !errors.Is(err, errUsage) {
 			// Stopped while connecting: nothing was written, and run stops on a signal with 0.
@@ -40,12 +40,12 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	defer closeSyncs(runs)
+	defer closeJobs(jobs)
 	// A configuration error of one pipeline stops them all.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	return eachSync(runs, func(r *syncRun) error {
-		err := runLoop(ctx, r)
+	return eachJob(jobs, func(j *job) error {
+		err := runLoop(ctx, j)
 		if err != nil {
 			cancel()
 		}
@@ -54,12 +54,12 @@ func runRun(ctx context.Context, e *env, args []string) error {
 }
 
 // runLoop runs the passes of one pipeline until ctx ends or a configuration error.
-func runLoop(ctx context.Context, r *syncRun) error {
-	log, interval := r.log, r.interval
+func runLoop(ctx context.Context, j *job) error {
+	log, interval := j.log, j.interval
 	log.Info("running", "interval", interval)
 	failures := 0
 	for {
-		err := syncPass(ctx, r.p.syncer, r.f, log)
+		err := syncPass(ctx, j.pipeline.syncer, j.flags, log)
 		if ctx.Err() != nil {
 			log.Info("stopping on signal; the cursor covers every acknowledged batch")
 			return nil
@@ -72,10 +72,10 @@ func runLoop(ctx context.Context, r *syncRun) error {
 			// Not a failure to retry: everything readable is committed, and the records the
 			// API cannot serve stay missing. The metrics server marks the pipeline degraded.
 			failures = 0
-			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", err)
+			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", withHint(err))
 		case err != nil:
 			failures++
-			log.Error("pass failed; the next pass resumes from the committed cursor", "err", err, "retryable", pipeline.IsRetryable(err), "consecutive_failures", failures)
+			log.Error("pass failed; the next pass resumes from the committed cursor", "err", withHint(err), "retryable", pipeline.IsRetryable(err), "consecutive_failures", failures)
 		default:
 			failures = 0
 		}

@@ -8,20 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/latest"
 )
-
-// snapshotEntry is the latest value of one id and where it was read.
-type snapshotEntry struct {
-	partition int
-	offset    int64
-	value     []byte
-}
 
 func runSnapshot(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "snapshot", "Rebuild the latest state per id from the whole data topic (the latest value of each key wins,\n"+
@@ -29,7 +21,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 		"or CSV with a header row. A summary goes to stderr.")
 	var rf topicReadFlags
 	rf.register(fs)
-	format := fs.String("format", "jsonl", "output format: jsonl or csv (a header row of the schema's top-level fields, for users id,name,email,address,company,job,createdAt,updatedAt; null as an empty field, nested values as JSON)")
+	format := fs.String("format", "jsonl", "output format: jsonl, or csv with a header row of the schema's top-level fields")
 	output := fs.String("output", "", "file to write, replaced only once complete (default: stdout)")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
@@ -51,19 +43,9 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	}
 	defer closeClient()
 
-	latest := map[string]snapshotEntry{}
-	var messages, tombstones, unkeyed int
+	var values latest.Values
 	err = topic.Scan(ctx, client, rf.topic, func(r topic.Record) error {
-		messages++
-		switch {
-		case len(r.Key) == 0:
-			unkeyed++ // not part of the upsert stream: no id to file it under
-		case r.Value == nil:
-			tombstones++
-			delete(latest, string(r.Key))
-		default:
-			latest[string(r.Key)] = snapshotEntry{partition: r.Partition, offset: r.Offset, value: r.Value}
-		}
+		values.Add(latest.Message{Key: r.Key, Value: r.Value, Partition: r.Partition, Offset: r.Offset})
 		return nil
 	})
 	if err != nil {
@@ -83,11 +65,11 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 			enc = json.NewEncoder(bw)
 			enc.SetEscapeHTML(false)
 		}
-		for _, id := range slices.Sorted(maps.Keys(latest)) {
-			ent := latest[id]
-			j, err := dec.decode(ent.value)
+		for _, id := range values.Keys() {
+			v, _ := values.Get(id)
+			j, err := dec.decode(v.Bytes)
 			if err != nil {
-				return fmt.Errorf("latest value of id %q (%s/%d offset %d) as %s: %w", id, rf.topic, ent.partition, ent.offset, dec.name(), err)
+				return fmt.Errorf("latest value of id %q (%s/%d offset %d) as %s: %w", id, rf.topic, v.Partition, v.Offset, dec.name(), err)
 			}
 			if cw != nil {
 				var row []string
@@ -119,8 +101,9 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("write snapshot to %s: %w", *output, err)
 		}
 	}
+	counts := values.Counts()
 	fmt.Fprintf(e.stderr, "snapshot: topic=%s messages=%d tombstones=%d unkeyed=%d ids=%d format=%s output=%s\n",
-		rf.topic, messages, tombstones, unkeyed, len(latest), *format, dest)
+		rf.topic, counts.Messages, counts.Tombstones, counts.Unkeyed, values.Len(), *format, dest)
 	return nil
 }
 

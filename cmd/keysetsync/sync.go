@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/retry"
 )
 
 // syncFlags are the settings shared by once and run.
@@ -49,26 +49,26 @@ type syncFlags struct {
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
 	f.source.register(fs)
-	fs.IntVar(&f.apiMaxAttempts, "api-max-attempts", 6, "attempts per page on 5xx, 429, timeouts and connection errors (exponential backoff with jitter; Retry-After honoured)")
+	fs.IntVar(&f.apiMaxAttempts, "api-max-attempts", 6, "attempts per page on 5xx, 429, timeouts and connection errors (backoff with jitter, Retry-After)")
 	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	fs.StringVar(&f.topic, "topic", "users", "data topic: one Avro message per new or updated record, keyed by id")
 	fs.StringVar(&f.cursorTopic, "cursor-topic", "keysetsync-cursors", "compacted topic holding the cursors (key = pipeline name)")
 	fs.StringVar(&f.pipeline, "pipeline", "users", "pipeline name: the cursor's key and the keysetsync.pipeline header")
 	fs.IntVar(&f.batchRecords, "batch-records", 1000, "records produced and acknowledged per cursor commit")
-	fs.IntVar(&f.maxInFlight, "max-in-flight", 4, "batches produced and not yet acknowledged at once while the next pages are fetched (1: one at a time); cursors still commit strictly in order")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", 4, "batches produced and not yet acknowledged while the next pages are fetched (1: one at a time)")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 60*time.Second, "bound on producing one batch and committing its cursor, also when shutting down")
 	fs.IntVar(&f.partitions, "topic-partitions", 1, "partitions of the data topic when keysetsync creates it (-1: broker default)")
 	fs.IntVar(&f.replication, "topic-replication-factor", -1, "replication factor of the data and cursor topics when keysetsync creates them (-1: broker default)")
-	fs.DurationVar(&f.retryTimeout, "retry-timeout", 5*time.Minute, "how long passes are retried from their first failure while the error is retryable (API 5xx/429/network, Kafka unreachable or retriable), each from the committed cursor; a failed pass that committed batches starts a new budget; 0 disables")
+	fs.DurationVar(&f.retryTimeout, "retry-timeout", 5*time.Minute, "how long a failing pass is retried while the error is retryable, from its first failure (0: never)")
 	fs.DurationVar(&f.kafkaWait, "kafka-wait", 0, "at start, how long to wait for Kafka to become reachable (0: fail at once with the connection error)")
-	fs.StringVar(&f.onInvalid, "on-invalid", "fail", "what an invalid record does: fail (stop the pass; the cursor stays just before it) or dlq (send its original JSON to --dlq-topic with the reason in headers, and go on)")
+	fs.StringVar(&f.onInvalid, "on-invalid", "fail", "what an invalid record does: fail (stop the pass) or dlq (send it to --dlq-topic and go on)")
 	fs.StringVar(&f.dlqTopic, "dlq-topic", "", "dead-letter topic for --on-invalid dlq (default: <topic>.dlq)")
-	fs.DurationVar(&f.lookback, "lookback", 0, "also re-read this far behind the cursor on every pass, for records the source commits late with an older updatedAt; already delivered ones are not sent again")
-	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", pipeline.DefaultMaxRecordBytes, "largest Kafka message of a record (key, value with any schema-registry prefix, headers); the topic's max.message.bytes may lower it; a larger record is invalid (--on-invalid)")
-	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock would carry the cursor past all future records)")
-	fs.Var(&f.topicConfigs, "topic-config", "topic-level config name=value of the data topic when keysetsync creates it, e.g. cleanup.policy=compact (repeatable; comma-separated in the env var and config file); an existing topic is not altered, a differing value is logged as a warning")
-	fs.BoolVar(&f.acceptOverflow, "accept-tie-overflow", false, "accept the loss of records the API cannot serve (a tie wider than a page without --api-after-id-param): log it, but end the pass with 0 and keep /readyz ready instead of exit 3 and degraded")
-	fs.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a pass logs a progress line: records/s and, with --api-total-path, the records that remain and an estimated time left (0: never)")
+	fs.DurationVar(&f.lookback, "lookback", 0, "also re-read this far behind the cursor every pass, for records committed late (no duplicates sent)")
+	fs.IntVar(&f.maxRecordBytes, "max-record-bytes", pipeline.DefaultMaxRecordBytes, "largest Kafka message of a record (the topic's max.message.bytes may lower it); larger is invalid")
+	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock must not move the cursor)")
+	fs.Var(&f.topicConfigs, "topic-config", "name=value config of the data topic when keysetsync creates it, e.g. cleanup.policy=compact; repeatable")
+	fs.BoolVar(&f.acceptOverflow, "accept-tie-overflow", false, "accept the loss of records a tie wider than a page hides: log it, exit 0 and stay ready")
+	fs.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a pass logs progress (records/s, with --api-total-path what remains) (0: never)")
 	f.logFlags.register(fs)
 	f.metrics.register(fs)
 	f.kafkaSec.register(fs)
@@ -141,7 +141,7 @@ type openPipeline struct {
 func open(ctx context.Context, f *syncFlags, log *slog.Logger) (*openPipeline, error) {
 	return f.metrics.serve(ctx, log, f.pipeline, func(obs pipeline.Observer) (*openPipeline, error) {
 		var p *openPipeline
-		err := retry(ctx, f.kafkaWait, log, "connecting to Kafka", func() (bool, error) {
+		err := retry.Do(ctx, retry.Policy{Budget: f.kafkaWait, Retryable: pipeline.IsRetryable, What: "connecting to Kafka", Log: log}, func() (bool, error) {
 			var err error
 			p, err = tryOpenPipeline(ctx, f, log, obs)
 			return false, err
@@ -268,50 +268,12 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 }
 
 // syncPass runs one pass and, while its error is retryable, runs it again with backoff for up
-// to --retry-timeout. Every attempt starts from the committed cursor, never from memory. A
-// failed pass that committed batches made progress: the passes after it get a new budget.
+// to --retry-timeout (retry.Do). Every attempt starts from the committed cursor, never from
+// memory. A failed pass that committed batches made progress: the passes after it get a new
+// budget.
 func syncPass(ctx context.Context, s *pipeline.Pipeline, f *syncFlags, log *slog.Logger) error {
-	return retry(ctx, f.retryTimeout, log, "sync pass", func() (bool, error) {
+	return retry.Do(ctx, retry.Policy{Budget: f.retryTimeout, Retryable: pipeline.IsRetryable, What: "sync pass", Log: log}, func() (bool, error) {
 		st, err := s.Pass(ctx)
 		return st.Batches > 0, err
 	})
-}
-
-// retry calls fn until it succeeds, fails with an error that is not retryable, ctx ends, or
-// it has kept failing for budget; backoff doubles from 500 ms to 30 s, jittered.
-//   - The budget starts at the first failure, not at the first call: a pass that runs for an
-//     hour and then meets a broker restart is retried for the whole budget.
-//   - An attempt that failed after making progress (fn says so: a pass that committed batches)
-//     starts the budget again, from its failure, with the backoff back at 500 ms.
-//   - The last wait is cut short so that one attempt falls at the end of the budget: a
-//     --kafka-wait of 60s keeps trying for 60 s, not until a doubled wait would overshoot it.
-func retry(ctx context.Context, budget time.Duration, log *slog.Logger, what string, fn func() (progressed bool, err error)) error {
-	var deadline time.Time
-	delay := 500 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		progressed, err := fn()
-		if err == nil || ctx.Err() != nil || !pipeline.IsRetryable(err) {
-			return err
-		}
-		if deadline.IsZero() || progressed {
-			deadline, delay = time.Now().Add(budget), 500*time.Millisecond
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			if budget > 0 {
-				return fmt.Errorf("%s still failing after %s of retries: %w", what, budget, err)
-			}
-			return err
-		}
-		wait := min(delay/2+rand.N(delay/2+1), left)
-		log.Warn(what+" failed, retrying", "attempt", attempt, "wait", wait.Round(time.Millisecond), "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
 }

@@ -43,21 +43,11 @@ type tailLine struct {
 	Error     string            `json:"error,omitempty"`
 }
 
-// toolUser is a decoded value as JSON: the field names of the source API, times in RFC 3339
-// UTC, null kept for an absent optional field.
-type toolUser struct {
-	ID        string  `json:"id"`
-	Name      *string `json:"name"`
-	Email     *string `json:"email"`
-	Address   *string `json:"address"`
-	Company   *string `json:"company"`
-	Job       *string `json:"job"`
-	CreatedAt *string `json:"createdAt"`
-	UpdatedAt string  `json:"updatedAt"`
-}
-
-func newToolUser(u avro.User) toolUser {
-	j := toolUser{ID: u.ID, Name: u.Name, Email: u.Email, Address: u.Address, Company: u.Company, Job: u.Job, UpdatedAt: toolTime(u.UpdatedAt)}
+// newToolUser is a decoded value as the tools print it: the field names of the source API, times
+// in RFC 3339 UTC, null kept for an absent optional field.
+func newToolUser(u avro.User) avro.UserJSON[string, *string] {
+	updated := toolTime(u.UpdatedAt)
+	j := avro.UserJSON[string, *string]{ID: u.ID, Name: u.Name, Email: u.Email, Address: u.Address, Company: u.Company, Job: u.Job, UpdatedAt: &updated}
 	if u.CreatedAt != nil {
 		s := toolTime(*u.CreatedAt)
 		j.CreatedAt = &s
@@ -80,7 +70,7 @@ type topicReadFlags struct {
 func (f *topicReadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	fs.StringVar(&f.topic, "topic", "users", "data topic to read")
-	fs.StringVar(&f.source.schemaFile, "schema", "", "Avro schema file (.avsc) the values were written with, as given to once/run (default: the built-in users schema)")
+	fs.StringVar(&f.source.schemaFile, "schema", "", "Avro schema file (.avsc) the values were written with (default: the built-in users schema)")
 	f.sec.register(fs)
 	f.reg.registerRead(fs)
 }
@@ -126,7 +116,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	var rf topicReadFlags
 	rf.register(fs)
 	fromBeginning := fs.Bool("from-beginning", false, "start at the first message of every partition")
-	from := fs.String("from", "", "start, per partition, at the first message whose timestamp (the produce time) is at or after this RFC 3339 time, e.g. 2024-01-15T10:30:00Z")
+	from := fs.String("from", "", "start, per partition, at the first message produced at or after this RFC 3339 time")
 	key := fs.String("key", "", "print only the messages with this key (a record id)")
 	maxMessages := fs.Int("max-messages", 0, "stop after printing this many messages (0: follow until SIGINT/SIGTERM)")
 	if err := parseFlags(e, fs, args); err != nil {

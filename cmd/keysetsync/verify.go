@@ -1,23 +1,21 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
-	"sort"
 	"strings"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/keysetsync/keysetsync/avro"
+	"github.com/keysetsync/keysetsync/compare"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/latest"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -87,81 +85,54 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	inTopic := map[string][]byte{}
-	messages := 0
+	var inTopic latest.Values
 	err = topic.Scan(ctx, client, f.topic, func(r topic.Record) error {
-		messages++
-		if r.Value == nil {
-			delete(inTopic, string(r.Key))
-		} else {
-			inTopic[string(r.Key)] = f.registry.unframe(r.Value)
+		m := latest.Message{Key: r.Key, Value: r.Value, Partition: r.Partition, Offset: r.Offset}
+		if m.Value != nil {
+			m.Value = f.registry.unframe(m.Value) // compared with the API's Avro values
 		}
+		inTopic.Add(m)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read topic %q: %w", f.topic, err)
 	}
-	inAPI := map[string]source.Record{}
 	w := source.NewWalker(src, codec, cursor.Cursor{}, walk, log)
-	for {
-		recs, err := w.Next(ctx)
-		for _, r := range recs {
-			inAPI[r.ID] = r
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read API: %w", err)
-		}
+	inAPI, err := compare.ReadAPI(ctx, w)
+	if err != nil {
+		return err
 	}
 	lag := cursorLag(f, committed, noCursor, inAPI)
 
 	if ws := w.Stats(); ws.TieOverflows > 0 {
 		// The walk skipped records it could not page through, exactly as the sync does: a
 		// comparison would call them neither missing nor stale, and report a loss as success.
-		fmt.Fprintf(e.stdout, "cannot verify: %s\n", overflowText(ws))
+		fmt.Fprintf(e.stdout, "cannot verify: %s\n", compare.OverflowText(ws))
 		fmt.Fprintln(e.stdout, lag)
 		return fmt.Errorf("%w: the API could not page through %d tie(s) wider than a page (first at %s); configure --api-after-id-param or a larger --api-page-size",
 			errCannotVerify, ws.TieOverflows, cursor.FormatTime(ws.Overflows[0].At))
 	}
 
-	var missing, stale, extra []string
-	for id, r := range inAPI {
-		v, ok := inTopic[id]
-		switch {
-		case r.Deleted:
-			// A delete is in sync when the topic's latest for the id is a tombstone (or nothing).
-			if ok {
-				stale = append(stale, id)
-			} else {
-				delete(inAPI, id)
-			}
-		case !ok:
-			missing = append(missing, id)
-		case !bytes.Equal(v, r.Value):
-			stale = append(stale, id)
-		}
+	diff := inAPI.Diff(&inTopic)
+	counts := inTopic.Counts()
+	unkeyed := ""
+	if counts.Unkeyed > 0 {
+		// Not part of the upsert stream, so in no comparison: but not hidden either.
+		unkeyed = fmt.Sprintf(" unkeyed=%d", counts.Unkeyed)
 	}
-	for id := range inTopic {
-		if _, ok := inAPI[id]; !ok {
-			extra = append(extra, id)
-		}
-	}
-	fmt.Fprintf(e.stdout, "topic=%s messages=%d ids_in_topic=%d ids_in_api=%d missing=%d stale=%d extra=%d\n",
-		f.topic, messages, len(inTopic), len(inAPI), len(missing), len(stale), len(extra))
+	fmt.Fprintf(e.stdout, "topic=%s messages=%d%s ids_in_topic=%d ids_in_api=%d missing=%d stale=%d extra=%d\n",
+		f.topic, counts.Messages, unkeyed, inTopic.Len(), diff.InAPI, len(diff.Missing), len(diff.Stale), len(diff.Extra))
 	for _, l := range []struct {
 		kind string
 		ids  []string
-	}{{"missing", missing}, {"stale", stale}, {"extra", extra}} {
-		sort.Strings(l.ids)
+	}{{"missing", diff.Missing}, {"stale", diff.Stale}, {"extra", diff.Extra}} {
 		for _, id := range l.ids[:min(len(l.ids), examples)] {
 			fmt.Fprintf(e.stdout, "%s %s\n", l.kind, id)
 		}
 	}
 	fmt.Fprintln(e.stdout, lag)
-	if len(missing)+len(stale) > 0 {
-		return fmt.Errorf("%w: %d missing, %d stale", errVerify, len(missing), len(stale))
+	if !diff.InSync() {
+		return fmt.Errorf("%w: %d missing, %d stale", errVerify, len(diff.Missing), len(diff.Stale))
 	}
 	return nil
 }
@@ -212,21 +183,12 @@ func loadCommittedCursor(ctx context.Context, client *kafka.Client, f *syncFlags
 // last_updated_at, the API's newest updatedAt, their difference (negative: the cursor is ahead
 // of every record the API serves) and how many API records are newer than the cursor, which the
 // next pass would deliver.
-func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, inAPI map[string]source.Record) string {
+func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, api *compare.API) string {
 	at := c.LastUpdatedAt
 	if noCursor != "" {
 		at = cursor.Start
 	}
-	var newest time.Time
-	newer := 0
-	for _, r := range inAPI {
-		if r.UpdatedAt.After(newest) {
-			newest = r.UpdatedAt
-		}
-		if r.UpdatedAt.After(at) {
-			newer++
-		}
-	}
+	lag := api.Lag(at)
 	var b strings.Builder
 	fmt.Fprintf(&b, "cursor pipeline=%s", f.pipeline)
 	if noCursor != "" {
@@ -234,21 +196,14 @@ func cursorLag(f *syncFlags, c cursor.Cursor, noCursor string, inAPI map[string]
 	} else {
 		fmt.Fprintf(&b, " last_updated_at=%s seq=%d", cursor.FormatTime(at), c.Seq)
 	}
-	if newest.IsZero() {
+	if lag.Newest.IsZero() {
 		b.WriteString(" api_newest_updated_at=none")
 	} else {
-		fmt.Fprintf(&b, " api_newest_updated_at=%s", cursor.FormatTime(newest))
+		fmt.Fprintf(&b, " api_newest_updated_at=%s", cursor.FormatTime(lag.Newest))
 		if noCursor == "" {
-			fmt.Fprintf(&b, " behind=%s", newest.Sub(at))
+			fmt.Fprintf(&b, " behind=%s", lag.Newest.Sub(at))
 		}
 	}
-	fmt.Fprintf(&b, " api_records_newer=%d", newer)
+	fmt.Fprintf(&b, " api_records_newer=%d", lag.Newer)
 	return b.String()
-}
-
-// overflowText names where a walk could not page through a tie: each time with its page and
-// the records read there.
-func overflowText(ws source.WalkStats) string {
-	return fmt.Sprintf("the API could not page through %d tie(s) wider than a page, so records at %s beyond those read can be fetched neither by the sync nor by this check; how many is unknown",
-		ws.TieOverflows, source.OverflowList(ws.Overflows, ws.TieOverflows, "read"))
 }

@@ -1,0 +1,78 @@
+package retry
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// The backoff of Do: doubling from firstDelay up to maxDelay, each wait drawn from the upper
+// half of the current delay so that many callers failing together do not retry in step.
+const (
+	firstDelay = 500 * time.Millisecond
+	maxDelay   = 30 * time.Second
+)
+
+// Policy says what Do retries and for how long.
+type Policy struct {
+	// Budget is how long an operation is retried from its first failure (see Do); 0: not at all,
+	// the first error is returned as it is.
+	Budget time.Duration
+	// Retryable decides whether an error may heal (nil: IsRetryable). Callers whose errors need
+	// classifying first (Kafka's codes) pass their own.
+	Retryable func(error) bool
+	// What names the operation in the log and in the error once the budget is spent.
+	What string
+	// Log gets a warning per retry (nil: nothing is logged).
+	Log *slog.Logger
+}
+
+// Do calls fn until it succeeds, fails with an error that is not retryable, ctx ends, or it has
+// kept failing for p.Budget; backoff doubles from 500 ms to 30 s, jittered.
+//   - The budget starts at the first failure, not at the first call: an operation that runs
+//     for an hour and then meets a broker restart is retried for the whole budget.
+//   - An attempt that failed after making progress (fn says so, e.g. a pass that committed
+//     batches) starts the budget again, from its failure, with the backoff back at 500 ms.
+//   - The last wait is cut short so that one attempt falls at the end of the budget: a budget
+//     of 60 s keeps trying for 60 s, not until a doubled wait would overshoot it.
+//
+// It returns fn's last error, wrapped to say the budget was spent when it was. Package source's
+// per-page retry is another policy on purpose (a count of attempts, and the API's Retry-After).
+func Do(ctx context.Context, p Policy, fn func() (progressed bool, err error)) error {
+	retryable := p.Retryable
+	if retryable == nil {
+		retryable = IsRetryable
+	}
+	var deadline time.Time
+	delay := firstDelay
+	for attempt := 1; ; attempt++ {
+		progressed, err := fn()
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		if deadline.IsZero() || progressed {
+			deadline, delay = time.Now().Add(p.Budget), firstDelay
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			if p.Budget > 0 {
+				return fmt.Errorf("%s still failing after %s of retries: %w", p.What, p.Budget, err)
+			}
+			return err
+		}
+		wait := min(delay/2+rand.N(delay/2+1), left)
+		if p.Log != nil {
+			p.Log.Warn(p.What+" failed, retrying", "attempt", attempt, "wait", wait.Round(time.Millisecond), "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, maxDelay)
+	}
+}
