@@ -167,6 +167,27 @@ func requireWritten(t *testing.T, tg Target, msgs []sink.Message, what string) {
 	require.Empty(t, missing, "%s: %d of %d messages not readable back", what, len(missing), len(msgs))
 }
 
+// held sends a batch whose write the target holds, and returns once it is held; it skips the
+// test for a target that cannot hold a write.
+func held(t *testing.T, tg Target) (*Hold, *call) {
+	t.Helper()
+	if tg.Hold == nil {
+		t.Skip("this target cannot hold a write")
+	}
+	h := tg.Hold(t)
+	c := send(tg, batch(tg, "held", 20, 5))
+	<-h.Held
+	return h, c
+}
+
+// sendsAgain checks that a batch sent now, after a Reset, is written.
+func sendsAgain(t *testing.T, tg Target) {
+	t.Helper()
+	after := batch(tg, "after", 10, 3)
+	require.NoError(t, send(tg, after).wait(t), "a batch sent after Reset")
+	requireWritten(t, tg, after, "sent after Reset")
+}
+
 func doneOnce(t *testing.T, tg Target) {
 	var all []sink.Message
 	for i := range 5 {
@@ -184,12 +205,7 @@ func doneOnce(t *testing.T, tg Target) {
 }
 
 func notDoneWhileHeld(t *testing.T, tg Target) {
-	if tg.Hold == nil {
-		t.Skip("this target cannot hold a write")
-	}
-	h := tg.Hold(t)
-	c := send(tg, batch(tg, "held", 20, 5))
-	<-h.Held
+	h, c := held(t, tg)
 	assert.False(t, c.called(), "done was called while the batch's write was held")
 	h.Release()
 	require.NoError(t, c.wait(t))
@@ -237,10 +253,7 @@ func failure(t *testing.T, tg Target) {
 	assert.False(t, retry.IsRetryable(err), "a failure for good says so: %v", err)
 	t.Logf("done got: %v", err)
 	require.NoError(t, tg.Sink.Reset(t.Context()))
-	after := batch(tg, "after", 10, 3)
-	c := send(tg, after)
-	require.NoError(t, c.wait(t), "a batch sent after Reset")
-	requireWritten(t, tg, after, "sent after Reset")
+	sendsAgain(t, tg)
 	require.NoError(t, tg.Sink.Close())
 	assert.Equal(t, 1, failed.calls(), "done of the failed batch")
 }
@@ -259,20 +272,12 @@ func resetWaitsInFlight(t *testing.T, tg Target) {
 		require.NoError(t, c.err, "batch %d", i)
 	}
 	requireWritten(t, tg, all, "sent before Reset")
-	after := batch(tg, "after", 10, 3)
-	c := send(tg, after)
-	require.NoError(t, c.wait(t), "a batch sent after Reset")
+	sendsAgain(t, tg)
 	require.NoError(t, tg.Sink.Close())
-	requireWritten(t, tg, after, "sent after Reset")
 }
 
 func resetWaitsHeld(t *testing.T, tg Target) {
-	if tg.Hold == nil {
-		t.Skip("this target cannot hold a write")
-	}
-	h := tg.Hold(t)
-	c := send(tg, batch(tg, "held", 20, 5))
-	<-h.Held
+	h, c := held(t, tg)
 	// The caller gave up on the batch (its timeout): it resets while the write is held.
 	reset := make(chan error, 1)
 	go func() { reset <- tg.Sink.Reset(context.Background()) }()
@@ -291,12 +296,7 @@ func resetWaitsHeld(t *testing.T, tg Target) {
 }
 
 func resetGaveUp(t *testing.T, tg Target) {
-	if tg.Hold == nil {
-		t.Skip("this target cannot hold a write")
-	}
-	h := tg.Hold(t)
-	held := send(tg, batch(tg, "held", 20, 5))
-	<-h.Held
+	h, c := held(t, tg)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	require.ErrorIs(t, tg.Sink.Reset(ctx), context.Canceled, "a Reset whose ctx ended while a write is held")
@@ -304,10 +304,8 @@ func resetGaveUp(t *testing.T, tg Target) {
 	require.Error(t, refused.wait(t), "a batch sent while a write from before the failed Reset may still land")
 	h.Release()
 	require.NoError(t, tg.Sink.Reset(t.Context()))
-	require.True(t, held.called(), "done of the held batch, after a Reset that returned nil")
-	after := batch(tg, "after", 10, 3)
-	require.NoError(t, send(tg, after).wait(t))
-	requireWritten(t, tg, after, "sent after the Reset that succeeded")
+	require.True(t, c.called(), "done of the held batch, after a Reset that returned nil")
+	sendsAgain(t, tg)
 	require.NoError(t, tg.Sink.Close())
 }
 
