@@ -25,6 +25,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
 	"github.com/keysetsync/keysetsync/internal/topic"
+	keysetkafka "github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/source"
 )
@@ -92,16 +93,19 @@ func BenchmarkSyncPass(b *testing.B) {
 	m := sourcetest.Mallocs()
 	records := 0
 	for b.Loop() {
+		out, err := keysetkafka.NewSink(keysetkafka.SinkConfig{Client: client, BatchRecords: batch})
+		if err != nil {
+			b.Fatal(err)
+		}
 		s, err := pipeline.New(pipeline.Config{
 			Pipeline: "bench", Source: src, Topic: name, Store: cursor.NewMemStore(), Codec: codec,
-			NewWriter:    func() *kafka.Writer { return pipeline.NewWriter(client, batch) },
-			BatchRecords: batch, WriteTimeout: time.Minute,
+			Sink: out, BatchRecords: batch, WriteTimeout: time.Minute,
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
 		st, err := s.Pass(ctx)
-		s.Close()
+		out.Close()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -33,6 +33,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/pipelinetest"
+	keysetkafka "github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
@@ -755,20 +756,18 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 				client := tg.Client(t)
 				transport := &fiGiveUp{RoundTripper: client.Transport, topic: p.Topic, inFlight: map[chan struct{}]bool{}}
 				observer := &fiTimeouts{onFailed: transport.giveUp}
+				out, err := keysetkafka.NewSink(keysetkafka.SinkConfig{Client: &kafka.Client{Addr: client.Addr, Transport: transport}, BatchRecords: fiBatch})
+				require.NoError(t, err)
+				t.Cleanup(func() { out.Close() })
 				src, err := source.NewSource(source.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
 				require.NoError(t, err)
 				s, err := pipeline.New(pipeline.Config{
 					Pipeline: p.Name, Source: src, Topic: p.Topic, Store: p.Store, Codec: p.Codec,
 					BatchRecords: fiBatch, MaxInFlight: inFlight, WriteTimeout: fiWriteTimeout, Observer: observer,
 					Logger: slog.New(slog.NewTextHandler(&fiLogWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-					NewWriter: func() *kafka.Writer {
-						w := pipeline.NewWriter(client, fiBatch)
-						w.Transport = transport
-						return w
-					},
+					Sink:   out,
 				})
 				require.NoError(t, err)
-				t.Cleanup(func() { s.Close() })
 
 				start := time.Now()
 				_, err = s.Pass(t.Context())

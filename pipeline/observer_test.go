@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -66,11 +65,9 @@ func TestObserverSeesWhatStatsCount(t *testing.T) {
 	rec := &recorder{}
 	src, err := source.NewSource(source.SourceConfig{URL: p.URL})
 	require.NoError(t, err)
-	client := tg.Client(t)
 	s, err := pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, Store: p.Store, Codec: p.Codec,
-		BatchRecords: 200, Observer: rec, NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, 200) }})
+		BatchRecords: 200, Observer: rec, Sink: tg.Sink(t, 200)})
 	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
 
 	st, err := s.Pass(t.Context())
 	require.NoError(t, err)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -70,16 +69,13 @@ func TestProgressReportsRateAndRemaining(t *testing.T) {
 	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, Contract: contract, MaxAttempts: 1})
 	require.NoError(t, err)
 	tg := kafkatest.NewFake(t)
-	client := tg.Client(t)
 	topic := kafkatest.Topic(t, "users")
 	kafkatest.CreateTopic(t, tg, topic, 1, nil)
 	codec, err := avro.NewCodec()
 	require.NoError(t, err)
 	s, err := pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: cursor.NewMemStore(), Codec: codec, Topic: topic,
-		NewWriter:        func() *kafka.Writer { return pipeline.NewWriter(client, 100) },
-		ProgressInterval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(log, nil))})
+		Sink: tg.Sink(t, 100), ProgressInterval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(log, nil))})
 	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
 
 	stats, err := s.Pass(t.Context())
 	require.NoError(t, err)

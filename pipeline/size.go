@@ -6,35 +6,18 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
-	"github.com/segmentio/kafka-go"
 )
 
-// Sizes of Kafka messages. Two limits apply to every message the pipeline writes, and the smaller
-// is the one really enforced:
-//   - kafka-go refuses, for the whole WriteMessages call, a message larger than the writer's
-//     BatchBytes, counted as messageSize does;
-//   - the broker refuses a record batch larger than the topic's max.message.bytes, and a
-//     batch's size is its records plus recordBatchOverhead.
-//
-// The pipeline sets BatchBytes to the smallest max.message.bytes of the topics it writes less
-// recordBatchOverhead: the v2 record kafka-go writes for a message is never larger than
-// messageSize (its lengths are varints where messageSize counts 4 bytes, and the records of a
-// batch share one timestamp), so a batch kafka-go fills up to BatchBytes always fits in
-// max.message.bytes. A record whose message would be larger is invalid before it is produced
-// (Pipeline.fits), and a dead letter is cut to fit (Pipeline.deadLetter), so no batch can fail for
-// its size on every pass.
+// Sizes of messages. The Sink refuses a message larger than it accepts, for the whole batch
+// (see sink.Size for how Kafka bounds it): the pipeline sizes its messages with the same count,
+// to the smallest max.message.bytes of the topics it writes (sink.MaxSize), so a record whose
+// message would be larger is invalid before it is produced (Pipeline.fits), and a dead letter
+// is cut to fit (Pipeline.deadLetter): no batch can fail for its size on every pass.
 const (
 	// DefaultMaxRecordBytes is the largest data message accepted when Walk.MaxRecordBytes is 0.
 	DefaultMaxRecordBytes = 1_000_000
-	// recordBatchOverhead is the v2 record batch header: base offset, length, leader epoch,
-	// magic, CRC, attributes, last offset delta, first and max timestamps, producer id and
-	// epoch, base sequence, record count.
-	recordBatchOverhead = 61
-	// messageFraming is what kafka-go (v0.4.51, Message.totalSize) counts for a message besides
-	// its key, value and headers: CRC 4, magic 1, attributes 1, key and value lengths 4 each,
-	// timestamp 8.
-	messageFraming = 22
 	// maxTimeHeader bounds the length of the keysetsync.updated_at header's value (RFC 3339,
 	// UTC, nanoseconds, a year of up to 5 digits or a sign) and its varint length.
 	maxTimeHeader = 32 + 1
@@ -43,36 +26,9 @@ const (
 	maxHeaderValue = 1024
 )
 
-// varintLen is the length of n as a zig-zag varint, as kafka-go counts header lengths.
-func varintLen(n int) int {
-	u := uint64(n) << 1
-	if n < 0 {
-		u = ^u
-	}
-	l := 1
-	for ; u >= 0x80; u >>= 7 {
-		l++
-	}
-	return l
-}
-
-// headerSize is what kafka-go counts for one header.
-func headerSize(key string, value []byte) int {
-	return varintLen(len(key)) + len(key) + varintLen(len(value)) + len(value)
-}
-
-// messageSize is the size kafka-go gives m: the one its writer compares with BatchBytes.
-func messageSize(m *kafka.Message) int {
-	n := messageFraming + len(m.Key) + len(m.Value) + varintLen(len(m.Headers))
-	for _, h := range m.Headers {
-		n += headerSize(h.Key, h.Value)
-	}
-	return n
-}
-
 // sizeLimits are the limits a Pipeline derived from its Config.
 type sizeLimits struct {
-	batchBytes int    // the writer's BatchBytes, and the largest dead letter
+	batchBytes int    // the largest message the Sink takes, and the largest dead letter
 	record     int    // the largest data message: the smaller of batchBytes and MaxRecordBytes
 	why        string // how record was derived, for the error of a record over it
 	fixedData  int    // what every data message counts besides key, value and updated_at
@@ -83,29 +39,29 @@ type sizeLimits struct {
 func newSizeLimits(cfg *Config, source string) (sizeLimits, error) {
 	topicMax := cfg.TopicMaxMessageBytes
 	if topicMax <= 0 {
-		topicMax = defaultBrokerMaxMessageBytes
+		topicMax = sink.DefaultMaxMessageBytes
 	}
 	userMax := cfg.Walk.MaxRecordBytes
 	if userMax <= 0 {
 		userMax = DefaultMaxRecordBytes
 	}
-	l := sizeLimits{batchBytes: topicMax - recordBatchOverhead}
-	from := fmt.Sprintf("topic %q accepts %d (its max.message.bytes %d less %d bytes of record batch header)", cfg.Topic, l.batchBytes, topicMax, recordBatchOverhead)
+	l := sizeLimits{batchBytes: sink.MaxSize(topicMax)}
+	from := fmt.Sprintf("topic %q accepts %d (its max.message.bytes %d less %d bytes of record batch header)", cfg.Topic, l.batchBytes, topicMax, sink.RecordBatchOverhead)
 	if cfg.DLQTopic != "" {
 		dlqMax := cfg.DLQMaxMessageBytes
 		if dlqMax <= 0 {
-			dlqMax = defaultBrokerMaxMessageBytes
+			dlqMax = sink.DefaultMaxMessageBytes
 		}
-		if dlqMax-recordBatchOverhead < l.batchBytes {
-			// One writer writes both topics, and its BatchBytes applies to every message.
-			l.batchBytes = dlqMax - recordBatchOverhead
-			from = fmt.Sprintf("the dead-letter topic %q accepts %d (its max.message.bytes %d less %d bytes of record batch header; one writer writes both topics)", cfg.DLQTopic, l.batchBytes, dlqMax, recordBatchOverhead)
+		if sink.MaxSize(dlqMax) < l.batchBytes {
+			// One Sink writes both topics, and its limit applies to every message.
+			l.batchBytes = sink.MaxSize(dlqMax)
+			from = fmt.Sprintf("the dead-letter topic %q accepts %d (its max.message.bytes %d less %d bytes of record batch header; one sink writes both topics)", cfg.DLQTopic, l.batchBytes, dlqMax, sink.RecordBatchOverhead)
 		}
 	}
 	l.record = min(userMax, l.batchBytes)
 	l.why = fmt.Sprintf("the smaller of --max-record-bytes %d and what %s", userMax, from)
-	l.fixedData = varintLen(3) + headerSize(HeaderPipeline, []byte(cfg.Pipeline)) + headerSize(HeaderSource, []byte(source)) +
-		varintLen(len(HeaderUpdatedAt)) + len(HeaderUpdatedAt)
+	l.fixedData = sink.VarintLen(3) + sink.HeaderSize(HeaderPipeline, []byte(cfg.Pipeline)) + sink.HeaderSize(HeaderSource, []byte(source)) +
+		sink.VarintLen(len(HeaderUpdatedAt)) + len(HeaderUpdatedAt)
 	if cfg.DLQTopic != "" {
 		// A dead letter cut as far as it goes: no key, no value, variable headers cut.
 		floor := deadLetterFloor(cfg.Pipeline, source)
@@ -119,17 +75,13 @@ func newSizeLimits(cfg *Config, source string) (sizeLimits, error) {
 	return l, nil
 }
 
-// defaultBrokerMaxMessageBytes is max.message.bytes when the Config does not say (the broker's
-// default message.max.bytes).
-const defaultBrokerMaxMessageBytes = 1048588
-
 // dataSize is the size of the data message of r, as Pipeline.message makes it.
 func (s *Pipeline) dataSize(r *source.Record, timeLen int) int {
 	value := 0
 	if !r.Deleted {
 		value = len(s.cfg.ValuePrefix) + len(r.Value)
 	}
-	return messageFraming + len(r.ID) + value + s.limits.fixedData + varintLen(timeLen) + timeLen
+	return sink.MessageFraming + len(r.ID) + value + s.limits.fixedData + sink.VarintLen(timeLen) + timeLen
 }
 
 // fits refuses a valid record whose data message would be larger than the limit (the Walker
@@ -160,7 +112,7 @@ const (
 // deadLetterFloor is the size of a dead letter cut as far as fit cuts it.
 func deadLetterFloor(pipeline, source string) int {
 	long := make([]byte, maxHeaderValue)
-	m := kafka.Message{Headers: []kafka.Header{
+	m := sink.Message{Headers: []sink.Header{
 		{Key: HeaderPipeline, Value: []byte(pipeline)},
 		{Key: HeaderSource, Value: []byte(source)},
 		{Key: HeaderURL, Value: long},
@@ -172,27 +124,27 @@ func deadLetterFloor(pipeline, source string) int {
 		{Key: HeaderTruncated, Value: []byte("true")},
 		{Key: HeaderOriginalBytes, Value: []byte("-9223372036854775808")},
 	}}
-	return messageSize(&m)
+	return sink.Size(&m)
 }
 
 // fit cuts dead letter m to at most limit bytes: its value (the original JSON, kept as its
 // start), then, only if key and headers alone are over the limit, its key, then its variable
 // headers to maxHeaderValue bytes each. A cut dead letter says so in HeaderTruncated and
 // HeaderOriginalBytes. newSizeLimits made sure the topics take a dead letter cut that far.
-func fit(m *kafka.Message, limit int) {
-	if messageSize(m) <= limit {
+func fit(m *sink.Message, limit int) {
+	if sink.Size(m) <= limit {
 		return
 	}
 	value := m.Value
 	m.Headers = append(m.Headers,
-		kafka.Header{Key: HeaderTruncated, Value: []byte("true")},
-		kafka.Header{Key: HeaderOriginalBytes, Value: []byte(strconv.Itoa(len(value)))})
+		sink.Header{Key: HeaderTruncated, Value: []byte("true")},
+		sink.Header{Key: HeaderOriginalBytes, Value: []byte(strconv.Itoa(len(value)))})
 	m.Value = value[:0]
-	if messageSize(m) > limit {
+	if sink.Size(m) > limit {
 		m.Key = nil
 	}
 	for i := range m.Headers {
-		if messageSize(m) <= limit {
+		if sink.Size(m) <= limit {
 			break
 		}
 		switch m.Headers[i].Key {
@@ -200,8 +152,8 @@ func fit(m *kafka.Message, limit int) {
 			m.Headers[i].Value = cutUTF8(m.Headers[i].Value, maxHeaderValue)
 		}
 	}
-	// Every byte of value counts one byte in messageSize: keep as much of it as fits.
-	m.Value = value[:max(min(limit-messageSize(m), len(value)), 0)]
+	// Every byte of value counts one byte in sink.Size: keep as much of it as fits.
+	m.Value = value[:max(min(limit-sink.Size(m), len(value)), 0)]
 }
 
 // cutUTF8 returns at most n bytes of b, not splitting a UTF-8 sequence.

@@ -1,59 +1,21 @@
 package pipeline
 
 import (
-	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
 
-// TestMessageSizeIsKafkaGosCount: messageSize is exactly the size kafka-go's writer compares
-// with BatchBytes: a writer whose BatchBytes is messageSize takes the message, one byte less
-// refuses it.
-func TestMessageSizeIsKafkaGosCount(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	tr := &kafka.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	long := strings.Repeat("h", 200) // header lengths past one varint byte
-	cases := []struct {
-		name string
-		m    kafka.Message
-	}{
-		{"no key, no headers", kafka.Message{Value: []byte("v")}},
-		{"tombstone", kafka.Message{Key: []byte("k")}},
-		{"headers", kafka.Message{Key: []byte("id-1"), Value: make([]byte, 300), Headers: []kafka.Header{{Key: HeaderPipeline, Value: []byte("p")}, {Key: long, Value: []byte(long + long)}}}},
-		{"large value", kafka.Message{Key: []byte("big"), Value: make([]byte, 70000), Headers: []kafka.Header{{Key: HeaderUpdatedAt, Value: []byte("2024-01-01T00:00:00Z")}}}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			n := messageSize(&tc.m)
-			for _, bytes := range []int{n, n - 1} {
-				w := &kafka.Writer{Addr: kafka.TCP(c.ListenAddrs()...), Topic: "t", Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchBytes: int64(bytes)}
-				err := w.WriteMessages(context.Background(), tc.m)
-				require.NoError(t, w.Close())
-				if bytes == n {
-					require.NoError(t, err)
-					continue
-				}
-				var tooLarge kafka.MessageTooLargeError
-				require.True(t, errors.As(err, &tooLarge), "BatchBytes %d, one below messageSize: %v", bytes, err)
-			}
-		})
-	}
-}
+// sink.Size is kafka-go's count of a message: kafka.TestSizeIsKafkaGosCount.
 
 // TestDataSizeIsTheMessagesSize: the size fits checks before a record is produced is the size
 // of the message the pipeline then makes of it.
@@ -64,11 +26,8 @@ func TestDataSizeIsTheMessagesSize(t *testing.T) {
 	require.NoError(t, err)
 	for _, prefix := range [][]byte{nil, {0, 0, 0, 0, 7}} {
 		s, err := New(Config{Pipeline: "a-pipeline", Source: src, Topic: "t", Store: cursor.NewMemStore(), Codec: codec, ValuePrefix: prefix,
-			NewWriter: func() *kafka.Writer {
-				return &kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), RequiredAcks: kafka.RequireAll}
-			}})
+			Sink: sink.NewMem(nil)})
 		require.NoError(t, err)
-		t.Cleanup(func() { s.Close() })
 		for _, r := range []source.Record{
 			{ID: "a", UpdatedAt: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Value: make([]byte, 100)},
 			{ID: strings.Repeat("x", 300), UpdatedAt: time.Date(2024, 1, 1, 0, 0, 0, 123456789, time.UTC), Value: make([]byte, 20000)},
@@ -77,7 +36,7 @@ func TestDataSizeIsTheMessagesSize(t *testing.T) {
 		} {
 			m := s.message(r)
 			n := len(r.UpdatedAt.UTC().AppendFormat(nil, time.RFC3339Nano))
-			assert.Equal(t, messageSize(&m), s.dataSize(&r, n), "record %q, prefix %v", r.ID, prefix)
+			assert.Equal(t, sink.Size(&m), s.dataSize(&r, n), "record %q, prefix %v", r.ID, prefix)
 			assert.LessOrEqual(t, n, maxTimeHeader-1, "maxTimeHeader bounds the updated_at header")
 		}
 	}
@@ -86,8 +45,8 @@ func TestDataSizeIsTheMessagesSize(t *testing.T) {
 // TestDeadLetterIsCutToFit: a dead letter larger than the limit is cut to fit it, value first,
 // and says so with its original size.
 func TestDeadLetterIsCutToFit(t *testing.T) {
-	headers := func(errText string) []kafka.Header {
-		return []kafka.Header{{Key: HeaderPipeline, Value: []byte("p")}, {Key: HeaderSource, Value: []byte("http://api/k")},
+	headers := func(errText string) []sink.Header {
+		return []sink.Header{{Key: HeaderPipeline, Value: []byte("p")}, {Key: HeaderSource, Value: []byte("http://api/k")},
 			{Key: HeaderURL, Value: []byte("http://api/k?updated_since=x")}, {Key: HeaderError, Value: []byte(errText)},
 			{Key: HeaderField, Value: nil}, {Key: HeaderPage, Value: []byte("1")}, {Key: HeaderIndex, Value: []byte("1")},
 			{Key: HeaderFailedAt, Value: []byte("2025-01-01T00:00:00.123Z")}}
@@ -109,9 +68,9 @@ func TestDeadLetterIsCutToFit(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			raw := []byte(`{"id":"` + strings.Repeat("x", c.value) + `"}`)
-			m := kafka.Message{Key: []byte(c.key), Value: raw, Headers: headers(c.errText)}
+			m := sink.Message{Key: []byte(c.key), Value: raw, Headers: headers(c.errText)}
 			fit(&m, c.limit)
-			assert.LessOrEqual(t, messageSize(&m), c.limit)
+			assert.LessOrEqual(t, sink.Size(&m), c.limit)
 			assert.Equal(t, c.keepKey, string(m.Key) == c.key)
 			assert.True(t, strings.HasPrefix(string(raw), string(m.Value)), "the value is the start of the original JSON")
 			got := map[string]string{}
@@ -126,7 +85,7 @@ func TestDeadLetterIsCutToFit(t *testing.T) {
 			assert.Equal(t, "true", got[HeaderTruncated])
 			assert.Equal(t, strconv.Itoa(len(raw)), got[HeaderOriginalBytes])
 			if c.keepKey {
-				assert.Equal(t, c.limit, messageSize(&m), "cut no more than needed")
+				assert.Equal(t, c.limit, sink.Size(&m), "cut no more than needed")
 			}
 			assert.True(t, strings.HasPrefix(c.errText, got[HeaderError]) && strings.ToValidUTF8(got[HeaderError], "?") == got[HeaderError], "the error is cut at a character")
 		})

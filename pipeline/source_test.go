@@ -3,7 +3,6 @@ package pipeline_test
 import (
 	"testing"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -39,7 +38,6 @@ type scriptedPipeline struct {
 func newScriptedPipeline(t *testing.T, pages []sourcetest.Answer, o scriptedOptions) *scriptedPipeline {
 	sp := &scriptedPipeline{api: &sourcetest.Scripted{Answers: pages}, tg: kafkatest.NewFake(t), store: cursor.NewMemStore()}
 	src := sourcetest.NewSource(t, sp.api, 1)
-	client := sp.tg.Client(t)
 	sp.topic = kafkatest.Topic(t, "users")
 	kafkatest.CreateTopic(t, sp.tg, sp.topic, 1, nil)
 	if o.dlq {
@@ -49,9 +47,8 @@ func newScriptedPipeline(t *testing.T, pages []sourcetest.Answer, o scriptedOpti
 	codec, err := avro.NewCodec()
 	require.NoError(t, err)
 	sp.pipeline, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: sp.store, Codec: codec, Topic: sp.topic, DLQTopic: sp.dlq, Walk: o.walk,
-		NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, 100) }})
+		Sink: sp.tg.Sink(t, 100)})
 	require.NoError(t, err)
-	t.Cleanup(func() { sp.pipeline.Close() })
 	return sp
 }
 

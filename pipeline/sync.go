@@ -1,6 +1,7 @@
-// Package producer runs a pipeline: it reads pages from a keyset-paginated API (Source), encodes
-// every new or updated record as an Avro message keyed by id, writes each batch to Kafka with
-// acks=all, and commits the pipeline's cursor only after Kafka acknowledged the whole batch.
+// Package pipeline runs a pipeline: it reads pages from a keyset-paginated API (Source), encodes
+// every new or updated record as an Avro message keyed by id, hands each batch to a Sink (Kafka
+// with acks=all), and commits the pipeline's cursor only after the Sink said the whole batch is
+// written.
 package pipeline
 
 import (
@@ -14,10 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -50,17 +50,19 @@ type Config struct {
 	Walk source.WalkOptions
 	// TopicMaxMessageBytes and DLQMaxMessageBytes are the max.message.bytes of the data and the
 	// dead-letter topic, as the broker reports them (topic.Info.MaxMessageBytes); 0 assumes the
-	// broker's default, 1048588. The writer's batches are sized to the smaller (less the record
-	// batch header), so that no batch is refused for its size, and a record whose message would
-	// not fit is invalid instead; a dead letter is cut to fit (HeaderTruncated).
+	// broker's default, 1048588. Messages are sized to the smaller (sink.MaxSize), so that no
+	// batch is refused for its size, and a record whose message would not fit is invalid
+	// instead; a dead letter is cut to fit (HeaderTruncated).
 	TopicMaxMessageBytes, DLQMaxMessageBytes int
-	// NewWriter makes the data topic's writer (see NewWriter); it must use RequiredAcks =
-	// RequireAll. After a failed produce the pipeline closes its writer, which waits for every
-	// batch kafka-go still retries in the background, and makes a new one: no write of a failed
-	// batch may land after a later pass committed a cursor past it.
-	NewWriter func() *kafka.Writer
-	Store     cursor.Store
-	Codec     *avro.Codec
+	// Sink writes the batches, data and dead letters together (kafka.Sink; sink.Mem in tests).
+	// It must take messages up to sink.MaxSize of the smaller max.message.bytes above (for
+	// kafka.Sink: SinkConfig.MaxMessageBytes). After a failed produce or commit the pipeline
+	// resets it, which waits for every write still in flight: no write of a failed batch may
+	// land after a later pass committed a cursor past it. The Sink is the caller's: it closes it
+	// after the last pass, as it does the Store.
+	Sink  sink.Sink
+	Store cursor.Store
+	Codec *avro.Codec
 	// ValuePrefix, when set, goes before the Avro encoding of every data value (not dead
 	// letters): the Confluent wire-format header (magic byte 0 and the 4-byte big-endian schema
 	// id) when the schema is registered with a schema registry. Nil: plain Avro binary.
@@ -91,10 +93,9 @@ type Config struct {
 type Pipeline struct {
 	cfg    Config
 	log    *slog.Logger
-	writer *kafka.Writer
 	limits sizeLimits
-	// pipelineHdr and sourceHdr are the same on every message: made once, shared (kafka-go
-	// only reads them).
+	// pipelineHdr and sourceHdr are the same on every message: made once, shared (a Sink only
+	// reads them).
 	pipelineHdr, sourceHdr []byte
 }
 
@@ -115,30 +116,6 @@ type Stats struct {
 	Duration     time.Duration
 }
 
-// NewWriter returns the Kafka writer for the data topic with the settings the guarantees rest
-// on: acks=all, Murmur2 partitioning (a key lands where a Java producer would put it), one
-// produce request per partition and sync batch where the bytes allow it, and a short linger
-// because every write is synchronous (the 1 s default would stall each batch).
-//
-// The writer has no topic of its own: each message names its topic, so the data and the dead
-// letters of a batch are acknowledged together before its cursor is committed.
-func NewWriter(client *kafka.Client, batchRecords int) *kafka.Writer {
-	return &kafka.Writer{
-		Addr:         client.Addr,
-		Transport:    client.Transport,
-		Balancer:     &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll,
-		// A sync batch is BatchRecords plus less than one page: room for pages of up to 1000
-		// records keeps it one request (kafka-go preallocates this many slots per batch). Bytes
-		// fit the broker's default max.message.bytes; the pipeline sets them to what its topics
-		// accept (see size.go).
-		BatchSize:    max(batchRecords, 1) + 1000,
-		BatchBytes:   defaultBrokerMaxMessageBytes - recordBatchOverhead,
-		BatchTimeout: 2 * time.Millisecond,
-		MaxAttempts:  5,
-	}
-}
-
 // New validates cfg: it refuses anything that could let the cursor run ahead of the data.
 func New(cfg Config) (*Pipeline, error) {
 	var errs []error
@@ -149,24 +126,14 @@ func New(cfg Config) (*Pipeline, error) {
 		errs = append(errs, fmt.Errorf("topic %q: must be set and differ from the dead-letter topic", cfg.Topic))
 	}
 	cfg.Walk.SkipInvalid = cfg.DLQTopic != ""
-	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.NewWriter == nil {
-		errs = append(errs, errors.New("source, store, codec and writer are required"))
+	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.Sink == nil {
+		errs = append(errs, errors.New("source, store, codec and sink are required"))
 	}
 	var limits sizeLimits
 	if cfg.Source != nil {
 		var err error
 		if limits, err = newSizeLimits(&cfg, cfg.Source.URL()); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	var w *kafka.Writer
-	if cfg.NewWriter != nil {
-		w = cfg.NewWriter()
-		if w.RequiredAcks != kafka.RequireAll {
-			errs = append(errs, fmt.Errorf("writer RequiredAcks is %v: only acks=all (RequireAll) keeps the cursor behind acknowledged data", w.RequiredAcks))
-		}
-		if w.Completion != nil {
-			errs = append(errs, errors.New("writer has a Completion callback: the pipeline needs its own to track acknowledgements"))
 		}
 	}
 	if cfg.BatchRecords <= 0 {
@@ -186,9 +153,6 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.Walk.Observer = cfg.Observer
 	}
 	if err := errors.Join(errs...); err != nil {
-		if w != nil {
-			w.Close()
-		}
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	log := cfg.Logger
@@ -197,38 +161,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	s := &Pipeline{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
 	s.cfg.Walk.Fits = s.fits
-	s.writer = s.asyncWriter(w)
-	s.log.Info("largest message accepted", "bytes", limits.record, "from", limits.why, "writer_batch_bytes", limits.batchBytes)
+	s.log.Info("largest message accepted", "bytes", limits.record, "from", limits.why, "sink_max_bytes", limits.batchBytes)
 	return s, nil
 }
-
-// asyncWriter makes w enqueue without waiting and report every acknowledgement (or failure)
-// to the batch its messages belong to, so several batches can be in flight.
-func (s *Pipeline) asyncWriter(w *kafka.Writer) *kafka.Writer {
-	w.Async = true
-	w.BatchBytes = int64(s.limits.batchBytes) // what the topics accept: see size.go
-	w.Completion = func(msgs []kafka.Message, err error) {
-		var b *batch
-		n := 0
-		for _, m := range msgs {
-			mb, _ := m.WriterData.(*batch)
-			if mb != b {
-				if b != nil {
-					b.complete(n, err)
-				}
-				b, n = mb, 0
-			}
-			n++
-		}
-		if b != nil {
-			b.complete(n, err)
-		}
-	}
-	return w
-}
-
-// Close closes the writer, waiting for anything it still has in flight.
-func (s *Pipeline) Close() error { return s.writer.Close() }
 
 // pass is the state of one pass.
 type pass struct {
@@ -246,45 +181,31 @@ type progress struct {
 }
 
 // batch is the unit of produce and commit: its messages, and the cursor position right after
-// them. Completion callbacks count its messages down; done closes when all are answered.
+// them. done closes when the Sink answered it (finish).
 type batch struct {
-	msgs  []kafka.Message
+	msgs  []sink.Message
 	pos   cursor.Cursor
 	pages int // pages fetched up to this batch, for the logs
 
-	enqueued time.Time // when it was handed to the writer, for Observer.BatchAcked
+	enqueued time.Time // when it was handed to the Sink, for Observer.BatchAcked
 
-	mu        sync.Mutex
-	acked     time.Time // when its last acknowledgement arrived
-	remaining int
-	err       error
-	done      chan struct{}
+	once  sync.Once
+	acked time.Time // when the Sink answered it; read after done
+	err   error     // the Sink's answer; read after done
+	done  chan struct{}
 }
 
-func newBatch(msgs []kafka.Message, pos cursor.Cursor, pages int) *batch {
-	b := &batch{msgs: msgs, pos: pos, pages: pages, remaining: len(msgs), done: make(chan struct{})}
-	for i := range b.msgs {
-		b.msgs[i].WriterData = b
-	}
-	return b
+func newBatch(msgs []sink.Message, pos cursor.Cursor, pages int) *batch {
+	return &batch{msgs: msgs, pos: pos, pages: pages, done: make(chan struct{})}
 }
 
-func (b *batch) complete(n int, err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err != nil && b.err == nil {
-		b.err = err
-	}
-	if b.remaining -= n; b.remaining == 0 {
-		b.acked = time.Now()
+// finish is the batch's done for Sink.Send. The Sink calls it once (internal/sinktest checks);
+// a second call would change nothing.
+func (b *batch) finish(err error) {
+	b.once.Do(func() {
+		b.err, b.acked = err, time.Now()
 		close(b.done)
-	}
-}
-
-func (b *batch) result() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.err
+	})
 }
 
 // Pass runs one pass: from the committed cursor until the API has nothing newer. It returns
@@ -393,7 +314,7 @@ func (s *Pipeline) checkLoaded(c cursor.Cursor) error {
 // smaller). It returns nil at the end of the pass, or the error that ended it after sending the
 // records validated before it.
 func (s *Pipeline) fetch(ctx context.Context, walk *source.Walker, prog *progress, out chan<- *batch, abort <-chan struct{}) error {
-	var msgs []kafka.Message
+	var msgs []sink.Message
 	for {
 		recs, err := walk.Next(ctx)
 		ws := walk.Stats()
@@ -428,10 +349,10 @@ func (s *Pipeline) fetch(ctx context.Context, walk *source.Walker, prog *progres
 	}
 }
 
-// produce enqueues each batch to Kafka, at most MaxInFlight unacknowledged at once, while the
+// produce hands each batch to the Sink, at most MaxInFlight unacknowledged at once, while the
 // committer commits their cursors in order. It returns the first produce or commit failure; then
-// it closes the writer, which waits for whatever kafka-go still has in flight, before the next
-// pass may write anything.
+// it resets the Sink, which waits for whatever it still has in flight, before the next pass may
+// write anything.
 func (s *Pipeline) produce(ctx context.Context, p *pass, batches <-chan *batch, abort <-chan struct{}, stop func()) error {
 	wctx := context.WithoutCancel(ctx)
 	inflight := make(chan *batch, s.cfg.MaxInFlight-1)
@@ -446,29 +367,26 @@ func (s *Pipeline) produce(ctx context.Context, p *pass, batches <-chan *batch, 
 		select {
 		case <-abort:
 			close(inflight)
-			return s.failed(<-committed)
+			return s.failed(wctx, <-committed)
 		default:
 		}
 		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", cursor.FormatTime(b.pos.LastUpdatedAt))
 		b.enqueued = time.Now()
-		if err := s.writer.WriteMessages(wctx, b.msgs...); err != nil {
-			b.complete(b.remaining, err) // refused before anything was enqueued
-		}
+		s.cfg.Sink.Send(wctx, b.msgs, b.finish)
 	}
 	close(inflight)
-	return s.failed(<-committed)
+	return s.failed(wctx, <-committed)
 }
 
-// failed swaps the writer after a failure: closing it waits for every batch kafka-go still
-// retries in the background, so none of them can land after a later cursor commit.
-func (s *Pipeline) failed(err error) error {
+// failed resets the Sink after a failure: Reset waits for every batch it still writes or
+// retries, so none of them can land after a later cursor commit.
+func (s *Pipeline) failed(ctx context.Context, err error) error {
 	if err == nil || !(errors.Is(err, ErrProduce) || errors.Is(err, ErrCommit)) {
 		return err
 	}
 	start := s.cfg.Clock()
-	cerr := s.writer.Close()
-	s.writer = s.asyncWriter(s.cfg.NewWriter())
-	s.log.Warn("pass failed; closed the writer once its in-flight batches ended", "waited", s.cfg.Clock().Sub(start).Round(time.Millisecond), "close_err", cerr)
+	rerr := s.cfg.Sink.Reset(ctx)
+	s.log.Warn("pass failed; reset the sink once its in-flight batches ended", "waited", s.cfg.Clock().Sub(start).Round(time.Millisecond), "reset_err", rerr)
 	return err
 }
 
@@ -493,7 +411,7 @@ func (s *Pipeline) commitInOrder(ctx context.Context, p *pass, inflight <-chan *
 			stop()
 			continue
 		}
-		if err := b.result(); err != nil {
+		if err := b.err; err != nil {
 			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, len(b.msgs), upTo, err)
 			s.cfg.Observer.ProduceFailed(IsRetryable(err))
 			stop()
@@ -584,7 +502,7 @@ func (s *Pipeline) observeAck(b *batch) {
 	s.cfg.Observer.BatchAcked(len(b.msgs)-dead, dead, b.acked.Sub(b.enqueued))
 }
 
-func (s *Pipeline) message(r source.Record) kafka.Message {
+func (s *Pipeline) message(r source.Record) sink.Message {
 	if r.Invalid != nil {
 		return s.deadLetter(r)
 	}
@@ -592,11 +510,11 @@ func (s *Pipeline) message(r source.Record) kafka.Message {
 	if len(s.cfg.ValuePrefix) > 0 && !r.Deleted {
 		value = append(append(make([]byte, 0, len(s.cfg.ValuePrefix)+len(r.Value)), s.cfg.ValuePrefix...), r.Value...)
 	}
-	return kafka.Message{
+	return sink.Message{
 		Topic: s.cfg.Topic,
 		Key:   []byte(r.ID),
 		Value: value,
-		Headers: []kafka.Header{
+		Headers: []sink.Header{
 			{Key: HeaderPipeline, Value: s.pipelineHdr},
 			{Key: HeaderSource, Value: s.sourceHdr},
 			{Key: HeaderUpdatedAt, Value: r.UpdatedAt.UTC().AppendFormat(make([]byte, 0, len(time.RFC3339Nano)), time.RFC3339Nano)},
@@ -606,17 +524,17 @@ func (s *Pipeline) message(r source.Record) kafka.Message {
 
 // deadLetter is the message for an invalid record: its original JSON, keyed by its id when it
 // has one, with headers that say why, where from and when.
-func (s *Pipeline) deadLetter(r source.Record) kafka.Message {
+func (s *Pipeline) deadLetter(r source.Record) sink.Message {
 	s.log.Warn("invalid record sent to the dead-letter topic", "topic", s.cfg.DLQTopic, "err", r.Invalid)
 	var key []byte
 	if r.Invalid.ID != "" {
 		key = []byte(r.Invalid.ID)
 	}
-	m := kafka.Message{
+	m := sink.Message{
 		Topic: s.cfg.DLQTopic,
 		Key:   key,
 		Value: []byte(r.Raw),
-		Headers: []kafka.Header{
+		Headers: []sink.Header{
 			{Key: HeaderPipeline, Value: []byte(s.cfg.Pipeline)},
 			{Key: HeaderSource, Value: []byte(s.cfg.Source.URL())},
 			{Key: HeaderURL, Value: []byte(r.URL)},

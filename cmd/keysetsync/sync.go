@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/retry"
 )
@@ -220,21 +219,32 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 	}
 	walk.Lookback, walk.MaxRecordBytes, walk.MaxFuture = f.lookback, f.maxRecordBytes, f.maxFuture
 	walk.AcceptTieOverflow = f.acceptOverflow
-	s, err := pipeline.New(pipeline.Config{
-		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
-		Walk: walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax,
-		NewWriter:    func() *kafka.Writer { return pipeline.NewWriter(client, f.batchRecords) },
-		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
-		ProgressInterval: f.progress,
-		Observer:         obs,
-	})
+	// The sink takes what the pipeline makes: messages sized to the smaller topic limit.
+	sinkMax := topicMax
+	if dlq != "" {
+		sinkMax = min(topicMax, dlqMax)
+	}
+	out, err := kafka.NewSink(kafka.SinkConfig{Client: client, BatchRecords: f.batchRecords, MaxMessageBytes: sinkMax})
 	if err != nil {
 		store.Close()
 		closeAll()
 		return nil, err
 	}
+	s, err := pipeline.New(pipeline.Config{
+		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
+		Walk: walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax, Sink: out,
+		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
+		ProgressInterval: f.progress,
+		Observer:         obs,
+	})
+	if err != nil {
+		out.Close()
+		store.Close()
+		closeAll()
+		return nil, err
+	}
 	return &openPipeline{syncer: s, close: func() {
-		s.Close()
+		out.Close()
 		store.Close()
 		closeAll()
 	}}, nil

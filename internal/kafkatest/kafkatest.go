@@ -18,6 +18,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/topic"
+	keysetkafka "github.com/keysetsync/keysetsync/kafka"
 )
 
 // Target is one Kafka a test runs against.
@@ -32,6 +33,16 @@ func (tg Target) Client(t testing.TB) *kafka.Client {
 	tr := &kafka.Transport{ClientID: "keysetsync-test", DialTimeout: 5 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &kafka.Client{Addr: kafka.TCP(tg.Brokers...), Transport: tr, Timeout: 30 * time.Second}
+}
+
+// Sink returns a Kafka data sink writing to the target in batches of batchRecords, to topics
+// of the default max.message.bytes, closed at cleanup.
+func (tg Target) Sink(t testing.TB, batchRecords int) *keysetkafka.Sink {
+	t.Helper()
+	s, err := keysetkafka.NewSink(keysetkafka.SinkConfig{Client: tg.Client(t), BatchRecords: batchRecords})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // Run runs fn as a subtest against a fresh kfake cluster and, when configured, the real broker.

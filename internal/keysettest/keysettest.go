@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
@@ -233,12 +232,12 @@ func (a *API) after(r Record) int {
 // Env is a Pipeline over an API, writing to kfake, with its cursors kept in memory and
 // every commit's encoded size recorded.
 type Env struct {
-	API    *API
-	Target kafkatest.Target
-	Topic  string
-	Store  *SizedStore
+	API      *API
+	Target   kafkatest.Target
+	Topic    string
+	Store    *SizedStore
 	Pipeline *pipeline.Pipeline
-	codec  *avro.Codec
+	codec    *avro.Codec
 }
 
 // NewPipeline builds a Pipeline reading api with walk's options, in batches of batchRecords.
@@ -246,15 +245,13 @@ func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords i
 	p := &Env{API: api, Target: kafkatest.NewFake(t), Store: &SizedStore{MemStore: cursor.NewMemStore()}}
 	src, err := source.NewSource(source.SourceConfig{URL: api.URL, Contract: api.Contract(), MaxAttempts: 1})
 	require.NoError(t, err)
-	client := p.Target.Client(t)
 	p.Topic = kafkatest.Topic(t, "users")
 	kafkatest.CreateTopic(t, p.Target, p.Topic, 1, nil)
 	p.codec, err = avro.NewCodec()
 	require.NoError(t, err)
 	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
-		BatchRecords: batchRecords, NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, batchRecords) }})
+		BatchRecords: batchRecords, Sink: p.Target.Sink(t, batchRecords)})
 	require.NoError(t, err)
-	t.Cleanup(func() { p.Pipeline.Close() })
 	return p
 }
 

@@ -92,9 +92,8 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Env {
 	}
 	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
 		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, MaxInFlight: o.MaxInFlight, Logger: o.Logger,
-		NewWriter: func() *kafka.Writer { return pipeline.NewWriter(client, o.BatchRecords) }})
+		Sink: tg.Sink(t, o.BatchRecords)})
 	require.NoError(t, err)
-	t.Cleanup(func() { p.Pipeline.Close() })
 	return p
 }
 
