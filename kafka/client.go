@@ -1,9 +1,12 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -21,6 +24,9 @@ type Config struct {
 	// DialTimeout bounds connecting to a broker (default 10s); RequestTimeout one request and
 	// its answer (default 30s).
 	DialTimeout, RequestTimeout time.Duration
+	// Dial, when set, opens the connections to the brokers instead of a net.Dialer (a proxy,
+	// or a test that cuts connections).
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // SASL is a SASL mechanism and its credentials.
@@ -58,7 +64,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := &kafkago.Transport{ClientID: cfg.ClientID, DialTimeout: cfg.DialTimeout, TLS: cfg.TLS, SASL: mech}
+	tr := &kafkago.Transport{ClientID: cfg.ClientID, DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, TLS: cfg.TLS, SASL: mech}
 	return &Client{cfg: cfg, transport: tr,
 		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.RequestTimeout}}, nil
 }
@@ -69,23 +75,29 @@ func (c *Client) Brokers() []string { return c.cfg.Brokers }
 // Close closes the Client's idle connections.
 func (c *Client) Close() { c.transport.CloseIdleConnections() }
 
+// KafkaGo returns the kafka-go client underneath. It exists only so that package pipeline's data
+// writer shares this Client's connections until that writer moves into this package as the data
+// Sink (issue 9); nothing else may use it, and it goes when the Sink lands.
+func (c *Client) KafkaGo() *kafkago.Client { return c.client }
+
 func (s SASL) mechanism() (sasl.Mechanism, error) {
-	switch m := s.Mechanism; m {
+	switch m := strings.ToLower(s.Mechanism); m {
 	case "":
 		return nil, nil
-	case "plain", "PLAIN":
+	case "plain":
 		return plain.Mechanism{Username: s.Username, Password: s.Password}, nil
-	case "scram-sha-256", "SCRAM-SHA-256", "scram-sha-512", "SCRAM-SHA-512":
+	case "scram-sha-256", "scram-sha-512":
 		algo := scram.SHA256
-		if m == "scram-sha-512" || m == "SCRAM-SHA-512" {
+		if m == "scram-sha-512" {
 			algo = scram.SHA512
 		}
 		mech, err := scram.Mechanism(algo, s.Username, s.Password)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: SASL %s: invalid user name or password (SASLprep)", m)
+			// Not err: it may quote the password.
+			return nil, fmt.Errorf("kafka: SASL %s: invalid user name or password (SASLprep)", s.Mechanism)
 		}
 		return mech, nil
 	default:
-		return nil, fmt.Errorf("kafka: SASL mechanism %q: want plain, scram-sha-256 or scram-sha-512", m)
+		return nil, fmt.Errorf("kafka: SASL mechanism %q: want plain, scram-sha-256 or scram-sha-512", s.Mechanism)
 	}
 }

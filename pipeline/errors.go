@@ -3,7 +3,7 @@ package pipeline
 import (
 	"errors"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/source"
 )
@@ -24,5 +24,6 @@ var (
 
 // IsRetryable reports whether the operation that returned err may succeed if tried again
 // without any change: retry.IsRetryable, with Kafka's error codes deciding where err carries one
-// (topic.Classify).
-func IsRetryable(err error) bool { return retry.IsRetryable(topic.Classify(err)) }
+// (kafka.Classify). Everything package kafka returns is classified already; the data writer's
+// errors are not until it moves into package kafka as the Sink, and then this goes.
+func IsRetryable(err error) bool { return retry.IsRetryable(kafka.Classify(err)) }

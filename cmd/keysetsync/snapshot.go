@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 )
 
 // snapshotEntry is the latest value of one id and where it was read.
@@ -45,15 +45,15 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, closeClient, err := rf.client(e, "keysetsync-snapshot")
+	client, err := rf.client(e, "keysetsync-snapshot")
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer client.Close()
 
 	latest := map[string]snapshotEntry{}
 	var messages, tombstones, unkeyed int
-	err = topic.Scan(ctx, client, rf.topic, func(r topic.Record) error {
+	err = client.Scan(ctx, rf.topic, func(r kafka.Record) error {
 		messages++
 		switch {
 		case len(r.Key) == 0:

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 )
 
@@ -38,7 +38,7 @@ type syncFlags struct {
 	lookback       time.Duration
 	maxRecordBytes int
 	maxFuture      time.Duration
-	topicConfigs   topic.ConfigFlag
+	topicConfigs   kafka.TopicConfigFlag
 	progress       time.Duration
 	acceptOverflow bool
 	logFlags
@@ -159,14 +159,13 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 	if err != nil {
 		return nil, err
 	}
-	transport, err := newKafkaTransport(&f.kafkaSec, "keysetsync", log)
+	client, err := newKafkaClient(&f.kafkaSec, f.brokers, "keysetsync", log)
 	if err != nil {
 		return nil, err
 	}
-	client := newKafkaClient(f.brokers, transport)
-	closeAll := func() { transport.CloseIdleConnections() }
+	closeAll := client.Close
 
-	info, err := topic.Ensure(ctx, client, topic.Spec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs})
+	info, err := client.EnsureTopic(ctx, kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs})
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("data topic on %s: %w", f.brokers, err)
@@ -189,7 +188,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 		if dlq == "" {
 			dlq = f.topic + ".dlq"
 		}
-		dlqInfo, err := topic.Ensure(ctx, client, topic.Spec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication})
+		dlqInfo, err := client.EnsureTopic(ctx, kafka.TopicSpec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication})
 		if err == nil {
 			dlqMax, err = dlqInfo.MaxMessageBytes()
 		}
@@ -198,7 +197,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 			return nil, fmt.Errorf("dead-letter topic %q: %w", dlq, err)
 		}
 	}
-	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: f.cursorTopic, ReplicationFactor: f.replication, Logger: log})
+	store, err := openCursorStore(ctx, client, f.cursorTopic, f.replication, log)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -223,7 +222,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 	s, err := pipeline.New(pipeline.Config{
 		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
 		Walk: walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax,
-		NewWriter:    func() *kafka.Writer { return pipeline.NewWriter(client, f.batchRecords) },
+		NewWriter:    func() *kafkago.Writer { return pipeline.NewWriter(client.KafkaGo(), f.batchRecords) },
 		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
 		ProgressInterval: f.progress,
 		Observer:         obs,
@@ -238,6 +237,16 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 		store.Close()
 		closeAll()
 	}}, nil
+}
+
+// openCursorStore opens the cursor store on topic (created compacted, with replication, when
+// missing); a topic without compaction names the flag that chose it.
+func openCursorStore(ctx context.Context, client *kafka.Client, topic string, replication int, log *slog.Logger) (*kafka.CursorStore, error) {
+	s, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
+	if errors.Is(err, cursor.ErrNotCompacted) {
+		return nil, fmt.Errorf("--cursor-topic: %w", err)
+	}
+	return s, err
 }
 
 // logFlags select the log format and level.
