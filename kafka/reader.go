@@ -109,7 +109,11 @@ func (r *Reader) OffsetsAt(ctx context.Context, partitions []int, t time.Time) (
 	for _, p := range partitions {
 		out[p] = bounds[p].End
 		for off := range at[p].Offsets {
-			out[p] = off // at most one: the first offset with a timestamp >= t
+			// At most one: the first offset with a timestamp >= t. Kafka answers -1 when no
+			// record is that late, which kafka-go files here too: the end, then.
+			if off >= 0 {
+				out[p] = off
+			}
 		}
 	}
 	return out, nil
