@@ -67,12 +67,7 @@ func (r *Reader) Offsets(ctx context.Context, partitions []int) (map[int]Offsets
 	for _, p := range partitions {
 		reqs = append(reqs, kafkago.FirstOffsetOf(p), kafkago.LastOffsetOf(p))
 	}
-	var res map[int]kafkago.PartitionOffsets
-	err := r.retry(ctx, func() error {
-		var err error
-		res, err = r.client.listOffsets(ctx, r.cfg.Topic, partitions, reqs)
-		return err
-	})
+	res, err := r.listOffsets(ctx, partitions, reqs)
 	if err != nil {
 		return nil, err
 	}
@@ -96,12 +91,7 @@ func (r *Reader) OffsetsAt(ctx context.Context, partitions []int, t time.Time) (
 	}
 	// Asked separately from the bounds: kafka-go files an answer by its timestamp, and "none
 	// found" comes back as timestamp -1, the code of the last offset.
-	var at map[int]kafkago.PartitionOffsets
-	err = r.retry(ctx, func() error {
-		var err error
-		at, err = r.client.listOffsets(ctx, r.cfg.Topic, partitions, reqs)
-		return err
-	})
+	at, err := r.listOffsets(ctx, partitions, reqs)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +182,17 @@ func (r *Reader) Follow(ctx context.Context, partition int, offset int64, fn fun
 		offset = next
 	}
 	return nil
+}
+
+// listOffsets is Client.listOffsets, retried.
+func (r *Reader) listOffsets(ctx context.Context, partitions []int, reqs []kafkago.OffsetRequest) (map[int]kafkago.PartitionOffsets, error) {
+	var res map[int]kafkago.PartitionOffsets
+	err := r.retry(ctx, func() error {
+		var err error
+		res, err = r.client.listOffsets(ctx, r.cfg.Topic, partitions, reqs)
+		return err
+	})
+	return res, err
 }
 
 // retryable: a missing topic is not worth waiting for.
