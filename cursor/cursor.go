@@ -87,7 +87,7 @@ type Cursor struct {
 	// Records is the running total of records delivered by the pipeline (informational).
 	Records int64
 	// ReadFrom says where Load found this cursor ("topic/partition offset N" for a
-	// KafkaStore), so errors about its content can point at the record; empty when it was not
+	// kafka.CursorStore), so errors about its content can point at the record; empty when it was not
 	// read from a topic. It is not part of the stored value.
 	ReadFrom string
 }
@@ -160,7 +160,7 @@ type Store interface {
 var (
 	// ErrNotFound is returned by Load when the pipeline has never committed a cursor.
 	ErrNotFound = errors.New("no cursor committed")
-	// ErrNotCompacted is returned by NewKafkaStore when the cursor topic exists without
+	// ErrNotCompacted is returned by kafka.NewCursorStore when the cursor topic exists without
 	// cleanup.policy=compact: its cursors would eventually be deleted by retention.
 	ErrNotCompacted = retry.Permanent("cursor topic is not compacted")
 	// ErrCorrupt is returned by Load when a cursor record of the pipeline cannot be decoded

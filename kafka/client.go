@@ -1,9 +1,12 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -21,6 +24,12 @@ type Config struct {
 	// DialTimeout bounds connecting to a broker (default 10s); RequestTimeout one request and
 	// its answer (default 30s).
 	DialTimeout, RequestTimeout time.Duration
+	// Dial, when set, opens the connections to the brokers instead of a net.Dialer (a proxy,
+	// or a test that cuts connections).
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// WrapTransport, when set, wraps the transport every request goes through: for tests that
+	// hold, fail or count requests.
+	WrapTransport func(kafkago.RoundTripper) kafkago.RoundTripper
 }
 
 // SASL is a SASL mechanism and its credentials.
@@ -58,9 +67,13 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := &kafkago.Transport{ClientID: cfg.ClientID, DialTimeout: cfg.DialTimeout, TLS: cfg.TLS, SASL: mech}
+	tr := &kafkago.Transport{ClientID: cfg.ClientID, DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, TLS: cfg.TLS, SASL: mech}
+	var rt kafkago.RoundTripper = tr
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(tr)
+	}
 	return &Client{cfg: cfg, transport: tr,
-		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.RequestTimeout}}, nil
+		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: rt, Timeout: cfg.RequestTimeout}}, nil
 }
 
 // Brokers returns the bootstrap addresses.
@@ -70,22 +83,23 @@ func (c *Client) Brokers() []string { return c.cfg.Brokers }
 func (c *Client) Close() { c.transport.CloseIdleConnections() }
 
 func (s SASL) mechanism() (sasl.Mechanism, error) {
-	switch m := s.Mechanism; m {
+	switch m := strings.ToLower(s.Mechanism); m {
 	case "":
 		return nil, nil
-	case "plain", "PLAIN":
+	case "plain":
 		return plain.Mechanism{Username: s.Username, Password: s.Password}, nil
-	case "scram-sha-256", "SCRAM-SHA-256", "scram-sha-512", "SCRAM-SHA-512":
+	case "scram-sha-256", "scram-sha-512":
 		algo := scram.SHA256
-		if m == "scram-sha-512" || m == "SCRAM-SHA-512" {
+		if m == "scram-sha-512" {
 			algo = scram.SHA512
 		}
 		mech, err := scram.Mechanism(algo, s.Username, s.Password)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: SASL %s: invalid user name or password (SASLprep)", m)
+			// Not err: it may quote the password.
+			return nil, fmt.Errorf("kafka: SASL %s: invalid user name or password (SASLprep)", s.Mechanism)
 		}
 		return mech, nil
 	default:
-		return nil, fmt.Errorf("kafka: SASL mechanism %q: want plain, scram-sha-256 or scram-sha-512", m)
+		return nil, fmt.Errorf("kafka: SASL mechanism %q: want plain, scram-sha-256 or scram-sha-512", s.Mechanism)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/sink"
 )
 
@@ -18,7 +17,7 @@ import (
 type SinkConfig struct {
 	// Client is the cluster to write to: its Addr and Transport (shared, not closed by the
 	// Sink).
-	Client *kafkago.Client
+	Client *Client
 	// BatchRecords is how many records the caller puts in one batch: kafka-go then sends a
 	// batch's messages for one partition in one produce request where the bytes allow it.
 	BatchRecords int
@@ -50,7 +49,7 @@ var _ = kafkago.Header(sink.Header{})
 
 // NewSink returns a Sink writing through cfg.Client. It does not connect yet.
 func NewSink(cfg SinkConfig) (*Sink, error) {
-	if cfg.Client == nil || cfg.Client.Addr == nil {
+	if cfg.Client == nil {
 		return nil, errors.New("kafka sink: no client")
 	}
 	s := &Sink{cfg: cfg}
@@ -63,8 +62,8 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 // short linger because every batch is waited for (the 1 s default would stall each one).
 func (s *Sink) newWriter() *kafkago.Writer {
 	return &kafkago.Writer{
-		Addr:         s.cfg.Client.Addr,
-		Transport:    s.cfg.Client.Transport,
+		Addr:         s.cfg.Client.client.Addr,
+		Transport:    s.cfg.Client.client.Transport,
 		Balancer:     &kafkago.Murmur2Balancer{},
 		RequiredAcks: kafkago.RequireAll,
 		// A batch is BatchRecords plus less than one page: room for pages of up to 1000
@@ -122,7 +121,7 @@ func (b *sent) answer(n int, err error) {
 
 // classify makes err say whether retrying may help, by its Kafka error codes.
 func classify(err error) error {
-	return fmt.Errorf("kafka sink: %w", topic.Classify(err))
+	return fmt.Errorf("kafka sink: %w", Classify(err))
 }
 
 // Send implements sink.Sink.

@@ -28,7 +28,7 @@ import (
 func TestSinkConformance(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		sinktest.Run(t, func(t *testing.T) sinktest.Target {
-			s, err := kafka.NewSink(kafka.SinkConfig{Client: tg.Client(t), BatchRecords: 100})
+			s, err := kafka.NewSink(kafka.SinkConfig{Client: tg.Kafka(t), BatchRecords: 100})
 			require.NoError(t, err)
 			t.Cleanup(func() { s.Close() })
 			st := sinktest.Target{Sink: s}

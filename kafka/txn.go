@@ -11,7 +11,6 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/sink"
 )
 
@@ -20,7 +19,7 @@ type TxnConfig struct {
 	// Client talks to the cluster. Its Transport routes each transactional request to the
 	// transaction coordinator (it runs FindCoordinator itself) and each produce request to the
 	// partition's leader.
-	Client *kafkago.Client
+	Client *Client
 	// TransactionalID names the producer across restarts: a new producer with the same id
 	// fences the previous one.
 	TransactionalID string
@@ -124,7 +123,7 @@ func NewTxnProducer(ctx context.Context, cfg TxnConfig) (*TxnProducer, error) {
 	p.log = p.log.With("transactional_id", cfg.TransactionalID)
 
 	err := txnRetry(ctx, txnCoordinatorTransient, p.logRetry("FindCoordinator"), func(ctx context.Context) error {
-		res, err := cfg.Client.FindCoordinator(ctx, &kafkago.FindCoordinatorRequest{
+		res, err := cfg.Client.client.FindCoordinator(ctx, &kafkago.FindCoordinatorRequest{
 			Key: cfg.TransactionalID, KeyType: kafkago.CoordinatorKeyTypeTransaction,
 		})
 		if err != nil {
@@ -147,7 +146,7 @@ func (p *TxnProducer) initProducerID(ctx context.Context) error {
 	var pid int64
 	var epoch int16
 	err := txnRetry(ctx, txnCoordinatorTransient, p.logRetry("InitProducerID"), func(ctx context.Context) error {
-		res, err := p.cfg.Client.InitProducerID(ctx, &kafkago.InitProducerIDRequest{
+		res, err := p.cfg.Client.client.InitProducerID(ctx, &kafkago.InitProducerIDRequest{
 			TransactionalID:      p.cfg.TransactionalID,
 			TransactionTimeoutMs: int(p.timeout / time.Millisecond),
 			ProducerID:           int(p.pid),
@@ -275,7 +274,7 @@ func (p *TxnProducer) topicPartitions(ctx context.Context, name string) ([]int, 
 	err := txnRetry(ctx, func(ctx context.Context, err error) bool {
 		return errors.Is(err, kafkago.UnknownTopicOrPartition) || errors.Is(err, kafkago.LeaderNotAvailable) || txnTransport(ctx, err)
 	}, p.logRetry("Metadata"), func(ctx context.Context) (err error) {
-		parts, err = topic.Partitions(ctx, p.cfg.Client, name)
+		parts, err = p.cfg.Client.Partitions(ctx, name)
 		return err
 	})
 	if err != nil {
@@ -304,7 +303,7 @@ func (p *TxnProducer) addPartitions(ctx context.Context, parts []txnPartition) e
 	err := txnRetry(ctx, func(ctx context.Context, err error) bool {
 		return txnCoordinatorTransient(ctx, err) || errors.Is(err, txnOperationNotAttempted)
 	}, p.logRetry("AddPartitionsToTxn"), func(ctx context.Context) error {
-		res, err := p.cfg.Client.AddPartitionsToTxn(ctx, &kafkago.AddPartitionsToTxnRequest{
+		res, err := p.cfg.Client.client.AddPartitionsToTxn(ctx, &kafkago.AddPartitionsToTxnRequest{
 			TransactionalID: p.cfg.TransactionalID,
 			ProducerID:      int(p.pid),
 			ProducerEpoch:   int(p.epoch),
@@ -432,7 +431,7 @@ func (p *TxnProducer) recover(ctx context.Context) error {
 
 func (p *TxnProducer) endTxn(ctx context.Context, commit bool) error {
 	return txnRetry(ctx, txnCoordinatorTransient, p.logRetry("EndTxn", "commit", commit), func(ctx context.Context) error {
-		res, err := p.cfg.Client.EndTxn(ctx, &kafkago.EndTxnRequest{
+		res, err := p.cfg.Client.client.EndTxn(ctx, &kafkago.EndTxnRequest{
 			TransactionalID: p.cfg.TransactionalID,
 			ProducerID:      int(p.pid),
 			ProducerEpoch:   int(p.epoch),

@@ -43,7 +43,7 @@ func BenchmarkTxnVsWriter(b *testing.B) {
 	b.Run("txn", func(b *testing.B) {
 		topic := kafkatest.Topic(b, "bench")
 		kafkatest.CreateTopic(b, tg, topic, 6, nil)
-		p, err := kafka.NewTxnProducer(ctx, kafka.TxnConfig{Client: tg.Client(b), TransactionalID: topic})
+		p, err := kafka.NewTxnProducer(ctx, kafka.TxnConfig{Client: tg.Kafka(b), TransactionalID: topic})
 		if err != nil {
 			b.Fatal(err)
 		}

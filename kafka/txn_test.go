@@ -49,7 +49,7 @@ func txnCommitOne(t *testing.T, p *kafka.TxnProducer, msgs []sink.Message) {
 	require.NoError(t, p.Commit(txnCtx(t)))
 }
 
-func txnNewProducer(t *testing.T, client *kafkago.Client, id string, log *slog.Logger) *kafka.TxnProducer {
+func txnNewProducer(t *testing.T, client *kafka.Client, id string, log *slog.Logger) *kafka.TxnProducer {
 	t.Helper()
 	p, err := kafka.NewTxnProducer(txnCtx(t), kafka.TxnConfig{Client: client, TransactionalID: id, Logger: log})
 	require.NoError(t, err)
@@ -199,7 +199,7 @@ func TestTxnCommitAndAbortVisibility(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				topic := kafkatest.Topic(t, "txn")
 				kafkatest.CreateTopic(t, tg, topic, 3, nil)
-				p := txnNewProducer(t, tg.Client(t), topic, nil)
+				p := txnNewProducer(t, tg.Kafka(t), topic, nil)
 				msgs := txnMsgs(topic, "a", 60, 20, 10)
 
 				require.NoError(t, p.Begin())
@@ -241,7 +241,7 @@ func TestTxnManyPartitionsAndTransactions(t *testing.T) {
 		t1, t2 := kafkatest.Topic(t, "txn1"), kafkatest.Topic(t, "txn2")
 		kafkatest.CreateTopic(t, tg, t1, 3, nil)
 		kafkatest.CreateTopic(t, tg, t2, 2, nil)
-		p := txnNewProducer(t, tg.Client(t), t1, nil)
+		p := txnNewProducer(t, tg.Kafka(t), t1, nil)
 
 		var committed [][]sink.Message
 		for txn := range 5 {
@@ -307,11 +307,11 @@ func TestTxnFencing(t *testing.T) {
 				topic := kafkatest.Topic(t, "txn")
 				kafkatest.CreateTopic(t, tg, topic, 2, nil)
 				id := "fence-" + topic
-				first := txnNewProducer(t, tg.Client(t), id, nil)
+				first := txnNewProducer(t, tg.Kafka(t), id, nil)
 				require.NoError(t, first.Begin())
 				require.NoError(t, first.Produce(txnCtx(t), txnMsgs(topic, "zombie", 20, 20, 10)))
 
-				second := txnNewProducer(t, tg.Client(t), id, nil)
+				second := txnNewProducer(t, tg.Kafka(t), id, nil)
 
 				err := tc.after(txnCtx(t), t, first, txnMsgs(topic, "zombie2", 20, 20, 10))
 				require.ErrorIs(t, err, kafka.ErrFenced)
@@ -372,7 +372,7 @@ func TestTxnRetriesTransientCoordinatorAnswers(t *testing.T) {
 	inject(kmsg.EndTxn, 2, kerr.ConcurrentTransactions.Code, kerr.ConcurrentTransactions.Code)
 
 	var logs logtest.Buffer
-	p := txnNewProducer(t, tg.Client(t), topic, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	p := txnNewProducer(t, tg.Kafka(t), topic, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	msgs := txnMsgs(topic, "a", 10, 10, 10)
 	txnCommitOne(t, p, msgs)
 
@@ -395,9 +395,7 @@ func TestTxnRetriesBrokenConnections(t *testing.T) {
 		topic := kafkatest.Topic(t, "txn")
 		kafkatest.CreateTopic(t, tg, topic, 2, nil)
 		br := kafkatest.NewBreaker(t)
-		tr := &kafkago.Transport{ClientID: "keysetsync-test", Dial: br.Dial}
-		t.Cleanup(tr.CloseIdleConnections)
-		client := &kafkago.Client{Addr: kafkago.TCP(tg.Brokers...), Transport: tr, Timeout: 30 * time.Second}
+		client := tg.KafkaConfig(t, kafka.Config{Dial: br.Dial})
 		p := txnNewProducer(t, client, topic, nil)
 
 		var all [][]sink.Message
@@ -421,7 +419,7 @@ func TestTxnFailedProduceAbortsAndRecovers(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		topic := kafkatest.Topic(t, "txn")
 		kafkatest.CreateTopic(t, tg, topic, 2, map[string]string{"max.message.bytes": "4096"})
-		p := txnNewProducer(t, tg.Client(t), topic, nil)
+		p := txnNewProducer(t, tg.Kafka(t), topic, nil)
 
 		require.NoError(t, p.Begin())
 		require.NoError(t, p.Produce(txnCtx(t), txnMsgs(topic, "lost", 20, 20, 10)))
@@ -452,7 +450,7 @@ func TestTxnLostProduceAnswerRestartsSequences(t *testing.T) {
 	tg := kafkatest.NewFake(t)
 	topic := kafkatest.Topic(t, "txn")
 	kafkatest.CreateTopic(t, tg, topic, 1, nil)
-	p := txnNewProducer(t, tg.Client(t), topic, nil)
+	p := txnNewProducer(t, tg.Kafka(t), topic, nil)
 
 	require.NoError(t, p.Begin())
 	require.NoError(t, p.Produce(txnCtx(t), txnMsgs(topic, "first", 5, 5, 10)))

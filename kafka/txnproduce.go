@@ -89,7 +89,7 @@ func (p *TxnProducer) byLeader(ctx context.Context, streams []*txnStream) (map[i
 			topics = append(topics, s.tp.topic)
 		}
 	}
-	md, err := p.cfg.Client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
+	md, err := p.cfg.Client.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil, fmt.Errorf("metadata of %v: %w", topics, err)
 	}
@@ -192,7 +192,7 @@ func (p *TxnProducer) produceErr(s *txnStream, err error) error {
 // roundTrip sends req through the client's transport (kafka-go's Client.RawProduce takes one
 // partition only).
 func (p *TxnProducer) roundTrip(ctx context.Context, req *rawproduce.Request) (*produce.Response, error) {
-	return txnRoundTrip[*produce.Response](ctx, p.cfg.Client, req, "produce")
+	return txnRoundTrip[*produce.Response](ctx, p.cfg.Client.client, req, "produce")
 }
 
 // txnRoundTrip sends req through c's transport, which routes it (a partition's leader, a
@@ -224,8 +224,8 @@ func txnRoundTrip[R protocol.Message](ctx context.Context, c *kafkago.Client, re
 // client's timeout (the other half for the network, as kafka-go does), 30s without either.
 func (p *TxnProducer) produceTimeoutMs(ctx context.Context) int32 {
 	d := 60 * time.Second
-	if p.cfg.Client.Timeout > 0 {
-		d = p.cfg.Client.Timeout
+	if p.cfg.Client.client.Timeout > 0 {
+		d = p.cfg.Client.client.Timeout
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		d = min(d, time.Until(dl))

@@ -12,7 +12,6 @@ import (
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/fetch"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/sink"
 )
 
@@ -59,11 +58,11 @@ const txnFetchMaxBytes = 4 << 20
 // kafka-go does not expose the batch's last offset. When a fetch makes no progress for that
 // reason, the end of the batch is found by bisection (see skipBatch).
 //
-// Transient answers (a leader moving, metadata not yet propagated: topic.Transient) and
+// Transient answers (a leader moving, metadata not yet propagated: isTransient) and
 // transport failures are retried with backoff until ctx ends; OFFSET_OUT_OF_RANGE (from
 // before the log start or past the high watermark) is not.
-func TxnReadPartition(ctx context.Context, c *kafkago.Client, topicName string, partition int, from int64, committed bool, fn func(TxnRecord) error) (int64, error) {
-	r := &txnReader{c: c, topic: topicName, partition: partition, committed: committed}
+func TxnReadPartition(ctx context.Context, kc *Client, topicName string, partition int, from int64, committed bool, fn func(TxnRecord) error) (int64, error) {
+	r := &txnReader{c: kc.client, topic: topicName, partition: partition, committed: committed}
 	return r.read(ctx, from, fn)
 }
 
@@ -344,7 +343,7 @@ func (r *txnReader) errorf(cause error, format string, args ...any) error {
 // txnReadTransient: failures of a fetch or list offsets after which the same request may
 // succeed.
 func txnReadTransient(ctx context.Context, err error) bool {
-	if transient, isKafka := topic.Transient(err); isKafka {
+	if transient, isKafka := isTransient(err); isKafka {
 		return transient
 	}
 	return txnTransport(ctx, err)

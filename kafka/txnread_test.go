@@ -22,7 +22,7 @@ import (
 func txnReadPart(t *testing.T, tg kafkatest.Target, topic string, partition int, from int64, committed bool) ([]string, int64) {
 	t.Helper()
 	var out []string
-	next, err := kafka.TxnReadPartition(txnCtx(t), tg.Client(t), topic, partition, from, committed, func(r kafka.TxnRecord) error {
+	next, err := kafka.TxnReadPartition(txnCtx(t), tg.Kafka(t), topic, partition, from, committed, func(r kafka.TxnRecord) error {
 		require.Equal(t, partition, r.Partition)
 		out = append(out, txnKV(r.Key, r.Value))
 		return nil
@@ -67,7 +67,7 @@ func TestTxnReadInterleavedTransactions(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		topic := kafkatest.Topic(t, "txnread")
 		kafkatest.CreateTopic(t, tg, topic, 1, nil)
-		c := tg.Client(t)
+		c := tg.Kafka(t)
 		p1 := txnNewProducer(t, c, topic+"-p1", nil)
 		p2 := txnNewProducer(t, c, topic+"-p2", nil)
 		m := func(tag string, n int) []sink.Message { return txnMsgs(topic, tag, n, 100, 5) }
@@ -120,7 +120,7 @@ func TestTxnReadResumes(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		topic := kafkatest.Topic(t, "txnread")
 		kafkatest.CreateTopic(t, tg, topic, 1, nil)
-		p := txnNewProducer(t, tg.Client(t), topic, nil)
+		p := txnNewProducer(t, tg.Kafka(t), topic, nil)
 		var want [][]sink.Message
 		for i := range 4 {
 			msgs := txnMsgs(topic, fmt.Sprint("t", i), 10, 100, 5)
@@ -139,7 +139,7 @@ func TestTxnReadResumes(t *testing.T) {
 			var got []string
 			for from := int64(0); from < end; {
 				n := 0
-				next, err := kafka.TxnReadPartition(txnCtx(t), tg.Client(t), topic, 0, from, committed, func(r kafka.TxnRecord) error {
+				next, err := kafka.TxnReadPartition(txnCtx(t), tg.Kafka(t), topic, 0, from, committed, func(r kafka.TxnRecord) error {
 					if n == 3 {
 						return stop
 					}
@@ -168,7 +168,7 @@ func TestTxnReadStopsAtLastStableOffset(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		topic := kafkatest.Topic(t, "txnread")
 		kafkatest.CreateTopic(t, tg, topic, 1, nil)
-		p := txnNewProducer(t, tg.Client(t), topic, nil)
+		p := txnNewProducer(t, tg.Kafka(t), topic, nil)
 		before, open, after := txnMsgs(topic, "before", 5, 100, 5), txnMsgs(topic, "open", 4, 100, 5), txnMsgs(topic, "after", 3, 100, 5)
 		txnCommitOne(t, p, before) // offsets 0-4, marker 5
 		require.NoError(t, p.Begin())

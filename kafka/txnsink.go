@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/sink"
 )
@@ -219,8 +218,8 @@ func (e *txnSinkError) Unwrap() error   { return e.err }
 func (e *txnSinkError) Retryable() bool { return e.retryable }
 
 // txnSinkErr classifies a TxnProducer error: fencing is final; otherwise Kafka's error codes
-// decide (topic.Classify), and a transport failure or ctx deadline reached during retries is
+// decide (Classify), and a transport failure or ctx deadline reached during retries is
 // retryable (retry.IsRetryable's network rules).
 func txnSinkErr(err error) error {
-	return &txnSinkError{err, !errors.Is(err, ErrFenced) && retry.IsRetryable(topic.Classify(err))}
+	return &txnSinkError{err, !errors.Is(err, ErrFenced) && retry.IsRetryable(Classify(err))}
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/keysetsync/keysetsync/sink"
 )
 
-func txnNewSink(t *testing.T, client *kafkago.Client, id string) *kafka.TxnSink {
+func txnNewSink(t *testing.T, client *kafka.Client, id string) *kafka.TxnSink {
 	t.Helper()
 	s, err := kafka.NewTxnSink(txnCtx(t), kafka.TxnConfig{Client: client, TransactionalID: id})
 	require.NoError(t, err)
@@ -41,7 +41,7 @@ func txnReadTopic(t *testing.T, tg kafkatest.Target, topic string, partitions in
 	t.Helper()
 	var out []txnRec
 	for p := range partitions {
-		_, err := kafka.TxnReadPartition(txnCtx(t), tg.Client(t), topic, p, 0, committed, func(r kafka.TxnRecord) error {
+		_, err := kafka.TxnReadPartition(txnCtx(t), tg.Kafka(t), topic, p, 0, committed, func(r kafka.TxnRecord) error {
 			out = append(out, txnRec{topic, p, string(r.Key), txnValue(r.Value)})
 			return nil
 		})
@@ -56,7 +56,7 @@ func TestTxnSinkCommitsEachBatch(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		topic := kafkatest.Topic(t, "txnsink")
 		kafkatest.CreateTopic(t, tg, topic, 3, nil)
-		s := txnNewSink(t, tg.Client(t), topic)
+		s := txnNewSink(t, tg.Kafka(t), topic)
 		var batches [][]sink.Message
 		order := make(chan int, 5)
 		for i := range 5 {
@@ -83,7 +83,7 @@ func TestTxnSinkFailureMidQueue(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		topic := kafkatest.Topic(t, "txnsink")
 		kafkatest.CreateTopic(t, tg, topic, 3, map[string]string{"max.message.bytes": "4096"})
-		s := txnNewSink(t, tg.Client(t), topic)
+		s := txnNewSink(t, tg.Kafka(t), topic)
 
 		b1 := txnMsgs(topic, "one", 20, 20, 10)
 		b2 := append(txnMsgs(topic, "two", 20, 20, 10), sink.Message{Topic: topic, Key: []byte("big"), Value: bytes.Repeat([]byte("x"), 10000)})
@@ -153,9 +153,11 @@ func TestTxnSinkFencing(t *testing.T) {
 		topic := kafkatest.Topic(t, "txnsink")
 		kafkatest.CreateTopic(t, tg, topic, 2, nil)
 		id := "fence-" + topic
-		pause := &txnPauseEndTxn{RoundTripper: tg.Client(t).Transport, reached: make(chan struct{}), release: make(chan struct{})}
-		c := tg.Client(t)
-		c.Transport = pause
+		pause := &txnPauseEndTxn{reached: make(chan struct{}), release: make(chan struct{})}
+		c := tg.KafkaConfig(t, kafka.Config{WrapTransport: func(rt kafkago.RoundTripper) kafkago.RoundTripper {
+			pause.RoundTripper = rt
+			return pause
+		}})
 		first := txnNewSink(t, c, id)
 
 		before := txnMsgs(topic, "before", 20, 20, 10)
@@ -167,7 +169,7 @@ func TestTxnSinkFencing(t *testing.T) {
 		zombie := txnMsgs(topic, "zombie", 20, 20, 10)
 		doneZombie := txnSend(first, txnCtx(t), zombie)
 		<-pause.reached // zombie's records are written, its commit held
-		second := txnNewSink(t, tg.Client(t), id)
+		second := txnNewSink(t, tg.Kafka(t), id)
 		close(pause.release)
 
 		err := <-doneZombie
@@ -210,7 +212,7 @@ func TestTxnSinkCoordinatorUnavailableIsRetryable(t *testing.T) {
 	tg := kafkatest.NewFake(t)
 	topic := kafkatest.Topic(t, "txnsink")
 	kafkatest.CreateTopic(t, tg, topic, 2, nil)
-	s := txnNewSink(t, tg.Client(t), topic)
+	s := txnNewSink(t, tg.Kafka(t), topic)
 
 	ctx := &txnExpiring{Context: txnCtx(t), done: make(chan struct{})}
 	var answers atomic.Int32

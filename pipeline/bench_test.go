@@ -18,14 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
-	"github.com/keysetsync/keysetsync/internal/topic"
-	keysetkafka "github.com/keysetsync/keysetsync/kafka"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/source"
 )
@@ -69,17 +67,17 @@ func BenchmarkSyncPass(b *testing.B) {
 		b.Cleanup(c.Close)
 		brokers = c.ListenAddrs()
 	}
-	tr := &kafka.Transport{ClientID: "keysetsync-bench", DialTimeout: 5 * time.Second}
-	b.Cleanup(tr.CloseIdleConnections)
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 30 * time.Second}
-	ctx := context.Background()
-	name := fmt.Sprintf("bench-syncpass-%08x", rand.Uint32())
-	if _, err := topic.Ensure(ctx, client, topic.Spec{Name: name, Partitions: 1, ReplicationFactor: 1}); err != nil {
+	client, err := kafka.NewClient(kafka.Config{Brokers: brokers, ClientID: "keysetsync-bench", DialTimeout: 5 * time.Second})
+	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}})
-	})
+	b.Cleanup(client.Close)
+	ctx := context.Background()
+	name := fmt.Sprintf("bench-syncpass-%08x", rand.Uint32())
+	if _, err := client.EnsureTopic(ctx, kafka.TopicSpec{Name: name, Partitions: 1, ReplicationFactor: 1}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = client.DeleteTopics(context.Background(), name) })
 	codec, err := avro.NewCodec()
 	if err != nil {
 		b.Fatal(err)
@@ -93,7 +91,7 @@ func BenchmarkSyncPass(b *testing.B) {
 	m := sourcetest.Mallocs()
 	records := 0
 	for b.Loop() {
-		out, err := keysetkafka.NewSink(keysetkafka.SinkConfig{Client: client, BatchRecords: batch})
+		out, err := kafka.NewSink(kafka.SinkConfig{Client: client, BatchRecords: batch})
 		if err != nil {
 			b.Fatal(err)
 		}

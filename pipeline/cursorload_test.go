@@ -9,7 +9,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
-	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -50,7 +50,7 @@ func TestSyncRefusesACursorItCannotStartFrom(t *testing.T) {
 				return
 			}
 			require.ErrorIs(t, err, c.err)
-			assert.False(t, pipeline.IsRetryable(err), "retrying cannot change the committed cursor")
+			assert.False(t, retry.IsRetryable(err), "retrying cannot change the committed cursor")
 			for _, m := range c.msg {
 				assert.Contains(t, err.Error(), m)
 			}

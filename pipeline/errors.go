@@ -3,8 +3,6 @@ package pipeline
 import (
 	"errors"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
-	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -21,8 +19,3 @@ var (
 	// pass re-sends the batch (duplicates, never a loss).
 	ErrCommit = errors.New("cursor commit failed")
 )
-
-// IsRetryable reports whether the operation that returned err may succeed if tried again
-// without any change: retry.IsRetryable, with Kafka's error codes deciding where err carries one
-// (topic.Classify).
-func IsRetryable(err error) bool { return retry.IsRetryable(topic.Classify(err)) }

@@ -36,6 +36,7 @@ import (
 	keysetkafka "github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
+	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -329,7 +330,7 @@ func TestProduceFaults(t *testing.T) {
 						// Not expected with Count 2 against kafka-go's 5 attempts, but allowed.
 						t.Logf("NOTE: kafka-go did not retry %s away: %v", c.err.Message, err)
 						require.ErrorIs(t, err, pipeline.ErrProduce)
-						require.True(t, pipeline.IsRetryable(err), "%v", err)
+						require.True(t, retry.IsRetryable(err), "%v", err)
 					} else {
 						assert.Equal(t, fiRecords, st1.Produced)
 						assert.Empty(t, uncovered)
@@ -344,7 +345,7 @@ func TestProduceFaults(t *testing.T) {
 					assert.NotErrorIs(t, err, other)
 					assert.Regexp(t, fiBatchErrRE, err.Error(), "the error names the batch")
 					assert.Contains(t, fiKafkaCodes(err), kafka.Error(c.err.Code), "the error carries Kafka's code: %v", err)
-					assert.Equal(t, c.retryable, pipeline.IsRetryable(err), "IsRetryable(%v)", err)
+					assert.Equal(t, c.retryable, retry.IsRetryable(err), "IsRetryable(%v)", err)
 					assert.Less(t, len(err.Error()), 2000, "the error stays one readable line")
 				}
 				if c.want == failProduce {
@@ -414,7 +415,7 @@ func fiSyncUntilOK(t *testing.T, p *pipelinetest.Env, maxPasses int) (failed []e
 		after := fiRead(t, p)
 		b := (after.messages - before.messages) - int(after.cursor.Records-before.cursor.Records)
 		t.Logf("pass failed after %s, %d messages written past its cursor: %s", time.Since(start).Round(time.Millisecond), b, fiShort(err))
-		require.Truef(t, pipeline.IsRetryable(err), "a leader change must be retryable: %v", err)
+		require.Truef(t, retry.IsRetryable(err), "a leader change must be retryable: %v", err)
 		assert.LessOrEqual(t, b, fiInFlight*fiBatchMax, "at most one batch per batch in flight is written past the cursor")
 		failed, beyond, before = append(failed, err), beyond+b, after
 	}
@@ -753,10 +754,13 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 				}
 				h := fiHoldProduce(t, tg.Fake, p.Topic, holdAt, onNext)
 
-				client := tg.Client(t)
-				transport := &fiGiveUp{RoundTripper: client.Transport, topic: p.Topic, inFlight: map[chan struct{}]bool{}}
+				transport := &fiGiveUp{topic: p.Topic, inFlight: map[chan struct{}]bool{}}
+				client := tg.KafkaConfig(t, keysetkafka.Config{WrapTransport: func(rt kafka.RoundTripper) kafka.RoundTripper {
+					transport.RoundTripper = rt
+					return transport
+				}})
 				observer := &fiTimeouts{onFailed: transport.giveUp}
-				out, err := keysetkafka.NewSink(keysetkafka.SinkConfig{Client: &kafka.Client{Addr: client.Addr, Transport: transport}, BatchRecords: fiBatch})
+				out, err := keysetkafka.NewSink(keysetkafka.SinkConfig{Client: client, BatchRecords: fiBatch})
 				require.NoError(t, err)
 				t.Cleanup(func() { out.Close() })
 				src, err := source.NewSource(source.SourceConfig{URL: p.URL, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
@@ -780,7 +784,7 @@ func TestProduceHangingPastWriteTimeout(t *testing.T) {
 				require.ErrorIs(t, err, context.DeadlineExceeded)
 				assert.Contains(t, err.Error(), "not acknowledged within "+fiWriteTimeout.String())
 				assert.Regexp(t, fiBatchErrRE, err.Error())
-				assert.True(t, pipeline.IsRetryable(err))
+				assert.True(t, retry.IsRetryable(err))
 				assert.Equal(t, 1, gaveUp, "the held request was the one produce in flight when the pipeline gave up")
 				assert.Positive(t, answered, "the failed pass waited for kafka-go's retry of the held batch (writer.Close)")
 

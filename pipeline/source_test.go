@@ -11,6 +11,7 @@ import (
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -143,7 +144,7 @@ func TestBadInputStopsTheCursorBeforeIt(t *testing.T) {
 			for _, m := range c.msg {
 				assert.Contains(t, err.Error(), m)
 			}
-			assert.False(t, pipeline.IsRetryable(err), "bad input does not heal by retrying: %v", err)
+			assert.False(t, retry.IsRetryable(err), "bad input does not heal by retrying: %v", err)
 			if c.wantCursor == "" {
 				require.ErrorIs(t, loadErr, cursor.ErrNotFound)
 				return

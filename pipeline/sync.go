@@ -17,6 +17,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
@@ -413,7 +414,7 @@ func (s *Pipeline) commitInOrder(ctx context.Context, p *pass, inflight <-chan *
 		}
 		if err := b.err; err != nil {
 			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, len(b.msgs), upTo, err)
-			s.cfg.Observer.ProduceFailed(IsRetryable(err))
+			s.cfg.Observer.ProduceFailed(retry.IsRetryable(err))
 			stop()
 			continue
 		}

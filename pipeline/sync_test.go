@@ -18,6 +18,7 @@ import (
 	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
+	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -113,7 +114,7 @@ func TestTieWiderThanAPageIsLoud(t *testing.T) {
 			var toe *source.TieOverflowError
 			require.ErrorAs(t, err, &toe, "a known hole is never a clean pass")
 			require.ErrorIs(t, err, source.ErrTieOverflow)
-			assert.False(t, pipeline.IsRetryable(err))
+			assert.False(t, retry.IsRetryable(err))
 			assert.Equal(t, st.TieOverflows, toe.Total)
 			require.NotEmpty(t, toe.Overflows)
 			assert.Equal(t, st.Overflows, toe.Overflows)
@@ -198,7 +199,7 @@ func TestCursorIsNeverAheadOfAcknowledgedData(t *testing.T) {
 			h := produceFault(tg.Fake, p.Topic, c.okRequests)
 			_, err := p.Pipeline.Pass(t.Context())
 			require.ErrorIs(t, err, pipeline.ErrProduce)
-			assert.False(t, pipeline.IsRetryable(err), "POLICY_VIOLATION is not retryable: %v", err)
+			assert.False(t, retry.IsRetryable(err), "POLICY_VIOLATION is not retryable: %v", err)
 
 			got, _ := p.Latest(t)
 			cur, lerr := p.Store.Load(t.Context(), p.Name)

@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
-	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/registry"
 	"github.com/keysetsync/keysetsync/registry/registrytest"
+	"github.com/keysetsync/keysetsync/retry"
 )
 
 func newClient(t *testing.T, cfg registry.Config) *registry.Client {
@@ -72,7 +72,7 @@ func TestRegisterIncompatible(t *testing.T) {
 	assert.Contains(t, err.Error(), `subject "users-value"`)
 	assert.Contains(t, err.Error(), "Schema being registered is incompatible")
 	assert.Contains(t, err.Error(), "409")
-	assert.False(t, pipeline.IsRetryable(err))
+	assert.False(t, retry.IsRetryable(err))
 }
 
 func TestRegisterAuth(t *testing.T) {
@@ -113,7 +113,7 @@ func TestRegisterUnreachable(t *testing.T) {
 	require.ErrorIs(t, err, registry.ErrUnreachable)
 	assert.Contains(t, err.Error(), "http://"+addr)
 	assert.NotContains(t, err.Error(), "hidden-pw")
-	assert.False(t, pipeline.IsRetryable(err), "a registry failure at start fails fast")
+	assert.False(t, retry.IsRetryable(err), "a registry failure at start fails fast")
 	var ne net.Error
 	assert.False(t, errors.As(err, &ne))
 }

@@ -61,7 +61,11 @@ func main() {
 	url := srv.URL + playground.KeysetPath
 
 	topic, cursorTopic := benchkit.RunTopics(*prefix, "incr")
-	client := benchkit.Client(bs)
+	client, err := benchkit.Client(bs)
+	if err != nil {
+		benchkit.Fatal("incremental", err)
+	}
+	defer client.Close()
 	if !*keep {
 		defer benchkit.Deleter(client, "incremental", os.Stdout, topic, cursorTopic)()
 	}

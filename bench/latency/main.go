@@ -4,7 +4,7 @@
 // A playground runs in this process (httptest on 127.0.0.1). `keysetsync run` (a subprocess)
 // syncs it into fresh topics; once its first pass has finished, this program updates --rate
 // records per second for --duration, each record at most once, noting the time just before
-// each update. A kafka-go reader follows the data topic from its end and, for every message
+// each update. A kafka.Reader follows the data topic from its end and, for every message
 // whose key, keysetsync.updated_at header and Avro value match an update, records the time
 // from the update to the message being read. It prints one JSON line with the percentiles.
 //
@@ -28,10 +28,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/bench/internal/benchkit"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 )
@@ -81,7 +80,11 @@ func main() {
 	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 
 	topic, cursorTopic := benchkit.RunTopics(*prefix, "lat")
-	client := benchkit.Client(bs)
+	client, err := benchkit.Client(bs)
+	if err != nil {
+		benchkit.Fatal("latency", err)
+	}
+	defer client.Close()
 	if !*keep {
 		defer benchkit.Deleter(client, "latency", os.Stderr, topic, cursorTopic)()
 	}
@@ -169,11 +172,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	reader := kafka.NewReader(kafka.ReaderConfig{Brokers: bs, Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond})
-	defer reader.Close()
-	if err := reader.SetOffset(end); err != nil {
-		fail(err)
-	}
+	reader := client.NewReader(kafka.ReaderConfig{Topic: topic, MaxWait: 50 * time.Millisecond})
 	codec, err := avro.NewCodec()
 	if err != nil {
 		fail(err)
@@ -184,20 +183,18 @@ func main() {
 	allMade := false
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
-	go func() {
-		for {
-			m, err := reader.ReadMessage(readCtx)
-			if err != nil {
-				return
-			}
-			now := time.Now()
+	// The reader's end is the wait for done below: a reader that stopped times it out.
+	go reader.Follow(readCtx, 0, end, func(recs []kafka.Record) error { //nolint:errcheck
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range recs {
 			var hdr string
 			for _, h := range m.Headers {
 				if h.Key == pipeline.HeaderUpdatedAt {
 					hdr = string(h.Value)
 				}
 			}
-			mu.Lock()
 			u := pending[string(m.Key)]
 			if u != nil && u.latency == 0 && hdr == u.updatedAt {
 				if v, err := codec.Decode(m.Value); err == nil && v.Company != nil && *v.Company == u.company {
@@ -213,9 +210,9 @@ func main() {
 				close(done)
 				allMade = false
 			}
-			mu.Unlock()
 		}
-	}()
+		return nil
+	})
 
 	// Updates at a steady rate, each record once.
 	tick := time.NewTicker(time.Duration(float64(time.Second) / *rate))

@@ -48,11 +48,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/keysetsync/keysetsync/bench/internal/benchkit"
 	"github.com/keysetsync/keysetsync/cursor"
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 )
 
 // tieAt is the tie's second: long past, so the walk's clock checks never matter; only the
@@ -191,8 +189,11 @@ type result struct {
 func measure(ctx context.Context, bs []string, bin, url string, api *tieAPI, batch int, prefix string, keep bool) (result, error) {
 	// A client per measurement: kafka-go's Transport caches the cluster's metadata for seconds,
 	// and would answer "unknown topic" for the topics keysetsync has just created.
-	kc := benchkit.Client(bs)
-	defer kc.Transport.(*kafka.Transport).CloseIdleConnections()
+	kc, err := benchkit.Client(bs)
+	if err != nil {
+		return result{}, err
+	}
+	defer kc.Close()
 	topicName, cursorTopic := benchkit.RunTopics(prefix, fmt.Sprintf("%s%d", api.shape(), api.n))
 	if !keep {
 		defer benchkit.Deleter(kc, "tie", os.Stderr, topicName, cursorTopic)()
@@ -247,7 +248,7 @@ func measure(ctx context.Context, bs []string, bin, url string, api *tieAPI, bat
 // an error naming its offset.
 func countIDs(ctx context.Context, c *kafka.Client, name string, n int) (msgs, distinct int, err error) {
 	seen := make([]uint64, (n+1+63)/64) // bit i: id i of the tie; bit n: laterID
-	err = topic.Scan(ctx, c, name, func(rec topic.Record) error {
+	err = c.Scan(ctx, name, func(rec kafka.Record) error {
 		msgs++
 		i, ok := tieIndex(rec.Key, n)
 		if !ok {
@@ -285,7 +286,7 @@ func tieIndex(key []byte, n int) (int, bool) {
 // It returns how many there were and the largest.
 func checkCursors(ctx context.Context, c *kafka.Client, name string, want time.Time) (commits, largest int, err error) {
 	var last cursor.Cursor
-	err = topic.Scan(ctx, c, name, func(rec topic.Record) error {
+	err = c.Scan(ctx, name, func(rec kafka.Record) error {
 		if string(rec.Key) != pipeline {
 			return fmt.Errorf("cursor topic %s offset %d: key %q, want the pipeline %q", name, rec.Offset, rec.Key, pipeline)
 		}

@@ -29,7 +29,11 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := benchkit.Client(bs)
+	c, err := benchkit.Client(bs)
+	if err != nil {
+		benchkit.Fatal("topics", err)
+	}
+	defer c.Close()
 	switch args[0] {
 	case "create":
 		parts := 1
@@ -45,14 +49,14 @@ func main() {
 			fmt.Println(n)
 		}
 	case "delete":
-		err = benchkit.DeleteTopics(ctx, c, args[1:]...)
+		err = c.DeleteTopics(ctx, args[1:]...)
 	case "delete-prefix":
 		if len(args[1]) < 6 {
 			benchkit.Fatal("topics", fmt.Errorf("prefix %q is too short to be a benchmark's", args[1]))
 		}
 		var names []string
 		if names, err = benchkit.TopicsWithPrefix(ctx, c, args[1]); err == nil {
-			err = benchkit.DeleteTopics(ctx, c, names...)
+			err = c.DeleteTopics(ctx, names...)
 		}
 	default:
 		err = fmt.Errorf("unknown command %q", args[0])

@@ -14,7 +14,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	kt "github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -283,10 +282,10 @@ func TestRunRunsEveryPipelineUntilCancelled(t *testing.T) {
 		defer close(done)
 		code, _, stderr = run(ctx, nil, "run", "--config", path, "--interval", "1h")
 	}()
-	client := tg.Client(t)
+	client := tg.Kafka(t)
 	require.Eventually(t, func() bool {
 		for i, n := range []int{30, 60} {
-			if _, err := kt.Partitions(t.Context(), client, topics[i]); err != nil || len(kafkatest.ReadAll(t, tg, topics[i])) != n {
+			if _, err := client.Partitions(t.Context(), topics[i]); err != nil || len(kafkatest.ReadAll(t, tg, topics[i])) != n {
 				return false
 			}
 		}

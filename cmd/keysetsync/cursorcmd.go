@@ -86,13 +86,12 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 
-	transport, err := newKafkaTransport(&sec, "keysetsync-cursor", stderrLogger(e))
+	client, err := newKafkaClient(&sec, *brokers, "keysetsync-cursor", stderrLogger(e))
 	if err != nil {
 		return err
 	}
-	defer transport.CloseIdleConnections()
-	client := newKafkaClient(*brokers, transport)
-	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: *cursorTopic})
+	defer client.Close()
+	store, err := openCursorStore(ctx, client, *cursorTopic, 0, nil)
 	if err != nil {
 		return fmt.Errorf("open cursor topic %q on %s: %w", *cursorTopic, *brokers, err)
 	}

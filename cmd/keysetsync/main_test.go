@@ -21,7 +21,6 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/logtest"
-	kt "github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
 )
@@ -165,9 +164,9 @@ func TestRunStopsCleanlyWhenCancelled(t *testing.T) {
 			"--interval", "1h", "--topic", topic, "--cursor-topic", kafkatest.Topic(t, "c"))
 	}()
 	// The first pass has finished once all 50 records are in the topic; then stop it.
-	client := tg.Client(t)
+	client := tg.Kafka(t)
 	require.Eventually(t, func() bool {
-		_, err := kt.Partitions(t.Context(), client, topic) // run creates it; until then there is nothing to read
+		_, err := client.Partitions(t.Context(), topic) // run creates it; until then there is nothing to read
 		return err == nil && len(kafkatest.ReadAll(t, tg, topic)) == 50
 	}, 30*time.Second, 10*time.Millisecond)
 	cancel()

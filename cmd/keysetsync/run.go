@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -75,7 +76,7 @@ func runLoop(ctx context.Context, j *job) error {
 			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", withHint(err))
 		case err != nil:
 			failures++
-			log.Error("pass failed; the next pass resumes from the committed cursor", "err", withHint(err), "retryable", pipeline.IsRetryable(err), "consecutive_failures", failures)
+			log.Error("pass failed; the next pass resumes from the committed cursor", "err", withHint(err), "retryable", retry.IsRetryable(err), "consecutive_failures", failures)
 		default:
 			failures = 0
 		}

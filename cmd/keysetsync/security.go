@@ -14,11 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/source"
-	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
 // kafkaSecurityFlags are the TLS and SASL settings of every command that talks to Kafka. Secrets
@@ -35,10 +32,10 @@ type kafkaSecurityFlags struct {
 	password           string
 	passwordFile       string
 
-	// built once by transport (files read, warnings logged once, also across retries).
+	// built once by newKafkaClient (files read, warnings logged once, also across retries).
 	once    sync.Once
 	tlsConf *tls.Config
-	mech    sasl.Mechanism
+	sasl    kafka.SASL
 	err     error
 }
 
@@ -97,11 +94,11 @@ func (k *kafkaSecurityFlags) validate() []error {
 	return errs
 }
 
-// build reads the files and makes the TLS config and SASL mechanism (nil when not configured).
+// build reads the files and makes the TLS config (nil without --kafka-tls) and the SASL settings.
 // Errors never contain the password.
-func (k *kafkaSecurityFlags) build(log *slog.Logger) (*tls.Config, sasl.Mechanism, error) {
+func (k *kafkaSecurityFlags) build(log *slog.Logger) (*tls.Config, kafka.SASL, error) {
 	if errs := k.validate(); len(errs) > 0 {
-		return nil, nil, errors.Join(errs...)
+		return nil, kafka.SASL{}, errors.Join(errs...)
 	}
 	var tc *tls.Config
 	if k.tls {
@@ -109,18 +106,18 @@ func (k *kafkaSecurityFlags) build(log *slog.Logger) (*tls.Config, sasl.Mechanis
 		if k.caFile != "" {
 			pem, err := os.ReadFile(k.caFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("--kafka-tls-ca: %w", err)
+				return nil, kafka.SASL{}, fmt.Errorf("--kafka-tls-ca: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, nil, fmt.Errorf("--kafka-tls-ca %s: no PEM certificate in it", k.caFile)
+				return nil, kafka.SASL{}, fmt.Errorf("--kafka-tls-ca %s: no PEM certificate in it", k.caFile)
 			}
 			tc.RootCAs = pool
 		}
 		if k.certFile != "" {
 			cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("--kafka-tls-cert/--kafka-tls-key: %w", err)
+				return nil, kafka.SASL{}, fmt.Errorf("--kafka-tls-cert/--kafka-tls-key: %w", err)
 			}
 			tc.Certificates = []tls.Certificate{cert}
 		}
@@ -130,54 +127,39 @@ func (k *kafkaSecurityFlags) build(log *slog.Logger) (*tls.Config, sasl.Mechanis
 		}
 	}
 	if k.mechanism == "" {
-		return tc, nil, nil
+		return tc, kafka.SASL{}, nil
 	}
 	password := k.password
 	if k.passwordFile != "" {
 		b, err := os.ReadFile(k.passwordFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--kafka-sasl-password-file: %w", err)
+			return nil, kafka.SASL{}, fmt.Errorf("--kafka-sasl-password-file: %w", err)
 		}
 		password = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
 		if password == "" {
-			return nil, nil, fmt.Errorf("--kafka-sasl-password-file %s is empty", k.passwordFile)
+			return nil, kafka.SASL{}, fmt.Errorf("--kafka-sasl-password-file %s is empty", k.passwordFile)
 		}
 	}
-	var mech sasl.Mechanism
-	switch strings.ToLower(k.mechanism) {
-	case "plain":
-		mech = plain.Mechanism{Username: k.username, Password: password}
-		if tc == nil {
-			log.Warn("INSECURE: SASL PLAIN without --kafka-tls sends the Kafka password in clear text")
-		}
-	case "scram-sha-256", "scram-sha-512":
-		algo := scram.SHA256
-		if strings.ToLower(k.mechanism) == "scram-sha-512" {
-			algo = scram.SHA512
-		}
-		m, err := scram.Mechanism(algo, k.username, password)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--kafka-sasl-mechanism %s: %v", k.mechanism, errors.New("invalid user name or password (SASLprep)"))
-		}
-		mech = m
+	if strings.EqualFold(k.mechanism, "plain") && tc == nil {
+		log.Warn("INSECURE: SASL PLAIN without --kafka-tls sends the Kafka password in clear text")
 	}
-	return tc, mech, nil
+	return tc, kafka.SASL{Mechanism: k.mechanism, Username: k.username, Password: password}, nil
 }
 
-// newKafkaTransport is the one way every command builds its kafka-go transport: dial timeout,
+// newKafkaClient is the one way every command connects to Kafka: the comma-separated brokers,
 // client id, TLS and SASL from the security flags. The files are read and the warnings logged on
 // the first call only. An error is a usage error (exit status 2, never retried).
-func newKafkaTransport(k *kafkaSecurityFlags, clientID string, log *slog.Logger) (*kafka.Transport, error) {
-	k.once.Do(func() { k.tlsConf, k.mech, k.err = k.build(log) })
+func newKafkaClient(k *kafkaSecurityFlags, brokers, clientID string, log *slog.Logger) (*kafka.Client, error) {
+	k.once.Do(func() { k.tlsConf, k.sasl, k.err = k.build(log) })
 	if k.err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, k.err)
 	}
-	return &kafka.Transport{ClientID: clientID, DialTimeout: 10 * time.Second, TLS: k.tlsConf, SASL: k.mech}, nil
-}
-
-// newKafkaClient is a kafka-go client over transport for the comma-separated brokers.
-func newKafkaClient(brokers string, transport *kafka.Transport) *kafka.Client {
-	return &kafka.Client{Addr: kafka.TCP(brokerList(brokers)...), Transport: transport, Timeout: 30 * time.Second}
+	c, err := kafka.NewClient(kafka.Config{Brokers: brokerList(brokers), ClientID: clientID, TLS: k.tlsConf, SASL: k.sasl})
+	if err != nil {
+		// The flags are checked already: what is left is a user name or password SASLprep refuses.
+		return nil, fmt.Errorf("%w: --kafka-sasl-mechanism %s: %w", errUsage, k.mechanism, err)
+	}
+	return c, nil
 }
 
 // stderrLogger is a text logger for the commands without --log-format (warnings only).

@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/latest"
 )
 
@@ -37,14 +37,14 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, closeClient, err := rf.client(e, "keysetsync-snapshot")
+	client, err := rf.client(e, "keysetsync-snapshot")
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer client.Close()
 
 	var values latest.Values
-	err = topic.Scan(ctx, client, rf.topic, func(r topic.Record) error {
+	err = client.Scan(ctx, rf.topic, func(r kafka.Record) error {
 		values.Add(latest.Message{Key: r.Key, Value: r.Value, Partition: r.Partition, Offset: r.Offset})
 		return nil
 	})

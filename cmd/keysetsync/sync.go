@@ -11,7 +11,6 @@ import (
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
-	"github.com/keysetsync/keysetsync/internal/topic"
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/retry"
@@ -37,7 +36,7 @@ type syncFlags struct {
 	lookback       time.Duration
 	maxRecordBytes int
 	maxFuture      time.Duration
-	topicConfigs   topic.ConfigFlag
+	topicConfigs   kafka.TopicConfigFlag
 	progress       time.Duration
 	acceptOverflow bool
 	logFlags
@@ -140,7 +139,7 @@ type openPipeline struct {
 func open(ctx context.Context, f *syncFlags, log *slog.Logger) (*openPipeline, error) {
 	return f.metrics.serve(ctx, log, f.pipeline, func(obs pipeline.Observer) (*openPipeline, error) {
 		var p *openPipeline
-		err := retry.Do(ctx, retry.Policy{Budget: f.kafkaWait, Retryable: pipeline.IsRetryable, What: "connecting to Kafka", Log: log}, func() (bool, error) {
+		err := retry.Do(ctx, retry.Policy{Budget: f.kafkaWait, Retryable: retry.IsRetryable, What: "connecting to Kafka", Log: log}, func() (bool, error) {
 			var err error
 			p, err = tryOpenPipeline(ctx, f, log, obs)
 			return false, err
@@ -158,14 +157,13 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 	if err != nil {
 		return nil, err
 	}
-	transport, err := newKafkaTransport(&f.kafkaSec, "keysetsync", log)
+	client, err := newKafkaClient(&f.kafkaSec, f.brokers, "keysetsync", log)
 	if err != nil {
 		return nil, err
 	}
-	client := newKafkaClient(f.brokers, transport)
-	closeAll := func() { transport.CloseIdleConnections() }
+	closeAll := client.Close
 
-	info, err := topic.Ensure(ctx, client, topic.Spec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs})
+	info, err := client.EnsureTopic(ctx, kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs})
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("data topic on %s: %w", f.brokers, err)
@@ -188,7 +186,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 		if dlq == "" {
 			dlq = f.topic + ".dlq"
 		}
-		dlqInfo, err := topic.Ensure(ctx, client, topic.Spec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication})
+		dlqInfo, err := client.EnsureTopic(ctx, kafka.TopicSpec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication})
 		if err == nil {
 			dlqMax, err = dlqInfo.MaxMessageBytes()
 		}
@@ -197,7 +195,7 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 			return nil, fmt.Errorf("dead-letter topic %q: %w", dlq, err)
 		}
 	}
-	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: f.cursorTopic, ReplicationFactor: f.replication, Logger: log})
+	store, err := openCursorStore(ctx, client, f.cursorTopic, f.replication, log)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -250,6 +248,16 @@ func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pi
 	}}, nil
 }
 
+// openCursorStore opens the cursor store on topic (created compacted, with replication, when
+// missing); a topic without compaction names the flag that chose it.
+func openCursorStore(ctx context.Context, client *kafka.Client, topic string, replication int, log *slog.Logger) (*kafka.CursorStore, error) {
+	s, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
+	if errors.Is(err, cursor.ErrNotCompacted) {
+		return nil, fmt.Errorf("--cursor-topic: %w", err)
+	}
+	return s, err
+}
+
 // logFlags select the log format and level.
 type logFlags struct {
 	format string
@@ -282,7 +290,7 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 // memory. A failed pass that committed batches made progress: the passes after it get a new
 // budget.
 func syncPass(ctx context.Context, s *pipeline.Pipeline, f *syncFlags, log *slog.Logger) error {
-	return retry.Do(ctx, retry.Policy{Budget: f.retryTimeout, Retryable: pipeline.IsRetryable, What: "sync pass", Log: log}, func() (bool, error) {
+	return retry.Do(ctx, retry.Policy{Budget: f.retryTimeout, Retryable: retry.IsRetryable, What: "sync pass", Log: log}, func() (bool, error) {
 		st, err := s.Pass(ctx)
 		return st.Batches > 0, err
 	})

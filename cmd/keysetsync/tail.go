@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,12 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
-
 	"github.com/keysetsync/keysetsync/avro"
-	"github.com/keysetsync/keysetsync/internal/topic"
-	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/kafka"
 )
 
 // tailMaxWait is how long one fetch waits at the end of a partition for new messages.
@@ -98,13 +95,9 @@ func (f *topicReadFlags) decoder() (*valueDecoder, error) {
 	return newValueDecoder(s, &f.reg)
 }
 
-// client is a kafka-go client for the read-only tools; close releases its connections.
-func (f *topicReadFlags) client(e *env, clientID string) (client *kafka.Client, close func(), err error) {
-	transport, err := newKafkaTransport(&f.sec, clientID, stderrLogger(e))
-	if err != nil {
-		return nil, nil, err
-	}
-	return newKafkaClient(f.brokers, transport), transport.CloseIdleConnections, nil
+// client is the Kafka client of the read-only tools; Close releases its connections.
+func (f *topicReadFlags) client(e *env, clientID string) (*kafka.Client, error) {
+	return newKafkaClient(&f.sec, f.brokers, clientID, stderrLogger(e))
 }
 
 func runTail(ctx context.Context, e *env, args []string) error {
@@ -144,17 +137,18 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, closeClient, err := rf.client(e, "keysetsync-tail")
+	client, err := rf.client(e, "keysetsync-tail")
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer client.Close()
 
-	var parts []int
-	err = retryKafka(ctx, func() error {
-		parts, err = topic.Partitions(ctx, client, rf.topic)
-		return err
-	})
+	t := &tailer{dec: dec, topic: rf.topic, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
+	rd := client.NewReader(kafka.ReaderConfig{Topic: rf.topic, MaxWait: tailMaxWait, RetryFor: tailRetryFor,
+		Deleted: func(p int, from, to int64) {
+			t.warn("tail: %s/%d: offsets %d to %d were deleted before they were read; going on at %d", rf.topic, p, from, to-1, to)
+		}})
+	parts, err := rd.Partitions(ctx)
 	if ctx.Err() != nil {
 		return nil // interrupted before anything was printed: a stop, not a failure
 	}
@@ -162,7 +156,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("topic %q on %s: %w", rf.topic, rf.brokers, err)
 	}
 	slices.Sort(parts)
-	start, err := tailStart(ctx, client, rf.topic, parts, *fromBeginning, fromTime)
+	start, err := tailStart(ctx, rd, parts, *fromBeginning, fromTime)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -187,13 +181,12 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	// This line also tells scripts (and tests) that the start offsets are fixed.
 	fmt.Fprintf(e.stderr, "tail: topic %q from %s (partition:offset %s), %s\n", rf.topic, where, strings.Join(offs, " "), mode)
 
-	t := &tailer{client: client, dec: dec, topic: rf.topic, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t.stop = cancel
 	errc := make(chan error, len(parts))
 	for _, p := range parts {
-		go func() { errc <- t.partition(ctx, p, start[p]) }()
+		go func() { errc <- t.partition(ctx, rd, p, start[p]) }()
 	}
 	var first error
 	for range parts {
@@ -207,65 +200,20 @@ func runTail(ctx context.Context, e *env, args []string) error {
 
 // tailStart returns the offset each partition starts at: its first offset, its end, or the
 // first offset whose timestamp is at or after from (the end when there is none).
-func tailStart(ctx context.Context, c *kafka.Client, name string, parts []int, fromBeginning bool, from time.Time) (map[int]int64, error) {
-	list := func(reqs []kafka.OffsetRequest) (map[int]kafka.PartitionOffsets, error) {
-		var out map[int]kafka.PartitionOffsets
-		err := retryKafka(ctx, func() error {
-			res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{name: reqs}})
-			if err != nil {
-				return err
-			}
-			out = map[int]kafka.PartitionOffsets{}
-			for _, po := range res.Topics[name] {
-				if po.Error != nil {
-					return fmt.Errorf("partition %d: %w", po.Partition, po.Error)
-				}
-				out[po.Partition] = po
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("list offsets of topic %q: %w", name, err)
-		}
-		for _, p := range parts {
-			if _, ok := out[p]; !ok {
-				return nil, fmt.Errorf("list offsets of topic %q: no answer for partition %d", name, p)
-			}
-		}
-		return out, nil
+func tailStart(ctx context.Context, rd *kafka.Reader, parts []int, fromBeginning bool, from time.Time) (map[int]int64, error) {
+	if !from.IsZero() {
+		return rd.OffsetsAt(ctx, parts, from)
 	}
-	var reqs []kafka.OffsetRequest
-	for _, p := range parts {
-		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
-	}
-	bounds, err := list(reqs)
+	bounds, err := rd.Offsets(ctx, parts)
 	if err != nil {
 		return nil, err
 	}
 	start := map[int]int64{}
 	for _, p := range parts {
 		if fromBeginning {
-			start[p] = bounds[p].FirstOffset
+			start[p] = bounds[p].First
 		} else {
-			start[p] = bounds[p].LastOffset
-		}
-	}
-	if from.IsZero() {
-		return start, nil
-	}
-	reqs = reqs[:0]
-	for _, p := range parts {
-		reqs = append(reqs, kafka.TimeOffsetOf(p, from))
-	}
-	// Asked separately from the bounds: kafka-go files an answer by its timestamp, and "none
-	// found" comes back as timestamp -1, the code of the last offset.
-	at, err := list(reqs)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range parts {
-		for off := range at[p].Offsets {
-			start[p] = off // at most one: the first offset with a timestamp >= from
+			start[p] = bounds[p].End
 		}
 	}
 	return start, nil
@@ -273,12 +221,11 @@ func tailStart(ctx context.Context, c *kafka.Client, name string, parts []int, f
 
 // tailer prints the messages of one topic; one goroutine per partition shares it.
 type tailer struct {
-	client *kafka.Client
-	dec    *valueDecoder
-	topic  string
-	key    string
-	max    int // 0: no limit
-	stop   func()
+	dec   *valueDecoder
+	topic string
+	key   string
+	max   int // 0: no limit
+	stop  func()
 
 	mu      sync.Mutex
 	out     io.Writer
@@ -287,136 +234,57 @@ type tailer struct {
 	buf     bytes.Buffer
 }
 
-// partition fetches partition p from offset until ctx ends (nil) or an error that retrying for
-// tailRetryFor did not cure.
-func (t *tailer) partition(ctx context.Context, p int, offset int64) error {
-	var failingSince time.Time
-	delay := 50 * time.Millisecond
-	for ctx.Err() == nil {
-		f, err := t.client.Fetch(ctx, &kafka.FetchRequest{
-			Topic: t.topic, Partition: p, Offset: offset,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: tailMaxWait,
-		})
-		if err == nil {
-			err = f.Error
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, kafka.OffsetOutOfRange) {
-			// Retention or DeleteRecords removed the messages at offset: go on from the
-			// partition's first offset, and say so.
-			first, ferr := t.firstOffset(ctx, p)
-			if ferr != nil {
-				return ferr
-			}
-			if first > offset {
-				t.warn("tail: %s/%d: offsets %d to %d were deleted before they were read; going on at %d", t.topic, p, offset, first-1, first)
-				offset = first
-				continue
-			}
-		}
-		if err != nil {
-			if !tailRetryable(err) {
-				return fmt.Errorf("fetch %s/%d at offset %d: %w", t.topic, p, offset, err)
-			}
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			} else if time.Since(failingSince) > tailRetryFor {
-				return fmt.Errorf("fetch %s/%d at offset %d: still failing after %s: %w", t.topic, p, offset, tailRetryFor, err)
-			}
-			if !sleepCtx(ctx, delay) {
-				return nil
-			}
-			delay = min(2*delay, 2*time.Second)
-			continue
-		}
-		failingSince, delay = time.Time{}, 50*time.Millisecond
-		lines, next, err := t.decode(f.Records, p, offset)
+// errTailDone ends a partition's reading once --max-messages are printed.
+var errTailDone = errors.New("printed --max-messages")
+
+// partition prints partition p from offset until ctx ends or --max-messages are printed (nil),
+// or an error that retrying did not cure.
+func (t *tailer) partition(ctx context.Context, rd *kafka.Reader, p int, offset int64) error {
+	err := rd.Follow(ctx, p, offset, func(recs []kafka.Record) error {
+		lines, err := t.decode(recs)
 		if err != nil {
 			return err
 		}
 		if done, err := t.print(lines); err != nil || done {
-			return err
+			return cmp.Or(err, errTailDone)
 		}
-		if next == offset && f.HighWatermark > offset {
-			// Nothing readable at offset although more follows: control records or a hole left
-			// by compaction. Step over it.
-			next = offset + 1
-		}
-		offset = next
+		return nil
+	})
+	if errors.Is(err, errTailDone) {
+		return nil
 	}
-	return nil
+	return err
 }
 
-func (t *tailer) firstOffset(ctx context.Context, p int) (int64, error) {
-	res, err := t.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{t.topic: {kafka.FirstOffsetOf(p)}}})
-	if err != nil {
-		return 0, fmt.Errorf("list offsets of %s/%d: %w", t.topic, p, err)
-	}
-	for _, po := range res.Topics[t.topic] {
-		if po.Partition == p {
-			if po.Error != nil {
-				return 0, fmt.Errorf("list offsets of %s/%d: %w", t.topic, p, po.Error)
-			}
-			return po.FirstOffset, nil
-		}
-	}
-	return 0, fmt.Errorf("list offsets of %s/%d: no answer for the partition", t.topic, p)
-}
-
-// decode turns the records of one fetch at or after offset into output lines (only those with
-// --key when it is set) and returns the offset to fetch next.
-func (t *tailer) decode(rr kafka.RecordReader, p int, offset int64) ([][]byte, int64, error) {
+// decode turns records into output lines (only those with --key when it is set).
+func (t *tailer) decode(recs []kafka.Record) ([][]byte, error) {
 	var lines [][]byte
-	next := offset
-	if rr == nil {
-		return nil, next, nil
-	}
-	for {
-		r, err := rr.ReadRecord()
-		if errors.Is(err, io.EOF) {
-			return lines, next, nil
-		}
-		if err != nil {
-			return lines, next, fmt.Errorf("read %s/%d at offset %d: %w", t.topic, p, next, err)
-		}
-		if r.Offset < offset {
-			continue // a batch may start before the offset asked for
-		}
-		next = r.Offset + 1
-		k, err := protocol.ReadAll(r.Key)
-		if err != nil {
-			return lines, next, fmt.Errorf("read key at %s/%d offset %d: %w", t.topic, p, r.Offset, err)
-		}
-		if t.key != "" && string(k) != t.key {
+	for _, r := range recs {
+		if t.key != "" && string(r.Key) != t.key {
 			continue
 		}
-		v, err := protocol.ReadAll(r.Value)
-		if err != nil {
-			return lines, next, fmt.Errorf("read value at %s/%d offset %d: %w", t.topic, p, r.Offset, err)
-		}
-		line := tailLine{Partition: p, Offset: r.Offset, Timestamp: r.Time.UTC().Format(tailTimeLayout), Headers: map[string]string{}}
-		if k != nil {
-			s := string(k)
+		line := tailLine{Partition: r.Partition, Offset: r.Offset, Timestamp: r.Time.UTC().Format(tailTimeLayout), Headers: map[string]string{}}
+		if r.Key != nil {
+			s := string(r.Key)
 			line.Key = &s
 		}
 		for _, h := range r.Headers {
 			line.Headers[h.Key] = string(h.Value)
 		}
-		if v == nil {
+		if r.Value == nil {
 			line.Value = json.RawMessage("null")
-		} else if u, err := t.dec.decode(v); err != nil {
-			line.Error = fmt.Sprintf("value of %d bytes does not decode as %s: %v", len(v), t.dec.name(), err)
+		} else if u, err := t.dec.decode(r.Value); err != nil {
+			line.Error = fmt.Sprintf("value of %d bytes does not decode as %s: %v", len(r.Value), t.dec.name(), err)
 		} else if line.Value, err = json.Marshal(u); err != nil {
-			return lines, next, fmt.Errorf("encode value at %s/%d offset %d: %w", t.topic, p, r.Offset, err)
+			return lines, fmt.Errorf("encode value at %s/%d offset %d: %w", t.topic, r.Partition, r.Offset, err)
 		}
 		b, err := json.Marshal(line)
 		if err != nil {
-			return lines, next, fmt.Errorf("encode message at %s/%d offset %d: %w", t.topic, p, r.Offset, err)
+			return lines, fmt.Errorf("encode message at %s/%d offset %d: %w", t.topic, r.Partition, r.Offset, err)
 		}
 		lines = append(lines, b)
 	}
+	return lines, nil
 }
 
 // print writes lines, at most up to --max-messages in all; done is true once that many are out.
@@ -453,39 +321,4 @@ func (t *tailer) warn(format string, args ...any) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	fmt.Fprintf(t.stderr, format+"\n", args...)
-}
-
-// sleepCtx waits d or until ctx ends; it reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
-}
-
-// tailRetryable reports whether a Kafka call may succeed if tried again. A missing topic is not
-// worth waiting for: it fails at once.
-func tailRetryable(err error) bool {
-	return !errors.Is(err, kafka.UnknownTopicOrPartition) && pipeline.IsRetryable(err)
-}
-
-// retryKafka calls fn until it succeeds, fails with an error that is not retryable, ctx ends, or
-// it has failed for tailRetryFor.
-func retryKafka(ctx context.Context, fn func() error) error {
-	deadline := time.Now().Add(tailRetryFor)
-	delay := 20 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil || !tailRetryable(err) || time.Now().After(deadline) {
-			return err
-		}
-		if !sleepCtx(ctx, delay) {
-			return err
-		}
-		delay = min(2*delay, 2*time.Second)
-	}
 }

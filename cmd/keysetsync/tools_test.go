@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -23,7 +23,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/logtest"
-	kt "github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -75,10 +75,10 @@ func (f *toolsFixture) once(t *testing.T) string {
 }
 
 // scan returns every message of the data topic with its timestamp.
-func (f *toolsFixture) scan(t *testing.T) []kt.Record {
+func (f *toolsFixture) scan(t *testing.T) []kafka.Record {
 	t.Helper()
-	var out []kt.Record
-	require.NoError(t, kt.Scan(t.Context(), f.tg.Client(t), f.topic, func(r kt.Record) error {
+	var out []kafka.Record
+	require.NoError(t, f.tg.Kafka(t).Scan(t.Context(), f.topic, func(r kafka.Record) error {
 		out = append(out, r)
 		return nil
 	}))
@@ -303,11 +303,11 @@ func TestTailFollowsNewMessagesUntilCancelled(t *testing.T) {
 }
 
 // produceRaw writes messages to topic as they are, with the partitioner keysetsync uses.
-func produceRaw(t *testing.T, tg kafkatest.Target, topic string, msgs ...kafka.Message) {
+func produceRaw(t *testing.T, tg kafkatest.Target, topic string, msgs ...kafkago.Message) {
 	t.Helper()
-	w := &kafka.Writer{
-		Addr: kafka.TCP(tg.Brokers...), Topic: topic, Transport: tg.Client(t).Transport,
-		Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
+	w := &kafkago.Writer{
+		Addr: kafkago.TCP(tg.Brokers...), Topic: topic, Transport: tg.Client(t).Transport,
+		Balancer: &kafkago.Murmur2Balancer{}, RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond,
 	}
 	defer w.Close()
 	require.NoError(t, w.WriteMessages(t.Context(), msgs...))
@@ -322,7 +322,7 @@ func TestSnapshotEqualsThePlaygroundState(t *testing.T) {
 		want := f.api.Snapshot()
 		// A tombstone deletes its id from the snapshot.
 		deleted := want[33].ID
-		produceRaw(t, tg, f.topic, kafka.Message{Key: []byte(deleted)})
+		produceRaw(t, tg, f.topic, kafkago.Message{Key: []byte(deleted)})
 		want = slices.Delete(want, 33, 34)
 
 		dir := t.TempDir()
@@ -400,9 +400,9 @@ func TestToolsOnValuesThatDoNotDecode(t *testing.T) {
 		topic := kafkatest.Topic(t, "raw")
 		kafkatest.CreateTopic(t, tg, topic, 1, nil)
 		produceRaw(t, tg, topic,
-			kafka.Message{Key: []byte("good"), Value: good, Headers: []kafka.Header{{Key: "h", Value: []byte("v")}}},
-			kafka.Message{Key: []byte("bad"), Value: []byte{0xff, 0xff, 0xff}},
-			kafka.Message{Key: []byte("gone")},
+			kafkago.Message{Key: []byte("good"), Value: good, Headers: []kafkago.Header{{Key: "h", Value: []byte("v")}}},
+			kafkago.Message{Key: []byte("bad"), Value: []byte{0xff, 0xff, 0xff}},
+			kafkago.Message{Key: []byte("gone")},
 		)
 		vars := map[string]string{"KEYSETSYNC_BROKERS": strings.Join(tg.Brokers, ","), "KEYSETSYNC_TOPIC": topic}
 
@@ -520,7 +520,7 @@ func TestCursorShowSetReset(t *testing.T) {
 
 		// The history of moves stays in the topic: nothing was deleted.
 		var seqs []int64
-		require.NoError(t, kt.Scan(t.Context(), tg.Client(t), f.cursors, func(r kt.Record) error {
+		require.NoError(t, tg.Kafka(t).Scan(t.Context(), f.cursors, func(r kafka.Record) error {
 			require.NotNil(t, r.Value, "set and reset never write a tombstone")
 			c, err := cursor.Unmarshal(r.Value)
 			require.NoError(t, err)

@@ -13,19 +13,19 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	kt "github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
 func TestTopicConfigFlagParsing(t *testing.T) {
-	var c kt.ConfigFlag
+	var c kafka.TopicConfigFlag
 	require.NoError(t, c.Set("cleanup.policy=compact,delete,retention.ms=-1"))
 	require.NoError(t, c.Set("segment.ms=600000"))
 	require.NoError(t, c.Set(""))
-	assert.Equal(t, kt.ConfigFlag{"cleanup.policy": "compact,delete", "retention.ms": "-1", "segment.ms": "600000"}, c)
+	assert.Equal(t, kafka.TopicConfigFlag{"cleanup.policy": "compact,delete", "retention.ms": "-1", "segment.ms": "600000"}, c)
 	assert.Equal(t, "cleanup.policy=compact,delete,retention.ms=-1,segment.ms=600000", c.String())
-	assert.Error(t, new(kt.ConfigFlag).Set("compact"))
-	assert.Error(t, new(kt.ConfigFlag).Set("=x"))
+	assert.Error(t, new(kafka.TopicConfigFlag).Set("compact"))
+	assert.Error(t, new(kafka.TopicConfigFlag).Set("=x"))
 
 	code, _, stderr := run(t.Context(), map[string]string{"KEYSETSYNC_TOPIC_CONFIG": "nonsense"}, "once")
 	assert.Equal(t, 2, code)
@@ -47,7 +47,7 @@ func TestTopicConfigIsAppliedOnCreateAndMismatchesAreWarned(t *testing.T) {
 		require.Equal(t, 0, code, stderr)
 		assert.Contains(t, stderr, "created data topic")
 		assert.NotContains(t, stderr, "level=WARN", "a topic created with the configs matches them")
-		configs, err := kt.Configs(t.Context(), tg.Client(t), topic)
+		configs, err := tg.Kafka(t).TopicConfigs(t.Context(), topic)
 		require.NoError(t, err)
 		assert.Equal(t, "compact", configs["cleanup.policy"])
 		assert.Equal(t, "-1", configs["retention.ms"])
@@ -62,7 +62,7 @@ func TestTopicConfigIsAppliedOnCreateAndMismatchesAreWarned(t *testing.T) {
 		assert.Contains(t, stderr, "config=retention.ms requested=3600000 actual=-1")
 		assert.NotContains(t, stderr, "config=cleanup.policy", "a matching config is not warned about")
 		assert.Contains(t, stderr, "the data topic is compacted (cleanup.policy=compact, without delete) and deletes are written as tombstones")
-		configs, err = kt.Configs(t.Context(), tg.Client(t), topic)
+		configs, err = tg.Kafka(t).TopicConfigs(t.Context(), topic)
 		require.NoError(t, err)
 		assert.Equal(t, "-1", configs["retention.ms"], "an existing topic is never altered")
 
@@ -76,14 +76,14 @@ func TestTopicConfigIsAppliedOnCreateAndMismatchesAreWarned(t *testing.T) {
 }
 
 func TestTopicCheckWarnings(t *testing.T) {
-	info := kt.Info{Configs: map[string]string{"cleanup.policy": "delete,compact", "retention.ms": "-1", "delete.retention.ms": "86400000"}}
+	info := kafka.TopicInfo{Configs: map[string]string{"cleanup.policy": "delete,compact", "retention.ms": "-1", "delete.retention.ms": "86400000"}}
 	assert.Empty(t, info.Check("u", map[string]string{"cleanup.policy": "compact,delete"}, true), "a policy is a set; compact,delete keeps tombstones' ids deletable")
 	w := info.Check("u", map[string]string{"retention.ms": "5", "no.such.config": "x"}, false)
 	require.Len(t, w, 2)
 	assert.Contains(t, w[0].Msg, "does not report")
 	assert.Contains(t, w[1].Msg, "another value")
 
-	compacted := kt.Info{Configs: map[string]string{"cleanup.policy": "compact", "delete.retention.ms": "86400000"}}
+	compacted := kafka.TopicInfo{Configs: map[string]string{"cleanup.policy": "compact", "delete.retention.ms": "86400000"}}
 	assert.Empty(t, compacted.Check("u", nil, false))
 	w = compacted.Check("u", nil, true)
 	require.Len(t, w, 1)

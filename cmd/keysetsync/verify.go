@@ -9,12 +9,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/compare"
 	"github.com/keysetsync/keysetsync/cursor"
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/latest"
 	"github.com/keysetsync/keysetsync/source"
 )
@@ -70,12 +68,11 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	transport, err := newKafkaTransport(&f.kafkaSec, "keysetsync-verify", log)
+	client, err := newKafkaClient(&f.kafkaSec, f.brokers, "keysetsync-verify", log)
 	if err != nil {
 		return err
 	}
-	defer transport.CloseIdleConnections()
-	client := newKafkaClient(f.brokers, transport)
+	defer client.Close()
 
 	// The cursor, then the topic, then the API, each read after the one it is compared with: a
 	// cursor is committed only after its data is acknowledged, so the topic covers it, and an
@@ -86,7 +83,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	var inTopic latest.Values
-	err = topic.Scan(ctx, client, f.topic, func(r topic.Record) error {
+	err = client.Scan(ctx, f.topic, func(r kafka.Record) error {
 		m := latest.Message{Key: r.Key, Value: r.Value, Partition: r.Partition, Offset: r.Offset}
 		if m.Value != nil {
 			m.Value = f.registry.unframe(m.Value) // compared with the API's Avro values
@@ -162,12 +159,12 @@ func selectPipeline(name string, named bool, path string, sets []*pipelineFlags)
 // the cursor topic does not exist or holds no cursor of the pipeline, it returns why as noCursor
 // (a report, not an error: a pipeline that never ran is a state worth showing).
 func loadCommittedCursor(ctx context.Context, client *kafka.Client, f *syncFlags, log *slog.Logger) (c cursor.Cursor, noCursor string, err error) {
-	if _, err := topic.Partitions(ctx, client, f.cursorTopic); errors.Is(err, kafka.UnknownTopicOrPartition) {
+	if _, err := client.Partitions(ctx, f.cursorTopic); errors.Is(err, kafka.ErrUnknownTopic) {
 		return cursor.Cursor{}, fmt.Sprintf("cursor topic %q does not exist", f.cursorTopic), nil
 	} else if err != nil {
 		return cursor.Cursor{}, "", fmt.Errorf("cursor topic %q on %s: %w", f.cursorTopic, f.brokers, err)
 	}
-	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: client, Topic: f.cursorTopic, Logger: log})
+	store, err := openCursorStore(ctx, client, f.cursorTopic, 0, log)
 	if err != nil {
 		return cursor.Cursor{}, "", err
 	}

@@ -8,12 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	kt "github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -87,8 +86,8 @@ func TestVerifyTakesTheSyncFlagsAndConfig(t *testing.T) {
 			}
 		})
 	}
-	_, err := kt.Partitions(t.Context(), tg.Client(t), freshCursors)
-	assert.True(t, errors.Is(err, kafka.UnknownTopicOrPartition), "verify creates no cursor topic: %v", err)
+	_, err := tg.Kafka(t).Partitions(t.Context(), freshCursors)
+	assert.True(t, errors.Is(err, kafka.ErrUnknownTopic), "verify creates no cursor topic: %v", err)
 
 	t.Run("cursor behind the API", func(t *testing.T) {
 		updated := apis["pb"].Update(3)

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -28,7 +28,7 @@ import (
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/internal/proctest"
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
@@ -70,7 +70,7 @@ type harness struct {
 	flags       []string // extra flags of once and run
 	inFlight    int      // batches the binary may have produced and not committed (--max-in-flight)
 
-	store   *cursor.KafkaStore // opened on first use: the binary creates the cursor topic
+	store   *kafka.CursorStore // opened on first use: the binary creates the cursor topic
 	data    *topicTail
 	encoded map[playground.User][]byte // Avro value of each API record version seen
 	prev    cursor.Cursor              // last cursor checked
@@ -170,9 +170,9 @@ func newHarness(t *testing.T, bin string, tg kafkatest.Target, cfg playground.Co
 	h := &harness{
 		bin: bin, tg: tg, api: api, url: srv.URL + "/pagination/keyset",
 		topic: kafkatest.Topic(t, "users"), cursorTopic: kafkatest.Topic(t, "cursors"),
-		client: tg.Client(t), codec: codec, encoded: map[playground.User][]byte{},
+		client: tg.Kafka(t), codec: codec, encoded: map[playground.User][]byte{},
 	}
-	h.data = newTopicTail(h.client, h.topic)
+	h.data = newTopicTail(h.client, tg.Client(t), h.topic)
 	if tg.Fake != nil {
 		h.installTrap(tg.Fake)
 	}
@@ -239,7 +239,7 @@ func (h *harness) checkCursor(t *testing.T) (cursor.Cursor, int) {
 	t.Helper()
 	ctx := t.Context()
 	if h.store == nil {
-		s, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: h.client, Topic: h.cursorTopic, ReplicationFactor: 1})
+		s, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: h.client, Topic: h.cursorTopic, ReplicationFactor: 1})
 		require.NoError(t, err)
 		t.Cleanup(func() { s.Close() })
 		h.store = s
@@ -388,6 +388,7 @@ func userFields(u avro.User) string {
 // previous one, so checking after every kill stays cheap as the topic grows.
 type topicTail struct {
 	client   *kafka.Client
+	raw      *kafkago.Client // for Fetch: Scan reads from the start, this from where it stopped
 	topic    string
 	next     map[int]int64
 	count    int
@@ -396,21 +397,21 @@ type topicTail struct {
 	digests  map[uint64]bool // cursor.Digest of every message, as a cursor's lookback holds it
 }
 
-func newTopicTail(c *kafka.Client, name string) *topicTail {
-	return &topicTail{client: c, topic: name, next: map[int]int64{}, values: map[string]bool{}, versions: map[string]bool{}, digests: map[uint64]bool{}}
+func newTopicTail(c *kafka.Client, raw *kafkago.Client, name string) *topicTail {
+	return &topicTail{client: c, raw: raw, topic: name, next: map[int]int64{}, values: map[string]bool{}, versions: map[string]bool{}, digests: map[uint64]bool{}}
 }
 
 func (tt *topicTail) hasValue(id string, v []byte) bool { return tt.values[id+"\x00"+string(v)] }
 func (tt *topicTail) hasVersion(id, at string) bool     { return tt.versions[id+"\x00"+at] }
 
 func (tt *topicTail) read(ctx context.Context) error {
-	parts, err := topic.Partitions(ctx, tt.client, tt.topic)
+	parts, err := tt.client.Partitions(ctx, tt.topic)
 	if err != nil {
 		return err
 	}
 	for _, p := range parts {
-		res, err := tt.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-			Topics: map[string][]kafka.OffsetRequest{tt.topic: {kafka.LastOffsetOf(p)}},
+		res, err := tt.raw.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
+			Topics: map[string][]kafkago.OffsetRequest{tt.topic: {kafkago.LastOffsetOf(p)}},
 		})
 		if err != nil {
 			return fmt.Errorf("list offsets of %s/%d: %w", tt.topic, p, err)
@@ -429,7 +430,7 @@ func (tt *topicTail) read(ctx context.Context) error {
 		}
 		off := tt.next[p]
 		for off < end {
-			f, err := tt.client.Fetch(ctx, &kafka.FetchRequest{Topic: tt.topic, Partition: p, Offset: off, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
+			f, err := tt.raw.Fetch(ctx, &kafkago.FetchRequest{Topic: tt.topic, Partition: p, Offset: off, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
 			if err == nil {
 				err = f.Error
 			}

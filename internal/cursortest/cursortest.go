@@ -1,5 +1,5 @@
 // Package cursortest is the conformance suite of cursor.Store: every implementation must pass
-// it, against every backend it supports (kfake and a real broker for KafkaStore).
+// it, against every backend it supports (kfake and a real broker for kafka.CursorStore).
 package cursortest
 
 import (

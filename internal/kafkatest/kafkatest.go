@@ -12,13 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/keysetsync/keysetsync/cursor"
-	"github.com/keysetsync/keysetsync/internal/topic"
-	keysetkafka "github.com/keysetsync/keysetsync/kafka"
+	"github.com/keysetsync/keysetsync/kafka"
 )
 
 // Target is one Kafka a test runs against.
@@ -28,18 +27,40 @@ type Target struct {
 	Fake    *kfake.Cluster // nil for the real broker
 }
 
-// Client returns a kafka-go client for the target with its own transport, closed at cleanup.
-func (tg Target) Client(t testing.TB) *kafka.Client {
-	tr := &kafka.Transport{ClientID: "keysetsync-test", DialTimeout: 5 * time.Second}
+// Kafka returns a client of package kafka for the target, closed at cleanup.
+func (tg Target) Kafka(t testing.TB) *kafka.Client {
+	return tg.KafkaConfig(t, kafka.Config{})
+}
+
+// KafkaConfig returns a client of package kafka for the target configured by cfg (its Brokers,
+// and a ClientID and DialTimeout left empty, filled in), closed at cleanup.
+func (tg Target) KafkaConfig(t testing.TB, cfg kafka.Config) *kafka.Client {
+	cfg.Brokers = tg.Brokers
+	if cfg.ClientID == "" {
+		cfg.ClientID = "keysetsync-test"
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	c, err := kafka.NewClient(cfg)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Client returns a kafka-go client for the target with its own transport, closed at cleanup:
+// for tests that need the protocol itself (raw writes, requests package kafka does not make).
+func (tg Target) Client(t testing.TB) *kafkago.Client {
+	tr := &kafkago.Transport{ClientID: "keysetsync-test", DialTimeout: 5 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &kafka.Client{Addr: kafka.TCP(tg.Brokers...), Transport: tr, Timeout: 30 * time.Second}
+	return &kafkago.Client{Addr: kafkago.TCP(tg.Brokers...), Transport: tr, Timeout: 30 * time.Second}
 }
 
 // Sink returns a Kafka data sink writing to the target in batches of batchRecords, to topics
 // of the default max.message.bytes, closed at cleanup.
-func (tg Target) Sink(t testing.TB, batchRecords int) *keysetkafka.Sink {
+func (tg Target) Sink(t testing.TB, batchRecords int) *kafka.Sink {
 	t.Helper()
-	s, err := keysetkafka.NewSink(keysetkafka.SinkConfig{Client: tg.Client(t), BatchRecords: batchRecords})
+	s, err := kafka.NewSink(kafka.SinkConfig{Client: tg.Kafka(t), BatchRecords: batchRecords})
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s
@@ -86,7 +107,7 @@ func Topic(t testing.TB, prefix string) string {
 // CreateTopic creates name with the given partitions and configs.
 func CreateTopic(t testing.TB, tg Target, name string, partitions int, configs map[string]string) {
 	t.Helper()
-	_, err := topic.Ensure(context.Background(), tg.Client(t), topic.Spec{Name: name, Partitions: partitions, ReplicationFactor: 1, Configs: configs})
+	_, err := tg.Kafka(t).EnsureTopic(context.Background(), kafka.TopicSpec{Name: name, Partitions: partitions, ReplicationFactor: 1, Configs: configs})
 	require.NoError(t, err)
 }
 
@@ -105,7 +126,7 @@ func ReadAll(t testing.TB, tg Target, name string) []Message {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []Message
-	err := topic.Scan(ctx, tg.Client(t), name, func(r topic.Record) error {
+	err := tg.Kafka(t).Scan(ctx, name, func(r kafka.Record) error {
 		m := Message{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Headers: map[string]string{}}
 		for _, h := range r.Headers {
 			m.Headers[h.Key] = string(h.Value)
@@ -118,12 +139,12 @@ func ReadAll(t testing.TB, tg Target, name string) []Message {
 }
 
 // Cursor loads the committed cursor of pipeline from cursorTopic, as a restarting keysetsync
-// would (cursor.KafkaStore: the highest seq wins); none committed fails the test.
+// would (kafka.CursorStore: the highest seq wins); none committed fails the test.
 func Cursor(t testing.TB, tg Target, cursorTopic, pipeline string) cursor.Cursor {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	store, err := cursor.NewKafkaStore(ctx, cursor.KafkaConfig{Client: tg.Client(t), Topic: cursorTopic})
+	store, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: tg.Kafka(t), Topic: cursorTopic})
 	require.NoError(t, err)
 	defer store.Close()
 	c, err := store.Load(ctx, pipeline)

@@ -13,13 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
-	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
@@ -35,7 +33,7 @@ type Env struct {
 	DLQTopic    string // set with Options.DLQ
 	Name        string
 	Codec       *avro.Codec
-	Store       *cursor.KafkaStore
+	Store       *kafka.CursorStore
 	Pipeline    *pipeline.Pipeline
 }
 
@@ -70,15 +68,14 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Env {
 		Target: tg, API: api, URL: srv.URL + "/pagination/keyset",
 		Topic: kafkatest.Topic(t, "users"), CursorTopic: kafkatest.Topic(t, "cursors"), Name: "test",
 	}
-	client := tg.Client(t)
-	_, err = topic.Ensure(t.Context(), client, topic.Spec{Name: p.Topic, Partitions: max(o.Partitions, 1), ReplicationFactor: 1})
+	kc := tg.Kafka(t)
+	_, err = kc.EnsureTopic(t.Context(), kafka.TopicSpec{Name: p.Topic, Partitions: max(o.Partitions, 1), ReplicationFactor: 1})
 	require.NoError(t, err)
-	storeClient := client
+	storeClient := kc
 	if o.StoreDial != nil {
-		storeClient = tg.Client(t)
-		storeClient.Transport.(*kafka.Transport).Dial = o.StoreDial
+		storeClient = tg.KafkaConfig(t, kafka.Config{Dial: o.StoreDial})
 	}
-	p.Store, err = cursor.NewKafkaStore(t.Context(), cursor.KafkaConfig{Client: storeClient, Topic: p.CursorTopic, ReplicationFactor: 1})
+	p.Store, err = kafka.NewCursorStore(t.Context(), kafka.CursorStoreConfig{Client: storeClient, Topic: p.CursorTopic, ReplicationFactor: 1})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Store.Close() })
 	p.Codec, err = avro.NewCodec()
@@ -87,7 +84,7 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Env {
 	require.NoError(t, err)
 	if o.DLQ {
 		p.DLQTopic = kafkatest.Topic(t, "dlq")
-		_, err = topic.Ensure(t.Context(), client, topic.Spec{Name: p.DLQTopic, Partitions: 1, ReplicationFactor: 1})
+		_, err = kc.EnsureTopic(t.Context(), kafka.TopicSpec{Name: p.DLQTopic, Partitions: 1, ReplicationFactor: 1})
 		require.NoError(t, err)
 	}
 	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,

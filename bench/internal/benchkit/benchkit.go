@@ -1,4 +1,4 @@
-// Package benchkit holds what the bench/ programs share: loopback-only address checks, a kafka-go
+// Package benchkit holds what the bench/ programs share: loopback-only address checks, a Kafka
 // client, topic helpers, running the keysetsync binary and reading its JSON log, and printing
 // one JSON result line.
 package benchkit
@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/keysetsync/keysetsync/kafka"
 )
 
 // Loopback refuses a host:port whose host is not a loopback address: the benchmarks never
@@ -75,56 +75,16 @@ func Brokers(s string) ([]string, error) {
 	return out, nil
 }
 
-// Client is a kafka-go client for brokers.
-func Client(brokers []string) *kafka.Client {
-	tr := &kafka.Transport{ClientID: "keysetsync-bench", DialTimeout: 5 * time.Second}
-	return &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 30 * time.Second}
+// Client is a Kafka client for brokers.
+func Client(brokers []string) (*kafka.Client, error) {
+	return kafka.NewClient(kafka.Config{Brokers: brokers, ClientID: "keysetsync-bench", DialTimeout: 5 * time.Second})
 }
 
-// CreateTopic creates name with partitions partitions and replication factor 1.
+// CreateTopic creates name with partitions partitions and replication factor 1, and waits until
+// every partition has a leader, so the first produce does not fail.
 func CreateTopic(ctx context.Context, c *kafka.Client, name string, partitions int) error {
-	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}}})
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", name, err)
-	}
-	if err := resp.Errors[name]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s: %w", name, err)
-	}
-	// Wait until the topic has a leader, so the first produce does not fail.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		m, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
-		if err == nil && len(m.Topics) == 1 && m.Topics[0].Error == nil && len(m.Topics[0].Partitions) == partitions {
-			ok := true
-			for _, p := range m.Topics[0].Partitions {
-				ok = ok && p.Error == nil && p.Leader.ID >= 0 && p.Leader.Host != ""
-			}
-			if ok {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("topic %s has no leader after 30s (last error: %v)", name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// DeleteTopics deletes the topics; a missing one is not an error.
-func DeleteTopics(ctx context.Context, c *kafka.Client, names ...string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: names})
-	if err != nil {
-		return fmt.Errorf("delete topics %v: %w", names, err)
-	}
-	var errs []error
-	for n, e := range resp.Errors {
-		if e != nil && !errors.Is(e, kafka.UnknownTopicOrPartition) {
-			errs = append(errs, fmt.Errorf("delete topic %s: %w", n, e))
-		}
-	}
-	return errors.Join(errs...)
+	_, err := c.EnsureTopic(ctx, kafka.TopicSpec{Name: name, Partitions: partitions, ReplicationFactor: 1})
+	return err
 }
 
 // RunTopics names a data topic and a cursor topic unique to this run:
@@ -140,7 +100,7 @@ func Deleter(c *kafka.Client, what string, w io.Writer, names ...string) func() 
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := DeleteTopics(ctx, c, names...); err != nil {
+		if err := c.DeleteTopics(ctx, names...); err != nil {
 			fmt.Fprintf(w, "%s: %v\n", what, err)
 		}
 	}
@@ -148,14 +108,14 @@ func Deleter(c *kafka.Client, what string, w io.Writer, names ...string) func() 
 
 // TopicsWithPrefix lists the topics whose name starts with prefix.
 func TopicsWithPrefix(ctx context.Context, c *kafka.Client, prefix string) ([]string, error) {
-	m, err := c.Metadata(ctx, &kafka.MetadataRequest{})
+	names, err := c.Topics(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for _, t := range m.Topics {
-		if strings.HasPrefix(t.Name, prefix) {
-			out = append(out, t.Name)
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
 		}
 	}
 	return out, nil
@@ -163,55 +123,29 @@ func TopicsWithPrefix(ctx context.Context, c *kafka.Client, prefix string) ([]st
 
 // Messages returns the sum over the topic's partitions of end offset minus start offset.
 func Messages(ctx context.Context, c *kafka.Client, name string) (int64, error) {
-	m, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
+	rd := c.NewReader(kafka.ReaderConfig{Topic: name})
+	parts, err := rd.Partitions(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if len(m.Topics) != 1 || m.Topics[0].Error != nil {
-		return 0, fmt.Errorf("topic %s: %v", name, m.Topics)
-	}
-	var first, last []kafka.OffsetRequest
-	for _, p := range m.Topics[0].Partitions {
-		first = append(first, kafka.FirstOffsetOf(p.ID))
-		last = append(last, kafka.LastOffsetOf(p.ID))
-	}
-	sum := func(reqs []kafka.OffsetRequest, pick func(kafka.PartitionOffsets) int64) (int64, error) {
-		r, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{name: reqs}})
-		if err != nil {
-			return 0, err
-		}
-		var n int64
-		for _, po := range r.Topics[name] {
-			if po.Error != nil {
-				return 0, po.Error
-			}
-			n += pick(po)
-		}
-		return n, nil
-	}
-	lo, err := sum(first, func(p kafka.PartitionOffsets) int64 { return p.FirstOffset })
+	bounds, err := rd.Offsets(ctx, parts)
 	if err != nil {
 		return 0, err
 	}
-	hi, err := sum(last, func(p kafka.PartitionOffsets) int64 { return p.LastOffset })
-	if err != nil {
-		return 0, err
+	var n int64
+	for _, b := range bounds {
+		n += b.End - b.First
 	}
-	return hi - lo, nil
+	return n, nil
 }
 
 // EndOffset returns the end offset (the offset of the next message) of one partition.
 func EndOffset(ctx context.Context, c *kafka.Client, name string, partition int) (int64, error) {
-	r, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{name: {kafka.LastOffsetOf(partition)}}})
+	bounds, err := c.NewReader(kafka.ReaderConfig{Topic: name}).Offsets(ctx, []int{partition})
 	if err != nil {
 		return 0, err
 	}
-	for _, po := range r.Topics[name] {
-		if po.Partition == partition {
-			return po.LastOffset, po.Error
-		}
-	}
-	return 0, fmt.Errorf("topic %s partition %d: no offset in the answer", name, partition)
+	return bounds[partition].End, nil
 }
 
 // Emit prints v as one JSON line on stdout.

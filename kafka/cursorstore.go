@@ -1,4 +1,4 @@
-package cursor
+package kafka
 
 import (
 	"context"
@@ -10,15 +10,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 
-	"github.com/keysetsync/keysetsync/internal/topic"
+	"github.com/keysetsync/keysetsync/cursor"
 )
 
-// KafkaConfig configures a KafkaStore.
-type KafkaConfig struct {
-	// Client talks to the cluster; its Transport is shared with the data writer.
-	Client *kafka.Client
+// CursorStoreConfig configures a CursorStore.
+type CursorStoreConfig struct {
+	// Client talks to the cluster; its connections are shared with the data writer.
+	Client *Client
 	// Topic holds the cursors, one key per pipeline. It must be compacted.
 	Topic string
 	// ReplicationFactor for the topic when it is created; -1 lets the broker decide.
@@ -26,20 +26,20 @@ type KafkaConfig struct {
 	Logger            *slog.Logger
 }
 
-// KafkaStore keeps cursors in a compacted Kafka topic: key = pipeline name, value = the JSON of
-// Marshal. Several pipelines may share the topic.
-type KafkaStore struct {
-	client *kafka.Client
+// CursorStore is the cursor.Store that keeps cursors in a compacted Kafka topic: key = pipeline
+// name, value = the JSON of cursor.Marshal. Several pipelines may share the topic.
+type CursorStore struct {
+	client *Client
 	topic  string
-	writer *kafka.Writer
+	writer *kafkago.Writer
 	log    *slog.Logger
 }
 
-var _ Store = (*KafkaStore)(nil)
+var _ cursor.Store = (*CursorStore)(nil)
 
-// NewKafkaStore checks the cursor topic, creating it compacted when it is missing, and refuses a
-// topic that exists without compaction (ErrNotCompacted).
-func NewKafkaStore(ctx context.Context, cfg KafkaConfig) (*KafkaStore, error) {
+// NewCursorStore checks the cursor topic, creating it compacted when it is missing, and refuses
+// a topic that exists without compaction (cursor.ErrNotCompacted).
+func NewCursorStore(ctx context.Context, cfg CursorStoreConfig) (*CursorStore, error) {
 	if cfg.Client == nil || cfg.Topic == "" {
 		return nil, errors.New("cursor store: client and topic are required")
 	}
@@ -50,7 +50,7 @@ func NewKafkaStore(ctx context.Context, cfg KafkaConfig) (*KafkaStore, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	info, err := topic.Ensure(ctx, cfg.Client, topic.Spec{
+	info, err := cfg.Client.EnsureTopic(ctx, TopicSpec{
 		Name:              cfg.Topic,
 		Partitions:        1,
 		ReplicationFactor: cfg.ReplicationFactor,
@@ -60,17 +60,17 @@ func NewKafkaStore(ctx context.Context, cfg KafkaConfig) (*KafkaStore, error) {
 		return nil, fmt.Errorf("cursor topic: %w", err)
 	}
 	if policy := info.Configs["cleanup.policy"]; !strings.Contains(policy, "compact") {
-		return nil, fmt.Errorf("%w: topic %q has cleanup.policy=%q; set cleanup.policy=compact on it or choose another --cursor-topic", ErrNotCompacted, cfg.Topic, policy)
+		return nil, fmt.Errorf("%w: topic %q has cleanup.policy=%q; set cleanup.policy=compact on it or choose another cursor topic", cursor.ErrNotCompacted, cfg.Topic, policy)
 	}
 	if info.Created {
 		log.Info("created cursor topic", "topic", cfg.Topic, "cleanup.policy", "compact")
 	}
-	w := &kafka.Writer{
-		Addr:         cfg.Client.Addr,
+	w := &kafkago.Writer{
+		Addr:         cfg.Client.client.Addr,
 		Topic:        cfg.Topic,
-		Transport:    cfg.Client.Transport,
-		Balancer:     &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll,
+		Transport:    cfg.Client.transport,
+		Balancer:     &kafkago.Murmur2Balancer{},
+		RequiredAcks: kafkago.RequireAll,
 		// One cursor per write: send it at once rather than waiting for a batch to fill.
 		BatchSize:    1,
 		BatchTimeout: time.Millisecond,
@@ -78,15 +78,15 @@ func NewKafkaStore(ctx context.Context, cfg KafkaConfig) (*KafkaStore, error) {
 		// compaction has rewritten.
 		Compression: 0,
 	}
-	return &KafkaStore{client: cfg.Client, topic: cfg.Topic, writer: w, log: log}, nil
+	return &CursorStore{client: cfg.Client, topic: cfg.Topic, writer: w, log: log}, nil
 }
 
-// Commit implements Store.
-func (s *KafkaStore) Commit(ctx context.Context, c Cursor) error {
+// Commit implements cursor.Store.
+func (s *CursorStore) Commit(ctx context.Context, c cursor.Cursor) error {
 	if c.Pipeline == "" {
 		return errors.New("commit cursor: empty pipeline name")
 	}
-	b, err := Marshal(c)
+	b, err := cursor.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("commit cursor of %q: %w", c.Pipeline, err)
 	}
@@ -95,24 +95,24 @@ func (s *KafkaStore) Commit(ctx context.Context, c Cursor) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit cursor of %q: %w", c.Pipeline, err)
 	}
-	if err := s.writer.WriteMessages(ctx, kafka.Message{Key: []byte(c.Pipeline), Value: b}); err != nil {
-		return fmt.Errorf("commit cursor of %q to topic %q: %w", c.Pipeline, s.topic, err)
+	if err := s.writer.WriteMessages(ctx, kafkago.Message{Key: []byte(c.Pipeline), Value: b}); err != nil {
+		return Classify(fmt.Errorf("commit cursor of %q to topic %q: %w", c.Pipeline, s.topic, err))
 	}
 	return nil
 }
 
-// Load implements Store. It reads the cursor topic up to the end offsets it observed when it
-// started (topic.Scan), and keeps the cursor of pipeline with the highest Seq.
+// Load implements cursor.Store. It reads the cursor topic up to the end offsets it observed when it
+// started (Client.Scan), and keeps the cursor of pipeline with the highest Seq.
 //
 // A record of the pipeline that cannot be decoded is an error (a *CorruptError naming its
 // offset) unless a later record of the pipeline in the same partition supersedes it: a cursor
 // written after it (keysetsync cursor set or reset does exactly that) or a tombstone. The error
 // carries the highest readable cursor, so such a new cursor can take a higher Seq.
-func (s *KafkaStore) Load(ctx context.Context, pipeline string) (Cursor, error) {
-	var best Cursor
+func (s *CursorStore) Load(ctx context.Context, pipeline string) (cursor.Cursor, error) {
+	var best cursor.Cursor
 	found := false
-	corrupt := map[int]*CorruptError{} // by partition: the last unreadable record not yet superseded
-	err := topic.Scan(ctx, s.client, s.topic, func(r topic.Record) error {
+	corrupt := map[int]*cursor.CorruptError{} // by partition: the last unreadable record not yet superseded
+	err := s.client.Scan(ctx, s.topic, func(r Record) error {
 		if string(r.Key) != pipeline {
 			return nil
 		}
@@ -123,12 +123,12 @@ func (s *KafkaStore) Load(ctx context.Context, pipeline string) (Cursor, error) 
 		}
 		if r.Value == nil {
 			// A tombstone deletes the pipeline's cursor: start over.
-			best, found = Cursor{}, false
+			best, found = cursor.Cursor{}, false
 			return nil
 		}
-		c, err := Unmarshal(r.Value)
+		c, err := cursor.Unmarshal(r.Value)
 		if err != nil {
-			corrupt[r.Partition] = &CorruptError{Pipeline: pipeline, At: at, Err: err}
+			corrupt[r.Partition] = &cursor.CorruptError{Pipeline: pipeline, At: at, Err: err}
 			return nil
 		}
 		c.Pipeline, c.ReadFrom = pipeline, at
@@ -138,20 +138,20 @@ func (s *KafkaStore) Load(ctx context.Context, pipeline string) (Cursor, error) 
 		return nil
 	})
 	if err != nil {
-		return Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, err)
+		return cursor.Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, err)
 	}
 	for _, p := range slices.Sorted(maps.Keys(corrupt)) {
 		e := corrupt[p]
 		if found {
 			e.Readable = &best
 		}
-		return Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, e)
+		return cursor.Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, e)
 	}
 	if !found {
-		return Cursor{}, fmt.Errorf("pipeline %q in topic %q: %w", pipeline, s.topic, ErrNotFound)
+		return cursor.Cursor{}, fmt.Errorf("pipeline %q in topic %q: %w", pipeline, s.topic, cursor.ErrNotFound)
 	}
 	return best, nil
 }
 
-// Close implements Store.
-func (s *KafkaStore) Close() error { return s.writer.Close() }
+// Close implements cursor.Store.
+func (s *CursorStore) Close() error { return s.writer.Close() }

@@ -1,15 +1,19 @@
-package topic
+package kafka
 
 import (
 	"errors"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/keysetsync/keysetsync/retry"
 )
 
-// Transient reports whether err carries a Kafka error (kafka: true) and, if so, whether the
+// ErrUnknownTopic is Kafka's UNKNOWN_TOPIC_OR_PARTITION: the topic does not exist (or the broker
+// that answered does not know it yet). Test for it with errors.Is.
+var ErrUnknownTopic error = kafkago.UnknownTopicOrPartition
+
+// isTransient reports whether err carries a Kafka error (kafka: true) and, if so, whether the
 // request may succeed when sent again unchanged (transient: true): the cluster is electing a
 // leader, moving a partition or coordinator, short of in-sync replicas, loading, throttling, or
 // answered a generic server error while it starts. The first Kafka error found in err's tree
@@ -36,8 +40,8 @@ import (
 // Authentication and authorization failures (SASL_AUTHENTICATION_FAILED, *_AUTHORIZATION_FAILED),
 // policy violations, invalid requests, configs or records, and sizes over a limit are not
 // transient: they fail the same way until someone changes something.
-func Transient(err error) (transient, kafkaErr bool) {
-	var ke kafka.Error
+func isTransient(err error) (transient, kafkaErr bool) {
+	var ke kafkago.Error
 	if errors.As(err, &ke) {
 		return transientCodes[ke], true
 	}
@@ -52,47 +56,49 @@ func Transient(err error) (transient, kafkaErr bool) {
 	return false, false
 }
 
-var transientCodes = map[kafka.Error]bool{
-	kafka.Unknown:                      true, // -1, see Transient
-	kafka.UnknownTopicOrPartition:      true, // 3: metadata not yet propagated
-	kafka.LeaderNotAvailable:           true, // 5
-	kafka.NotLeaderForPartition:        true, // 6 NOT_LEADER_OR_FOLLOWER
-	kafka.RequestTimedOut:              true, // 7
-	kafka.BrokerNotAvailable:           true, // 8
-	kafka.ReplicaNotAvailable:          true, // 9
-	kafka.NetworkException:             true, // 13
-	kafka.GroupLoadInProgress:          true, // 14 COORDINATOR_LOAD_IN_PROGRESS
-	kafka.GroupCoordinatorNotAvailable: true, // 15 COORDINATOR_NOT_AVAILABLE
-	kafka.NotCoordinatorForGroup:       true, // 16 NOT_COORDINATOR
-	kafka.NotEnoughReplicas:            true, // 19
-	kafka.NotEnoughReplicasAfterAppend: true, // 20
-	kafka.NotController:                true, // 41
-	kafka.ConcurrentTransactions:       true, // 51, see Transient
-	kafka.KafkaStorageError:            true, // 56: a log directory went offline; the leader moves
-	kafka.FetchSessionIDNotFound:       true, // 70
-	kafka.InvalidFetchSessionEpoch:     true, // 71
-	kafka.ListenerNotFound:             true, // 72: metadata of a restarting broker
-	kafka.FencedLeaderEpoch:            true, // 74
-	kafka.UnknownLeaderEpoch:           true, // 75
-	kafka.OffsetNotAvailable:           true, // 78: high watermark not caught up after an election
-	kafka.PreferredLeaderNotAvailable:  true, // 80
-	kafka.EligibleLeadersNotAvailable:  true, // 83
-	kafka.UnstableOffsetCommit:         true, // 88
-	kafka.ThrottlingQuotaExceeded:      true, // 89
-	kafka.UnknownTopicID:               true, // 100
-	kafka.InconsistentTopicID:          true, // 103
-	kafka.FetchSessionTopicIDError:     true, // 106
+var transientCodes = map[kafkago.Error]bool{
+	kafkago.Unknown:                      true, // -1, see isTransient
+	kafkago.UnknownTopicOrPartition:      true, // 3: metadata not yet propagated
+	kafkago.LeaderNotAvailable:           true, // 5
+	kafkago.NotLeaderForPartition:        true, // 6 NOT_LEADER_OR_FOLLOWER
+	kafkago.RequestTimedOut:              true, // 7
+	kafkago.BrokerNotAvailable:           true, // 8
+	kafkago.ReplicaNotAvailable:          true, // 9
+	kafkago.NetworkException:             true, // 13
+	kafkago.GroupLoadInProgress:          true, // 14 COORDINATOR_LOAD_IN_PROGRESS
+	kafkago.GroupCoordinatorNotAvailable: true, // 15 COORDINATOR_NOT_AVAILABLE
+	kafkago.NotCoordinatorForGroup:       true, // 16 NOT_COORDINATOR
+	kafkago.NotEnoughReplicas:            true, // 19
+	kafkago.NotEnoughReplicasAfterAppend: true, // 20
+	kafkago.NotController:                true, // 41
+	kafkago.ConcurrentTransactions:       true, // 51, see isTransient
+	kafkago.KafkaStorageError:            true, // 56: a log directory went offline; the leader moves
+	kafkago.FetchSessionIDNotFound:       true, // 70
+	kafkago.InvalidFetchSessionEpoch:     true, // 71
+	kafkago.ListenerNotFound:             true, // 72: metadata of a restarting broker
+	kafkago.FencedLeaderEpoch:            true, // 74
+	kafkago.UnknownLeaderEpoch:           true, // 75
+	kafkago.OffsetNotAvailable:           true, // 78: high watermark not caught up after an election
+	kafkago.PreferredLeaderNotAvailable:  true, // 80
+	kafkago.EligibleLeadersNotAvailable:  true, // 83
+	kafkago.UnstableOffsetCommit:         true, // 88
+	kafkago.ThrottlingQuotaExceeded:      true, // 89
+	kafkago.UnknownTopicID:               true, // 100
+	kafkago.InconsistentTopicID:          true, // 103
+	kafkago.FetchSessionTopicIDError:     true, // 106
 }
 
 // Classify returns err such that retry.IsRetryable decides it by Kafka's rules where it carries
-// a Kafka error (see Transient): wrapped in an error that says whether it is retryable. kafka-go's
+// a Kafka error (see isTransient): wrapped in an error that says whether it is retryable. kafka-go's
 // WriteErrors holds one error per message, not reachable by errors.As: each decides, and all
-// must be retryable. An error without a Kafka error is returned as it is.
+// must be retryable. An error without a Kafka error, or already classified, is returned as it
+// is. Every error this package returns has been through Classify.
 func Classify(err error) error {
-	if err == nil {
-		return nil
+	var done *classified
+	if err == nil || errors.As(err, &done) {
+		return err
 	}
-	var we kafka.WriteErrors
+	var we kafkago.WriteErrors
 	if errors.As(err, &we) {
 		n, ok := 0, true
 		for _, e := range we {
@@ -103,7 +109,7 @@ func Classify(err error) error {
 		}
 		return &classified{err: err, retryable: ok && n > 0}
 	}
-	if transient, isKafka := Transient(err); isKafka {
+	if transient, isKafka := isTransient(err); isKafka {
 		return &classified{err: err, retryable: transient}
 	}
 	return err

@@ -1,4 +1,4 @@
-package topic
+package kafka
 
 import (
 	"context"
@@ -7,8 +7,10 @@ import (
 	"io"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+
+	"github.com/keysetsync/keysetsync/sink"
 )
 
 // Record is one record read by Scan. Value is nil for a tombstone.
@@ -17,7 +19,7 @@ type Record struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
-	Headers   []kafka.Header
+	Headers   []sink.Header
 	Time      time.Time
 }
 
@@ -25,49 +27,35 @@ type Record struct {
 // when it started, calling fn for each record in offset order within a partition. It returns
 // as soon as that data is read: it never waits for more to arrive, which is what makes loading
 // a cursor take milliseconds (a kafka-go Reader would wait MaxWait at the end of a partition).
-func Scan(ctx context.Context, c *kafka.Client, name string, fn func(Record) error) error {
-	parts, err := Partitions(ctx, c, name)
+func (c *Client) Scan(ctx context.Context, name string, fn func(Record) error) error {
+	parts, err := c.Partitions(ctx, name)
 	if err != nil {
 		return err
 	}
 	for _, p := range parts {
-		if err := scanPartition(ctx, c, name, p, fn); err != nil {
-			return err
+		if err := c.scanPartition(ctx, name, p, fn); err != nil {
+			return Classify(err)
 		}
 	}
 	return nil
 }
 
-func scanPartition(ctx context.Context, c *kafka.Client, name string, partition int, fn func(Record) error) error {
-	var first, end int64 = -1, -1
+func (c *Client) scanPartition(ctx context.Context, name string, partition int, fn func(Record) error) error {
+	var bounds map[int]kafkago.PartitionOffsets
 	err := retryTemporary(ctx, func() error {
-		res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-			Topics: map[string][]kafka.OffsetRequest{name: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}},
-		})
-		if err != nil {
-			return err
-		}
-		for _, po := range res.Topics[name] {
-			if po.Partition == partition {
-				if po.Error != nil {
-					return po.Error
-				}
-				first, end = po.FirstOffset, po.LastOffset
-			}
-		}
-		return nil
+		var err error
+		bounds, err = c.listOffsets(ctx, name, []int{partition}, []kafkago.OffsetRequest{kafkago.FirstOffsetOf(partition), kafkago.LastOffsetOf(partition)})
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("list offsets of %s/%d: %w", name, partition, err)
+		return err
 	}
-	if first < 0 || end < 0 {
-		return fmt.Errorf("list offsets of %s/%d: no answer for the partition", name, partition)
-	}
+	first, end := bounds[partition].FirstOffset, bounds[partition].LastOffset
 	for offset := first; offset < end; {
-		var f *kafka.FetchResponse
+		var f *kafkago.FetchResponse
 		err := retryTemporary(ctx, func() error {
 			var err error
-			f, err = c.Fetch(ctx, &kafka.FetchRequest{
+			f, err = c.client.Fetch(ctx, &kafkago.FetchRequest{
 				Topic: name, Partition: partition, Offset: offset,
 				MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond,
 			})
@@ -96,8 +84,13 @@ func scanPartition(ctx context.Context, c *kafka.Client, name string, partition 
 	return nil
 }
 
-func readBatch(rr kafka.RecordReader, name string, partition int, offset, end int64, fn func(Record) error) (int64, error) {
+// readBatch calls fn with each record of rr at or after offset and before end, and returns the
+// offset to fetch next.
+func readBatch(rr kafkago.RecordReader, name string, partition int, offset, end int64, fn func(Record) error) (int64, error) {
 	next := offset
+	if rr == nil {
+		return next, nil
+	}
 	for {
 		r, err := rr.ReadRecord()
 		if errors.Is(err, io.EOF) {
@@ -113,7 +106,7 @@ func readBatch(rr kafka.RecordReader, name string, partition int, offset, end in
 			return end, nil
 		}
 		next = r.Offset + 1
-		rec := Record{Partition: partition, Offset: r.Offset, Headers: r.Headers, Time: r.Time}
+		rec := Record{Partition: partition, Offset: r.Offset, Headers: headers(r.Headers), Time: r.Time}
 		if rec.Key, err = protocol.ReadAll(r.Key); err != nil {
 			return next, fmt.Errorf("read key at %s/%d offset %d: %w", name, partition, r.Offset, err)
 		}
@@ -127,14 +120,14 @@ func readBatch(rr kafka.RecordReader, name string, partition int, offset, end in
 }
 
 // retryTemporary retries fn for a few seconds while it fails with a transient Kafka error (see
-// Transient), such as NOT_LEADER_OR_FOLLOWER while a new topic's leader is still being elected
+// isTransient), such as NOT_LEADER_OR_FOLLOWER while a new topic's leader is still being elected
 // or a leader moves. Network failures are left to the caller, whose retries span a broker
 // restart.
 func retryTemporary(ctx context.Context, fn func() error) error {
 	delay := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := fn()
-		if transient, _ := Transient(err); err == nil || !transient || attempt == 10 {
+		if transient, _ := isTransient(err); err == nil || !transient || attempt == 10 {
 			return err
 		}
 		t := time.NewTimer(delay)
@@ -146,4 +139,16 @@ func retryTemporary(ctx context.Context, fn func() error) error {
 		}
 		delay = min(2*delay, time.Second)
 	}
+}
+
+// headers converts kafka-go's headers; nil stays nil.
+func headers(hs []kafkago.Header) []sink.Header {
+	if hs == nil {
+		return nil
+	}
+	out := make([]sink.Header, len(hs))
+	for i, h := range hs {
+		out[i] = sink.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
 }
