@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keysetsync/keysetsync/kafka"
+	"github.com/keysetsync/keysetsync/metrics"
+	"github.com/keysetsync/keysetsync/runner"
 	"github.com/keysetsync/keysetsync/source"
 	"go.yaml.in/yaml/v3"
 )
@@ -355,13 +358,16 @@ func hasKey(entries []configEntry, key string) bool {
 	return false
 }
 
-// job is one pipeline of once or run: its settings, its logger and, once started, the open
-// pipeline.
+// job is one pipeline of once or run: its settings, its logger and, once open, what it runs
+// with (see job.open).
 type job struct {
 	flags    *syncFlags
 	log      *slog.Logger
-	pipeline *openPipeline
 	interval time.Duration // run's --interval
+
+	runner  *runner.Runner
+	kafka   *kafka.Client
+	metrics *metrics.Server // nil without --metrics-addr
 }
 
 // startJobs parses the flags of a sync command (with interval non-nil, run's --interval too),
@@ -407,8 +413,7 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
 	}
 	for i, j := range jobs {
-		j.pipeline, err = open(ctx, j.flags, j.log)
-		if err != nil {
+		if err := j.open(ctx); err != nil {
 			closeJobs(jobs[:i])
 			if multi {
 				err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
@@ -421,7 +426,7 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 
 func closeJobs(jobs []*job) {
 	for _, j := range jobs {
-		j.pipeline.close()
+		j.close()
 	}
 }
 

@@ -54,7 +54,8 @@ func TestUsageErrors(t *testing.T) {
 		{"same topic twice", nil, []string{"once", "--topic", "x", "--cursor-topic", "x"}, 2, `--topic and --cursor-topic are both "x"`},
 		{"bad batch size", nil, []string{"once", "--batch-records", "0"}, 2, "--batch-records 0"},
 		{"bad log level", nil, []string{"once", "--log-level", "loud"}, 2, `--log-level "loud"`},
-		{"bad api url", nil, []string{"once", "--brokers", "127.0.0.1:1", "--api-url", "ftp://x"}, 1, "127.0.0.1:1"},
+		// The API settings are checked before Kafka is contacted: a usage error, not a connection failure.
+		{"bad api url", nil, []string{"once", "--brokers", "127.0.0.1:1", "--api-url", "ftp://x"}, 2, `api url "ftp://x": want http(s)://host/path`},
 		// An unreachable broker: without the floor, run would fail there with 1, not 2.
 		{"interval 0s", nil, []string{"run", "--brokers", "127.0.0.1:1", "--interval", "0s"}, 2, "--interval 0s: below the floor of 100ms (a pass would start about 1000 times a second)"},
 		{"interval below the floor in env", map[string]string{"KEYSETSYNC_INTERVAL": "99ms"}, []string{"run", "--brokers", "127.0.0.1:1"}, 2, "--interval 99ms: below the floor of 100ms"},

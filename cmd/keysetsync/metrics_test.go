@@ -139,8 +139,8 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 
 func TestReadyzSaysWhyItIsNotReady(t *testing.T) {
 	m := metrics.New("p", metrics.WithoutRuntime())
-	s := newMetricsServer(m)
-	srv := httptest.NewServer(s.handler())
+	s := metrics.NewServer(m)
+	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	probe := func() (int, map[string]string) {
 		status, body := get(t, srv.URL+"/readyz")
@@ -154,7 +154,7 @@ func TestReadyzSaysWhyItIsNotReady(t *testing.T) {
 	assert.Equal(t, "unavailable", body["status"])
 	assert.Contains(t, body["reason"], "connecting to Kafka")
 
-	s.opened.Store(true)
+	s.Opened()
 	status, body = probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status)
 	assert.Contains(t, body["reason"], "cursor is not loaded")

@@ -31,7 +31,7 @@ func runOnce(ctx context.Context, e *env, args []string) error {
 	var mu sync.Mutex
 	failed, stopped, mayBeMissing := 0, 0, 0
 	err = eachJob(jobs, func(j *job) error {
-		err := syncPass(ctx, j.pipeline.syncer, j.flags, j.log)
+		err := j.runner.Pass(ctx)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {

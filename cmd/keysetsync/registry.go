@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"strings"
 
 	"github.com/keysetsync/keysetsync/registry"
@@ -19,8 +17,6 @@ import (
 type registryFlags struct {
 	url           string
 	basicAuthFile string
-
-	prefix []byte // cached by valuePrefix: registered once, also across --kafka-wait retries
 }
 
 // register adds the flags of the sync commands.
@@ -48,12 +44,11 @@ func (r *registryFlags) validate() []error {
 	return errs
 }
 
-// valuePrefix registers the value schema for topic and returns the Confluent frame header of
-// its id; nil without --schema-registry. Any failure ends the start (no retry): an unreachable
-// registry, refused credentials or an incompatible schema need a human.
-func (r *registryFlags) valuePrefix(ctx context.Context, topic, schema string, log *slog.Logger) ([]byte, error) {
-	if r.url == "" || r.prefix != nil {
-		return r.prefix, nil
+// client is the schema-registry client of the flags; nil without --schema-registry. The
+// basic-auth file is read here, once.
+func (r *registryFlags) client() (*registry.Client, error) {
+	if r.url == "" {
+		return nil, nil
 	}
 	cfg := registry.Config{URL: r.url}
 	if r.basicAuthFile != "" {
@@ -71,14 +66,7 @@ func (r *registryFlags) valuePrefix(ctx context.Context, topic, schema string, l
 	if err != nil {
 		return nil, fmt.Errorf("%w: --schema-registry: %w", errUsage, err)
 	}
-	subject := registry.TopicSubject(topic)
-	id, err := c.Register(ctx, subject, schema)
-	if err != nil {
-		return nil, err // names the subject and the registry's URL
-	}
-	log.Info("registered the value schema; values use the Confluent wire format", "schema_registry", c.URL(), "subject", subject, "schema_id", id)
-	r.prefix = registry.Header(id)
-	return r.prefix, nil
+	return c, nil
 }
 
 // unframe returns the Avro payload of a value: with --schema-registry a value that starts with

@@ -6,10 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"time"
-
-	"github.com/keysetsync/keysetsync/pipeline"
-	"github.com/keysetsync/keysetsync/retry"
-	"github.com/keysetsync/keysetsync/source"
 )
 
 // minInterval is the shortest --interval accepted: below it an idle pipeline would start a
@@ -46,47 +42,10 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	return eachJob(jobs, func(j *job) error {
-		err := runLoop(ctx, j)
+		err := j.runner.Run(ctx, j.interval)
 		if err != nil {
 			cancel()
 		}
 		return err
 	})
-}
-
-// runLoop runs the passes of one pipeline until ctx ends or a configuration error.
-func runLoop(ctx context.Context, j *job) error {
-	log, interval := j.log, j.interval
-	log.Info("running", "interval", interval)
-	failures := 0
-	for {
-		err := syncPass(ctx, j.pipeline.syncer, j.flags, log)
-		if ctx.Err() != nil {
-			log.Info("stopping on signal; the cursor covers every acknowledged batch")
-			return nil
-		}
-		if errors.Is(err, pipeline.ErrConfig) {
-			return err
-		}
-		switch {
-		case errors.Is(err, source.ErrTieOverflow):
-			// Not a failure to retry: everything readable is committed, and the records the
-			// API cannot serve stay missing. The metrics server marks the pipeline degraded.
-			failures = 0
-			log.Error("pass finished, but records may be missing: the pipeline is degraded until restarted", "err", withHint(err))
-		case err != nil:
-			failures++
-			log.Error("pass failed; the next pass resumes from the committed cursor", "err", withHint(err), "retryable", retry.IsRetryable(err), "consecutive_failures", failures)
-		default:
-			failures = 0
-		}
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			log.Info("stopping on signal; the cursor covers every acknowledged batch")
-			return nil
-		case <-t.C:
-		}
-	}
 }

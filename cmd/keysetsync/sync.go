@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/kafka"
+	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/pipeline"
-	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/runner"
 )
 
 // syncFlags are the settings shared by once and run.
@@ -127,135 +127,103 @@ func brokerList(s string) []string {
 	return out
 }
 
-// pipeline is a ready Pipeline with what it holds open.
-type openPipeline struct {
-	syncer *pipeline.Pipeline
-	close  func()
+// open starts the job: the metrics server first with --metrics-addr (so /healthz answers while
+// Kafka is awaited), then the Kafka client and the runner, retrying for --kafka-wait while Kafka
+// cannot be reached. On failure nothing stays open.
+func (j *job) open(ctx context.Context) (err error) {
+	f, log := j.flags, j.log
+	defer func() {
+		if err != nil {
+			j.close()
+		}
+	}()
+	var obs pipeline.Observer
+	if f.metrics.metricsAddr != "" {
+		m := metrics.New(f.pipeline)
+		if j.metrics, err = metrics.Listen(f.metrics.metricsAddr, m, log); err != nil {
+			return err
+		}
+		obs = m
+	}
+	cfg, err := f.runnerConfig(log)
+	if err != nil {
+		return err
+	}
+	if j.kafka, err = newKafkaClient(&f.kafkaSec, f.brokers, "keysetsync", log); err != nil {
+		return err
+	}
+	cfg.Kafka, cfg.Observer = j.kafka, obs
+	if j.runner, err = runner.Open(ctx, cfg); err != nil {
+		if errors.Is(err, cursor.ErrNotCompacted) {
+			err = fmt.Errorf("--cursor-topic: %w", err)
+		}
+		return err
+	}
+	if j.metrics != nil {
+		j.metrics.Opened()
+	}
+	return nil
 }
 
-// openPipeline connects to Kafka, makes sure both topics exist (and that the cursor topic is
-// compacted), and builds the pipeline. While Kafka cannot be reached it retries for --kafka-wait.
-// With --metrics-addr the metrics server runs from before the first attempt until close.
-func open(ctx context.Context, f *syncFlags, log *slog.Logger) (*openPipeline, error) {
-	return f.metrics.serve(ctx, log, f.pipeline, func(obs pipeline.Observer) (*openPipeline, error) {
-		var p *openPipeline
-		err := retry.Do(ctx, retry.Policy{Budget: f.kafkaWait, Retryable: retry.IsRetryable, What: "connecting to Kafka", Log: log}, func() (bool, error) {
-			var err error
-			p, err = tryOpenPipeline(ctx, f, log, obs)
-			return false, err
-		})
-		return p, err
-	})
+// close closes what open opened, the runner first (its sink waits for writes in flight).
+func (j *job) close() {
+	if j.runner != nil {
+		j.runner.Close()
+	}
+	if j.kafka != nil {
+		j.kafka.Close()
+	}
+	if j.metrics != nil {
+		j.metrics.Close()
+	}
 }
 
-func tryOpenPipeline(ctx context.Context, f *syncFlags, log *slog.Logger, obs pipeline.Observer) (*openPipeline, error) {
+// runnerConfig translates the flags into the runner's configuration (without its Kafka client
+// and Observer).
+func (f *syncFlags) runnerConfig(log *slog.Logger) (runner.Config, error) {
 	schemaText, err := f.source.schemaText()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUsage, err)
+		return runner.Config{}, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	valuePrefix, err := f.registry.valuePrefix(ctx, f.topic, schemaText, log) // nil: plain Avro
+	reg, err := f.registry.client()
 	if err != nil {
-		return nil, err
-	}
-	client, err := newKafkaClient(&f.kafkaSec, f.brokers, "keysetsync", log)
-	if err != nil {
-		return nil, err
-	}
-	closeAll := client.Close
-
-	info, err := client.EnsureTopic(ctx, kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs})
-	if err != nil {
-		closeAll()
-		return nil, fmt.Errorf("data topic on %s: %w", f.brokers, err)
-	}
-	if info.Created {
-		log.Info("created data topic", "topic", f.topic, "partitions", len(info.Partitions), "configs", f.topicConfigs.String())
-	}
-	for _, w := range info.Check(f.topic, f.topicConfigs, len(f.source.deletedField) > 0) {
-		log.Warn(w.Msg, w.Attrs...)
-	}
-	// The broker's limit on a record batch is what really bounds a record: learn it.
-	topicMax, err := info.MaxMessageBytes()
-	if err != nil {
-		closeAll()
-		return nil, fmt.Errorf("data topic %q: %w", f.topic, err)
-	}
-	dlq, dlqMax := "", 0
-	if f.onInvalid == "dlq" {
-		dlq = f.dlqTopic
-		if dlq == "" {
-			dlq = f.topic + ".dlq"
-		}
-		dlqInfo, err := client.EnsureTopic(ctx, kafka.TopicSpec{Name: dlq, Partitions: 1, ReplicationFactor: f.replication})
-		if err == nil {
-			dlqMax, err = dlqInfo.MaxMessageBytes()
-		}
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("dead-letter topic %q: %w", dlq, err)
-		}
-	}
-	store, err := openCursorStore(ctx, client, f.cursorTopic, f.replication, log)
-	if err != nil {
-		closeAll()
-		return nil, err
-	}
-	codec, err := avro.NewCodec()
-	if err != nil {
-		closeAll()
-		return nil, err
+		return runner.Config{}, err
 	}
 	src, err := f.source.newSource(f.apiMaxAttempts, log)
 	if err != nil {
-		closeAll()
-		return nil, err
+		return runner.Config{}, err
 	}
 	walk, err := f.source.walkOptions()
 	if err != nil {
-		closeAll()
-		return nil, fmt.Errorf("%w: %w", errUsage, err)
+		return runner.Config{}, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	walk.Lookback, walk.MaxRecordBytes, walk.MaxFuture = f.lookback, f.maxRecordBytes, f.maxFuture
 	walk.AcceptTieOverflow = f.acceptOverflow
-	// The sink takes what the pipeline makes: messages sized to the smaller topic limit.
-	sinkMax := topicMax
-	if dlq != "" {
-		sinkMax = min(topicMax, dlqMax)
+	dlq := ""
+	if f.onInvalid == "dlq" {
+		if dlq = f.dlqTopic; dlq == "" {
+			dlq = f.topic + ".dlq"
+		}
 	}
-	out, err := kafka.NewSink(kafka.SinkConfig{Client: client, BatchRecords: f.batchRecords, MaxMessageBytes: sinkMax})
-	if err != nil {
-		store.Close()
-		closeAll()
-		return nil, err
-	}
-	s, err := pipeline.New(pipeline.Config{
-		Pipeline: f.pipeline, Source: src, Store: store, Codec: codec, Topic: f.topic, DLQTopic: dlq, ValuePrefix: valuePrefix,
-		Walk: walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax, Sink: out,
-		BatchRecords: f.batchRecords, MaxInFlight: f.maxInFlight, WriteTimeout: f.writeTimeout, Logger: log,
-		ProgressInterval: f.progress,
-		Observer:         obs,
-	})
-	if err != nil {
-		out.Close()
-		store.Close()
-		closeAll()
-		return nil, err
-	}
-	return &openPipeline{syncer: s, close: func() {
-		out.Close()
-		store.Close()
-		closeAll()
-	}}, nil
-}
-
-// openCursorStore opens the cursor store on topic (created compacted, with replication, when
-// missing); a topic without compaction names the flag that chose it.
-func openCursorStore(ctx context.Context, client *kafka.Client, topic string, replication int, log *slog.Logger) (*kafka.CursorStore, error) {
-	s, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
-	if errors.Is(err, cursor.ErrNotCompacted) {
-		return nil, fmt.Errorf("--cursor-topic: %w", err)
-	}
-	return s, err
+	return runner.Config{
+		Pipeline:          f.pipeline,
+		Topic:             kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs},
+		DLQTopic:          dlq,
+		CursorTopic:       f.cursorTopic,
+		ReplicationFactor: f.replication,
+		Source:            src,
+		Walk:              walk,
+		Registry:          reg,
+		SchemaText:        schemaText,
+		BatchRecords:      f.batchRecords,
+		MaxInFlight:       f.maxInFlight,
+		WriteTimeout:      f.writeTimeout,
+		ProgressInterval:  f.progress,
+		KafkaWait:         f.kafkaWait,
+		RetryTimeout:      f.retryTimeout,
+		Logger:            log,
+		Hint:              withHint,
+	}, nil
 }
 
 // logFlags select the log format and level.
@@ -285,13 +253,12 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 	}
 }
 
-// syncPass runs one pass and, while its error is retryable, runs it again with backoff for up
-// to --retry-timeout (retry.Do). Every attempt starts from the committed cursor, never from
-// memory. A failed pass that committed batches made progress: the passes after it get a new
-// budget.
-func syncPass(ctx context.Context, s *pipeline.Pipeline, f *syncFlags, log *slog.Logger) error {
-	return retry.Do(ctx, retry.Policy{Budget: f.retryTimeout, Retryable: retry.IsRetryable, What: "sync pass", Log: log}, func() (bool, error) {
-		st, err := s.Pass(ctx)
-		return st.Batches > 0, err
-	})
+// openCursorStore opens the cursor store on topic (created compacted, with replication, when
+// missing); a topic without compaction names the flag that chose it.
+func openCursorStore(ctx context.Context, client *kafka.Client, topic string, replication int, log *slog.Logger) (*kafka.CursorStore, error) {
+	s, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
+	if errors.Is(err, cursor.ErrNotCompacted) {
+		return nil, fmt.Errorf("--cursor-topic: %w", err)
+	}
+	return s, err
 }
