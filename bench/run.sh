@@ -489,7 +489,7 @@ if [ "$PROFILE" = 1 ]; then
     echo "## top 30 by cumulative CPU"
     go tool pprof -top -cum -nodecount 30 "$OUT/bin/pipeline.test" "$OUT/cpu.prof" 2>/dev/null
   } >"$OUT/profile.txt"
-  say "profile summary in $OUT/profile.txt (go tool pprof -http=127.0.0.1:0 $OUT/bin/producer.test $OUT/cpu.prof)"
+  say "profile summary in $OUT/profile.txt (go tool pprof -http=127.0.0.1:0 $OUT/bin/pipeline.test $OUT/cpu.prof)"
 fi
 
 # ------------------------------------------------------------------ report
