@@ -10,6 +10,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 
+	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/sink"
 )
 
@@ -119,26 +120,14 @@ func readBatch(rr kafkago.RecordReader, name string, partition int, offset, end 
 	}
 }
 
-// retryTemporary retries fn for a few seconds while it fails with a transient Kafka error (see
-// isTransient), such as NOT_LEADER_OR_FOLLOWER while a new topic's leader is still being elected
-// or a leader moves. Network failures are left to the caller, whose retries span a broker
-// restart.
+// retryTemporary retries fn, up to 10 times from 20 ms, while it fails with a transient Kafka
+// error (see isTransient), such as NOT_LEADER_OR_FOLLOWER while a new topic's leader is still
+// being elected or a leader moves. Network failures are left to the caller, whose retries span a
+// broker restart.
 func retryTemporary(ctx context.Context, fn func() error) error {
-	delay := 20 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := fn()
-		if transient, _ := isTransient(err); err == nil || !transient || attempt == 10 {
-			return err
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		delay = min(2*delay, time.Second)
-	}
+	transient := func(err error) bool { t, _ := isTransient(err); return t }
+	return retry.Do(ctx, retry.Policy{Attempts: 10, FirstDelay: 20 * time.Millisecond, MaxDelay: time.Second, Retryable: transient},
+		func() (bool, error) { return false, fn() })
 }
 
 // headers converts kafka-go's headers; nil stays nil.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keysetsync/keysetsync/retry"
 	kafkago "github.com/segmentio/kafka-go"
 )
 
@@ -175,27 +176,16 @@ func (c *Client) Topics(ctx context.Context) (_ []string, err error) {
 
 // awaitLeaders polls metadata until every partition of a new topic has a leader. Polling is the
 // only way to observe this: Kafka sends no notification when a leader is elected.
-func (c *Client) awaitLeaders(ctx context.Context, name string) ([]int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	delay := 10 * time.Millisecond
-	for {
-		parts, err := c.Partitions(ctx, name)
-		if err == nil {
-			return parts, nil
-		}
-		if !errors.Is(err, kafkago.LeaderNotAvailable) && !errors.Is(err, ErrUnknownTopic) {
-			return nil, err
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("topic %q has no leader yet: %w", name, ctx.Err())
-		case <-t.C:
-		}
-		delay = min(2*delay, time.Second)
+func (c *Client) awaitLeaders(ctx context.Context, name string) (parts []int, err error) {
+	leaderless := func(err error) bool {
+		return errors.Is(err, kafkago.LeaderNotAvailable) || errors.Is(err, ErrUnknownTopic)
 	}
+	err = retry.Do(ctx, retry.Policy{Budget: 30 * time.Second, FirstDelay: 10 * time.Millisecond, MaxDelay: time.Second, Retryable: leaderless, What: fmt.Sprintf("waiting for a leader of every partition of topic %q", name)},
+		func() (bool, error) {
+			parts, err = c.Partitions(ctx, name)
+			return false, err
+		})
+	return parts, err
 }
 
 // TopicConfigFlag is a set of topic-level configs that is also a flag.Value: each Set adds

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/keysetsync/keysetsync/retry"
 	kafkago "github.com/segmentio/kafka-go"
 )
 
@@ -114,19 +115,14 @@ func (b *txnBackoff) wait(ctx context.Context) error {
 }
 
 // txnRetry calls fn until it succeeds, fails with an error transient does not accept, or ctx
-// ends (then the last error is returned joined with ctx's).
+// ends (then the last error is returned joined with ctx's), backing off from txnBackoffMin to
+// txnBackoffMax.
 func txnRetry(ctx context.Context, transient func(context.Context, error) bool, onRetry func(error, int), fn func(context.Context) error) error {
-	var b txnBackoff
-	for attempt := 1; ; attempt++ {
-		err := fn(ctx)
-		if err == nil || !transient(ctx, err) {
-			return err
-		}
-		if onRetry != nil {
-			onRetry(err, attempt)
-		}
-		if werr := b.wait(ctx); werr != nil {
-			return errors.Join(err, werr)
-		}
+	err := retry.Do(ctx, retry.Policy{Budget: -1, FirstDelay: txnBackoffMin, MaxDelay: txnBackoffMax,
+		Retryable: func(err error) bool { return transient(ctx, err) }, OnRetry: onRetry},
+		func() (bool, error) { return false, fn(ctx) })
+	if err != nil && ctx.Err() != nil {
+		return errors.Join(err, ctx.Err())
 	}
+	return err
 }

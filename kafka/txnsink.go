@@ -109,7 +109,7 @@ func (s *TxnSink) write(j txnJob) error {
 	failed := s.failed
 	s.mu.Unlock()
 	if failed != nil {
-		return &txnSinkError{fmt.Errorf("batch of %d messages not written: an earlier batch failed (Reset first): %w", len(j.msgs), failed),
+		return &classified{fmt.Errorf("batch of %d messages not written: an earlier batch failed (Reset first): %w", len(j.msgs), failed),
 			retry.IsRetryable(failed)}
 	}
 	err := s.p.Begin()
@@ -207,19 +207,9 @@ func (s *TxnSink) Close() error {
 	return errors.Join(err, s.p.Close())
 }
 
-// txnSinkError is a failure of the transactional sink with its verdict for retry.IsRetryable.
-type txnSinkError struct {
-	err       error
-	retryable bool
-}
-
-func (e *txnSinkError) Error() string   { return e.err.Error() }
-func (e *txnSinkError) Unwrap() error   { return e.err }
-func (e *txnSinkError) Retryable() bool { return e.retryable }
-
 // txnSinkErr classifies a TxnProducer error: fencing is final; otherwise Kafka's error codes
 // decide (Classify), and a transport failure or ctx deadline reached during retries is
 // retryable (retry.IsRetryable's network rules).
 func txnSinkErr(err error) error {
-	return &txnSinkError{err, !errors.Is(err, ErrFenced) && retry.IsRetryable(Classify(err))}
+	return &classified{err, !errors.Is(err, ErrFenced) && retry.IsRetryable(Classify(err))}
 }

@@ -7,23 +7,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/keysettest"
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
 	"github.com/keysetsync/keysetsync/source"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
-
-// t0 is when the crafted APIs' ties happen.
-var t0 = time.Date(2024, 5, 1, 8, 0, 0, 0, time.UTC)
 
 // TestMillionRecordTieInOnePass walks a tie of 200,000 records at one second by (time, id) in
 // one pass: every record once, and what the walk holds stays at its limit however wide the
 // tie (bench/tie measures the memory of a million).
 func TestMillionRecordTieInOnePass(t *testing.T) {
 	const n = 200_000
+	t0 := time.Date(2024, 5, 1, 8, 0, 0, 0, time.UTC)
 	api := keysettest.New(t, 1000, true, keysettest.Compound)
 	api.Tie("t", t0, n)
 	api.Put(keysettest.Record{ID: "later", UpdatedAt: t0.Add(time.Second), Name: "v1"})

@@ -27,20 +27,14 @@ import (
 
 func main() {
 	bin := flag.String("bin", "bin/keysetsync", "keysetsync binary")
-	brokers := flag.String("brokers", "127.0.0.1:9092", "bootstrap brokers (loopback only)")
+	run := benchkit.NewRunFlags("incremental")
 	records := flag.Int("records", 100000, "records in the playground")
 	pageSize := flag.Int("page-size", 1000, "page size of the playground")
 	percent := flag.Float64("percent", 1, "percentage of the records updated between the passes")
 	perSecond := flag.Int("per-second", 10, "updates sharing one updatedAt second")
 	timeout := flag.Duration("timeout", 15*time.Minute, "bound on the whole measurement")
-	keep := flag.Bool("keep-topics", false, "keep the topics (default: delete them at the end)")
-	prefix := flag.String("prefix", "bench-", "prefix of the topic names")
-	benchkit.EnvFlag()
-	flag.Parse()
-	bs, err := benchkit.Brokers(*brokers)
-	if err != nil {
-		benchkit.Fatal("incremental", err)
-	}
+	run.Parse()
+	bs := run.BrokerList
 	if *perSecond < 1 || *perSecond >= *pageSize {
 		benchkit.Fatal("incremental", fmt.Errorf("--per-second %d must be between 1 and the page size - 1", *perSecond))
 	}
@@ -60,15 +54,8 @@ func main() {
 	defer srv.Close()
 	url := srv.URL + playground.KeysetPath
 
-	topic, cursorTopic := benchkit.RunTopics(*prefix, "incr")
-	client, err := benchkit.Client(bs)
-	if err != nil {
-		benchkit.Fatal("incremental", err)
-	}
-	defer client.Close()
-	if !*keep {
-		defer benchkit.Deleter(client, "incremental", os.Stdout, topic, cursorTopic)()
-	}
+	client, topic, cursorTopic, closeRun := run.Open("incr", os.Stdout)
+	defer closeRun()
 	args := benchkit.SyncArgs(url, bs, topic, cursorTopic, "bench")
 
 	full, err := benchkit.RunOnce(ctx, *bin, args...)

@@ -44,7 +44,7 @@ type update struct {
 
 func main() {
 	bin := flag.String("bin", "bin/keysetsync", "keysetsync binary")
-	brokers := flag.String("brokers", "127.0.0.1:9092", "bootstrap brokers (loopback only)")
+	run := benchkit.NewRunFlags("latency")
 	records := flag.Int("records", 10000, "records in the playground")
 	pageSize := flag.Int("page-size", 1000, "page size of the playground")
 	interval := flag.Duration("interval", time.Second, "keysetsync run --interval")
@@ -52,14 +52,8 @@ func main() {
 	rate := flag.Float64("rate", 5, "updates per second")
 	timeout := flag.Duration("timeout", 5*time.Minute, "bound on the whole measurement")
 	logPath := flag.String("log", "", "write keysetsync's log here")
-	keep := flag.Bool("keep-topics", false, "keep the topics (default: delete them at the end)")
-	prefix := flag.String("prefix", "bench-", "prefix of the topic names")
-	benchkit.EnvFlag()
-	flag.Parse()
-	bs, err := benchkit.Brokers(*brokers)
-	if err != nil {
-		benchkit.Fatal("latency", err)
-	}
+	run.Parse()
+	bs := run.BrokerList
 	n := int(math.Ceil(duration.Seconds() * *rate))
 	if *rate <= 0 || n < 1 || n > *records {
 		benchkit.Fatal("latency", fmt.Errorf("--rate x --duration = %d updates: must be between 1 and --records", n))
@@ -79,15 +73,8 @@ func main() {
 	}
 	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 
-	topic, cursorTopic := benchkit.RunTopics(*prefix, "lat")
-	client, err := benchkit.Client(bs)
-	if err != nil {
-		benchkit.Fatal("latency", err)
-	}
-	defer client.Close()
-	if !*keep {
-		defer benchkit.Deleter(client, "latency", os.Stderr, topic, cursorTopic)()
-	}
+	client, topic, cursorTopic, closeRun := run.Open("lat", os.Stderr)
+	defer closeRun()
 
 	// keysetsync run, its JSON log scanned for pass summaries.
 	args := append([]string{"run", "--interval", interval.String(), "--topic-partitions", "1"},

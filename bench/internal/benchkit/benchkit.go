@@ -106,6 +106,55 @@ func Deleter(c *kafka.Client, what string, w io.Writer, names ...string) func() 
 	}
 }
 
+// RunFlags are the flags every measurement that writes its own topics shares: --brokers,
+// --keep-topics, --prefix and --env.
+type RunFlags struct {
+	what       string
+	brokers    *string
+	keep       *bool
+	prefix     *string
+	BrokerList []string // after Parse
+}
+
+// NewRunFlags registers the shared flags of the measurement named what (its errors start with it).
+func NewRunFlags(what string) *RunFlags {
+	f := &RunFlags{what: what}
+	f.brokers = flag.String("brokers", "127.0.0.1:9092", "bootstrap brokers (loopback only)")
+	f.keep = flag.Bool("keep-topics", false, "keep the topics (default: delete them at the end)")
+	f.prefix = flag.String("prefix", "bench-", "prefix of the topic names")
+	EnvFlag()
+	return f
+}
+
+// Parse parses the command line and checks the brokers; it exits the program on an error.
+func (f *RunFlags) Parse() {
+	flag.Parse()
+	bs, err := Brokers(*f.brokers)
+	if err != nil {
+		Fatal(f.what, err)
+	}
+	f.BrokerList = bs
+}
+
+// Open connects to the brokers and names this run's data and cursor topics (RunTopics, of
+// kind); done closes the client and, unless --keep-topics, first deletes the topics (Deleter,
+// failures on w). It exits the program when it cannot connect.
+func (f *RunFlags) Open(kind string, w io.Writer) (c *kafka.Client, topic, cursorTopic string, done func()) {
+	topic, cursorTopic = RunTopics(*f.prefix, kind)
+	c, err := Client(f.BrokerList)
+	if err != nil {
+		Fatal(f.what, err)
+	}
+	del := func() {}
+	if !*f.keep {
+		del = Deleter(c, f.what, w, topic, cursorTopic)
+	}
+	return c, topic, cursorTopic, func() {
+		del()
+		c.Close()
+	}
+}
+
 // TopicsWithPrefix lists the topics whose name starts with prefix.
 func TopicsWithPrefix(ctx context.Context, c *kafka.Client, prefix string) ([]string, error) {
 	names, err := c.Topics(ctx)
