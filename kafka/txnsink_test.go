@@ -13,9 +13,11 @@ import (
 	"github.com/segmentio/kafka-go/protocol/endtxn"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/sinktest"
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/sink"
@@ -240,4 +242,58 @@ func TestTxnSinkCoordinatorUnavailableIsRetryable(t *testing.T) {
 	kept := txnMsgs(topic, "kept", 10, 10, 10)
 	require.NoError(t, <-txnSend(s, txnCtx(t), kept))
 	require.Equal(t, txnWant(kept), txnGot(txnReadTopic(t, tg, topic, 2, true)))
+}
+
+// TestTxnSinkConformance runs the sink suite against the transactional sink, as
+// TestSinkConformance does for the at-least-once one, reading back read_committed: what a
+// batch wrote is visible there only once its transaction committed.
+func TestTxnSinkConformance(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		sinktest.Run(t, func(t *testing.T) sinktest.Target {
+			st := sinktest.Target{}
+			for i, prefix := range []string{"txnsink-a", "txnsink-b"} {
+				st.Topics[i] = kafkatest.Topic(t, prefix)
+				kafkatest.CreateTopic(t, tg, st.Topics[i], 3, nil)
+			}
+			st.Sink = txnNewSink(t, tg.Kafka(t), st.Topics[0])
+			st.Read = func(t *testing.T, topic string) []sink.Message {
+				var out []sink.Message
+				for _, r := range txnReadAll(t, tg, topic, true) {
+					out = append(out, sink.Message{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers})
+				}
+				return out
+			}
+			if tg.Fake == nil {
+				small := kafkatest.Topic(t, "txnsink-small")
+				kafkatest.CreateTopic(t, tg, small, 1, map[string]string{"max.message.bytes": "2000"})
+				st.Fail = func(*testing.T) []sink.Message {
+					return []sink.Message{{Topic: small, Key: []byte("k"), Value: make([]byte, 5000)}}
+				}
+				return st
+			}
+			st.Fail = func(*testing.T) []sink.Message {
+				tg.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: st.Topics[0], Err: kerr.InvalidRecord})
+				return []sink.Message{{Topic: st.Topics[0], Key: []byte("k"), Value: []byte("v")}}
+			}
+			st.Hold = func(t *testing.T) *sinktest.Hold { return holdNextProduce(t, tg.Fake, st.Topics) }
+			return st
+		})
+	})
+}
+
+// txnReadAll reads every partition of topic with kafka.TxnReadPartition, committed or not.
+func txnReadAll(t *testing.T, tg kafkatest.Target, topic string, committed bool) []kafka.TxnRecord {
+	t.Helper()
+	c := tg.Kafka(t)
+	parts, err := c.Partitions(txnCtx(t), topic)
+	require.NoError(t, err)
+	var out []kafka.TxnRecord
+	for _, p := range parts {
+		_, err := kafka.TxnReadPartition(txnCtx(t), c, topic, p, kafka.TxnFirstOffset, committed, func(r kafka.TxnRecord) error {
+			out = append(out, r)
+			return nil
+		})
+		require.NoError(t, err)
+	}
+	return out
 }
