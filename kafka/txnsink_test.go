@@ -256,13 +256,8 @@ func TestTxnSinkConformance(t *testing.T) {
 				kafkatest.CreateTopic(t, tg, st.Topics[i], 3, nil)
 			}
 			st.Sink = txnNewSink(t, tg.Kafka(t), st.Topics[0])
-			st.Read = func(t *testing.T, topic string) []sink.Message {
-				var out []sink.Message
-				for _, r := range txnReadAll(t, tg, topic, true) {
-					out = append(out, sink.Message{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers})
-				}
-				return out
-			}
+			// readAll reads committed data (kafka.Client.Scan), as read_committed consumers do.
+			st.Read = func(t *testing.T, topic string) []sink.Message { return readAll(t, tg, topic) }
 			if tg.Fake == nil {
 				small := kafkatest.Topic(t, "txnsink-small")
 				kafkatest.CreateTopic(t, tg, small, 1, map[string]string{"max.message.bytes": "2000"})
@@ -279,21 +274,4 @@ func TestTxnSinkConformance(t *testing.T) {
 			return st
 		})
 	})
-}
-
-// txnReadAll reads every partition of topic with kafka.TxnReadPartition, committed or not.
-func txnReadAll(t *testing.T, tg kafkatest.Target, topic string, committed bool) []kafka.TxnRecord {
-	t.Helper()
-	c := tg.Kafka(t)
-	parts, err := c.Partitions(txnCtx(t), topic)
-	require.NoError(t, err)
-	var out []kafka.TxnRecord
-	for _, p := range parts {
-		_, err := kafka.TxnReadPartition(txnCtx(t), c, topic, p, kafka.TxnFirstOffset, committed, func(r kafka.TxnRecord) error {
-			out = append(out, r)
-			return nil
-		})
-		require.NoError(t, err)
-	}
-	return out
 }
