@@ -13,7 +13,6 @@ import (
 	"github.com/segmentio/kafka-go/protocol/endtxn"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
@@ -245,33 +244,12 @@ func TestTxnSinkCoordinatorUnavailableIsRetryable(t *testing.T) {
 }
 
 // TestTxnSinkConformance runs the sink suite against the transactional sink, as
-// TestSinkConformance does for the at-least-once one, reading back read_committed: what a
-// batch wrote is visible there only once its transaction committed.
+// TestSinkConformance does for the at-least-once one; it reads back committed data only, so
+// a batch's messages count as written once its transaction committed.
 func TestTxnSinkConformance(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		sinktest.Run(t, func(t *testing.T) sinktest.Target {
-			st := sinktest.Target{}
-			for i, prefix := range []string{"txnsink-a", "txnsink-b"} {
-				st.Topics[i] = kafkatest.Topic(t, prefix)
-				kafkatest.CreateTopic(t, tg, st.Topics[i], 3, nil)
-			}
-			st.Sink = txnNewSink(t, tg.Kafka(t), st.Topics[0])
-			// readAll reads committed data (kafka.Client.Scan), as read_committed consumers do.
-			st.Read = func(t *testing.T, topic string) []sink.Message { return readAll(t, tg, topic) }
-			if tg.Fake == nil {
-				small := kafkatest.Topic(t, "txnsink-small")
-				kafkatest.CreateTopic(t, tg, small, 1, map[string]string{"max.message.bytes": "2000"})
-				st.Fail = func(*testing.T) []sink.Message {
-					return []sink.Message{{Topic: small, Key: []byte("k"), Value: make([]byte, 5000)}}
-				}
-				return st
-			}
-			st.Fail = func(*testing.T) []sink.Message {
-				tg.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: st.Topics[0], Err: kerr.InvalidRecord})
-				return []sink.Message{{Topic: st.Topics[0], Key: []byte("k"), Value: []byte("v")}}
-			}
-			st.Hold = func(t *testing.T) *sinktest.Hold { return holdNextProduce(t, tg.Fake, st.Topics) }
-			return st
+			return conformanceTarget(t, tg, "txnsink", txnNewSink(t, tg.Kafka(t), kafkatest.Topic(t, "txnsink-id")))
 		})
 	})
 }

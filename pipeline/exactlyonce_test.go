@@ -13,7 +13,6 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/cursortest"
-	"github.com/keysetsync/keysetsync/internal/sourcetest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/sink"
@@ -46,17 +45,11 @@ func (o *eoObserver) CursorCommitted(time.Time, time.Duration) {
 // Mem with policy, MaxInFlight ptInFlight.
 func eoPipeline(t *testing.T, policy func(*sink.MemBatch), obs pipeline.Observer) (*pipeline.Pipeline, *cursortest.InSink) {
 	t.Helper()
-	_, url := sourcetest.Playground(t, ptRecords, ptPage)
-	src, err := source.NewSource(source.SourceConfig{URL: url})
-	require.NoError(t, err)
-	codec, err := avro.NewCodec()
-	require.NoError(t, err)
-	mem := sink.NewMem(policy)
-	t.Cleanup(func() { mem.Close() })
-	store := &cursortest.InSink{Mem: mem, Topic: eoCursorTopic}
-	p, err := pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Topic: ptTopic, Store: store, Codec: codec, Sink: mem,
-		BatchRecords: ptBatch, MaxInFlight: ptInFlight, WriteTimeout: time.Minute, Observer: obs, ExactlyOnce: true})
-	require.NoError(t, err)
+	var store *cursortest.InSink
+	p, _ := memPipeline(t, policy, func(mem *sink.Mem) cursor.Store {
+		store = &cursortest.InSink{Mem: mem, Topic: eoCursorTopic}
+		return store
+	}, func(c *pipeline.Config) { c.WriteTimeout, c.Observer, c.ExactlyOnce = time.Minute, obs, true })
 	return p, store
 }
 
