@@ -157,6 +157,21 @@ type Store interface {
 	Close() error
 }
 
+// RecordStore is a Store whose cursors are records of a topic (kafka.CursorStore): a writer
+// that commits a batch and a record atomically (a Kafka transaction) can commit the cursor
+// covering the batch with it, instead of calling Commit after it (the pipeline's exactly-once
+// mode).
+//
+// Writing the record that Record returns is a Commit: Load afterwards returns c or a later
+// cursor, as after Commit, provided Load reads only committed records (read_committed), so
+// that the record of a transaction that never committed is never loaded.
+type RecordStore interface {
+	Store
+	// Record returns the record that commits c: its topic, key and value. It refuses what
+	// Commit refuses (an empty pipeline name, a Seq outside 0..MaxSeq).
+	Record(c Cursor) (topic string, key, value []byte, err error)
+}
+
 var (
 	// ErrNotFound is returned by Load when the pipeline has never committed a cursor.
 	ErrNotFound = errors.New("no cursor committed")

@@ -35,7 +35,7 @@ type CursorStore struct {
 	log    *slog.Logger
 }
 
-var _ cursor.Store = (*CursorStore)(nil)
+var _ cursor.RecordStore = (*CursorStore)(nil)
 
 // NewCursorStore checks the cursor topic, creating it compacted when it is missing, and refuses
 // a topic that exists without compaction (cursor.ErrNotCompacted).
@@ -81,14 +81,24 @@ func NewCursorStore(ctx context.Context, cfg CursorStoreConfig) (*CursorStore, e
 	return &CursorStore{client: cfg.Client, topic: cfg.Topic, writer: w, log: log}, nil
 }
 
-// Commit implements cursor.Store.
-func (s *CursorStore) Commit(ctx context.Context, c cursor.Cursor) error {
+// Record implements cursor.RecordStore: the cursor topic, the pipeline's name and the JSON of
+// cursor.Marshal, what Commit writes.
+func (s *CursorStore) Record(c cursor.Cursor) (topic string, key, value []byte, err error) {
 	if c.Pipeline == "" {
-		return errors.New("commit cursor: empty pipeline name")
+		return "", nil, nil, errors.New("commit cursor: empty pipeline name")
 	}
 	b, err := cursor.Marshal(c)
 	if err != nil {
-		return fmt.Errorf("commit cursor of %q: %w", c.Pipeline, err)
+		return "", nil, nil, fmt.Errorf("commit cursor of %q: %w", c.Pipeline, err)
+	}
+	return s.topic, []byte(c.Pipeline), b, nil
+}
+
+// Commit implements cursor.Store.
+func (s *CursorStore) Commit(ctx context.Context, c cursor.Cursor) error {
+	_, _, b, err := s.Record(c)
+	if err != nil {
+		return err
 	}
 	// kafka-go picks at random between a done context and a write that completed at once: a
 	// cancelled commit must fail, never land by chance.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -21,6 +20,12 @@ type ReaderConfig struct {
 	// RetryFor bounds how long a call keeps retrying retryable errors (a broker down, a leader
 	// moving) in a row before it gives up (default 1 minute). A missing topic is not retried.
 	RetryFor time.Duration
+	// Uncommitted reads as a consumer with isolation.level=read_uncommitted: up to the high
+	// watermark, the records of open and aborted transactions included. By default a Reader
+	// reads committed data only, as read_committed consumers do: it stops at the last stable
+	// offset (a transaction still open holds back what follows it until it ends) and drops
+	// the records of aborted transactions; Offsets' End is the last stable offset.
+	Uncommitted bool
 	// Deleted, if set, is told when Follow finds the records at offsets from to to-1 of a
 	// partition deleted (retention, DeleteRecords) before they were read; it goes on at to.
 	Deleted func(partition int, from, to int64)
@@ -115,24 +120,20 @@ func (r *Reader) OffsetsAt(ctx context.Context, partitions []int, t time.Time) (
 // new records.
 func (r *Reader) Follow(ctx context.Context, partition int, offset int64, fn func([]Record) error) error {
 	name := r.cfg.Topic
+	tr := &txnReader{c: r.client.client, topic: name, partition: partition, committed: !r.cfg.Uncommitted, maxWait: r.cfg.MaxWait}
 	var failingSince time.Time
 	delay := 50 * time.Millisecond
 	var recs []Record
+	empty := 0
 	for ctx.Err() == nil {
-		f, err := r.client.client.Fetch(ctx, &kafkago.FetchRequest{
-			Topic: name, Partition: partition, Offset: offset,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: r.cfg.MaxWait,
-		})
-		if err == nil {
-			err = f.Error
-		}
+		res, err := tr.fetchOnce(ctx, offset)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, kafkago.OffsetOutOfRange) {
 			// Retention or DeleteRecords removed the records at offset: go on from the
 			// partition's first offset, and say so.
-			first, ferr := r.client.listOffsets(ctx, name, []int{partition}, []kafkago.OffsetRequest{kafkago.FirstOffsetOf(partition)})
+			first, ferr := r.client.listOffsets(ctx, name, []int{partition}, []kafkago.OffsetRequest{kafkago.FirstOffsetOf(partition)}, false)
 			if ferr != nil {
 				return Classify(ferr)
 			}
@@ -162,7 +163,9 @@ func (r *Reader) Follow(ctx context.Context, partition int, offset int64, fn fun
 		}
 		failingSince, delay = time.Time{}, 50*time.Millisecond
 		recs = recs[:0]
-		next, err := readBatch(f.Records, name, partition, offset, math.MaxInt64, func(rec Record) error {
+		// Control records, aborted transactions and holes left by compaction are stepped
+		// over; fn sees every record below the end (read committed: the last stable offset).
+		next, err := tr.step(ctx, res, offset, tr.end(res), &empty, func(rec Record) error {
 			recs = append(recs, rec)
 			return nil
 		})
@@ -174,11 +177,6 @@ func (r *Reader) Follow(ctx context.Context, partition int, offset int64, fn fun
 				return err
 			}
 		}
-		if next == offset && f.HighWatermark > offset {
-			// Nothing readable at offset although more follows: control records or a hole left
-			// by compaction. Step over it.
-			next = offset + 1
-		}
 		offset = next
 	}
 	return nil
@@ -189,7 +187,7 @@ func (r *Reader) listOffsets(ctx context.Context, partitions []int, reqs []kafka
 	var res map[int]kafkago.PartitionOffsets
 	err := r.retry(ctx, func() error {
 		var err error
-		res, err = r.client.listOffsets(ctx, r.cfg.Topic, partitions, reqs)
+		res, err = r.client.listOffsets(ctx, r.cfg.Topic, partitions, reqs, !r.cfg.Uncommitted)
 		return err
 	})
 	return res, err
@@ -218,9 +216,14 @@ func (r *Reader) retry(ctx context.Context, fn func() error) error {
 }
 
 // listOffsets sends reqs (for partitions of name) and returns the answer per partition; a
-// partition's error or a partition without an answer fails it.
-func (c *Client) listOffsets(ctx context.Context, name string, partitions []int, reqs []kafkago.OffsetRequest) (map[int]kafkago.PartitionOffsets, error) {
-	res, err := c.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{name: reqs}})
+// partition's error or a partition without an answer fails it. committed asks for the last
+// stable offset as a partition's last offset, instead of the high watermark.
+func (c *Client) listOffsets(ctx context.Context, name string, partitions []int, reqs []kafkago.OffsetRequest, committed bool) (map[int]kafkago.PartitionOffsets, error) {
+	iso := kafkago.ReadUncommitted
+	if committed {
+		iso = kafkago.ReadCommitted
+	}
+	res, err := c.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{name: reqs}, IsolationLevel: iso})
 	if err != nil {
 		if len(partitions) == 1 {
 			return nil, fmt.Errorf("list offsets of %s/%d: %w", name, partitions[0], err)

@@ -31,30 +31,37 @@ func TestSinkConformance(t *testing.T) {
 			s, err := kafka.NewSink(kafka.SinkConfig{Client: tg.Kafka(t), BatchRecords: 100})
 			require.NoError(t, err)
 			t.Cleanup(func() { s.Close() })
-			st := sinktest.Target{Sink: s}
-			for i, prefix := range []string{"sink-a", "sink-b"} {
-				st.Topics[i] = kafkatest.Topic(t, prefix)
-				kafkatest.CreateTopic(t, tg, st.Topics[i], 3, nil)
-			}
-			st.Read = func(t *testing.T, topic string) []sink.Message { return readAll(t, tg, topic) }
-			if tg.Fake == nil {
-				// The broker refuses a message over the topic's limit (MESSAGE_TOO_LARGE); the
-				// sink is told a larger one, so kafka-go does not refuse it first.
-				small := kafkatest.Topic(t, "sink-small")
-				kafkatest.CreateTopic(t, tg, small, 1, map[string]string{"max.message.bytes": "2000"})
-				st.Fail = func(*testing.T) []sink.Message {
-					return []sink.Message{{Topic: small, Key: []byte("k"), Value: make([]byte, 5000)}}
-				}
-				return st
-			}
-			st.Fail = func(*testing.T) []sink.Message {
-				tg.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: st.Topics[0], Err: kerr.InvalidRecord})
-				return []sink.Message{{Topic: st.Topics[0], Key: []byte("k"), Value: []byte("v")}}
-			}
-			st.Hold = func(t *testing.T) *sinktest.Hold { return holdNextProduce(t, tg.Fake, st.Topics) }
-			return st
+			return conformanceTarget(t, tg, "sink", s)
 		})
 	})
+}
+
+// conformanceTarget is the sinktest target of s, a Kafka sink writing to tg: two fresh topics
+// of prefix, read back with Scan (committed data); Fail is a produce error injected by kfake,
+// or on the real broker a message over the max.message.bytes of a topic (MESSAGE_TOO_LARGE,
+// for a sink told a larger limit, so it does not refuse it first); Hold holds a produce
+// request inside kfake (none on the real broker).
+func conformanceTarget(t *testing.T, tg kafkatest.Target, prefix string, s sink.Sink) sinktest.Target {
+	st := sinktest.Target{Sink: s}
+	for i, suffix := range []string{"-a", "-b"} {
+		st.Topics[i] = kafkatest.Topic(t, prefix+suffix)
+		kafkatest.CreateTopic(t, tg, st.Topics[i], 3, nil)
+	}
+	st.Read = func(t *testing.T, topic string) []sink.Message { return readAll(t, tg, topic) }
+	if tg.Fake == nil {
+		small := kafkatest.Topic(t, prefix+"-small")
+		kafkatest.CreateTopic(t, tg, small, 1, map[string]string{"max.message.bytes": "2000"})
+		st.Fail = func(*testing.T) []sink.Message {
+			return []sink.Message{{Topic: small, Key: []byte("k"), Value: make([]byte, 5000)}}
+		}
+		return st
+	}
+	st.Fail = func(*testing.T) []sink.Message {
+		tg.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: st.Topics[0], Err: kerr.InvalidRecord})
+		return []sink.Message{{Topic: st.Topics[0], Key: []byte("k"), Value: []byte("v")}}
+	}
+	st.Hold = func(t *testing.T) *sinktest.Hold { return holdNextProduce(t, tg.Fake, st.Topics) }
+	return st
 }
 
 // holdNextProduce holds the next produce request to topics inside kfake until released.

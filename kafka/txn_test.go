@@ -149,10 +149,10 @@ func txnReadCommitted(t *testing.T, tg kafkatest.Target, topics map[string]int) 
 	return out
 }
 
-// txnReadUncommitted reads topic with kafka-go (read_uncommitted, control records skipped).
+// txnReadUncommitted reads topic read_uncommitted (kafka.Client.ScanWith), control records skipped.
 func txnReadUncommitted(t *testing.T, tg kafkatest.Target, topic string) []txnRec {
 	var out []txnRec
-	for _, m := range kafkatest.ReadAll(t, tg, topic) {
+	for _, m := range kafkatest.ReadUncommitted(t, tg, topic) {
 		if string(m.Key) != txnEndKey {
 			out = append(out, txnRec{topic, m.Partition, string(m.Key), txnValue(m.Value)})
 		}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/keysetsync/keysetsync/retry"
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/keysetsync/keysetsync/sink"
 )
 
 // ErrFenced means another producer with the same transactional id took over: it called
@@ -28,7 +30,10 @@ import (
 // producer. Kafka's InitProducerID would let this producer take its id back after a timeout,
 // but it (and kfake more so) also accepts a stale epoch in the window after another producer's
 // fencing bump, which would revive a zombie, so this producer does not try.
-var ErrFenced = errors.New("fenced: another producer with this transactional id took over")
+//
+// It is sink.ErrFenced, so that callers that know only the sink.Sink can tell it (errors.Is),
+// and it is not retryable (retry.IsRetryable).
+var ErrFenced = sink.ErrFenced
 
 // Names kafka-go lacks or names after their pre-transaction meaning.
 const (

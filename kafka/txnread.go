@@ -16,14 +16,7 @@ import (
 )
 
 // TxnRecord is one record read by TxnReadPartition.
-type TxnRecord struct {
-	Partition int
-	Offset    int64
-	Key       []byte // nil: no key
-	Value     []byte // nil: a tombstone
-	Headers   []sink.Header
-	Time      time.Time
-}
+type TxnRecord = Record
 
 // TxnFirstOffset, as TxnReadPartition's from, reads from the partition's log start offset.
 const TxnFirstOffset int64 = -2
@@ -71,6 +64,12 @@ type txnReader struct {
 	topic     string
 	partition int
 	committed bool
+	// maxWait is how long a fetch at the end waits for records (0: it answers at once).
+	maxWait time.Duration
+	// few: a failed fetch or list offsets is retried only for a transient Kafka answer, 10
+	// attempts at most (Scan: a network failure is the caller's to retry); otherwise every
+	// transient failure, transport ones included, is retried until ctx ends.
+	few bool
 }
 
 func (r *txnReader) read(ctx context.Context, from int64, fn func(TxnRecord) error) (int64, error) {
@@ -92,41 +91,54 @@ func (r *txnReader) read(ctx context.Context, from int64, fn func(TxnRecord) err
 			return next, err
 		}
 		if end < 0 {
-			end = res.HighWatermark
-			if r.committed {
-				end = res.LastStableOffset
-			}
-			if next >= end {
+			if end = r.end(res); next >= end {
 				return next, nil
 			}
 		}
-		batches, err := txnBatches(res)
-		if err != nil {
-			return next, r.errorf(err, "fetch at offset %d", next)
+		if next, err = r.step(ctx, res, next, end, &empty, fn); err != nil {
+			return next, err
 		}
-		n, err := r.process(res, batches, next, end, fn)
-		if err != nil {
-			return n, err
-		}
-		switch {
-		case n > next:
-			empty = 0
-		case len(batches) > 0:
-			// Every record of the batch holding next is before it: its tail was compacted.
-			if n, err = r.skipBatch(ctx, next, end, batches[0].Offset()); err != nil {
-				return next, err
-			}
-		default:
-			// Data below end must be there; an answer without any is not expected from
-			// Kafka, so do not loop on it for ever.
-			if empty++; empty > 3 {
-				return next, r.errorf(fmt.Errorf("no records at offset %d below the end %d (high watermark %d, last stable offset %d)",
-					next, end, res.HighWatermark, res.LastStableOffset), "read")
-			}
-		}
-		next = n
 	}
 	return next, nil
+}
+
+// end is where reading stops in a fetch answer: the last stable offset read committed (no
+// record of a transaction still open), the high watermark otherwise.
+func (r *txnReader) end(res *fetch.ResponsePartition) int64 {
+	if r.committed {
+		return res.LastStableOffset
+	}
+	return res.HighWatermark
+}
+
+// step hands the records of the fetch answer res at offset next and below end to fn, and
+// returns the offset to fetch next. empty counts the answers in a row that brought nothing
+// below end although there is data there: not expected from Kafka, so after a few it fails
+// rather than loop for ever.
+func (r *txnReader) step(ctx context.Context, res *fetch.ResponsePartition, next, end int64, empty *int, fn func(Record) error) (int64, error) {
+	batches, err := txnBatches(res)
+	if err != nil {
+		return next, r.errorf(err, "fetch at offset %d", next)
+	}
+	n, err := r.process(res, batches, next, end, fn)
+	if err != nil {
+		return n, err
+	}
+	switch {
+	case n > next || next >= end:
+		*empty = 0
+	case len(batches) > 0:
+		// Every record of the batch holding next is before it: its tail was compacted.
+		if n, err = r.skipBatch(ctx, next, end, batches[0].Offset()); err != nil {
+			return next, err
+		}
+	default:
+		if *empty++; *empty > 3 {
+			return next, r.errorf(fmt.Errorf("no records at offset %d below the end %d (high watermark %d, last stable offset %d)",
+				next, end, res.HighWatermark, res.LastStableOffset), "read")
+		}
+	}
+	return n, nil
 }
 
 // process hands the records of one fetch answer at offset next to fn and returns the offset
@@ -259,16 +271,45 @@ func (r *txnReader) skipBatch(ctx context.Context, next, end, base int64) (int64
 }
 
 // fetch sends one Fetch for the partition at offset and returns its answer, retrying
-// transient failures until ctx ends.
+// transient failures (isTransient).
 func (r *txnReader) fetch(ctx context.Context, offset int64) (*fetch.ResponsePartition, error) {
+	var out *fetch.ResponsePartition
+	err := txnRetry(ctx, r.isTransient(), nil, func(ctx context.Context) error {
+		var err error
+		out, err = r.fetchOnce(ctx, offset)
+		return err
+	})
+	if err != nil {
+		return nil, r.errorf(err, "fetch at offset %d", offset)
+	}
+	return out, nil
+}
+
+// isTransient is the retry rule of one request (see few).
+func (r *txnReader) isTransient() func(context.Context, error) bool {
+	if !r.few {
+		return txnReadTransient
+	}
+	attempts := 0
+	return func(_ context.Context, err error) bool {
+		attempts++
+		transient, _ := isTransient(err)
+		return transient && attempts < 10
+	}
+}
+
+// fetchOnce sends one Fetch for the partition at offset and returns its answer or its error,
+// a partition's error code as a kafkago.Error.
+func (r *txnReader) fetchOnce(ctx context.Context, offset int64) (*fetch.ResponsePartition, error) {
 	iso := int8(0)
 	if r.committed {
 		iso = 1
 	}
 	req := &fetch.Request{
 		ReplicaID: -1,
-		// Only offsets below the end are fetched, which are there: no reason to wait.
-		MaxWaitTime:    0,
+		// A read fetches only offsets below the end, which are there: no reason to wait;
+		// a Reader's Follow waits at the end for more.
+		MaxWaitTime:    int32(r.maxWait.Milliseconds()),
 		MinBytes:       1,
 		MaxBytes:       txnFetchMaxBytes,
 		IsolationLevel: iso,
@@ -277,38 +318,30 @@ func (r *txnReader) fetch(ctx context.Context, offset int64) (*fetch.ResponsePar
 			Partition: int32(r.partition), CurrentLeaderEpoch: -1, FetchOffset: offset, LogStartOffset: -1, PartitionMaxBytes: txnFetchMaxBytes,
 		}}}},
 	}
-	var out *fetch.ResponsePartition
-	err := txnRetry(ctx, txnReadTransient, nil, func(ctx context.Context) error {
-		res, err := txnRoundTrip[*fetch.Response](ctx, r.c, req, "fetch")
-		if err != nil {
-			return err
-		}
-		if res.ErrorCode != 0 {
-			return kafkago.Error(res.ErrorCode)
-		}
-		for _, t := range res.Topics {
-			for i, p := range t.Partitions {
-				if t.Topic == r.topic && int(p.Partition) == r.partition {
-					if p.ErrorCode != 0 {
-						return kafkago.Error(p.ErrorCode)
-					}
-					out = &t.Partitions[i]
-					return nil
+	res, err := txnRoundTrip[*fetch.Response](ctx, r.c, req, "fetch")
+	if err != nil {
+		return nil, err
+	}
+	if res.ErrorCode != 0 {
+		return nil, kafkago.Error(res.ErrorCode)
+	}
+	for _, t := range res.Topics {
+		for i, p := range t.Partitions {
+			if t.Topic == r.topic && int(p.Partition) == r.partition {
+				if p.ErrorCode != 0 {
+					return nil, kafkago.Error(p.ErrorCode)
 				}
+				return &t.Partitions[i], nil
 			}
 		}
-		return fmt.Errorf("partition missing from the fetch answer: %w", kafkago.NetworkException)
-	})
-	if err != nil {
-		return nil, r.errorf(err, "fetch at offset %d", offset)
 	}
-	return out, nil
+	return nil, fmt.Errorf("partition missing from the fetch answer: %w", kafkago.NetworkException)
 }
 
 // logStart asks the partition's leader for its log start offset.
 func (r *txnReader) logStart(ctx context.Context) (int64, error) {
 	var start int64
-	err := txnRetry(ctx, txnReadTransient, nil, func(ctx context.Context) error {
+	err := txnRetry(ctx, r.isTransient(), nil, func(ctx context.Context) error {
 		res, err := r.c.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
 			Topics: map[string][]kafkago.OffsetRequest{r.topic: {kafkago.FirstOffsetOf(r.partition)}},
 		})

@@ -40,7 +40,10 @@ type TxnSink struct {
 	running bool          // a worker goroutine is draining queue
 	idle    chan struct{} // closed when that worker exits
 	failed  error         // the first failure since the last Reset (classified)
-	closed  bool
+	// broken is set by a Reset whose ctx ended before the batches sent before it were done:
+	// a batch sent now could commit before them, so Send refuses until a Reset succeeds.
+	broken error
+	closed bool
 }
 
 type txnJob struct {
@@ -64,13 +67,20 @@ func NewTxnSink(ctx context.Context, cfg TxnConfig) (*TxnSink, error) {
 }
 
 // Send queues msgs as one transaction; done is called once it committed, or with the error.
-// It never blocks on I/O.
+// It never blocks on I/O. Unlike sink.Sink's general rule, ctx also bounds the write, and so
+// does TxnConfig.TransactionTimeout (the coordinator would abort a longer transaction): a
+// batch whose ctx ends is aborted whole, so nothing of it becomes visible, and its done gets
+// a retryable error. The pipeline sends with a ctx that is never cancelled.
 func (s *TxnSink) Send(ctx context.Context, msgs []sink.Message, done func(error)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		// done is never called from inside Send: the caller may hold its own locks.
-		go done(s.p.errorf(errors.New("sink closed"), "send"))
+		go done(s.p.errorf(sink.ErrClosed, "send"))
+		return
+	}
+	if s.broken != nil {
+		go done(&classified{fmt.Errorf("batch of %d messages not sent: %w", len(msgs), s.broken), true})
 		return
 	}
 	s.queue = append(s.queue, txnJob{ctx: ctx, msgs: msgs, done: done})
@@ -112,12 +122,16 @@ func (s *TxnSink) write(j txnJob) error {
 		return &classified{fmt.Errorf("batch of %d messages not written: an earlier batch failed (Reset first): %w", len(j.msgs), failed),
 			retry.IsRetryable(failed)}
 	}
+	// A batch cannot outlive its transaction: the coordinator aborts it after the timeout.
+	// This bounds the retries of a write whose caller gave no deadline.
+	ctx, cancel := context.WithTimeout(j.ctx, s.p.timeout)
+	defer cancel()
 	err := s.p.Begin()
 	if err == nil {
-		err = s.p.Produce(j.ctx, j.msgs)
+		err = s.p.Produce(ctx, j.msgs)
 	}
 	if err == nil {
-		if err = s.p.Commit(j.ctx); err == nil {
+		if err = s.p.Commit(ctx); err == nil {
 			return nil
 		}
 	}
@@ -162,12 +176,16 @@ func (s *TxnSink) wait(ctx context.Context) error {
 // failed: Reset returns the error matching ErrFenced.
 func (s *TxnSink) Reset(ctx context.Context) error {
 	if err := s.wait(ctx); err != nil {
+		s.mu.Lock()
+		s.broken = s.p.errorf(err, "a Reset gave up before every earlier batch was done (Reset again)")
+		s.mu.Unlock()
 		return err
 	}
 	s.op.Lock()
 	defer s.op.Unlock()
 	s.mu.Lock()
 	failed := s.failed
+	s.broken = nil
 	s.mu.Unlock()
 	if failed == nil {
 		return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/sinktest"
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/sink"
@@ -240,4 +241,15 @@ func TestTxnSinkCoordinatorUnavailableIsRetryable(t *testing.T) {
 	kept := txnMsgs(topic, "kept", 10, 10, 10)
 	require.NoError(t, <-txnSend(s, txnCtx(t), kept))
 	require.Equal(t, txnWant(kept), txnGot(txnReadTopic(t, tg, topic, 2, true)))
+}
+
+// TestTxnSinkConformance runs the sink suite against the transactional sink, as
+// TestSinkConformance does for the at-least-once one; it reads back committed data only, so
+// a batch's messages count as written once its transaction committed.
+func TestTxnSinkConformance(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		sinktest.Run(t, func(t *testing.T) sinktest.Target {
+			return conformanceTarget(t, tg, "txnsink", txnNewSink(t, tg.Kafka(t), kafkatest.Topic(t, "txnsink-id")))
+		})
+	})
 }

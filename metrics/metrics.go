@@ -31,6 +31,7 @@ type Metrics struct {
 
 	pages, recordsFetched, recordsProduced, deadLetters prometheus.Counter
 	tieOverflows, invalid, late, skipped, resent        prometheus.Counter
+	txnCommitted, txnAborted, fencedTotal               prometheus.Counter
 	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
 	batchAck, cursorCommit, pageFetch                   prometheus.Histogram
 	cursorTimestamp, remaining, degraded                prometheus.Gauge
@@ -91,6 +92,9 @@ func New(pipeline string, opts ...Option) *Metrics {
 	m.late = counter("late_records_total", "Records found behind the cursor by the lookback window.")
 	m.resent = counter("records_resent_total", "Records sent although they may have been delivered before: a tie or lookback window held more records than the walk keeps exactly (duplicates, never a loss).")
 	m.skipped = counter("records_skipped_total", "Records fetched again that were already delivered (same id, updatedAt and content).")
+	m.txnCommitted = counter("transactions_committed_total", "Batches committed in one Kafka transaction with their cursor (exactly-once).")
+	m.txnAborted = counter("transactions_aborted_total", "Batches whose transaction failed and was aborted: none of their records is visible to read_committed consumers (exactly-once).")
+	m.fencedTotal = counter("fenced_total", "Times this instance was fenced: another instance with the same transactional id took over (exactly-once). Any increase means two instances ran the pipeline at once.")
 	m.produceErrors = counterVec("produce_errors_total", "Batches Kafka did not acknowledge, by whether the error is retryable.", "retryable", "true", "false")
 	m.apiErrors = counterVec("api_errors_total", "Page requests that failed for good, by kind: HTTP status, bad_page or network.", "kind")
 	m.apiRetries = counterVec("api_retries_total", "Page requests retried, by reason: HTTP status or network.", "reason")
@@ -203,6 +207,15 @@ func (m *Metrics) CursorCommitted(at time.Time, d time.Duration) {
 	m.setCursor(at)
 	m.cursorCommit.Observe(d.Seconds())
 }
+
+// TxnCommitted implements pipeline.Observer.
+func (m *Metrics) TxnCommitted() { m.txnCommitted.Inc() }
+
+// TxnAborted implements pipeline.Observer.
+func (m *Metrics) TxnAborted() { m.txnAborted.Inc() }
+
+// Fenced implements pipeline.Observer.
+func (m *Metrics) Fenced() { m.fencedTotal.Inc() }
 
 // TieOverflow implements pipeline.Observer.
 func (m *Metrics) TieOverflow() { m.tieOverflows.Inc() }

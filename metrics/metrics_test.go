@@ -86,6 +86,9 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 		{"latest commit wins", func(o pipeline.Observer) { o.CursorCommitted(at.Add(-time.Hour), 0); o.CursorCommitted(at, 0) }, "keysetsync_cursor_lag_seconds", nil, 90},
 		{"cursor commit histogram count", func(o pipeline.Observer) { o.CursorCommitted(at, time.Millisecond) }, "keysetsync_cursor_commit_seconds", nil, 1},
 		{"tie overflows", func(o pipeline.Observer) { o.TieOverflow() }, "keysetsync_tie_overflows_total", nil, 1},
+		{"transactions committed", func(o pipeline.Observer) { o.TxnCommitted(); o.TxnAborted(); o.TxnCommitted() }, "keysetsync_transactions_committed_total", nil, 2},
+		{"transactions aborted", func(o pipeline.Observer) { o.TxnCommitted(); o.TxnAborted() }, "keysetsync_transactions_aborted_total", nil, 1},
+		{"fenced", func(o pipeline.Observer) { o.Fenced(); o.TxnAborted() }, "keysetsync_fenced_total", nil, 1},
 		{"invalid records", func(o pipeline.Observer) { o.InvalidRecord(); o.InvalidRecord() }, "keysetsync_invalid_records_total", nil, 2},
 		{"late records", func(o pipeline.Observer) { o.LateRecord(); o.LateRecord(); o.LateRecord() }, "keysetsync_late_records_total", nil, 3},
 		{"skipped records", func(o pipeline.Observer) { o.Skipped(20); o.Skipped(5) }, "keysetsync_records_skipped_total", nil, 25},
@@ -153,6 +156,7 @@ func TestEveryMetricIsNamedAndLabelled(t *testing.T) {
 		"produce_errors_total", "api_errors_total", "api_retries_total", "batch_ack_seconds", "cursor_commit_seconds",
 		"page_fetch_seconds", "cursor_timestamp_seconds", "cursor_lag_seconds", "tie_overflows_total",
 		"invalid_records_total", "late_records_total", "records_skipped_total", "passes_total", "records_remaining", "degraded",
+		"transactions_committed_total", "transactions_aborted_total", "fenced_total",
 	}
 	for i := range want {
 		want[i] = "keysetsync_" + want[i]

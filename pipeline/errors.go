@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -18,4 +19,9 @@ var (
 	// ErrCommit: the batch was acknowledged but its cursor could not be committed; the next
 	// pass re-sends the batch (duplicates, never a loss).
 	ErrCommit = errors.New("cursor commit failed")
+	// ErrFenced: the Sink was fenced, another instance of the pipeline with the same
+	// transactional id took over (Config.ExactlyOnce with kafka.TxnSink). It is final:
+	// IsRetryable refuses it; this instance must stop. It is sink.ErrFenced (and
+	// kafka.ErrFenced).
+	ErrFenced = sink.ErrFenced
 )

@@ -31,6 +31,17 @@ type Observer interface {
 	// CursorCommitted is called after a cursor was committed: at is its updatedAt, d how long
 	// the commit took.
 	CursorCommitted(at time.Time, d time.Duration)
+	// TxnCommitted is called, with Config.ExactlyOnce, when a batch's transaction (its
+	// records and its cursor) committed, before CursorCommitted (whose d is then 0: the
+	// cursor was committed with the batch, in BatchAcked's latency).
+	TxnCommitted()
+	// TxnAborted is called, with Config.ExactlyOnce, when a batch failed: its transaction was
+	// aborted and none of it is visible to read_committed readers. The batches failed after it
+	// without being written are not counted.
+	TxnAborted()
+	// Fenced is called when the Sink was fenced (sink.ErrFenced): another instance with the
+	// same transactional id took over. The pass fails with an error matching ErrFenced.
+	Fenced()
 }
 
 // NopObserver ignores everything. Embed it to implement only some of Observer's methods.
@@ -41,6 +52,9 @@ func (NopObserver) PassFinished(error)                       {}
 func (NopObserver) BatchAcked(int, int, time.Duration)       {}
 func (NopObserver) ProduceFailed(bool)                       {}
 func (NopObserver) CursorCommitted(time.Time, time.Duration) {}
+func (NopObserver) TxnCommitted()                            {}
+func (NopObserver) TxnAborted()                              {}
+func (NopObserver) Fenced()                                  {}
 
 var _ Observer = NopObserver{}
 

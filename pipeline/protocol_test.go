@@ -87,6 +87,18 @@ func (o ptFailed) ProduceFailed(bool) { o.onFailed() }
 // store that checks its commits against l.
 func ptPipeline(t *testing.T, l *ptLedger, policy func(*sink.MemBatch), writeTimeout time.Duration, obs pipeline.Observer) (*pipeline.Pipeline, *sink.Mem, *ptStore) {
 	t.Helper()
+	store := &ptStore{MemStore: cursor.NewMemStore(), l: l}
+	p, mem := memPipeline(t, policy, func(*sink.Mem) cursor.Store { return store }, func(c *pipeline.Config) {
+		c.WriteTimeout, c.Observer = writeTimeout, obs
+	})
+	return p, mem, store
+}
+
+// memPipeline is a Pipeline "p" over the playground (ptRecords records in pages of ptPage)
+// writing to a Mem with policy, in batches of ptBatch, ptInFlight in flight, committing to
+// the store made for the Mem; edit sets the rest of the configuration.
+func memPipeline(t *testing.T, policy func(*sink.MemBatch), store func(*sink.Mem) cursor.Store, edit func(*pipeline.Config)) (*pipeline.Pipeline, *sink.Mem) {
+	t.Helper()
 	_, url := sourcetest.Playground(t, ptRecords, ptPage)
 	src, err := source.NewSource(source.SourceConfig{URL: url})
 	require.NoError(t, err)
@@ -94,11 +106,12 @@ func ptPipeline(t *testing.T, l *ptLedger, policy func(*sink.MemBatch), writeTim
 	require.NoError(t, err)
 	mem := sink.NewMem(policy)
 	t.Cleanup(func() { mem.Close() })
-	store := &ptStore{MemStore: cursor.NewMemStore(), l: l}
-	p, err := pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Topic: ptTopic, Store: store, Codec: codec, Sink: mem,
-		BatchRecords: ptBatch, MaxInFlight: ptInFlight, WriteTimeout: writeTimeout, Observer: obs})
+	cfg := pipeline.Config{Pipeline: "p", Source: src, Topic: ptTopic, Store: store(mem), Codec: codec, Sink: mem,
+		BatchRecords: ptBatch, MaxInFlight: ptInFlight}
+	edit(&cfg)
+	p, err := pipeline.New(cfg)
 	require.NoError(t, err)
-	return p, mem, store
+	return p, mem
 }
 
 func (l *ptLedger) check(t *testing.T) {

@@ -63,7 +63,24 @@ type Config struct {
 	// after the last pass, as it does the Store.
 	Sink  sink.Sink
 	Store cursor.Store
-	Codec *avro.Codec
+	// ExactlyOnce commits each batch's cursor in the batch itself, with its records, instead
+	// of to the Store after the batch is done. The cursor the Store would have been given
+	// (the batch's position, Seq, Records, CommittedAt) becomes the batch's last message, as
+	// the Store's cursor.RecordStore.Record makes it (kafka.CursorStore: the cursor topic, key
+	// the pipeline's name). A Sink that writes a batch atomically (kafka.TxnSink: one Kafka
+	// transaction) thus commits records and cursor together or neither: after a crash or a
+	// failed batch, no record is visible that the loaded cursor does not cover, and a record
+	// version is written (read_committed) exactly once.
+	//
+	// It requires a Store that implements cursor.RecordStore and loads read_committed
+	// (kafka.CursorStore), and a Sink that keeps, on top of sink.Sink's contract, that a batch
+	// becomes visible whole or not at all, that batches commit in Send order, and that once a
+	// batch failed every later one fails unwritten until Reset (kafka.TxnSink): the cursors of
+	// the batches in flight are made when they are sent, each counting on the ones before it.
+	// After done(nil) the pipeline does not write the cursor again; it takes it as committed.
+	// New refuses a Store without Record.
+	ExactlyOnce bool
+	Codec       *avro.Codec
 	// ValuePrefix, when set, goes before the Avro encoding of every data value (not dead
 	// letters): the Confluent wire-format header (magic byte 0 and the 4-byte big-endian schema
 	// id) when the schema is registered with a schema registry. Nil: plain Avro binary.
@@ -95,6 +112,8 @@ type Pipeline struct {
 	cfg    Config
 	log    *slog.Logger
 	limits sizeLimits
+	// records makes the cursor record of each batch (Config.ExactlyOnce); nil otherwise.
+	records cursor.RecordStore
 	// pipelineHdr and sourceHdr are the same on every message: made once, shared (a Sink only
 	// reads them).
 	pipelineHdr, sourceHdr []byte
@@ -130,6 +149,9 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.Source == nil || cfg.Store == nil || cfg.Codec == nil || cfg.Sink == nil {
 		errs = append(errs, errors.New("source, store, codec and sink are required"))
 	}
+	if _, ok := cfg.Store.(cursor.RecordStore); cfg.ExactlyOnce && cfg.Store != nil && !ok {
+		errs = append(errs, fmt.Errorf("exactly-once: the cursor store (%T) cannot put a cursor in a batch (cursor.RecordStore)", cfg.Store))
+	}
 	var limits sizeLimits
 	if cfg.Source != nil {
 		var err error
@@ -161,6 +183,9 @@ func New(cfg Config) (*Pipeline, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Pipeline{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	if cfg.ExactlyOnce {
+		s.records = cfg.Store.(cursor.RecordStore)
+	}
 	s.cfg.Walk.Fits = s.fits
 	s.log.Info("largest message accepted", "bytes", limits.record, "from", limits.why, "sink_max_bytes", limits.batchBytes)
 	return s, nil
@@ -169,9 +194,12 @@ func New(cfg Config) (*Pipeline, error) {
 // pass is the state of one pass.
 type pass struct {
 	committed cursor.Cursor // what the store holds
-	stats     Stats
-	start     time.Time
-	progress  progress
+	// sent is the cursor of the last batch handed to the Sink with its cursor (ExactlyOnce):
+	// the next batch's carries on from it. Only the producer loop uses it.
+	sent     cursor.Cursor
+	stats    Stats
+	start    time.Time
+	progress progress
 }
 
 // progress is what the progress reporter reads while the fetcher and the committer write it.
@@ -184,9 +212,12 @@ type progress struct {
 // batch is the unit of produce and commit: its messages, and the cursor position right after
 // them. done closes when the Sink answered it (finish).
 type batch struct {
-	msgs  []sink.Message
-	pos   cursor.Cursor
-	pages int // pages fetched up to this batch, for the logs
+	msgs    []sink.Message
+	records int // data messages and dead letters: msgs without the cursor
+	pos     cursor.Cursor
+	pages   int // pages fetched up to this batch, for the logs
+	// cursor, with ExactlyOnce, is the cursor that is msgs' last message: committed with it.
+	cursor *cursor.Cursor
 
 	enqueued time.Time // when it was handed to the Sink, for Observer.BatchAcked
 
@@ -197,7 +228,7 @@ type batch struct {
 }
 
 func newBatch(msgs []sink.Message, pos cursor.Cursor, pages int) *batch {
-	return &batch{msgs: msgs, pos: pos, pages: pages, done: make(chan struct{})}
+	return &batch{msgs: msgs, records: len(msgs), pos: pos, pages: pages, done: make(chan struct{})}
 }
 
 // finish is the batch's done for Sink.Send. The Sink calls it once (internal/sinktest checks);
@@ -237,7 +268,7 @@ func (s *Pipeline) Pass(ctx context.Context) (Stats, error) {
 		}
 		s.log.Info("loaded cursor", "last_updated_at", cursor.FormatTime(c.LastUpdatedAt), "delivered_at_cursor", len(c.Delivered), "seq", c.Seq, "read_from", c.ReadFrom)
 	}
-	p.committed = c
+	p.committed, p.sent = c, c
 	p.stats.Cursor = c.LastUpdatedAt
 	p.progress.remaining.Store(-1)
 	p.progress.cursor.Store(&c.LastUpdatedAt)
@@ -371,7 +402,13 @@ func (s *Pipeline) produce(ctx context.Context, p *pass, batches <-chan *batch, 
 			return s.failed(wctx, <-committed)
 		default:
 		}
-		s.log.Debug("producing batch", "records", len(b.msgs), "up_to", cursor.FormatTime(b.pos.LastUpdatedAt))
+		if s.records != nil {
+			if err := s.cursorInBatch(p, b); err != nil {
+				b.finish(err) // the committer fails the pass with it
+				continue
+			}
+		}
+		s.log.Debug("producing batch", "records", b.records, "up_to", cursor.FormatTime(b.pos.LastUpdatedAt))
 		b.enqueued = time.Now()
 		s.cfg.Sink.Send(wctx, b.msgs, b.finish)
 	}
@@ -407,45 +444,99 @@ func (s *Pipeline) commitInOrder(ctx context.Context, p *pass, inflight <-chan *
 		case <-b.done:
 			t.Stop()
 		case <-t.C:
-			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: not acknowledged within %s: %w", ErrProduce, len(b.msgs), upTo, s.cfg.WriteTimeout, context.DeadlineExceeded)
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: not acknowledged within %s: %w", ErrProduce, b.records, upTo, s.cfg.WriteTimeout, context.DeadlineExceeded)
 			s.cfg.Observer.ProduceFailed(true)
 			stop()
 			continue
 		}
-		if err := b.err; err != nil {
-			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, len(b.msgs), upTo, err)
-			s.cfg.Observer.ProduceFailed(retry.IsRetryable(err))
+		if err := b.err; errors.Is(err, ErrCommit) { // its cursor could not be made: not sent
+			failure = err
+			stop()
+			continue
+		} else if err != nil {
+			failure = s.produceFailed(b, err)
 			stop()
 			continue
 		}
 		s.observeAck(b)
-		s.log.Debug("batch acknowledged, committing cursor", "records", len(b.msgs), "up_to", upTo)
+		s.log.Debug("batch acknowledged, committing cursor", "records", b.records, "up_to", upTo)
 		if err := s.commit(ctx, p, b); err != nil {
-			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, len(b.msgs), upTo, err)
+			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, b.records, upTo, err)
 			stop()
 		}
 	}
 	return failure
 }
 
-func (s *Pipeline) commit(ctx context.Context, p *pass, b *batch) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	defer cancel()
-	n := len(b.msgs)
+// produceFailed is the pass's error for a batch the Sink failed, told to the Observer.
+func (s *Pipeline) produceFailed(b *batch, err error) error {
+	failure := fmt.Errorf("%w: batch of %d records up to updatedAt %s: %w", ErrProduce, b.records, cursor.FormatTime(b.pos.LastUpdatedAt), err)
+	if b.cursor != nil {
+		// The batch's transaction, records and cursor, was aborted (or, fenced, by the broker).
+		s.cfg.Observer.TxnAborted()
+	}
+	if errors.Is(err, ErrFenced) {
+		failure = fmt.Errorf("pipeline %q is fenced: another instance with the same transactional id took over, this one must stop: %w", s.cfg.Pipeline, failure)
+		s.log.Error("fenced: another instance of the pipeline with the same transactional id took over; nothing this one wrote since its last commit is visible", "err", err)
+		s.cfg.Observer.Fenced()
+	}
+	s.cfg.Observer.ProduceFailed(retry.IsRetryable(err))
+	return failure
+}
+
+// nextCursor is the cursor after b, the batch after the one whose cursor is prev.
+func (s *Pipeline) nextCursor(prev cursor.Cursor, b *batch) (cursor.Cursor, error) {
 	next := b.pos // the position's fields; the rest carries on from the committed cursor
 	next.Pipeline = s.cfg.Pipeline
-	next.Seq = p.committed.Seq + 1
-	if next.Seq <= p.committed.Seq || next.Seq > cursor.MaxSeq {
+	next.Seq = prev.Seq + 1
+	if next.Seq <= prev.Seq || next.Seq > cursor.MaxSeq {
 		// checkLoaded refuses such a cursor; this keeps a commit from ever not increasing Seq.
-		return fmt.Errorf("%w: seq %d cannot be increased", cursor.ErrCorrupt, p.committed.Seq)
+		return next, fmt.Errorf("%w: seq %d cannot be increased", cursor.ErrCorrupt, prev.Seq)
 	}
-	next.Records = p.committed.Records + int64(n)
+	next.Records = prev.Records + int64(b.records)
 	next.CommittedAt = s.cfg.Clock() // next is the Walker's position: it carries no ReadFrom of the loaded cursor
-	start := time.Now()
-	if err := s.cfg.Store.Commit(ctx, next); err != nil {
-		return err
+	return next, nil
+}
+
+// cursorInBatch appends b's cursor to its messages (ExactlyOnce): it carries on from the
+// cursor of the batch sent before, which the Sink commits first or fails b with.
+func (s *Pipeline) cursorInBatch(p *pass, b *batch) error {
+	next, err := s.nextCursor(p.sent, b)
+	if err == nil {
+		var topic string
+		var key, value []byte
+		if topic, key, value, err = s.records.Record(next); err == nil {
+			b.msgs = append(b.msgs, sink.Message{Topic: topic, Key: key, Value: value})
+			b.cursor, p.sent = &next, next
+			return nil
+		}
 	}
-	s.cfg.Observer.CursorCommitted(next.LastUpdatedAt, time.Since(start))
+	return fmt.Errorf("%w: batch of %d records up to updatedAt %s: cursor record: %w", ErrCommit, b.records, cursor.FormatTime(b.pos.LastUpdatedAt), err)
+}
+
+// commit commits the cursor after b, acknowledged: to the Store, or, with ExactlyOnce, by
+// taking the one the batch carried, which the Sink committed with it.
+func (s *Pipeline) commit(ctx context.Context, p *pass, b *batch) error {
+	n := b.records
+	var next cursor.Cursor
+	var took time.Duration
+	if b.cursor != nil {
+		next = *b.cursor
+		s.cfg.Observer.TxnCommitted()
+	} else {
+		var err error
+		if next, err = s.nextCursor(p.committed, b); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := s.cfg.Store.Commit(ctx, next); err != nil {
+			return err
+		}
+		took = time.Since(start)
+	}
+	s.cfg.Observer.CursorCommitted(next.LastUpdatedAt, took)
 	p.committed = next
 	p.stats.Produced += n
 	p.stats.Batches++
@@ -494,13 +585,13 @@ func (s *Pipeline) reportProgress(p *pass, done <-chan struct{}) {
 func (s *Pipeline) observeAck(b *batch) {
 	dead := 0
 	if s.cfg.DLQTopic != "" {
-		for i := range b.msgs {
+		for i := range b.msgs[:b.records] {
 			if b.msgs[i].Topic == s.cfg.DLQTopic {
 				dead++
 			}
 		}
 	}
-	s.cfg.Observer.BatchAcked(len(b.msgs)-dead, dead, b.acked.Sub(b.enqueued))
+	s.cfg.Observer.BatchAcked(b.records-dead, dead, b.acked.Sub(b.enqueued))
 }
 
 func (s *Pipeline) message(r source.Record) sink.Message {

@@ -6,6 +6,8 @@ package sink
 import (
 	"context"
 	"errors"
+
+	"github.com/keysetsync/keysetsync/retry"
 )
 
 // Header is one message header.
@@ -59,3 +61,9 @@ type Sink interface {
 
 // ErrClosed is given to the done of a batch sent after Close.
 var ErrClosed = errors.New("sink closed")
+
+// ErrFenced is wrapped by the errors of a Sink whose writing another writer took over (a
+// transactional sink: another producer with the same transactional id started). It is final:
+// no retry heals it (retry.IsRetryable refuses it), the Sink stays failed, and none of the
+// batches it had not confirmed becomes visible.
+var ErrFenced = retry.Permanent("fenced: another writer with the same transactional id took over")

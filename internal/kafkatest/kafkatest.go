@@ -120,13 +120,26 @@ type Message struct {
 	Headers   map[string]string
 }
 
-// ReadAll reads every partition of name from the start up to the end offsets it sees first.
+// ReadAll reads every partition of name from the start up to the end offsets it sees first,
+// as a read_committed consumer does (kafka.Client.Scan).
 func ReadAll(t testing.TB, tg Target, name string) []Message {
+	t.Helper()
+	return read(t, tg, name, kafka.ScanOptions{})
+}
+
+// ReadUncommitted is ReadAll as a read_uncommitted consumer: aborted transactions' records
+// and those of open ones too.
+func ReadUncommitted(t testing.TB, tg Target, name string) []Message {
+	t.Helper()
+	return read(t, tg, name, kafka.ScanOptions{Uncommitted: true})
+}
+
+func read(t testing.TB, tg Target, name string, opts kafka.ScanOptions) []Message {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []Message
-	err := tg.Kafka(t).Scan(ctx, name, func(r kafka.Record) error {
+	err := tg.Kafka(t).ScanWith(ctx, name, opts, func(r kafka.Record) error {
 		m := Message{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Headers: map[string]string{}}
 		for _, h := range r.Headers {
 			m.Headers[h.Key] = string(h.Value)

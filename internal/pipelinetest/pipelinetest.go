@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/avro"
@@ -20,6 +21,7 @@ import (
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -48,6 +50,12 @@ type Options struct {
 	MaxInFlight  int  // batches in flight (0: the pipeline's default)
 	// Handler, if set, wraps the playground's HTTP handler: a test's faults in the answers.
 	Handler func(http.Handler) http.Handler
+	// ExactlyOnce writes with a kafka.TxnSink (transactional id "keysetsync-" and the data
+	// topic) and commits each cursor in its batch's transaction (Config.ExactlyOnce).
+	ExactlyOnce bool
+	// SinkTransport, if set, wraps the transport of the transactional sink's client: a test's
+	// faults in its requests (ExactlyOnce only).
+	SinkTransport func(kafkago.RoundTripper) kafkago.RoundTripper
 	// StoreDial, if set, is the Dial of the cursor store's transport (e.g. a
 	// kafkatest.Breaker's): a test's faults on the cursor store's connections.
 	StoreDial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -87,9 +95,21 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Env {
 		_, err = kc.EnsureTopic(t.Context(), kafka.TopicSpec{Name: p.DLQTopic, Partitions: 1, ReplicationFactor: 1})
 		require.NoError(t, err)
 	}
+	var sk sink.Sink
+	if o.ExactlyOnce {
+		// Before any cursor load, as a process must: starting it fences the previous producer
+		// and aborts its open transaction, which would hold read_committed readers back.
+		ts, err := kafka.NewTxnSink(t.Context(), kafka.TxnConfig{Client: tg.KafkaConfig(t, kafka.Config{WrapTransport: o.SinkTransport}),
+			TransactionalID: "keysetsync-" + p.Topic, Logger: o.Logger})
+		require.NoError(t, err)
+		t.Cleanup(func() { ts.Close() })
+		sk = ts
+	} else {
+		sk = tg.Sink(t, o.BatchRecords)
+	}
 	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
 		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, MaxInFlight: o.MaxInFlight, Logger: o.Logger,
-		Sink: tg.Sink(t, o.BatchRecords)})
+		Sink: sk, ExactlyOnce: o.ExactlyOnce})
 	require.NoError(t, err)
 	return p
 }
