@@ -16,6 +16,7 @@ import (
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/registry"
 	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -42,6 +43,12 @@ type Config struct {
 	// and every value is framed in the Confluent wire format; nil: plain Avro binary.
 	Registry   *registry.Client
 	SchemaText string
+	// ExactlyOnce writes each batch and its cursor in one Kafka transaction (kafka.TxnSink) under
+	// TransactionalID, which fences any other instance using it; otherwise the at-least-once
+	// writer (kafka.Sink), which fences nothing. TransactionTimeout: see kafka.TxnConfig.
+	ExactlyOnce        bool
+	TransactionalID    string
+	TransactionTimeout time.Duration
 	// Batch, flight and timing of the pipeline: see pipeline.Config.
 	BatchRecords, MaxInFlight      int
 	WriteTimeout, ProgressInterval time.Duration
@@ -135,14 +142,26 @@ func open(ctx context.Context, cfg Config, valuePrefix []byte) (_ *Runner, err e
 	if err != nil {
 		return nil, err
 	}
-	out, err := kafka.NewSink(kafka.SinkConfig{Client: cfg.Kafka, BatchRecords: cfg.BatchRecords, MaxMessageBytes: sinkMax})
-	if err != nil {
-		return nil, err
+	// The transactional sink starts before the first cursor load: starting it fences the
+	// previous instance and aborts its open transaction, which would otherwise hold the load.
+	var out sink.Sink
+	if cfg.ExactlyOnce {
+		out, err = kafka.NewTxnSink(ctx, kafka.TxnConfig{Client: cfg.Kafka, TransactionalID: cfg.TransactionalID, TransactionTimeout: cfg.TransactionTimeout, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("transactional id %q: %w", cfg.TransactionalID, err)
+		}
+		log.Info("exactly-once: each batch and its cursor are one transaction; another instance of this pipeline is fenced", "transactional_id", cfg.TransactionalID)
+	} else {
+		out, err = kafka.NewSink(kafka.SinkConfig{Client: cfg.Kafka, BatchRecords: cfg.BatchRecords, MaxMessageBytes: sinkMax})
+		if err != nil {
+			return nil, err
+		}
+		log.Warn("at-least-once: a second instance of this pipeline is NOT fenced; run exactly one, or two can write older versions over newer ones")
 	}
 	r.closers = append(r.closers, out.Close)
 	r.pipeline, err = pipeline.New(pipeline.Config{
 		Pipeline: cfg.Pipeline, Source: cfg.Source, Store: store, Codec: codec, Topic: cfg.Topic.Name, DLQTopic: cfg.DLQTopic, ValuePrefix: valuePrefix,
-		Walk: cfg.Walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax, Sink: out,
+		Walk: cfg.Walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax, Sink: out, ExactlyOnce: cfg.ExactlyOnce,
 		BatchRecords: cfg.BatchRecords, MaxInFlight: cfg.MaxInFlight, WriteTimeout: cfg.WriteTimeout, Logger: log,
 		ProgressInterval: cfg.ProgressInterval,
 		Observer:         cfg.Observer,
@@ -173,7 +192,8 @@ func (r *Runner) Pass(ctx context.Context) error {
 }
 
 // Run runs passes, interval apart, until ctx ends (it then returns nil) or a pass fails with a
-// configuration error (returned). A failed pass is logged and the next one starts from the
+// configuration error or is fenced by another instance (returned: going on would only fence
+// the other one back). A failed pass is logged and the next one starts from the
 // committed cursor; a pass that ended with records the API cannot serve is logged as an error
 // and the next goes on (the Observer marks the pipeline degraded).
 func (r *Runner) Run(ctx context.Context, interval time.Duration) error {
@@ -186,7 +206,7 @@ func (r *Runner) Run(ctx context.Context, interval time.Duration) error {
 			log.Info("stopping on signal; the cursor covers every acknowledged batch")
 			return nil
 		}
-		if errors.Is(err, pipeline.ErrConfig) {
+		if errors.Is(err, pipeline.ErrConfig) || errors.Is(err, pipeline.ErrFenced) {
 			return err
 		}
 		switch {

@@ -14,6 +14,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"syscall"
+
+	"github.com/keysetsync/keysetsync/pipeline"
 )
 
 // command is one subcommand: its name, a one-line summary, and the function that runs it.
@@ -98,6 +100,7 @@ const (
 	// exitMayBeMissing: once synced and committed everything the API served, but the API could
 	// not serve every record (a tie wider than a page); verify could not check such a topic.
 	exitMayBeMissing = 3
+	exitFenced       = 4
 )
 
 // Errors of the exit codes above. A command returns them wrapped, with the cause.
@@ -113,7 +116,8 @@ var (
 
 // exitCode maps the error of a command to the process's exit status: 2 for usage errors,
 // 128+n for a command that stopped on signal n before its job was done, 3 for errMayBeMissing
-// and errCannotVerify, 1 for anything else.
+// and errCannotVerify, 4 for a pipeline fenced by another instance (pipeline.ErrFenced), 1 for
+// anything else.
 func exitCode(err error) int {
 	var sig *signalError
 	switch {
@@ -125,6 +129,8 @@ func exitCode(err error) int {
 		return sig.exitCode()
 	case errors.Is(err, errMayBeMissing), errors.Is(err, errCannotVerify):
 		return exitMayBeMissing
+	case errors.Is(err, pipeline.ErrFenced):
+		return exitFenced
 	default:
 		return 1
 	}

@@ -12,10 +12,11 @@ import (
 const onceSummary = `Sync from the committed cursor until the API has nothing newer, then exit.
 Exit status: 0 when everything fetched was acknowledged and committed; 1 on failure; 2 on a
 usage error; 3 when everything readable was committed but the API could not serve every record
-(a tie wider than a page, see --accept-tie-overflow); 130/143 when SIGINT/SIGTERM stopped it
-first (after a clean stop: the cursor covers every acknowledged batch).
-With a config file listing pipelines, all of them run concurrently; 1 wins over 130/143, which
-win over 3.`
+(a tie wider than a page, see --accept-tie-overflow); 4 when another instance of the pipeline
+took over (fenced, exactly-once); 130/143 when SIGINT/SIGTERM stopped it first (after a clean
+stop: the cursor covers every acknowledged batch).
+With a config file listing pipelines, all of them run concurrently; 4 wins over 1, which wins
+over 130/143, which win over 3.`
 
 func runOnce(ctx context.Context, e *env, args []string) error {
 	jobs, err := startJobs(ctx, e, args, "once", onceSummary, nil)

@@ -44,7 +44,7 @@ func runSnapshot(ctx context.Context, e *env, args []string) error {
 	defer client.Close()
 
 	var values latest.Values
-	err = client.Scan(ctx, rf.topic, func(r kafka.Record) error {
+	err = client.ScanWith(ctx, rf.topic, kafka.ScanOptions{Uncommitted: rf.uncommitted}, func(r kafka.Record) error {
 		values.Add(latest.Message{Key: r.Key, Value: r.Value, Partition: r.Partition, Offset: r.Offset})
 		return nil
 	})

@@ -39,6 +39,9 @@ type syncFlags struct {
 	topicConfigs   kafka.TopicConfigFlag
 	progress       time.Duration
 	acceptOverflow bool
+	delivery       string
+	txnIDPrefix    string
+	txnTimeout     time.Duration
 	logFlags
 	metrics  metricsFlags
 	kafkaSec kafkaSecurityFlags
@@ -66,6 +69,9 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.maxFuture, "max-future", 24*time.Hour, "an updatedAt later than now plus this is invalid (a broken source clock must not move the cursor)")
 	fs.Var(&f.topicConfigs, "topic-config", "name=value config of the data topic when keysetsync creates it, e.g. cleanup.policy=compact; repeatable")
 	fs.BoolVar(&f.acceptOverflow, "accept-tie-overflow", false, "accept the loss of records a tie wider than a page hides: log it, exit 0 and stay ready")
+	fs.StringVar(&f.delivery, "delivery", "exactly-once", "exactly-once (each batch and its cursor one transaction; fences other instances) or at-least-once")
+	fs.StringVar(&f.txnIDPrefix, "transactional-id-prefix", "keysetsync-", "exactly-once: the transactional id is this prefix, the cursor topic, / and the pipeline name")
+	fs.DurationVar(&f.txnTimeout, "transaction-timeout", time.Minute, "exactly-once: how long the broker lets a transaction stay open before it aborts it")
 	fs.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a pass logs progress (records/s, with --api-total-path what remains) (0: never)")
 	f.logFlags.register(fs)
 	f.metrics.register(fs)
@@ -95,6 +101,12 @@ func (f *syncFlags) validate() error {
 	}
 	if f.partitions == 0 || f.partitions < -1 {
 		errs = append(errs, fmt.Errorf("--topic-partitions %d: must be positive or -1", f.partitions))
+	}
+	if f.delivery != "exactly-once" && f.delivery != "at-least-once" {
+		errs = append(errs, fmt.Errorf("--delivery %q: want exactly-once or at-least-once", f.delivery))
+	}
+	if f.txnTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--transaction-timeout %s: must be positive", f.txnTimeout))
 	}
 	if f.onInvalid != "fail" && f.onInvalid != "dlq" {
 		errs = append(errs, fmt.Errorf("--on-invalid %q: want fail or dlq", f.onInvalid))
@@ -206,23 +218,26 @@ func (f *syncFlags) runnerConfig(log *slog.Logger) (runner.Config, error) {
 		}
 	}
 	return runner.Config{
-		Pipeline:          f.pipeline,
-		Topic:             kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs},
-		DLQTopic:          dlq,
-		CursorTopic:       f.cursorTopic,
-		ReplicationFactor: f.replication,
-		Source:            src,
-		Walk:              walk,
-		Registry:          reg,
-		SchemaText:        schemaText,
-		BatchRecords:      f.batchRecords,
-		MaxInFlight:       f.maxInFlight,
-		WriteTimeout:      f.writeTimeout,
-		ProgressInterval:  f.progress,
-		KafkaWait:         f.kafkaWait,
-		RetryTimeout:      f.retryTimeout,
-		Logger:            log,
-		Hint:              withHint,
+		Pipeline:           f.pipeline,
+		Topic:              kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs},
+		DLQTopic:           dlq,
+		CursorTopic:        f.cursorTopic,
+		ReplicationFactor:  f.replication,
+		Source:             src,
+		Walk:               walk,
+		ExactlyOnce:        f.delivery == "exactly-once",
+		TransactionalID:    f.txnIDPrefix + f.cursorTopic + "/" + f.pipeline,
+		TransactionTimeout: f.txnTimeout,
+		Registry:           reg,
+		SchemaText:         schemaText,
+		BatchRecords:       f.batchRecords,
+		MaxInFlight:        f.maxInFlight,
+		WriteTimeout:       f.writeTimeout,
+		ProgressInterval:   f.progress,
+		KafkaWait:          f.kafkaWait,
+		RetryTimeout:       f.retryTimeout,
+		Logger:             log,
+		Hint:               withHint,
 	}, nil
 }
 

@@ -62,12 +62,19 @@ type topicReadFlags struct {
 	sec            kafkaSecurityFlags
 	reg            registryFlags
 	source         sourceFlags // only its --schema
+	uncommitted    bool
+}
+
+// registerReadUncommitted adds --read-uncommitted to a reading tool.
+func registerReadUncommitted(fs *flag.FlagSet, p *bool) {
+	fs.BoolVar(p, "read-uncommitted", false, "also read records of open and aborted transactions (default: committed data only)")
 }
 
 func (f *topicReadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	fs.StringVar(&f.topic, "topic", "users", "data topic to read")
 	fs.StringVar(&f.source.schemaFile, "schema", "", "Avro schema file (.avsc) the values were written with (default: the built-in users schema)")
+	registerReadUncommitted(fs, &f.uncommitted)
 	f.sec.register(fs)
 	f.reg.registerRead(fs)
 }
@@ -144,7 +151,7 @@ func runTail(ctx context.Context, e *env, args []string) error {
 	defer client.Close()
 
 	t := &tailer{dec: dec, topic: rf.topic, key: *key, max: *maxMessages, out: e.stdout, stderr: e.stderr}
-	rd := client.NewReader(kafka.ReaderConfig{Topic: rf.topic, MaxWait: tailMaxWait, RetryFor: tailRetryFor,
+	rd := client.NewReader(kafka.ReaderConfig{Topic: rf.topic, MaxWait: tailMaxWait, RetryFor: tailRetryFor, Uncommitted: rf.uncommitted,
 		Deleted: func(p int, from, to int64) {
 			t.warn("tail: %s/%d: offsets %d to %d were deleted before they were read; going on at %d", rf.topic, p, from, to-1, to)
 		}})

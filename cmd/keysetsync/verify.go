@@ -31,17 +31,22 @@ ignored.`
 
 func runVerify(ctx context.Context, e *env, args []string) error {
 	var examples int
+	var uncommitted bool
 	maxExamples := func(p *int) func(*flag.FlagSet) {
 		return func(fs *flag.FlagSet) { fs.IntVar(p, "max-examples", 10, "ids printed per kind of difference") }
 	}
-	fs, f := syncFlagSet(e, "verify", verifySummary, nil, maxExamples(&examples))
+	readUncommitted := func(p *bool) func(*flag.FlagSet) {
+		return func(fs *flag.FlagSet) { registerReadUncommitted(fs, p) }
+	}
+	fs, f := syncFlagSet(e, "verify", verifySummary, nil, maxExamples(&examples), readUncommitted(&uncommitted))
 	p, err := parseFlagSources(e, fs, args)
 	if err != nil {
 		return err
 	}
 	if p.config != nil && len(p.config.pipelines) > 0 {
 		var ignored int // an item's own max-examples: the command line's is the one printed with
-		sets, err := pipelineFlagSets(e, args, "verify", verifySummary, p.config, false, maxExamples(&ignored))
+		var ignoredU bool
+		sets, err := pipelineFlagSets(e, args, "verify", verifySummary, p.config, false, maxExamples(&ignored), readUncommitted(&ignoredU))
 		if err != nil {
 			return err
 		}
@@ -83,7 +88,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	var inTopic latest.Values
-	err = client.Scan(ctx, f.topic, func(r kafka.Record) error {
+	err = client.ScanWith(ctx, f.topic, kafka.ScanOptions{Uncommitted: uncommitted}, func(r kafka.Record) error {
 		m := latest.Message{Key: r.Key, Value: r.Value, Partition: r.Partition, Offset: r.Offset}
 		if m.Value != nil {
 			m.Value = f.registry.unframe(m.Value) // compared with the API's Avro values
