@@ -18,7 +18,7 @@
 #   bench/run.sh                      # full: 100k and 1M records, pages 50 and 1000, 3 runs
 #   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run, ties of
 #                                     # 10k and 100k
-#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
 #                                     # the wide tie alone (about 3 min)
 #   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_PROFILE=0 bench/run.sh
 #                                     # exactly-once against at-least-once alone: throughput
