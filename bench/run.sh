@@ -8,8 +8,9 @@
 #   e2e      `keysetsync once` from the playground into fresh topics      -> end to end
 #   onepage  `keysetsync once --batch-records 1`: fetch one page, produce it, wait for the
 #            acks, commit the cursor, fetch the next page: the one-page-at-a-time baseline
-# plus an incremental sync (bench/incremental), the update-to-Kafka latency of `keysetsync run`
-# (bench/latency), the peak memory of `keysetsync once` through one tie of 1,000,000 records at
+# plus exactly-once against at-least-once (`keysetsync once --delivery ...`, interleaved, the
+# ratio of their records/s), an incremental sync (bench/incremental), the update-to-Kafka latency
+# of `keysetsync run` in both delivery modes (bench/latency), the peak memory of `keysetsync once` through one tie of 1,000,000 records at
 # one second against a tie of 10,000, with an after-id API (bench/tie), a CPU profile of a
 # 1M-record pass (BenchmarkSyncPass + pprof), and a table of medians with the ratio
 # e2e / min(broker, api) and the targets of the performance issue.
@@ -17,13 +18,22 @@
 #   bench/run.sh                      # full: 100k and 1M records, pages 50 and 1000, 3 runs
 #   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run, ties of
 #                                     # 10k and 100k
-#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
 #                                     # the wide tie alone (about 3 min)
+#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_PROFILE=0 bench/run.sh
+#                                     # exactly-once against at-least-once alone: throughput
+#                                     # and continuous latency
 #
 # Environment (defaults in brackets):
 #   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 BENCH_LAT_SECONDS=20
 #                      BENCH_TIE_SIZES="10000 100000" [0]
-#   BENCH_MATRIX       0: skip the throughput matrix (broker, API, e2e, one page at a time) [1]
+#   BENCH_MATRIX       0: skip the throughput matrix (broker, API, e2e, one page at a time) [1];
+#                      its keysetsync runs with the binary's default delivery (exactly-once)
+#   BENCH_EOS          1: measure `keysetsync once --delivery exactly-once` against
+#                      `--delivery at-least-once`, interleaved run by run [1]
+#   BENCH_EOS_SIZES / BENCH_EOS_PAGE_SIZE / BENCH_EOS_RUNS   record counts [largest size] / playground
+#                      page size [1000] / runs of each mode, the table shows medians [BENCH_RUNS;
+#                      quick: 3, a ratio of single runs on a shared machine says little]
 #   BENCH_SIZES        record counts ["100000 1000000"]
 #   BENCH_PAGE_SIZES   playground page sizes ["50 1000"]
 #   BENCH_RUNS         runs per measurement; the table shows medians [3]
@@ -54,6 +64,9 @@
 #   BENCH_LATENCY      1: run the latency measurement [1]
 #   BENCH_LAT_SECONDS / BENCH_LAT_RATE / BENCH_LAT_INTERVAL / BENCH_LAT_RECORDS / BENCH_LAT_PAGE_SIZE
 #                      [60] / [5 updates/s] / [1s] / [10000] / [1000]
+#   BENCH_LAT_DELIVERY one latency run per --delivery mode listed, in order; empty: one run with
+#                      the binary's default (for a BENCH_REF without --delivery)
+#                      ["exactly-once at-least-once"]
 #   BENCH_KEYSETSYNC_ENV  extra environment of every measured keysetsync process, e.g. "GOGC=400"
 #                      (once, the one-page baseline, and the ones incremental and latency start) []
 #   BENCH_APIDRAIN_ENV extra environment of apidrain ["GOGC=400 GOMEMLIMIT=48MiB": the GC
@@ -73,14 +86,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 QUICK="${BENCH_QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
-  d_sizes=100000 d_runs=1 d_lat=20 d_tie="10000 100000"
+  d_sizes=100000 d_runs=1 d_lat=20 d_tie="10000 100000" d_eos_runs=3
 else
-  d_sizes="100000 1000000" d_runs=3 d_lat=60 d_tie="10000 1000000"
+  d_sizes="100000 1000000" d_runs=3 d_lat=60 d_tie="10000 1000000" d_eos_runs=
 fi
 MATRIX="${BENCH_MATRIX:-1}"
 SIZES="${BENCH_SIZES:-$d_sizes}"
 PAGES="${BENCH_PAGE_SIZES:-50 1000}"
 RUNS="${BENCH_RUNS:-$d_runs}"
+EOS="${BENCH_EOS:-1}"
+EOS_RUNS="${BENCH_EOS_RUNS:-${d_eos_runs:-$RUNS}}"
+EOS_PAGE="${BENCH_EOS_PAGE_SIZE:-1000}"
 BROKERS="${BENCH_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
 STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-900}"
 PP_PROPS="${BENCH_PP_PROPS:-linger.ms=5 batch.size=16384}"
@@ -91,6 +107,7 @@ smallest="$(printf '%s\n' "${size_arr[@]}" | sort -n | head -n1)"
 largest="$(printf '%s\n' "${size_arr[@]}" | sort -n | tail -n1)"
 ONEPAGE_PAGES="${BENCH_ONEPAGE_PAGE_SIZES:-50}"
 ONEPAGE_SIZES="${BENCH_ONEPAGE_SIZES:-$smallest}"
+EOS_SIZES="${BENCH_EOS_SIZES:-$largest}"
 INCR="${BENCH_INCREMENTAL:-1}"
 INCR_SIZES="${BENCH_INCR_SIZES:-$largest}"
 INCR_PAGES="${BENCH_INCR_PAGE_SIZES:-$PAGES}"
@@ -106,6 +123,7 @@ LAT_RATE="${BENCH_LAT_RATE:-5}"
 LAT_INTERVAL="${BENCH_LAT_INTERVAL:-1s}"
 LAT_RECORDS="${BENCH_LAT_RECORDS:-10000}"
 LAT_PAGE="${BENCH_LAT_PAGE_SIZE:-1000}"
+LAT_DELIVERY="${BENCH_LAT_DELIVERY-exactly-once at-least-once}"
 PROFILE="${BENCH_PROFILE:-1}"
 read -r -a KS_ENV <<<"${BENCH_KEYSETSYNC_ENV:-}"
 BENCH_APIDRAIN_ENV="${BENCH_APIDRAIN_ENV-GOGC=400 GOMEMLIMIT=48MiB}"
@@ -120,7 +138,7 @@ PREFIX="bench-$RUN_ID-"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
-for v in $SIZES $PAGES $RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
+for v in $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || ks_die "not a positive integer: $v (BENCH_SIZES, BENCH_PAGE_SIZES, BENCH_RUNS, ...)"
 done
 # Loopback only: the broker list, like everything else, must be this machine.
@@ -226,6 +244,8 @@ say "building keysetsync and the bench tools from $SRC into $OUT/bin"
   echo "broker: $BROKERS"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "config: sizes=[$SIZES] pages=[$PAGES] runs=$RUNS quick=$QUICK matrix=$MATRIX pp_props=[$PP_PROPS] pp_jvm=[$PP_JVM]"
+  [ "$EOS" != 1 ] || echo "delivery: sizes=[$EOS_SIZES] page=$EOS_PAGE runs=$EOS_RUNS (exactly-once and at-least-once each, interleaved)"
+  [ "$LAT" != 1 ] || echo "latency: delivery=[${LAT_DELIVERY:-binary default}] ${LAT_SECONDS}s interval=$LAT_INTERVAL rate=$LAT_RATE/s"
   [ "$TIE" != 1 ] || echo "tie: sizes=[$TIE_SIZES] runs=$TIE_RUNS shapes=$TIE_SHAPES"
   echo "env: keysetsync=[${BENCH_KEYSETSYNC_ENV:-}] apidrain=[${BENCH_APIDRAIN_ENV:-}]"
 } >"$OUT/machine.txt"
@@ -339,23 +359,29 @@ measure_broker() {
   "$PY" bench/parse.py pp "$log" "$tf" "$size" "$recsize" "${extra[@]}"
 }
 
-# measure_once SIZE PAGE RUN URL BATCH PG_PID [BIN]: `keysetsync once` into fresh topics, under
-# /usr/bin/time -v (peak RSS, CPU).
+# measure_once SIZE PAGE RUN URL BATCH PG_PID [BIN [NAME [FLAG...]]]: `keysetsync once` into fresh
+# topics, under /usr/bin/time -v (peak RSS, CPU). NAME (default e2e) names its topics and log;
+# the FLAGs are added to its command line. Afterwards the topic must hold exactly SIZE records
+# with SIZE distinct keys, read as a read_committed consumer reads it.
 measure_once() {
-  local size=$1 page=$2 run=$3 url=$4 batch=$5 pg=$6 bin=${7:-$BIN} n extra
-  local tag="$1-$2-$3-b$5" topic="${PREFIX}e2e-$1-$2-$3-b$5" ctopic="${PREFIX}e2e-cursors-$1-$2-$3-b$5"
+  local size=$1 page=$2 run=$3 url=$4 batch=$5 pg=$6 bin=${7:-$BIN} name=${8:-e2e} n keys extra
+  local flags=("${@:9}")
+  local tag="$name-$1-$2-$3-b$5"
+  local topic="${PREFIX}$tag" ctopic="${PREFIX}$name-cursors-$1-$2-$3-b$5"
   local log="$OUT/logs/once-$tag.log" tf="$OUT/logs/once-$tag.time"
   others_before "$pg"
   /usr/bin/time -v -o "$tf" timeout -k 10 -s INT "$STEP_TIMEOUT" env "${KS_ENV[@]}" "$bin" once \
     --api-url "$url" --brokers "$BROKERS" --topic "$topic" --cursor-topic "$ctopic" --pipeline bench \
     --topic-partitions 1 --topic-replication-factor 1 --batch-records "$batch" --retry-timeout 0 \
-    --log-format json >/dev/null 2>"$log" || {
+    --log-format json "${flags[@]}" >/dev/null 2>"$log" || {
     tail -n 20 "$log" >&2
-    ks_die "keysetsync once failed ($log)"
+    ks_die "keysetsync once ${flags[*]} failed ($log)"
   }
   mapfile -t extra < <(others_after "$pg")
-  n="$("$TOOLS/topics" --brokers "$BROKERS" count "$topic")"
-  [ "$n" = "$size" ] || ks_die "keysetsync once: topic $topic holds $n messages, want $size"
+  # Offsets do not count records once a transaction's marker takes one: read the records.
+  read -r n keys < <("$TOOLS/topics" --brokers "$BROKERS" records "$topic") || ks_die "could not read $topic"
+  [ "$n" = "$size" ] && [ "$keys" = "$size" ] ||
+    ks_die "keysetsync once ${flags[*]}: topic $topic holds $n committed records with $keys distinct keys, want $size"
   "$TOOLS/topics" --brokers "$BROKERS" delete "$topic" "$ctopic"
   "$PY" bench/parse.py once "$log" "$tf" "$size" "$batch" "${extra[@]}"
 }
@@ -401,6 +427,35 @@ for size in "${size_arr[@]}"; do
   unset URL PID
 done
 
+# ------------------------------------------------------------------ exactly-once vs at-least-once
+
+# The same `keysetsync once` with each delivery mode, alternately, on one playground per size.
+# The order flips every run (EOS ALO, ALO EOS, EOS ALO, ...): load that drifts during a run, and
+# whatever one measurement leaves behind for the next (the broker deleting the previous topics),
+# then falls on both modes alike.
+if [ "$EOS" = 1 ]; then
+  for size in $EOS_SIZES; do
+    start_playground "$size" "$EOS_PAGE"
+    say "delivery: playground of $size records, page size $EOS_PAGE on ${PG_URL%/pagination/keyset}"
+    # An unmeasured drain first, so that the first measured mode does not pay for a cold playground.
+    measure_api "$size" "$EOS_PAGE" 0 "$PG_URL" "$PG_PID" >/dev/null
+    for ((run = 1; run <= EOS_RUNS; run++)); do
+      order="eos alo"
+      ((run % 2)) || order="alo eos"
+      for mode in $order; do
+        case $mode in
+        eos) delivery=exactly-once ;;
+        alo) delivery=at-least-once ;;
+        esac
+        say "delivery: $size records, page $EOS_PAGE, run $run/$EOS_RUNS: keysetsync once --delivery $delivery"
+        r="$(measure_once "$size" "$EOS_PAGE" "$run" "$PG_URL" 1000 "$PG_PID" "$BIN" "$mode" --delivery "$delivery")"
+        emit "$mode" "$size" "$EOS_PAGE" "$run" "$r"
+      done
+    done
+    stop_playground "$PG_PID"
+  done
+fi
+
 # ------------------------------------------------------------------ incremental
 
 if [ "$INCR" = 1 ]; then
@@ -435,15 +490,19 @@ fi
 # ------------------------------------------------------------------ latency
 
 if [ "$LAT" = 1 ]; then
-  say "latency: keysetsync run --interval $LAT_INTERVAL, $LAT_RATE updates/s for ${LAT_SECONDS}s ($LAT_RECORDS records, page $LAT_PAGE)"
-  out="$(timeout -k 10 "$((LAT_SECONDS + 300))" "$TOOLS/latency" --bin "$BIN" --brokers "$BROKERS" \
-    --records "$LAT_RECORDS" --page-size "$LAT_PAGE" --interval "$LAT_INTERVAL" --rate "$LAT_RATE" \
-    --duration "${LAT_SECONDS}s" --prefix "$PREFIX" --timeout "$((LAT_SECONDS + 240))s" \
-    --log "$OUT/logs/latency-keysetsync.log" "${KS_ENV_FLAGS[@]}" 2>"$OUT/logs/latency.log")" || {
-    cat "$OUT/logs/latency.log" >&2
-    ks_die "latency failed"
-  }
-  emit latency "$LAT_RECORDS" "$LAT_PAGE" 1 "$out"
+  for delivery in ${LAT_DELIVERY:-default}; do
+    dflag=()
+    [ "$delivery" = default ] || dflag=(--delivery "$delivery")
+    say "latency: keysetsync run --interval $LAT_INTERVAL --delivery $delivery, $LAT_RATE updates/s for ${LAT_SECONDS}s ($LAT_RECORDS records, page $LAT_PAGE)"
+    out="$(timeout -k 10 "$((LAT_SECONDS + 300))" "$TOOLS/latency" --bin "$BIN" --brokers "$BROKERS" \
+      --records "$LAT_RECORDS" --page-size "$LAT_PAGE" --interval "$LAT_INTERVAL" --rate "$LAT_RATE" \
+      --duration "${LAT_SECONDS}s" --prefix "$PREFIX" --timeout "$((LAT_SECONDS + 240))s" "${dflag[@]}" \
+      --log "$OUT/logs/latency-keysetsync-$delivery.log" "${KS_ENV_FLAGS[@]}" 2>"$OUT/logs/latency-$delivery.log")" || {
+      cat "$OUT/logs/latency-$delivery.log" >&2
+      ks_die "latency ($delivery) failed"
+    }
+    emit latency "$LAT_RECORDS" "$LAT_PAGE" 1 "$out"
+  done
 fi
 
 # ------------------------------------------------------------------ profile

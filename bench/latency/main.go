@@ -4,15 +4,19 @@
 // A playground runs in this process (httptest on 127.0.0.1). `keysetsync run` (a subprocess)
 // syncs it into fresh topics; once its first pass has finished, this program updates --rate
 // records per second for --duration, each record at most once, noting the time just before
-// each update. A kafka.Reader follows the data topic from its end and, for every message
+// each update. A kafka.Reader follows the data topic from its end, reading committed data as a
+// consumer with isolation.level=read_committed does (the Reader's default): with exactly-once
+// delivery a record is readable only once its batch's transaction has committed, so that commit
+// is part of the latency measured. For every message
 // whose key, keysetsync.updated_at header and Avro value match an update, records the time
 // from the update to the message being read. It prints one JSON line with the percentiles.
 //
-//	latency --bin bin/keysetsync --brokers 127.0.0.1:9092 --interval 1s --duration 30s --rate 5
+//	latency --bin bin/keysetsync --brokers 127.0.0.1:9092 --interval 1s --duration 30s --rate 5 --delivery exactly-once
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -52,6 +56,7 @@ func main() {
 	rate := flag.Float64("rate", 5, "updates per second")
 	timeout := flag.Duration("timeout", 5*time.Minute, "bound on the whole measurement")
 	logPath := flag.String("log", "", "write keysetsync's log here")
+	delivery := flag.String("delivery", "", "keysetsync run --delivery (exactly-once or at-least-once); empty: the binary's default")
 	run.Parse()
 	bs := run.BrokerList
 	n := int(math.Ceil(duration.Seconds() * *rate))
@@ -79,6 +84,9 @@ func main() {
 	// keysetsync run, its JSON log scanned for pass summaries.
 	args := append([]string{"run", "--interval", interval.String(), "--topic-partitions", "1"},
 		benchkit.SyncArgs(srv.URL+playground.KeysetPath, bs, topic, cursorTopic, "bench")...)
+	if *delivery != "" {
+		args = append(args, "--delivery", *delivery)
+	}
 	cmd := benchkit.Command(context.Background(), *bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -159,6 +167,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	// Read committed (Uncommitted unset): what a read_committed consumer sees, and when.
 	reader := client.NewReader(kafka.ReaderConfig{Topic: topic, MaxWait: 50 * time.Millisecond})
 	codec, err := avro.NewCodec()
 	if err != nil {
@@ -269,6 +278,7 @@ func main() {
 		mean /= float64(len(lat))
 	}
 	res := map[string]any{
+		"delivery": cmp.Or(*delivery, "default"), "isolation": "read_committed",
 		"records": *records, "page_size": *pageSize, "interval_ms": interval.Milliseconds(), "rate": *rate,
 		"updates": len(pending), "received": received, "missing": len(pending) - received, "unmatched_messages": unmatched,
 		"p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1), "mean_ms": mean,

@@ -1,7 +1,8 @@
 // Command topics creates, counts and deletes the benchmark's topics (kafka-go, no JVM start):
 //
 //	topics --brokers 127.0.0.1:9092 create NAME [PARTITIONS]
-//	topics --brokers 127.0.0.1:9092 count NAME        # prints the number of messages
+//	topics --brokers 127.0.0.1:9092 count NAME        # prints end - start offsets (markers included)
+//	topics --brokers 127.0.0.1:9092 records NAME      # prints "RECORDS DISTINCT_KEYS", read committed
 //	topics --brokers 127.0.0.1:9092 delete NAME...
 //	topics --brokers 127.0.0.1:9092 delete-prefix PREFIX   # every topic whose name starts with it
 package main
@@ -25,7 +26,7 @@ func main() {
 	}
 	args := flag.Args()
 	if len(args) < 2 {
-		benchkit.Fatal("topics", fmt.Errorf("usage: topics [--brokers B] create NAME [PARTITIONS] | count NAME | delete NAME... | delete-prefix PREFIX"))
+		benchkit.Fatal("topics", fmt.Errorf("usage: topics [--brokers B] create NAME [PARTITIONS] | count NAME | records NAME | delete NAME... | delete-prefix PREFIX"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -47,6 +48,11 @@ func main() {
 		var n int64
 		if n, err = benchkit.Messages(ctx, c, args[1]); err == nil {
 			fmt.Println(n)
+		}
+	case "records":
+		var n, keys int64
+		if n, keys, err = benchkit.Records(ctx, c, args[1]); err == nil {
+			fmt.Println(n, keys)
 		}
 	case "delete":
 		err = c.DeleteTopics(ctx, args[1:]...)

@@ -170,7 +170,8 @@ func TopicsWithPrefix(ctx context.Context, c *kafka.Client, prefix string) ([]st
 	return out, nil
 }
 
-// Messages returns the sum over the topic's partitions of end offset minus start offset.
+// Messages returns the sum over the topic's partitions of end offset minus start offset: the
+// records plus, in a topic written in transactions, one marker per transaction (see Records).
 func Messages(ctx context.Context, c *kafka.Client, name string) (int64, error) {
 	rd := c.NewReader(kafka.ReaderConfig{Topic: name})
 	parts, err := rd.Partitions(ctx)
@@ -186,6 +187,23 @@ func Messages(ctx context.Context, c *kafka.Client, name string) (int64, error) 
 		n += b.End - b.First
 	}
 	return n, nil
+}
+
+// Records reads the topic as a read_committed consumer does (kafka.Client.Scan: committed data
+// only, transaction markers and aborted records stepped over) and returns how many records it
+// holds and how many distinct keys. Offsets cannot count records once a producer writes in
+// transactions: every commit adds a marker that takes an offset (Messages counts those too).
+func Records(ctx context.Context, c *kafka.Client, name string) (records, keys int64, err error) {
+	seen := map[string]struct{}{}
+	err = c.Scan(ctx, name, func(r kafka.Record) error {
+		records++
+		seen[string(r.Key)] = struct{}{}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("read %s: %w", name, err)
+	}
+	return records, int64(len(seen)), nil
 }
 
 // EndOffset returns the end offset (the offset of the next message) of one partition.
