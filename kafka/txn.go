@@ -27,6 +27,11 @@ type TxnConfig struct {
 	// aborts it (default 60s; the broker caps it at transaction.max.timeout.ms, 15 min by
 	// default, and answers INVALID_TRANSACTION_TIMEOUT beyond).
 	TransactionTimeout time.Duration
+	// MaxMessageBytes is the smallest max.message.bytes of the topics the producer writes (0:
+	// the broker's default): a partition's records of one Produce are cut into record batches
+	// that fit it, and a message larger than sink.MaxSize of it fails the Produce before
+	// anything is sent (MESSAGE_TOO_LARGE).
+	MaxMessageBytes int
 	// Logger receives retries of transient answers (debug) and transaction ends (debug).
 	Logger *slog.Logger
 }
@@ -215,13 +220,16 @@ func (p *TxnProducer) Produce(ctx context.Context, msgs []sink.Message) error {
 	if err != nil {
 		return err // the transaction is intact: nothing was sent
 	}
-	if err := p.addPartitions(ctx, order); err != nil {
-		return err
-	}
-
 	streams := make([]*txnStream, len(order))
 	for i, tp := range order {
-		streams[i] = &txnStream{tp: tp, batches: txnSplit(byPart[tp]), seq: p.seq[tp]}
+		batches, err := txnSplit(tp, byPart[tp], p.cfg.MaxMessageBytes)
+		if err != nil {
+			return p.errorf(err, "produce") // nothing was sent either
+		}
+		streams[i] = &txnStream{tp: tp, batches: batches, seq: p.seq[tp]}
+	}
+	if err := p.addPartitions(ctx, order); err != nil {
+		return err
 	}
 	p.produceAll(ctx, streams, time.Now())
 	var errs []error
