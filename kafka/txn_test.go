@@ -510,3 +510,27 @@ func TestTxnSplitsAPartitionIntoBatchesThatFit(t *testing.T) {
 		require.Equal(t, txnWant(msgs), txnGot(txnReadCommitted(t, tg, map[string]int{topic: 1})))
 	})
 }
+
+// A committed transaction is visible to read_committed readers as soon as Commit returns:
+// the last stable offset of each of its partitions is past it, so a reader that starts then
+// (a tail from the end, the next pass's cursor load) neither starts before it nor stops short
+// of it. Kafka answers EndTxn before the partitions have their commit markers, and on the real
+// broker most commits were not yet visible right after it: twenty in a row make that certain
+// to show.
+func TestTxnCommitIsVisibleWhenItReturns(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		topic := kafkatest.Topic(t, "txnvisible")
+		kafkatest.CreateTopic(t, tg, topic, 2, nil)
+		p := txnNewProducer(t, tg.Kafka(t), topic, nil)
+		committed := tg.Kafka(t).NewReader(kafka.ReaderConfig{Topic: topic})
+		all := tg.Kafka(t).NewReader(kafka.ReaderConfig{Topic: topic, Uncommitted: true})
+		for i := range 20 {
+			txnCommitOne(t, p, txnMsgs(topic, fmt.Sprint("t", i), 4, 4, 10))
+			got, err := committed.Offsets(txnCtx(t), []int{0, 1})
+			require.NoError(t, err)
+			want, err := all.Offsets(txnCtx(t), []int{0, 1})
+			require.NoError(t, err)
+			require.Equal(t, want, got, "transaction %d: the last stable offsets right after Commit are the high watermarks", i)
+		}
+	})
+}
