@@ -27,6 +27,11 @@ type TxnConfig struct {
 	// aborts it (default 60s; the broker caps it at transaction.max.timeout.ms, 15 min by
 	// default, and answers INVALID_TRANSACTION_TIMEOUT beyond).
 	TransactionTimeout time.Duration
+	// MaxMessageBytes is the smallest max.message.bytes of the topics the producer writes (0:
+	// the broker's default): a partition's records of one Produce are cut into record batches
+	// that fit it, and a message larger than sink.MaxSize of it fails the Produce before
+	// anything is sent (MESSAGE_TOO_LARGE).
+	MaxMessageBytes int
 	// Logger receives retries of transient answers (debug) and transaction ends (debug).
 	Logger *slog.Logger
 }
@@ -82,9 +87,10 @@ type TxnProducer struct {
 	balancer   kafkago.Murmur2Balancer
 
 	inTxn   bool
-	added   map[txnPartition]bool // partitions added to the open transaction
-	failed  error                 // why the open transaction must be aborted (sequences unknown)
-	fenced  error                 // final
+	added   map[txnPartition]bool  // partitions added to the open transaction
+	written map[txnPartition]int64 // per partition, the offset after the open transaction's last record
+	failed  error                  // why the open transaction must be aborted (sequences unknown)
+	fenced  error                  // final
 	closed  bool
 	timeout time.Duration
 }
@@ -115,6 +121,7 @@ func NewTxnProducer(ctx context.Context, cfg TxnConfig) (*TxnProducer, error) {
 		seq:        map[txnPartition]int32{},
 		partitions: map[string][]int{},
 		added:      map[txnPartition]bool{},
+		written:    map[txnPartition]int64{},
 		timeout:    cfg.TransactionTimeout,
 	}
 	if p.log == nil {
@@ -215,18 +222,24 @@ func (p *TxnProducer) Produce(ctx context.Context, msgs []sink.Message) error {
 	if err != nil {
 		return err // the transaction is intact: nothing was sent
 	}
-	if err := p.addPartitions(ctx, order); err != nil {
-		return err
-	}
-
 	streams := make([]*txnStream, len(order))
 	for i, tp := range order {
-		streams[i] = &txnStream{tp: tp, batches: txnSplit(byPart[tp]), seq: p.seq[tp]}
+		batches, err := txnSplit(tp, byPart[tp], p.cfg.MaxMessageBytes)
+		if err != nil {
+			return p.errorf(err, "produce") // nothing was sent either
+		}
+		streams[i] = &txnStream{tp: tp, batches: batches, seq: p.seq[tp], end: -1}
+	}
+	if err := p.addPartitions(ctx, order); err != nil {
+		return err
 	}
 	p.produceAll(ctx, streams, time.Now())
 	var errs []error
 	for _, s := range streams {
 		p.seq[s.tp] = s.seq // advanced over the batches acknowledged, even on failure
+		if s.end >= 0 {
+			p.written[s.tp] = s.end
+		}
 		if s.err != nil {
 			errs = append(errs, s.err)
 		}
@@ -354,8 +367,10 @@ func txnAddErrors(res *kafkago.AddPartitionsToTxnResponse, want []txnPartition) 
 	return notAttempted
 }
 
-// Commit commits the open transaction (EndTxn): its records become visible to read_committed
-// readers. It refuses when a Produce of the transaction failed; Abort then.
+// Commit commits the open transaction (EndTxn) and returns once its records are visible to
+// read_committed readers: the last stable offset of each of its partitions is past them (see
+// awaitStable). It refuses when a Produce of the transaction failed; Abort then. An error after
+// EndTxn succeeded says the transaction is committed but not yet visible.
 func (p *TxnProducer) Commit(ctx context.Context) error {
 	return p.end(ctx, true)
 }
@@ -402,8 +417,52 @@ func (p *TxnProducer) end(ctx context.Context, commit bool) error {
 		return p.errorf(err, "%s (outcome unknown; Abort re-initialises the producer)", what)
 	}
 	p.log.Debug("transaction ended", "commit", commit, "partitions", len(p.added), "producer_id", p.pid, "epoch", p.epoch)
+	if commit {
+		if err := p.awaitStable(ctx); err != nil {
+			p.finish() // committed all the same: the next transaction may begin
+			return p.errorf(err, "%s: committed, but read_committed readers do not see it yet", what)
+		}
+	}
 	p.finish()
 	return nil
+}
+
+// errTxnNotStable: a partition's last stable offset is not yet past the transaction.
+var errTxnNotStable = errors.New("last stable offset not yet past the transaction")
+
+// awaitStable returns once the last stable offset of every partition of the committed
+// transaction is past its records: read_committed readers then see it. EndTxn answers once the
+// coordinator has logged the decision, before the partition leaders have its markers, and until
+// they do a partition's last stable offset stays at the transaction's first record: a reader
+// that starts right after the commit (a tail from the end, the next pass's cursor load, a
+// verify) would read up to there only, or start before the transaction it just saw committed.
+// The markers take milliseconds; another producer's transaction open since before ours holds
+// the last stable offset too, and this waits for it as well, until ctx ends.
+func (p *TxnProducer) awaitStable(ctx context.Context) error {
+	byTopic := map[string][]int{}
+	for tp := range p.written {
+		byTopic[tp.topic] = append(byTopic[tp.topic], tp.partition)
+	}
+	return txnRetry(ctx, func(ctx context.Context, err error) bool {
+		return errors.Is(err, errTxnNotStable) || txnReadTransient(ctx, err)
+	}, p.logRetry("ListOffsets"), func(ctx context.Context) error {
+		for topic, parts := range byTopic {
+			reqs := make([]kafkago.OffsetRequest, len(parts))
+			for i, part := range parts {
+				reqs[i] = kafkago.LastOffsetOf(part)
+			}
+			res, err := p.cfg.Client.listOffsets(ctx, topic, parts, reqs, true)
+			if err != nil {
+				return err
+			}
+			for _, part := range parts {
+				if lso, want := res[part].LastOffset, p.written[txnPartition{topic, part}]; lso < want {
+					return fmt.Errorf("%s/%d: at %d, the transaction ends at %d: %w", topic, part, lso, want, errTxnNotStable)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // recover aborts a failed transaction and restarts the sequences. EndTxn(abort) comes first
@@ -447,6 +506,7 @@ func (p *TxnProducer) endTxn(ctx context.Context, commit bool) error {
 func (p *TxnProducer) finish() {
 	p.inTxn = false
 	clear(p.added)
+	clear(p.written)
 }
 
 // Close releases the producer. An open transaction is left to the coordinator: it aborts it

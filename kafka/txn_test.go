@@ -474,3 +474,63 @@ func TestTxnLostProduceAnswerRestartsSequences(t *testing.T) {
 	txnMarkEnd(t, tg, topic, 1)
 	require.Equal(t, txnWant(kept), txnGot(txnReadCommitted(t, tg, map[string]int{topic: 1})))
 }
+
+// One transaction can hold more records for a partition than one record batch the topic
+// accepts (max.message.bytes): Produce cuts them into batches that fit, sent in order with
+// their sequences, and read_committed readers see them all, in order. A message as large as
+// the limit allows (sink.MaxSize) fits a batch on its own; one byte more is refused before
+// anything is sent, naming where it was going.
+func TestTxnSplitsAPartitionIntoBatchesThatFit(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		const maxBytes = 20000
+		topic := kafkatest.Topic(t, "txnsplit")
+		kafkatest.CreateTopic(t, tg, topic, 1, map[string]string{"max.message.bytes": fmt.Sprint(maxBytes)})
+		p, err := kafka.NewTxnProducer(txnCtx(t), kafka.TxnConfig{Client: tg.Kafka(t), TransactionalID: topic, MaxMessageBytes: maxBytes})
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+
+		sized := func(key string, size int) sink.Message {
+			m := sink.Message{Topic: topic, Key: []byte(key)}
+			m.Value = bytes.Repeat([]byte("x"), size-sink.Size(&m))
+			require.Equal(t, size, sink.Size(&m))
+			return m
+		}
+		limit := sink.MaxSize(maxBytes)
+		// Three batches' worth of small messages, then one as large as a batch holds.
+		msgs := append(txnMsgs(topic, "small", 30, 1, 1900), sized("k0", limit))
+		txnCommitOne(t, p, msgs)
+
+		require.NoError(t, p.Begin())
+		err = p.Produce(txnCtx(t), []sink.Message{sized("k0", limit+1)})
+		require.ErrorIs(t, err, kafkago.MessageSizeTooLarge)
+		require.ErrorContains(t, err, fmt.Sprintf("%s/0 (key \"k0\") is %d bytes, over the limit of %d", topic, limit+1, limit))
+		require.NoError(t, p.Abort(txnCtx(t)))
+
+		txnMarkEnd(t, tg, topic, 1)
+		require.Equal(t, txnWant(msgs), txnGot(txnReadCommitted(t, tg, map[string]int{topic: 1})))
+	})
+}
+
+// A committed transaction is visible to read_committed readers as soon as Commit returns:
+// the last stable offset of each of its partitions is past it, so a reader that starts then
+// (a tail from the end, the next pass's cursor load) neither starts before it nor stops short
+// of it. Kafka answers EndTxn before the partitions have their commit markers, and on the real
+// broker most commits were not yet visible right after it: twenty in a row make that certain
+// to show.
+func TestTxnCommitIsVisibleWhenItReturns(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		topic := kafkatest.Topic(t, "txnvisible")
+		kafkatest.CreateTopic(t, tg, topic, 2, nil)
+		p := txnNewProducer(t, tg.Kafka(t), topic, nil)
+		committed := tg.Kafka(t).NewReader(kafka.ReaderConfig{Topic: topic})
+		all := tg.Kafka(t).NewReader(kafka.ReaderConfig{Topic: topic, Uncommitted: true})
+		for i := range 20 {
+			txnCommitOne(t, p, txnMsgs(topic, fmt.Sprint("t", i), 4, 4, 10))
+			got, err := committed.Offsets(txnCtx(t), []int{0, 1})
+			require.NoError(t, err)
+			want, err := all.Offsets(txnCtx(t), []int{0, 1})
+			require.NoError(t, err)
+			require.Equal(t, want, got, "transaction %d: the last stable offsets right after Commit are the high watermarks", i)
+		}
+	})
+}

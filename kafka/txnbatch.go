@@ -8,6 +8,7 @@ import (
 	"math"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/keysetsync/keysetsync/sink"
@@ -98,28 +99,25 @@ func txnNextSequence(seq int32, n int) int32 {
 	return int32(next)
 }
 
-// txnMaxBatchBytes bounds the records of one batch (estimated uncompressed size), well under
-// the broker's default max.message.bytes (1 MiB): Kafka takes exactly one batch per partition
-// in a produce request, so a partition's records of one Produce are split into batches sent
-// one after the other.
-const txnMaxBatchBytes = 512 << 10
-
-func txnRecordSize(m sink.Message) int {
-	n := len(m.Key) + len(m.Value) + 24
-	for _, h := range m.Headers {
-		n += len(h.Key) + len(h.Value) + 10
-	}
-	return n
-}
-
-// txnSplit cuts msgs into batches of at most txnMaxBatchBytes (a larger single record is a
-// batch of its own; the broker then answers MESSAGE_TOO_LARGE).
-func txnSplit(msgs []sink.Message) [][]sink.Message {
+// txnSplit cuts a partition's msgs into record batches that the broker accepts: each batch's
+// records plus sink.RecordBatchOverhead within maxMessageBytes (the topic's max.message.bytes;
+// 0: the broker's default). Kafka takes one batch per partition in a produce request and
+// refuses a larger one whole (MESSAGE_TOO_LARGE), so a partition's records of one Produce go
+// out as several batches, one after the other. A record is counted as sink.Size, which is
+// never less than its v2 encoding here (varint lengths, one timestamp for the batch): the
+// count the pipeline sizes its messages with, so a message it let through always fits a batch.
+// A message over the limit on its own fails the whole split, before anything is sent.
+func txnSplit(tp txnPartition, msgs []sink.Message, maxMessageBytes int) ([][]sink.Message, error) {
+	limit := sink.MaxSize(maxMessageBytes)
 	var out [][]sink.Message
 	start, size := 0, 0
-	for i, m := range msgs {
-		s := txnRecordSize(m)
-		if i > start && size+s > txnMaxBatchBytes {
+	for i := range msgs {
+		s := sink.Size(&msgs[i])
+		if s > limit {
+			return nil, fmt.Errorf("message %d of %d for %s/%d (key %q) is %d bytes, over the limit of %d (max.message.bytes %d less %d bytes of record batch header): %w",
+				i, len(msgs), tp.topic, tp.partition, txnShortKey(msgs[i].Key), s, limit, limit+sink.RecordBatchOverhead, sink.RecordBatchOverhead, kafkago.MessageSizeTooLarge)
+		}
+		if i > start && size+s > limit {
 			out = append(out, msgs[start:i])
 			start, size = i, 0
 		}
@@ -128,5 +126,13 @@ func txnSplit(msgs []sink.Message) [][]sink.Message {
 	if start < len(msgs) {
 		out = append(out, msgs[start:])
 	}
-	return out
+	return out, nil
+}
+
+// txnShortKey is a key as an error shows it: its first 64 bytes.
+func txnShortKey(k []byte) string {
+	if len(k) > 64 {
+		return string(k[:64]) + "..."
+	}
+	return string(k)
 }

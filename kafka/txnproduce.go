@@ -21,6 +21,7 @@ type txnStream struct {
 	tp      txnPartition
 	batches [][]sink.Message
 	seq     int32  // base sequence of batches[0]
+	end     int64  // offset after the last record acknowledged, -1 before any
 	encoded []byte // batches[0] as sent, kept for resending it with the same sequence
 	err     error  // final
 	retry   error  // last transient failure of batches[0]
@@ -152,9 +153,10 @@ func (p *TxnProducer) sendRound(ctx context.Context, streams []*txnStream, now t
 		if s.err != nil {
 			continue
 		}
-		perr := err
+		perr, base := err, int64(-1)
 		if err == nil {
 			pr, ok := answers[s.tp]
+			base = pr.BaseOffset
 			switch {
 			case !ok:
 				perr = fmt.Errorf("partition missing from the produce answer: %w", kafkago.NetworkException)
@@ -172,6 +174,9 @@ func (p *TxnProducer) sendRound(ctx context.Context, streams []*txnStream, now t
 		switch {
 		case perr == nil:
 			s.seq = txnNextSequence(s.seq, len(s.batches[0]))
+			if base >= 0 { // -1 answers a duplicate whose offset the broker forgot
+				s.end = base + int64(len(s.batches[0]))
+			}
 			s.batches, s.encoded = s.batches[1:], nil
 		case txnProduceRetriable(ctx, perr):
 			s.retry = perr

@@ -120,7 +120,10 @@ func TestTxnReadResumes(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		topic := kafkatest.Topic(t, "txnread")
 		kafkatest.CreateTopic(t, tg, topic, 1, nil)
-		p := txnNewProducer(t, tg.Kafka(t), topic, nil)
+		// One client for the many reads: a new one per read dials and loads metadata again,
+		// which under -race on a busy machine took minutes.
+		kc := tg.Kafka(t)
+		p := txnNewProducer(t, kc, topic, nil)
 		var want [][]sink.Message
 		for i := range 4 {
 			msgs := txnMsgs(topic, fmt.Sprint("t", i), 10, 100, 5)
@@ -139,7 +142,7 @@ func TestTxnReadResumes(t *testing.T) {
 			var got []string
 			for from := int64(0); from < end; {
 				n := 0
-				next, err := kafka.TxnReadPartition(txnCtx(t), tg.Kafka(t), topic, 0, from, committed, func(r kafka.TxnRecord) error {
+				next, err := kafka.TxnReadPartition(txnCtx(t), kc, topic, 0, from, committed, func(r kafka.TxnRecord) error {
 					if n == 3 {
 						return stop
 					}

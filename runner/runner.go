@@ -146,7 +146,7 @@ func open(ctx context.Context, cfg Config, valuePrefix []byte) (_ *Runner, err e
 	// previous instance and aborts its open transaction, which would otherwise hold the load.
 	var out sink.Sink
 	if cfg.ExactlyOnce {
-		out, err = kafka.NewTxnSink(ctx, kafka.TxnConfig{Client: cfg.Kafka, TransactionalID: cfg.TransactionalID, TransactionTimeout: cfg.TransactionTimeout, Logger: log})
+		out, err = kafka.NewTxnSink(ctx, kafka.TxnConfig{Client: cfg.Kafka, TransactionalID: cfg.TransactionalID, TransactionTimeout: cfg.TransactionTimeout, MaxMessageBytes: sinkMax, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("transactional id %q: %w", cfg.TransactionalID, err)
 		}
