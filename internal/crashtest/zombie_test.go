@@ -23,7 +23,11 @@ import (
 const (
 	// zombieRounds is the number of random kills and restarts of the zombie test.
 	zombieRounds = 16
-	// zombieLag delays every page the lagging instance fetches.
+	// zombieRecords is the API's size: small enough that the API's updates often hit a record
+	// in a page the lagging instance has and has not yet delivered, which without fencing
+	// leaves an older version last in the topic.
+	zombieRecords = 1000
+	// zombieLag is how late the lagging instance gets each page the API made.
 	zombieLag = 500 * time.Millisecond
 )
 
@@ -41,7 +45,7 @@ type instance struct {
 
 // TestZombieFencing runs two instances of one pipeline, as an overlapping rolling deploy or a
 // wrong replica count does: the same flags, one of them reading the API through a proxy that
-// delays every page by zombieLag. While the API changes, both are killed (SIGKILL) and
+// delivers every page zombieLag after the API made it. While the API changes, both are killed (SIGKILL) and
 // restarted at random; an instance that stops on its own is restarted at the next round. It
 // requires that every such stop is the fencing (exit 4, an error naming the pipeline), caused
 // by a later start of the other instance; that the committed cursor never goes back and is
@@ -58,22 +62,32 @@ func TestZombieFencing(t *testing.T) {
 
 func zombieLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string) {
 	begin := time.Now()
-	h := newHarness(t, bin, tg, playground.Config{Records: 5000, PageSize: playgroundPage, TieWidth: 5, UpdatesPerSecond: updatesPerSecond, Seed: 10})
+	h := newHarness(t, bin, tg, playground.Config{Records: zombieRecords, PageSize: playgroundPage, TieWidth: 5, UpdatesPerSecond: updatesPerSecond, Seed: 10})
 	h.flags = flags
 	h.inFlight = 4
 	h.exactlyOnce = !slices.Contains(flags, "at-least-once")
 
 	api := h.api.Handler()
 	lagging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == playground.KeysetPath {
-			// The experiment, not a synchronisation: this instance sees the API late.
-			select {
-			case <-time.After(zombieLag):
-			case <-r.Context().Done():
-				return
-			}
+		if r.URL.Path != playground.KeysetPath {
+			api.ServeHTTP(w, r)
+			return
 		}
-		api.ServeHTTP(w, r)
+		// The page as the API has it now, delivered zombieLag later: this instance sees the
+		// API late, and writes versions that may have changed since. The delay is the
+		// experiment, not a synchronisation.
+		page := httptest.NewRecorder()
+		api.ServeHTTP(page, r)
+		select {
+		case <-time.After(zombieLag):
+		case <-r.Context().Done():
+			return
+		}
+		for k, v := range page.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(page.Code)
+		_, _ = w.Write(page.Body.Bytes())
 	}))
 	t.Cleanup(lagging.Close)
 
