@@ -322,6 +322,7 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 		}
 	}
 	r := h.finish(t)
+	h.independent(t, r)
 	bound := kills * inFlight * maxBatch
 	st := h.api.Stats()
 	t.Logf("%s: %d kills %v in %d runs (%d ended on their own: %d before their kill point, %d after it, %d of them at the last cursor write); %d kills left messages to re-send (at most %d); %d checks awaited a commit's markers; %d API updates; topic: %d messages, %d ids; lost=%d duplicates=%d (bound %d); %v",

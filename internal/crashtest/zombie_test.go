@@ -188,6 +188,7 @@ func zombieLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string) {
 		}
 	}
 	r := h.finish(t)
+	h.independent(t, r)
 	t.Logf("%s: %d rounds, %d kills, %d fencings, %d starts (fast %d, lagging %d); %d API updates; topic: %d messages, %d ids; lost=%d duplicates=%d; %v",
 		tg.Name, zombieRounds, kills, fencings, insts[0].starts+insts[1].starts, insts[0].starts, insts[1].starts, h.api.Stats().Updates,
 		r.messages, r.ids, r.lost, r.duplicates, time.Since(begin).Round(time.Millisecond))
