@@ -23,9 +23,8 @@
 //     counts (once the commit markers of the data and cursor partitions are both written), the
 //     acknowledged kill point on kfake is the nth EndTxn(commit), applied or dropped, and at
 //     the end no record version may be in the topic twice, for keysetsync's reader and, on the
-//     real broker, for two
-//     that are not ours: librdkafka (scripts/check_topic.py --max-duplicates 0) and Kafka's
-//     console consumer with --isolation-level read_committed.
+//     real broker, for two that are not ours: librdkafka (scripts/check_topic.py
+//     --max-duplicates 0) and Kafka's console consumer with --isolation-level read_committed.
 //   - TestZombieFencing runs two `run` instances of one pipeline, one getting every page 0.5 s
 //     late, and kills and restarts them at random while the API changes: every stop that is
 //     not a kill must be the fencing (exit 4, the error naming the pipeline) by a process that
