@@ -244,7 +244,7 @@ func TestBrokerOutages(t *testing.T) {
 		assert.Equal(t, messages, m2, "nothing new to send")
 	})
 
-	t.Run("broker stopped and started mid-transaction: the open transaction is aborted, the pass resumes, every record once", func(t *testing.T) {
+	t.Run("broker stopped and started mid-transaction: the sync resumes, every record once", func(t *testing.T) {
 		b.Start() // no-op if the previous step left it running
 		midTransaction(t, bin, b)
 	})
