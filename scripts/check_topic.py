@@ -17,11 +17,18 @@ Examples:
         --schema schema.avsc --snapshot-url http://127.0.0.1:5001/snapshot
     scripts/check_topic.py --topic users --schema schema.avsc --print 3
 
+The topic is read as a read_committed consumer (isolation.level=read_committed):
+records of aborted transactions are skipped, and an open transaction holds the
+read at its first offset (the partition's last stable offset). A record
+version that appears more than once (same key, keysetsync.updated_at header
+and value bytes) is counted as a duplicate; --max-duplicates N fails the check
+beyond N (0 for an exactly-once pipeline).
+
 Exit status: 0 when every snapshot record is in the topic with equal fields and
 everything decoded; 1 when a record is missing or stale, a message did not
 decode, a key does not match its record's id, a key is in more than one
-partition, --expect-count does not match, or the topic/snapshot could not be
-read; 2 on bad arguments.
+partition, --expect-count does not match, there are more duplicates than
+--max-duplicates, or the topic/snapshot could not be read; 2 on bad arguments.
 Records only in the topic ("extra") are reported but do not fail the check.
 """
 
@@ -49,6 +56,7 @@ UTC = dt.timezone.utc
 STRING_FIELDS = ("name", "email", "address", "company", "job")
 TIME_FIELDS = ("createdAt", "updatedAt")
 MAX_EXAMPLES = 10
+UPDATED_AT_HEADER = "keysetsync.updated_at"
 
 
 def log(msg):
@@ -147,9 +155,10 @@ def read_topic(args, decoder):
         }
     )
     stats = {"messages": 0, "tombstones": 0, "bytes": 0}
-    problems = {"decode": [], "key": [], "split": []}
-    counts = {"decode": 0, "key": 0, "split": 0}
+    problems = {"decode": [], "key": [], "split": [], "duplicate": []}
+    counts = {"decode": 0, "key": 0, "split": 0, "duplicate": 0}
     latest = {}
+    versions = {}  # (key, updated_at header, value) -> first offset
     key_partition = {}
     printed = 0
 
@@ -252,6 +261,16 @@ def read_topic(args, decoder):
                                 ),
                                 flush=True,
                             )
+                updated_at = None
+                for hk, hv in m.headers() or []:
+                    if hk == UPDATED_AT_HEADER:
+                        updated_at = hv
+                version = (kb, updated_at, val)
+                if version in versions:
+                    problem("duplicate", f"{where}: key {key!r} updated_at {updated_at!r}: "
+                            f"the same version is at {versions[version]}")
+                else:
+                    versions[version] = where
                 if key is not None:
                     prev = key_partition.setdefault(key, p)
                     if prev != p:
@@ -315,6 +334,9 @@ def main():
                     help="don't fail on records that are missing or older in the topic when the "
                     "snapshot's updatedAt is within the last SECONDS (the source changed after the "
                     "last sync); reported as 'lagging'. Default 0: strict")
+    ap.add_argument("--max-duplicates", type=int, metavar="N",
+                    help="fail when more than N messages repeat a record version (key, "
+                    "keysetsync.updated_at header and value); default: report only")
     ap.add_argument("--print", type=int, default=0, metavar="N",
                     help="print the first N decoded messages as JSON lines; without --snapshot-url "
                     "stop after them")
@@ -340,6 +362,7 @@ def main():
         "decode_errors": counts["decode"],
         "key_errors": counts["key"],
         "split_keys": counts["split"],
+        "duplicates": counts["duplicate"],
     }
     missing = stale = lagging = extra = []
     if args.snapshot_url:
@@ -356,6 +379,8 @@ def main():
         failures.append("key errors")
     if counts["split"]:
         failures.append("keys in several partitions")
+    if args.max_duplicates is not None and counts["duplicate"] > args.max_duplicates:
+        failures.append(f"{counts['duplicate']} duplicate record versions (at most {args.max_duplicates})")
     if missing:
         failures.append("missing records")
     if stale:
@@ -376,7 +401,8 @@ def main():
     line = " ".join(f"{k}={v}" for k, v in summary.items() if k not in ("ok",))
     verdict = "OK" if not failures else "FAIL (" + ", ".join(failures) + ")"
     print(f"check_topic: {line} read_secs={read_secs:.1f} -> {verdict}", flush=True)
-    for kind, title in (("decode", "decode errors"), ("key", "key errors"), ("split", "keys in several partitions")):
+    for kind, title in (("decode", "decode errors"), ("key", "key errors"), ("split", "keys in several partitions"),
+                        ("duplicate", "duplicate record versions")):
         if counts[kind]:
             examples(title, problems[kind])
     examples("missing", missing)

@@ -5,6 +5,7 @@ package crashtest
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,7 +46,11 @@ func killsWanted(t *testing.T) int {
 //
 // On kfake the produce and acknowledged kill points are exact instead: the broker kills the
 // binary when its nth data produce request (producing batch) or nth cursor write (batch
-// acknowledged) of the run arrives, then stores the request (store) or drops it.
+// acknowledged) of the run arrives, then stores the request (store) or drops it. Exactly-once,
+// the cursor is written in the batch's transaction, and "batch acknowledged" comes once the
+// transaction committed: its exact kill point is the nth EndTxn(commit), which the broker then
+// applies (store: committed, the binary never hears back) or drops (the transaction stays
+// open until the next run aborts it).
 type killPoint struct {
 	msg   string
 	n     int
@@ -53,9 +58,13 @@ type killPoint struct {
 	store bool
 }
 
-func (kp killPoint) describe(trapped bool) string {
+func (kp killPoint) describe(trapped, exactlyOnce bool) string {
 	s := fmt.Sprintf("%q #%d", kp.msg, kp.n)
 	switch {
+	case trapped && exactlyOnce && kp.msg == msgAcked && kp.store:
+		s = fmt.Sprintf("EndTxn(commit) #%d (killed at the broker, transaction committed)", kp.n)
+	case trapped && exactlyOnce && kp.msg == msgAcked:
+		s = fmt.Sprintf("EndTxn(commit) #%d (killed at the broker, request dropped)", kp.n)
 	case trapped && kp.store:
 		s += " (killed at the broker, request stored)"
 	case trapped:
@@ -108,7 +117,10 @@ func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
 	var tr *trap
 	if h.tg.Fake != nil && (kp.msg == msgProduce || kp.msg == msgAcked) {
 		tr = &trap{topic: h.topic, n: kp.n, store: kp.store, fire: func(p *proctest.Proc) { _ = p.Kill() }}
-		if kp.msg == msgAcked {
+		switch {
+		case kp.msg == msgAcked && h.exactlyOnce:
+			tr.topic, tr.endTxn = "", true
+		case kp.msg == msgAcked:
 			tr.topic = h.cursorTopic
 		}
 	}
@@ -144,10 +156,13 @@ func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
 		if killed {
 			// The log line comes before its request; the cursor writes are one at a time, and
 			// so are the data writes with one batch in flight. Several in flight may share a
-			// request.
-			if kp.msg == msgAcked || h.inFlight == 1 {
+			// request. Exactly-once, "batch acknowledged" follows its EndTxn's answer.
+			switch {
+			case tr.endTxn:
+				require.Less(t, seen, kp.n, "log lines %q when the broker got EndTxn(commit) #%d:\n%s", kp.msg, kp.n, p.Tail(10))
+			case kp.msg == msgAcked || h.inFlight == 1:
 				require.Equal(t, kp.n, seen, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.Tail(10))
-			} else {
+			default:
 				require.GreaterOrEqual(t, seen, kp.n, "log lines %q when the broker got request #%d:\n%s", kp.msg, kp.n, p.Tail(10))
 			}
 		}
@@ -166,7 +181,7 @@ func (h *harness) runUntilKilled(t *testing.T, kp killPoint) kill {
 	}
 	ws, _ := st.Sys().(syscall.WaitStatus)
 	require.True(t, killed && ws.Signaled() && ws.Signal() == syscall.SIGKILL,
-		"once failed on its own (%v) while waiting for %v; stderr ends with:\n%s", st, kp.describe(tr != nil), p.Tail(30))
+		"once failed on its own (%v) while waiting for %v; stderr ends with:\n%s", st, kp.describe(tr != nil, h.exactlyOnce), p.Tail(30))
 	return kill{killed: true, reached: true, trapped: tr != nil, records: records}
 }
 
@@ -194,8 +209,11 @@ const maxAttempts = 20
 const maxBatch = batchRecords + playgroundPage
 
 // TestCrashRecovery SIGKILLs `keysetsync once` over and over at chosen points of the sync loop
-// and requires that no record is lost, that the cursor is never ahead of the data, and that
-// each crash re-sends at most the batches that were in flight: one with --max-in-flight 1.
+// and requires that no record is lost and that the cursor is never ahead of the data.
+// Exactly-once (the default), a read_committed reader must see, after every kill, exactly the
+// messages the committed cursor counts, and at the end no record version twice, also with two
+// consumers that are not ours (librdkafka, Kafka's console consumer). At-least-once, each crash
+// may re-send at most the batches that were in flight: one with --max-in-flight 1.
 func TestCrashRecovery(t *testing.T) {
 	bin := proctest.BuildBinary(t)
 	kills := killsWanted(t)
@@ -205,11 +223,14 @@ func TestCrashRecovery(t *testing.T) {
 		inFlight int // batches produced and not committed at once: --max-in-flight
 		kills    int
 	}{
-		{"serial", []string{"--max-in-flight", "1"}, 1, kills},
-		{"pipelined", []string{"--max-in-flight", "4"}, 4, (kills + 1) / 2},
+		// Several batches in flight, each its own transaction, over the full number of kills.
+		{"exactly-once pipelined", []string{"--max-in-flight", "4"}, 4, kills},
 		// A lookback re-reads a window behind the cursor on every pass and keeps what it
 		// delivered there in the cursor: a crash must not make it send any of that again.
-		{"lookback", []string{"--max-in-flight", "4", "--lookback", "1m"}, 4, (kills + 1) / 2},
+		{"exactly-once lookback", []string{"--max-in-flight", "4", "--lookback", "1m"}, 4, (kills + 1) / 2},
+		// The plain writer: a crash re-sends at most the one batch in flight, exactly where
+		// the broker-side kill points say.
+		{"at-least-once serial", []string{"--delivery", "at-least-once", "--max-in-flight", "1"}, 1, (kills + 1) / 2},
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -226,6 +247,7 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 	h := newHarness(t, bin, tg, crashConfig(kills))
 	h.flags = flags
 	h.inFlight = inFlight
+	h.exactlyOnce = !slices.Contains(flags, "at-least-once")
 	runs, completed, resent, mostResent, byKind := 0, 0, 0, 0, map[string]int{}
 	raced, exited := 0, 0
 	uncommitted := 0 // messages in the topic that no committed cursor counts
@@ -250,7 +272,7 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 				// The run finished what it had left after the line (a broker round trip or
 				// two) before the signal landed, which a loaded machine allows: aim again.
 				raced++
-				require.Less(t, attempt, maxAttempts, "%d runs in a row finished before the signal sent at their %s landed", attempt, kp.describe(false))
+				require.Less(t, attempt, maxAttempts, "%d runs in a row finished before the signal sent at their %s landed", attempt, kp.describe(false, h.exactlyOnce))
 			} else {
 				// The sync caught up before the kill point: the next run aims at the first
 				// occurrence, at once, once the API has an update the run has not seen, so
@@ -264,6 +286,7 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 		}
 		done++
 		byKind[kp.msg]++
+		h.settle(t)
 		c, messages := h.checkCursor(t)
 		written := messages - int(c.Records) - uncommitted // by the killed run, not committed
 		uncommitted += written
@@ -271,13 +294,18 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 			resent++
 		}
 		mostResent = max(mostResent, written)
-		what := kp.describe(k.trapped)
+		what := kp.describe(k.trapped, h.exactlyOnce)
 		if testing.Verbose() && (kills <= 200 || done%50 == 0) {
 			t.Logf("kill %d/%d at %s: cursor seq=%d records=%d last_updated_at=%s; topic messages=%d (+%d not covered by a cursor)",
 				done, kills, what, c.Seq, c.Records, c.LastUpdatedAt.Format(time.RFC3339), messages, written)
 		}
+		if h.exactlyOnce {
+			// The killed run's open transaction, if any, is invisible until the next run
+			// aborts it; every committed one carried its cursor.
+			require.Zero(t, written, "kill at %s: read_committed messages not counted by the committed cursor", what)
+		}
 		require.LessOrEqual(t, written, inFlight*maxBatch, "kill at %s: more than %d batches written beyond the cursor", what, inFlight)
-		if k.trapped {
+		if k.trapped && !h.exactlyOnce {
 			require.Positive(t, k.records, "records of the batch at %s", what)
 			// The batch the trap caught is in doubt, and where it stands is known; with one
 			// batch in flight it is the only one.
@@ -294,12 +322,16 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 		}
 	}
 	r := h.finish(t)
+	h.independent(t, r)
 	bound := kills * inFlight * maxBatch
 	st := h.api.Stats()
-	t.Logf("%s: %d kills %v in %d runs (%d ended on their own: %d before their kill point, %d after it, %d of them at the last cursor write); %d kills left messages to re-send (at most %d); %d API updates; topic: %d messages, %d ids; lost=%d duplicates=%d (bound %d); %v",
-		tg.Name, kills, byKind, runs, completed, completed-raced-exited, raced+exited, exited, resent, mostResent, st.Updates, r.messages, r.ids, r.lost, r.duplicates, bound, time.Since(begin).Round(time.Millisecond))
+	t.Logf("%s: %d kills %v in %d runs (%d ended on their own: %d before their kill point, %d after it, %d of them at the last cursor write); %d kills left messages to re-send (at most %d); %d checks awaited a commit's markers; %d API updates; topic: %d messages, %d ids; lost=%d duplicates=%d (bound %d); %v",
+		tg.Name, kills, byKind, runs, completed, completed-raced-exited, raced+exited, exited, resent, mostResent, h.unsettled, st.Updates, r.messages, r.ids, r.lost, r.duplicates, bound, time.Since(begin).Round(time.Millisecond))
 	assert.Zero(t, r.lost, "records lost")
 	assert.LessOrEqual(t, r.duplicates, bound, "more duplicates than the batches in flight at each crash")
+	if h.exactlyOnce {
+		assert.Zero(t, resent, "kills after which read_committed readers saw messages no committed cursor counts")
+	}
 }
 
 // TestGracefulStop sends SIGTERM or SIGINT to the binary while it syncs, and requires a clean
@@ -360,6 +392,7 @@ func TestGracefulStop(t *testing.T) {
 				require.True(t, signalled, "the process ended before %q #%d: %v\n%s", tc.after, tc.n, st, p.Tail(30))
 				require.Equal(t, tc.code, st.ExitCode(), "exit after %v: %v; stderr ends with:\n%s", tc.sig, st, p.Tail(30))
 				require.Contains(t, p.Stderr(), tc.want)
+				h.settle(t)
 				c, messages := h.checkCursor(t)
 				t.Logf("stopped: cursor seq=%d records=%d; topic messages=%d", c.Seq, c.Records, messages)
 				assert.EqualValues(t, messages, c.Records, "a graceful stop commits everything it wrote")

@@ -3,10 +3,10 @@
 package crashtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http/httptest"
 	"slices"
@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -62,6 +60,7 @@ type harness struct {
 	tg          kafkatest.Target
 	api         *playground.Server
 	url         string
+	snapshotURL string // the API's /snapshot, for the independent consumers
 	topic       string
 	cursorTopic string
 	client      *kafka.Client
@@ -69,6 +68,7 @@ type harness struct {
 	stopUpdates func()   // stops RunUpdates and waits for it; idempotent
 	flags       []string // extra flags of once and run
 	inFlight    int      // batches the binary may have produced and not committed (--max-in-flight)
+	exactlyOnce bool     // flags do not say --delivery at-least-once
 
 	store   *kafka.CursorStore // opened on first use: the binary creates the cursor topic
 	data    *topicTail
@@ -78,7 +78,8 @@ type harness struct {
 	trapMu sync.Mutex
 	trap   *trap // armed for the current run, kfake only
 
-	warnings []string // WARN and ERROR lines the binary printed, for the report
+	warnings  []string // WARN and ERROR lines the binary printed, for the report
+	unsettled int      // settle calls that found a commit's markers on one partition and not yet the other
 }
 
 // note keeps the WARN and ERROR lines of a finished run: none are expected, and a tie overflow
@@ -92,17 +93,19 @@ func (h *harness) note(p *proctest.Proc) {
 }
 
 // trap acts on the binary from inside kfake when the nth produce request of a run to topic
-// arrives, while the binary waits for the answer: fire kills it (or signals it), then kfake
-// either stores the request (the broker has the data, the binary may never hear back) or drops
-// it (the connection closes, nothing is stored).
+// (or, endTxn, the nth EndTxn that commits) arrives, while the binary waits for the answer:
+// fire kills it (or signals it), then kfake either applies the request (the broker has the
+// data, or committed the transaction, and the binary may never hear back) or drops it (the
+// connection closes, nothing is applied).
 type trap struct {
-	topic string
-	n     int
-	store bool
-	fire  func(*proctest.Proc)
-	proc  *proctest.Proc // set once the process started
-	seen  int
-	fired bool
+	topic  string
+	endTxn bool
+	n      int
+	store  bool
+	fire   func(*proctest.Proc)
+	proc   *proctest.Proc // set once the process started
+	seen   int
+	fired  bool
 }
 
 // arm sets the trap of the next run (nil: none).
@@ -121,26 +124,38 @@ func (h *harness) armed(p *proctest.Proc) {
 	}
 }
 
-// installTrap adds the kfake control function that springs armed traps.
+// installTrap adds the kfake control functions that spring armed traps.
 func (h *harness) installTrap(c *kfake.Cluster) {
 	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		h.trapMu.Lock()
-		defer h.trapMu.Unlock()
-		tr := h.trap
-		if tr == nil || tr.fired || tr.proc == nil || !producesTo(req, tr.topic) {
-			return nil, nil, false
-		}
-		if tr.seen++; tr.seen < tr.n {
-			return nil, nil, false
-		}
-		tr.fired = true
-		tr.fire(tr.proc)
-		if tr.store {
-			return nil, nil, false // kfake stores it now, before it reads any later request
-		}
-		return nil, errors.New("crashtest: producer killed, request dropped"), true
+		return h.spring(func(tr *trap) bool { return !tr.endTxn && producesTo(req, tr.topic) })
 	})
+	c.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		return h.spring(func(tr *trap) bool {
+			end, ok := req.(*kmsg.EndTxnRequest)
+			return tr.endTxn && ok && end.Commit
+		})
+	})
+}
+
+// spring springs the armed trap if the request matches it, as a kfake control function.
+func (h *harness) spring(matches func(*trap) bool) (kmsg.Response, error, bool) {
+	h.trapMu.Lock()
+	defer h.trapMu.Unlock()
+	tr := h.trap
+	if tr == nil || tr.fired || tr.proc == nil || !matches(tr) {
+		return nil, nil, false
+	}
+	if tr.seen++; tr.seen < tr.n {
+		return nil, nil, false
+	}
+	tr.fired = true
+	tr.fire(tr.proc)
+	if tr.store {
+		return nil, nil, false // kfake applies it now, before it reads any later request
+	}
+	return nil, errors.New("crashtest: producer killed, request dropped"), true
 }
 
 func producesTo(req kmsg.Request, name string) bool {
@@ -168,11 +183,11 @@ func newHarness(t *testing.T, bin string, tg kafkatest.Target, cfg playground.Co
 	codec, err := avro.NewCodec()
 	require.NoError(t, err)
 	h := &harness{
-		bin: bin, tg: tg, api: api, url: srv.URL + "/pagination/keyset",
+		bin: bin, tg: tg, api: api, url: srv.URL + "/pagination/keyset", snapshotURL: srv.URL + playground.SnapshotPath, exactlyOnce: true,
 		topic: kafkatest.Topic(t, "users"), cursorTopic: kafkatest.Topic(t, "cursors"),
 		client: tg.Kafka(t), codec: codec, encoded: map[playground.User][]byte{},
 	}
-	h.data = newTopicTail(h.client, tg.Client(t), h.topic)
+	h.data = newTopicTail(h.client, h.topic)
 	if tg.Fake != nil {
 		h.installTrap(tg.Fake)
 	}
@@ -238,13 +253,7 @@ func (h *harness) verify(t *testing.T) {
 func (h *harness) checkCursor(t *testing.T) (cursor.Cursor, int) {
 	t.Helper()
 	ctx := t.Context()
-	if h.store == nil {
-		s, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: h.client, Topic: h.cursorTopic, ReplicationFactor: 1})
-		require.NoError(t, err)
-		t.Cleanup(func() { s.Close() })
-		h.store = s
-	}
-	c, err := h.store.Load(ctx, pipelineName)
+	c, err := h.cursorStore(t).Load(ctx, pipelineName)
 	if errors.Is(err, cursor.ErrNotFound) {
 		require.Zero(t, h.prev.Seq, "a cursor was committed before, now there is none")
 		return cursor.Cursor{}, 0
@@ -298,6 +307,60 @@ func (h *harness) checkCursor(t *testing.T) (cursor.Cursor, int) {
 	return c, messages
 }
 
+// cursorStore opens the store on first use: the binary creates the cursor topic.
+func (h *harness) cursorStore(t *testing.T) *kafka.CursorStore {
+	t.Helper()
+	if h.store == nil {
+		s, err := kafka.NewCursorStore(t.Context(), kafka.CursorStoreConfig{Client: h.client, Topic: h.cursorTopic, ReplicationFactor: 1})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		h.store = s
+	}
+	return h.store
+}
+
+// settleTimeout bounds the wait for a commit's markers, far above the milliseconds they take.
+const settleTimeout = 15 * time.Second
+
+// settle awaits, exactly-once and with no binary running, a read_committed view in which the
+// committed cursor counts exactly the committed data messages. A run that ended (killed, or
+// exited) right after an EndTxn(commit) leaves the broker completing that commit: the
+// coordinator answers EndTxn once the commit is decided, then writes the markers of the data
+// and the cursor partitions one after the other, so for a moment a reader can see one
+// partition's records and not the other's. Every commit carries its cursor, so the counts
+// meet once the markers are written; a transaction committed without its cursor (or a cursor
+// without its records) never lets them meet, and fails the test after settleTimeout.
+func (h *harness) settle(t *testing.T) {
+	t.Helper()
+	if !h.exactlyOnce {
+		return
+	}
+	ctx := t.Context()
+	deadline := time.Now().Add(settleTimeout)
+	for first := true; ; first = false {
+		var records int64
+		c, err := h.cursorStore(t).Load(ctx, pipelineName)
+		if !errors.Is(err, cursor.ErrNotFound) {
+			require.NoError(t, err)
+			records = c.Records
+		}
+		require.NoError(t, h.data.read(ctx))
+		if records == int64(h.data.count) {
+			return
+		}
+		if first {
+			h.unsettled++
+		}
+		require.True(t, time.Now().Before(deadline), "the committed cursor (seq %d) counts %d records, read_committed readers see %d messages in %s, for %s: a commit without its cursor, or a cursor without its records",
+			c.Seq, records, h.data.count, h.topic, settleTimeout)
+		select {
+		case <-ctx.Done():
+			require.NoError(t, ctx.Err())
+		case <-time.After(5 * time.Millisecond): // polling the broker for the markers
+		}
+	}
+}
+
 // awaitUpdate returns once the API's background updates have changed a record since the call.
 func (h *harness) awaitUpdate(t *testing.T) {
 	t.Helper()
@@ -321,25 +384,22 @@ func (h *harness) finish(t *testing.T) result {
 	t.Helper()
 	h.stopUpdates()
 	h.once(t)
+	h.settle(t)
 	h.verify(t)
 	c, _ := h.checkCursor(t)
 
 	msgs := kafkatest.ReadAll(t, h.tg, h.topic)
 	latest := map[string]avro.User{}
-	seen := map[string]bool{}
 	var r result
 	r.messages = len(msgs)
+	var dupes []string
+	r.duplicates, dupes = kafkatest.Versions(msgs, 10)
 	for _, m := range msgs {
 		u, err := h.codec.Decode(m.Value)
 		require.NoError(t, err, "offset %d", m.Offset)
 		require.Equal(t, string(m.Key), u.ID, "the key is the id (offset %d)", m.Offset)
 		require.Equal(t, u.UpdatedAt.Format(cursor.TimeLayout), m.Headers[pipeline.HeaderUpdatedAt], "updated_at header (offset %d)", m.Offset)
 		require.Equal(t, pipelineName, m.Headers[pipeline.HeaderPipeline])
-		k := string(m.Key) + "\x00" + m.Headers[pipeline.HeaderUpdatedAt] + "\x00" + string(m.Value)
-		if seen[k] {
-			r.duplicates++
-		}
-		seen[k] = true
 		latest[u.ID] = u
 	}
 	want := pipelinetest.ToAvro(t, h.api.Snapshot())
@@ -365,7 +425,54 @@ func (h *harness) finish(t *testing.T) result {
 	// duplicates never outnumber the messages written beyond the cursor's count.
 	assert.LessOrEqual(t, int64(r.duplicates), int64(r.messages)-c.Records,
 		"duplicates beyond the messages no cursor counts (messages=%d cursor.records=%d)", r.messages, c.Records)
+	if h.exactlyOnce {
+		// Each batch and its cursor are one transaction: a read_committed reader sees exactly
+		// the messages the committed cursor counts, each record version once.
+		assert.EqualValues(t, c.Records, r.messages, "read_committed messages against the committed cursor's count")
+		assert.Zero(t, r.duplicates, "exactly-once: record versions written more than once (first 10): %v", dupes)
+	}
 	return r
+}
+
+// independent reads the data topic with two read_committed consumers that are not ours,
+// librdkafka (scripts/check_topic.py) and Kafka's console consumer, and requires them to find
+// what finish found: the same messages and duplicates, nothing missing or stale against the
+// API (which must have stopped updating), and, exactly-once, no duplicate. It runs against the
+// real broker only: what they would check on kfake is kfake, and a JVM start costs seconds.
+func (h *harness) independent(t *testing.T, r result) {
+	t.Helper()
+	if h.tg.Fake != nil {
+		return
+	}
+	maxDup := -1 // at-least-once: duplicates are counted, not refused
+	if h.exactlyOnce {
+		maxDup = 0
+	}
+	s := kafkatest.CheckTopicPy(t, h.tg.Brokers, h.topic, h.snapshotURL, maxDup)
+	assert.EqualValues(t, r.messages, s["messages"], "librdkafka read_committed messages")
+	assert.EqualValues(t, r.duplicates, s["duplicates"], "librdkafka duplicate record versions")
+
+	msgs := kafkatest.ConsoleConsume(t, h.tg.Brokers, h.topic, r.messages)
+	dups, examples := kafkatest.Versions(msgs, 10)
+	assert.Equal(t, r.duplicates, dups, "console consumer duplicate record versions: %v", examples)
+	latest := map[string][]byte{}
+	for _, m := range msgs {
+		latest[string(m.Key)] = m.Value
+	}
+	var wrong []string
+	snap := h.api.Snapshot()
+	for _, u := range snap {
+		v, ok := h.encoded[u]
+		require.True(t, ok, "checkCursor encoded every current record")
+		if !bytes.Equal(latest[u.ID], v) {
+			wrong = append(wrong, u.ID)
+		}
+	}
+	sort.Strings(wrong)
+	assert.Empty(t, wrong[:min(len(wrong), 20)], "console consumer: %d ids whose latest value is not the API's (first 20)", len(wrong))
+	assert.Len(t, latest, len(snap), "console consumer: ids")
+	t.Logf("independent read_committed consumers: librdkafka messages=%v duplicates=%v missing=%v stale=%v; console consumer messages=%d duplicates=%d ids=%d",
+		s["messages"], s["duplicates"], s["missing"], s["stale"], len(msgs), dups, len(latest))
 }
 
 // userFields renders every field of u, so a comparison shows what differs.
@@ -384,11 +491,13 @@ func userFields(u avro.User) string {
 		u.ID, s(u.Name), s(u.Email), s(u.Address), s(u.Company), s(u.Job), created, u.UpdatedAt.UTC().Format(time.RFC3339Nano))
 }
 
-// topicTail reads a topic incrementally: each read fetches only what was appended since the
-// previous one, so checking after every kill stays cheap as the topic grows.
+// topicTail reads a topic incrementally, as a read_committed consumer does (kafka.TxnReadPartition):
+// each read fetches only what became stable since the previous one, so checking after every
+// kill stays cheap as the topic grows. An open transaction of a killed run holds the read at
+// its first offset (the last stable offset) until the next run aborts it; its records are then
+// dropped as aborted. Without transactions (at-least-once) this reads every record.
 type topicTail struct {
 	client   *kafka.Client
-	raw      *kafkago.Client // for Fetch: Scan reads from the start, this from where it stopped
 	topic    string
 	next     map[int]int64
 	count    int
@@ -397,8 +506,8 @@ type topicTail struct {
 	digests  map[uint64]bool // cursor.Digest of every message, as a cursor's lookback holds it
 }
 
-func newTopicTail(c *kafka.Client, raw *kafkago.Client, name string) *topicTail {
-	return &topicTail{client: c, raw: raw, topic: name, next: map[int]int64{}, values: map[string]bool{}, versions: map[string]bool{}, digests: map[uint64]bool{}}
+func newTopicTail(c *kafka.Client, name string) *topicTail {
+	return &topicTail{client: c, topic: name, next: map[int]int64{}, values: map[string]bool{}, versions: map[string]bool{}, digests: map[uint64]bool{}}
 }
 
 func (tt *topicTail) hasValue(id string, v []byte) bool { return tt.values[id+"\x00"+string(v)] }
@@ -410,72 +519,29 @@ func (tt *topicTail) read(ctx context.Context) error {
 		return err
 	}
 	for _, p := range parts {
-		res, err := tt.raw.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
-			Topics: map[string][]kafkago.OffsetRequest{tt.topic: {kafkago.LastOffsetOf(p)}},
+		from, ok := tt.next[p]
+		if !ok {
+			from = kafka.TxnFirstOffset
+		}
+		next, err := kafka.TxnReadPartition(ctx, tt.client, tt.topic, p, from, true, func(r kafka.TxnRecord) error {
+			var at string
+			for _, hd := range r.Headers {
+				if hd.Key == pipeline.HeaderUpdatedAt {
+					at = string(hd.Value)
+				}
+			}
+			tt.values[string(r.Key)+"\x00"+string(r.Value)] = true
+			tt.versions[string(r.Key)+"\x00"+at] = true
+			if t, err := cursor.ParseTime(at); err == nil {
+				tt.digests[cursor.Digest(string(r.Key), t, source.Fingerprint(r.Value))] = true
+			}
+			tt.count++
+			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("list offsets of %s/%d: %w", tt.topic, p, err)
+			return fmt.Errorf("read %s/%d committed from %d: %w", tt.topic, p, from, err)
 		}
-		end := int64(-1)
-		for _, po := range res.Topics[tt.topic] {
-			if po.Partition == p {
-				if po.Error != nil {
-					return fmt.Errorf("list offsets of %s/%d: %w", tt.topic, p, po.Error)
-				}
-				end = po.LastOffset
-			}
-		}
-		if end < 0 {
-			return fmt.Errorf("list offsets of %s/%d: no answer", tt.topic, p)
-		}
-		off := tt.next[p]
-		for off < end {
-			f, err := tt.raw.Fetch(ctx, &kafkago.FetchRequest{Topic: tt.topic, Partition: p, Offset: off, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
-			if err == nil {
-				err = f.Error
-			}
-			if err != nil {
-				return fmt.Errorf("fetch %s/%d at %d: %w", tt.topic, p, off, err)
-			}
-			before := off
-			for off < end {
-				r, err := f.Records.ReadRecord()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return fmt.Errorf("read %s/%d at %d: %w", tt.topic, p, off, err)
-				}
-				if r.Offset < off {
-					continue
-				}
-				key, err := protocol.ReadAll(r.Key)
-				if err != nil {
-					return err
-				}
-				value, err := protocol.ReadAll(r.Value)
-				if err != nil {
-					return err
-				}
-				var at string
-				for _, hd := range r.Headers {
-					if hd.Key == pipeline.HeaderUpdatedAt {
-						at = string(hd.Value)
-					}
-				}
-				tt.values[string(key)+"\x00"+string(value)] = true
-				tt.versions[string(key)+"\x00"+at] = true
-				if t, err := cursor.ParseTime(at); err == nil {
-					tt.digests[cursor.Digest(string(key), t, source.Fingerprint(value))] = true
-				}
-				tt.count++
-				off = r.Offset + 1
-			}
-			if off == before {
-				return fmt.Errorf("fetch %s/%d at %d: no record before the end offset %d (high watermark %d)", tt.topic, p, off, end, f.HighWatermark)
-			}
-		}
-		tt.next[p] = off
+		tt.next[p] = next
 	}
 	return nil
 }

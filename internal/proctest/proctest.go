@@ -152,6 +152,12 @@ func (p *Proc) notify() {
 	p.changed = make(chan struct{})
 }
 
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed once the process ended and was waited for (ExitCode is then valid).
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // Kill sends SIGKILL to the process.
 func (p *Proc) Kill() error { return p.cmd.Process.Kill() }
 

@@ -13,10 +13,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,8 +40,9 @@ var brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
 
 // api is a playground served in-process, whose requests the test can hold.
 type api struct {
-	server *playground.Server
-	url    string
+	server      *playground.Server
+	url         string
+	snapshotURL string
 	*gate
 }
 
@@ -51,7 +54,7 @@ func newAPI(t *testing.T, cfg playground.Config) api {
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
 	t.Cleanup(g.release) // before the server closes: it waits for the requests in progress
-	return api{server: s, url: srv.URL + "/pagination/keyset", gate: g}
+	return api{server: s, url: srv.URL + playground.KeysetPath, snapshotURL: srv.URL + playground.SnapshotPath, gate: g}
 }
 
 // gate serves h. Once told to hold after n requests, it answers n more and holds the ones after
@@ -124,6 +127,23 @@ func verify(t *testing.T, bin string, a api, dataTopic string) (messages, missin
 	messages, missing, stale = atoi(m[1]), atoi(m[4]), atoi(m[5])
 	assert.Zero(t, code, "verify exit status")
 	return messages, missing, stale
+}
+
+// independent reads dataTopic with two read_committed consumers that are not ours, librdkafka
+// (scripts/check_topic.py against the API's snapshot) and Kafka's console consumer, and
+// requires every record exactly once.
+func independent(t *testing.T, a api, dataTopic string, records int) {
+	t.Helper()
+	s := kafkatest.CheckTopicPy(t, []string{brokerAddr}, dataTopic, a.snapshotURL, 0)
+	assert.EqualValues(t, records, s["messages"], "librdkafka read_committed messages")
+	msgs := kafkatest.ConsoleConsume(t, []string{brokerAddr}, dataTopic, records)
+	dups, examples := kafkatest.Versions(msgs, 10)
+	assert.Zero(t, dups, "console consumer: duplicate record versions: %v", examples)
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		ids[string(m.Key)] = true
+	}
+	assert.Len(t, ids, records, "console consumer: ids")
 }
 
 // committedCursor loads the committed cursor from the dedicated broker.
@@ -210,9 +230,11 @@ func TestBrokerOutages(t *testing.T) {
 		assert.Zero(t, missing, "records lost")
 		assert.Zero(t, stale)
 		c := committedCursor(t, cursorTopic, "restart")
-		assert.LessOrEqual(t, c.Records, int64(messages), "the cursor counts no more records than the topic holds")
 		assert.EqualValues(t, records, c.Records, "the cursor covers every record")
-		t.Logf("%d messages for %d records: %d duplicates; cursor seq %d, records_delivered %d", messages, records, messages-records, c.Seq, c.Records)
+		t.Logf("%d messages for %d records; cursor seq %d, records_delivered %d", messages, records, c.Seq, c.Records)
+		// Exactly-once: the API does not change, so a read_committed reader sees each record once.
+		assert.Equal(t, records, messages, "read_committed messages: every record once")
+		independent(t, a, dataTopic, records)
 
 		// A second once sends nothing.
 		again := proctest.Start(t, bin, args, proctest.Options{Name: "once again", Log: true})
@@ -221,4 +243,116 @@ func TestBrokerOutages(t *testing.T) {
 		m2, _, _ := verify(t, bin, a, dataTopic)
 		assert.Equal(t, messages, m2, "nothing new to send")
 	})
+
+	t.Run("broker stopped and started mid-transaction: the sync resumes, every record once", func(t *testing.T) {
+		b.Start() // no-op if the previous step left it running
+		midTransaction(t, bin, b)
+	})
+}
+
+// freezeAttempts bounds the batches frozen in search of one whose transaction is open: each
+// attempt lands in it with a fair chance (its records are produced, its EndTxn not sent).
+const freezeAttempts = 60
+
+// midTransaction syncs with exactly-once and freezes the binary (SIGSTOP) a few milliseconds
+// after it logs "producing batch", until a freeze finds the batch's transaction open at the
+// broker: its records are in the log (read_uncommitted sees more than read_committed) and not
+// committed. With that transaction open, the broker is stopped and started, and the binary
+// continued (SIGCONT). Its connections are gone; the coordinator reloaded the open
+// transaction. Whether the binary commits it whole or aborts it whole and resumes from the
+// committed cursor (within --retry-timeout), it must end in sync with every record once for
+// read_committed readers, for keysetsync's reader and two independent ones.
+func midTransaction(t *testing.T, bin string, b *proctest.Broker) {
+	const records = 20000
+	a := newAPI(t, playground.Config{Records: records, PageSize: 50, Seed: 4})
+	args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0", "--log-level", "debug")
+	tg := kafkatest.Target{Name: "dedicated", Brokers: []string{brokerAddr}}
+
+	var mu sync.Mutex
+	armed := false
+	frozen := make(chan struct{}, 1)
+	p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true, OnLine: func(p *proctest.Proc, line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !armed || !strings.Contains(line, `msg="producing batch"`) {
+			return
+		}
+		armed = false
+		// The delay only chooses where in the transaction the freeze lands.
+		time.AfterFunc(time.Duration(rand.IntN(8000))*time.Microsecond, func() {
+			_ = p.Signal(syscall.SIGSTOP)
+			frozen <- struct{}{}
+		})
+	}})
+	p.WaitLine(t, `msg="batch committed"`, time.Minute) // the topics exist, a commit went through
+	open := 0
+	for attempt := 1; open == 0; attempt++ {
+		require.LessOrEqual(t, attempt, freezeAttempts, "no freeze found a transaction open")
+		mu.Lock()
+		armed = true
+		mu.Unlock()
+		select {
+		case <-frozen:
+		case <-p.Done():
+			require.FailNowf(t, "sync ended", "once ended (exit %d) before a freeze found a transaction open; stderr ends with:\n%s", p.ExitCode(), p.Tail(20))
+		}
+		awaitState(t, p.Pid(), 'T')
+		open = len(kafkatest.ReadUncommitted(t, tg, dataTopic)) - len(kafkatest.ReadAll(t, tg, dataTopic))
+		if open == 0 {
+			require.NoError(t, p.Signal(syscall.SIGCONT))
+		}
+	}
+	committedBefore := len(kafkatest.ReadAll(t, tg, dataTopic))
+	t.Logf("froze the binary with a transaction open: %d records produced in it, %d committed before", open, committedBefore)
+
+	stopTook := b.Stop()
+	startTook := b.Start()
+	t.Logf("broker stopped (took %s) and started (took %s) with the transaction open", stopTook.Round(time.Millisecond), startTook.Round(time.Millisecond))
+	require.NoError(t, p.Signal(syscall.SIGCONT))
+	p.Wait(t, 3*time.Minute)
+	require.Equal(t, 0, p.ExitCode(), "once exits 0 after the broker came back; stderr ends with:\n%s", p.Tail(30))
+	t.Logf("%d retry warnings, %d batches committed in all", p.Count("failed, retrying"), p.Count(`msg="batch committed"`))
+	for _, l := range p.Lines() {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			t.Logf("  %s", l)
+		}
+	}
+
+	committed := kafkatest.ReadAll(t, tg, dataTopic)
+	all := kafkatest.ReadUncommitted(t, tg, dataTopic)
+	assert.Len(t, committed, records, "read_committed messages: every record once")
+	// The transaction's state survives the restart (the coordinator reloads it), so the
+	// binary may go on with it and commit it whole; or the pass fails, aborts it whole and
+	// resumes from the committed cursor. Never a part of it.
+	aborted := len(all) - len(committed)
+	assert.True(t, aborted == 0 || aborted >= open, "%d records aborted, the open transaction had %d: neither committed nor aborted whole", aborted, open)
+	if aborted == 0 {
+		t.Logf("the open transaction was committed after the restart: the binary went on with it")
+	} else {
+		t.Logf("the open transaction was aborted (%d records in the log, invisible to read_committed readers) and the pass resumed from the committed cursor", aborted)
+	}
+	dups, examples := kafkatest.Versions(committed, 10)
+	assert.Zero(t, dups, "read_committed duplicate record versions: %v", examples)
+	_, missing, stale := verify(t, bin, a, dataTopic)
+	assert.Zero(t, missing, "records lost")
+	assert.Zero(t, stale)
+	c := committedCursor(t, cursorTopic, "restart")
+	assert.EqualValues(t, records, c.Records, "the cursor covers every record")
+	t.Logf("read_committed %d messages, read_uncommitted %d (%d aborted); cursor seq %d", len(committed), len(all), len(all)-len(committed), c.Seq)
+	independent(t, a, dataTopic, records)
+}
+
+// awaitState waits until process pid is in state (a letter of /proc/pid/stat: 'T' stopped).
+func awaitState(t *testing.T, pid int, state byte) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		require.NoError(t, err)
+		if i := strings.LastIndexByte(string(st), ')'); i > 0 && i+2 < len(st) && st[i+2] == state {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "process %d not in state %c within 10s: %s", pid, state, st)
+		time.Sleep(time.Millisecond) // polling the kernel's view of the process
+	}
 }
