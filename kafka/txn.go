@@ -32,6 +32,11 @@ type TxnConfig struct {
 	// that fit it, and a message larger than sink.MaxSize of it fails the Produce before
 	// anything is sent (MESSAGE_TOO_LARGE).
 	MaxMessageBytes int
+	// TransportRetry is how long transport failures in a row (connection refused or reset, a
+	// broker that cannot be reached) are retried within one request before it fails with a
+	// retryable error (default 10s, about as long as kafka-go's writer tries). Answers of a live
+	// broker that say "not now" are retried until ctx ends regardless.
+	TransportRetry time.Duration
 	// Logger receives retries of transient answers (debug) and transaction ends (debug).
 	Logger *slog.Logger
 }
@@ -93,6 +98,7 @@ type TxnProducer struct {
 	fenced  error                  // final
 	closed  bool
 	timeout time.Duration
+	began   time.Time // when the open transaction began
 }
 
 type txnPartition struct {
@@ -113,6 +119,9 @@ func NewTxnProducer(ctx context.Context, cfg TxnConfig) (*TxnProducer, error) {
 	if cfg.TransactionTimeout <= 0 {
 		cfg.TransactionTimeout = 60 * time.Second
 	}
+	if cfg.TransportRetry <= 0 {
+		cfg.TransportRetry = 10 * time.Second
+	}
 	p := &TxnProducer{
 		cfg:        cfg,
 		log:        cfg.Logger,
@@ -129,7 +138,8 @@ func NewTxnProducer(ctx context.Context, cfg TxnConfig) (*TxnProducer, error) {
 	}
 	p.log = p.log.With("transactional_id", cfg.TransactionalID)
 
-	err := txnRetry(ctx, txnCoordinatorTransient, p.logRetry("FindCoordinator"), func(ctx context.Context) error {
+	// At construction only the caller's ctx bounds the wait (the broker may be starting).
+	err := txnRetry(ctx, nil, txnCoordinatorTransient, p.logRetry("FindCoordinator"), func(ctx context.Context) error {
 		res, err := cfg.Client.client.FindCoordinator(ctx, &kafkago.FindCoordinatorRequest{
 			Key: cfg.TransactionalID, KeyType: kafkago.CoordinatorKeyTypeTransaction,
 		})
@@ -141,18 +151,19 @@ func NewTxnProducer(ctx context.Context, cfg TxnConfig) (*TxnProducer, error) {
 	if err != nil {
 		return nil, p.errorf(err, "find transaction coordinator")
 	}
-	if err := p.initProducerID(ctx); err != nil {
+	if err := p.initProducerID(ctx, nil); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
 // initProducerID gets a producer id and epoch: a fresh one, or, with a current one, the same
-// id with a bumped epoch (aborting any open transaction). Sequences restart at 0.
-func (p *TxnProducer) initProducerID(ctx context.Context) error {
+// id with a bumped epoch (aborting any open transaction). Sequences restart at 0. gate bounds
+// the retries of transport failures (nil: until ctx ends).
+func (p *TxnProducer) initProducerID(ctx context.Context, gate *txnTransportGate) error {
 	var pid int64
 	var epoch int16
-	err := txnRetry(ctx, txnCoordinatorTransient, p.logRetry("InitProducerID"), func(ctx context.Context) error {
+	err := txnRetry(ctx, gate, txnCoordinatorTransient, p.logRetry("InitProducerID"), func(ctx context.Context) error {
 		res, err := p.cfg.Client.client.InitProducerID(ctx, &kafkago.InitProducerIDRequest{
 			TransactionalID:      p.cfg.TransactionalID,
 			TransactionTimeoutMs: int(p.timeout / time.Millisecond),
@@ -195,6 +206,7 @@ func (p *TxnProducer) Begin() error {
 		return p.errorf(p.failed, "begin transaction: the previous transaction failed and was not aborted")
 	}
 	p.inTxn = true
+	p.began = time.Now()
 	return nil
 }
 
@@ -284,7 +296,7 @@ func (p *TxnProducer) topicPartitions(ctx context.Context, name string) ([]int, 
 		return parts, nil
 	}
 	var parts []int
-	err := txnRetry(ctx, func(ctx context.Context, err error) bool {
+	err := txnRetry(ctx, p.gate(), func(ctx context.Context, err error) bool {
 		return errors.Is(err, kafkago.UnknownTopicOrPartition) || errors.Is(err, kafkago.LeaderNotAvailable) || txnTransport(ctx, err)
 	}, p.logRetry("Metadata"), func(ctx context.Context) (err error) {
 		parts, err = p.cfg.Client.Partitions(ctx, name)
@@ -313,7 +325,7 @@ func (p *TxnProducer) addPartitions(ctx context.Context, parts []txnPartition) e
 	if len(adding) == 0 {
 		return nil
 	}
-	err := txnRetry(ctx, func(ctx context.Context, err error) bool {
+	err := txnRetry(ctx, p.gate(), func(ctx context.Context, err error) bool {
 		return txnCoordinatorTransient(ctx, err) || errors.Is(err, txnOperationNotAttempted)
 	}, p.logRetry("AddPartitionsToTxn"), func(ctx context.Context) error {
 		res, err := p.cfg.Client.client.AddPartitionsToTxn(ctx, &kafkago.AddPartitionsToTxnRequest{
@@ -372,7 +384,7 @@ func txnAddErrors(res *kafkago.AddPartitionsToTxnResponse, want []txnPartition) 
 // awaitStable). It refuses when a Produce of the transaction failed; Abort then. An error after
 // EndTxn succeeded says the transaction is committed but not yet visible.
 func (p *TxnProducer) Commit(ctx context.Context) error {
-	return p.end(ctx, true)
+	return p.end(ctx, true, p.gate())
 }
 
 // Abort aborts the open transaction: its records never become visible to read_committed
@@ -380,10 +392,31 @@ func (p *TxnProducer) Commit(ctx context.Context) error {
 // TxnProducer). It is a no-op without an open transaction, except that it
 // still repairs a producer whose sequences are unknown.
 func (p *TxnProducer) Abort(ctx context.Context) error {
-	return p.end(ctx, false)
+	return p.end(ctx, false, p.gate())
 }
 
-func (p *TxnProducer) end(ctx context.Context, commit bool) error {
+// txnQuickTransport is how long an abort retries transport failures when the broker was just
+// found unreachable (abortUnreachable): long enough for a connection the pool kept from
+// before a broker restart to be replaced, short enough that a broker that is down fails the
+// abort at once rather than holding the caller's retry loop.
+const txnQuickTransport = time.Second
+
+// abortUnreachable is Abort after a failure that said the broker could not be reached (see
+// errTxnUnreachable): it gives up on transport failures after txnQuickTransport. A transaction
+// it could not abort stays open at the coordinator, which aborts it at TransactionTimeout or
+// when the next InitProducerID (this producer's next Abort, or a new instance's) bumps the
+// epoch; none of its records become visible meanwhile. The producer stays failed until an
+// Abort completes.
+func (p *TxnProducer) abortUnreachable(ctx context.Context) error {
+	return p.end(ctx, false, &txnTransportGate{budget: txnQuickTransport})
+}
+
+// gate bounds the transport failures of one request by TxnConfig.TransportRetry.
+func (p *TxnProducer) gate() *txnTransportGate {
+	return &txnTransportGate{budget: p.cfg.TransportRetry}
+}
+
+func (p *TxnProducer) end(ctx context.Context, commit bool, gate *txnTransportGate) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	what := "abort transaction"
@@ -397,7 +430,7 @@ func (p *TxnProducer) end(ctx context.Context, commit bool) error {
 		if commit {
 			return p.errorf(p.failed, "%s: refused, the transaction failed earlier; abort it", what)
 		}
-		return p.recover(ctx)
+		return p.recover(ctx, gate)
 	}
 	if !p.inTxn {
 		if !commit {
@@ -409,7 +442,7 @@ func (p *TxnProducer) end(ctx context.Context, commit bool) error {
 		p.finish()
 		return nil
 	}
-	if err := p.endTxn(ctx, commit); err != nil {
+	if err := p.endTxn(ctx, commit, gate); err != nil {
 		if txnCoordinatorFenced(err) {
 			return p.fence(err, "%s", what)
 		}
@@ -443,7 +476,7 @@ func (p *TxnProducer) awaitStable(ctx context.Context) error {
 	for tp := range p.written {
 		byTopic[tp.topic] = append(byTopic[tp.topic], tp.partition)
 	}
-	return txnRetry(ctx, func(ctx context.Context, err error) bool {
+	return txnRetry(ctx, p.gate(), func(ctx context.Context, err error) bool {
 		return errors.Is(err, errTxnNotStable) || txnReadTransient(ctx, err)
 	}, p.logRetry("ListOffsets"), func(ctx context.Context) error {
 		for topic, parts := range byTopic {
@@ -472,15 +505,20 @@ func (p *TxnProducer) awaitStable(ctx context.Context) error {
 // Other answers to it are not final: the transaction may be complete already (a commit whose
 // answer was lost: INVALID_TXN_STATE), and the re-initialisation that follows aborts it if it
 // is still open. That one bumps the epoch, so every partition's sequence restarts at 0.
-func (p *TxnProducer) recover(ctx context.Context) error {
+func (p *TxnProducer) recover(ctx context.Context, gate *txnTransportGate) error {
 	if p.inTxn && len(p.added) > 0 {
-		if err := p.endTxn(ctx, false); txnCoordinatorFenced(err) {
+		if err := p.endTxn(ctx, false, gate); txnCoordinatorFenced(err) {
 			return p.fence(err, "abort failed transaction")
+		} else if errors.Is(err, errTxnUnreachable) {
+			// InitProducerID would not reach it either. The transaction stays open until the
+			// coordinator aborts it at TransactionTimeout, or the next InitProducerID (our next
+			// Abort, or a new instance's) fences it; nothing of it becomes visible meanwhile.
+			return p.errorf(err, "abort failed transaction (left to the coordinator's timeout or the next abort)")
 		} else if err != nil {
 			p.log.Debug("abort of a failed transaction not confirmed; re-initialising aborts it", "err", err)
 		}
 	}
-	if err := p.initProducerID(ctx); err != nil {
+	if err := p.initProducerID(ctx, gate); err != nil {
 		return err
 	}
 	p.failed = nil
@@ -488,8 +526,8 @@ func (p *TxnProducer) recover(ctx context.Context) error {
 	return nil
 }
 
-func (p *TxnProducer) endTxn(ctx context.Context, commit bool) error {
-	return txnRetry(ctx, txnCoordinatorTransient, p.logRetry("EndTxn", "commit", commit), func(ctx context.Context) error {
+func (p *TxnProducer) endTxn(ctx context.Context, commit bool, gate *txnTransportGate) error {
+	return txnRetry(ctx, gate, txnCoordinatorTransient, p.logRetry("EndTxn", "commit", commit), func(ctx context.Context) error {
 		res, err := p.cfg.Client.client.EndTxn(ctx, &kafkago.EndTxnRequest{
 			TransactionalID: p.cfg.TransactionalID,
 			ProducerID:      int(p.pid),
@@ -536,7 +574,15 @@ func (e *txnFencedError) Error() string { return e.err.Error() }
 func (e *txnFencedError) Unwrap() error { return e.err }
 
 func (p *TxnProducer) fencedErr(cause error, format string, args ...any) error {
-	return &txnFencedError{fmt.Errorf("transactional id %q: %s: %w (%w)", p.cfg.TransactionalID, fmt.Sprintf(format, args...), ErrFenced, cause)}
+	var outlived string
+	if open := time.Since(p.began); p.inTxn && open >= p.timeout {
+		// The coordinator aborts a transaction open past the timeout with an epoch bump and
+		// then answers PRODUCER_FENCED, as to a fenced producer: the two read the same (see
+		// ErrFenced), so the error names both.
+		outlived = fmt.Sprintf(", or this instance's transaction outlived --transaction-timeout (TransactionTimeout %s; it was open %s, the broker aborted it)",
+			p.timeout, open.Round(time.Millisecond))
+	}
+	return &txnFencedError{fmt.Errorf("transactional id %q: %s: %w%s (%w)", p.cfg.TransactionalID, fmt.Sprintf(format, args...), ErrFenced, outlived, cause)}
 }
 
 // fence records that the producer is fenced and returns the error saying so.

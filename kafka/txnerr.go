@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -119,14 +120,64 @@ func (b *txnBackoff) wait(ctx context.Context) error {
 	}
 }
 
-// txnRetry calls fn until it succeeds, fails with an error transient does not accept, or ctx
-// ends (then the last error is returned joined with ctx's), backing off from txnBackoffMin to
-// txnBackoffMax.
-func txnRetry(ctx context.Context, transient func(context.Context, error) bool, onRetry func(error, int), fn func(context.Context) error) error {
+// txnTransportGate bounds how long transport failures in a row (connection refused or reset,
+// a broker that cannot be reached) are retried: about as long as kafka-go's writer retries
+// them, so that a broker that is down fails the batch within seconds with a retryable error
+// and the caller's retry loop (which logs it and counts it against its budget) takes over,
+// instead of a silent wait until the transaction's bound. A broker's answer, even a transient
+// one (NOT_COORDINATOR, CONCURRENT_TRANSACTIONS, ...), restarts the count: the broker is there
+// and says "not now", retried until ctx ends.
+type txnTransportGate struct {
+	budget time.Duration
+	since  time.Time // first transport failure of the current run; zero after an answer
+}
+
+// allow reports whether a retry of err is still within the budget, and records err.
+func (g *txnTransportGate) allow(ctx context.Context, err error) bool {
+	if g == nil {
+		return true
+	}
+	if !txnTransport(ctx, err) {
+		g.since = time.Time{}
+		return true
+	}
+	now := time.Now()
+	if g.since.IsZero() {
+		g.since = now
+	}
+	return now.Sub(g.since) < g.budget
+}
+
+// errTxnUnreachable: transport failures outlasted a txnTransportGate's budget.
+var errTxnUnreachable = errors.New("kafka broker unreachable")
+
+// spent wraps err, a transport failure the gate refused to retry, saying so; it is
+// retryable: the broker may come back.
+func (g *txnTransportGate) spent(err error) error {
+	return &classified{fmt.Errorf("%w (transport failures retried for %s): %w", errTxnUnreachable, g.budget, err), true}
+}
+
+// txnRetry calls fn until it succeeds, fails with an error transient does not accept, transport
+// failures in a row outlast gate's budget (nil gate: no bound), or ctx ends (then the last
+// error is returned joined with ctx's), backing off from txnBackoffMin to txnBackoffMax.
+func txnRetry(ctx context.Context, gate *txnTransportGate, transient func(context.Context, error) bool, onRetry func(error, int), fn func(context.Context) error) error {
+	refused := false
 	err := retry.Do(ctx, retry.Policy{Budget: -1, FirstDelay: txnBackoffMin, MaxDelay: txnBackoffMax,
-		Retryable: func(err error) bool { return transient(ctx, err) }, OnRetry: onRetry},
+		Retryable: func(err error) bool {
+			if !transient(ctx, err) {
+				return false
+			}
+			if !gate.allow(ctx, err) {
+				refused = true
+				return false
+			}
+			return true
+		}, OnRetry: onRetry},
 		func() (bool, error) { return false, fn(ctx) })
-	if err != nil && ctx.Err() != nil {
+	switch {
+	case err != nil && refused:
+		return gate.spent(err)
+	case err != nil && ctx.Err() != nil:
 		return errors.Join(err, ctx.Err())
 	}
 	return err

@@ -34,9 +34,11 @@ type txnStream struct {
 // id with NOT_ENOUGH_REPLICAS ("Unable to verify ... NETWORK_EXCEPTION"), which parallel
 // single-partition requests provoke on most rounds. A partition thus has at most one batch in
 // flight; its sequence advances when the batch is acknowledged. Retriable answers resend the
-// same bytes in the next round, after a backoff, until ctx ends.
+// same bytes in the next round, after a backoff, until ctx ends; transport failures only for
+// TxnConfig.TransportRetry in a row.
 func (p *TxnProducer) produceAll(ctx context.Context, streams []*txnStream, now time.Time) {
 	var b txnBackoff
+	gate := p.gate()
 	for {
 		var active []*txnStream
 		for _, s := range streams {
@@ -67,6 +69,20 @@ func (p *TxnProducer) produceAll(ctx context.Context, streams []*txnStream, now 
 		}
 		if len(retrying) == 0 {
 			b = txnBackoff{}
+			continue
+		}
+		// A round is a transport failure only if no partition got an answer from a broker.
+		transport := retrying[0].retry
+		for _, s := range retrying {
+			if !txnTransport(ctx, s.retry) {
+				transport = s.retry
+				break
+			}
+		}
+		if !gate.allow(ctx, transport) {
+			for _, s := range retrying {
+				s.err = p.produceErr(s, gate.spent(s.retry))
+			}
 			continue
 		}
 		p.log.Debug("transient answer, retrying", "request", "Produce", "partitions", len(retrying), "err", retrying[0].retry)

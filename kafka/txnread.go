@@ -274,7 +274,7 @@ func (r *txnReader) skipBatch(ctx context.Context, next, end, base int64) (int64
 // transient failures (isTransient).
 func (r *txnReader) fetch(ctx context.Context, offset int64) (*fetch.ResponsePartition, error) {
 	var out *fetch.ResponsePartition
-	err := txnRetry(ctx, r.isTransient(), nil, func(ctx context.Context) error {
+	err := txnRetry(ctx, nil, r.isTransient(), nil, func(ctx context.Context) error {
 		var err error
 		out, err = r.fetchOnce(ctx, offset)
 		return err
@@ -341,7 +341,7 @@ func (r *txnReader) fetchOnce(ctx context.Context, offset int64) (*fetch.Respons
 // logStart asks the partition's leader for its log start offset.
 func (r *txnReader) logStart(ctx context.Context) (int64, error) {
 	var start int64
-	err := txnRetry(ctx, r.isTransient(), nil, func(ctx context.Context) error {
+	err := txnRetry(ctx, nil, r.isTransient(), nil, func(ctx context.Context) error {
 		res, err := r.c.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
 			Topics: map[string][]kafkago.OffsetRequest{r.topic: {kafkago.FirstOffsetOf(r.partition)}},
 		})

@@ -56,6 +56,12 @@ type txnJob struct {
 // if it does not finish, Reset aborts again.
 const txnAbortTimeout = 30 * time.Second
 
+// txnBatchBound is how long one batch's transaction may take before it is given up and
+// aborted: a tenth below the coordinator's transaction timeout.
+func txnBatchBound(timeout time.Duration) time.Duration {
+	return timeout - timeout/10
+}
+
 // NewTxnSink starts the transactional producer of cfg (which fences any previous producer
 // with the transactional id and aborts its open transaction) and returns a sink on it.
 func NewTxnSink(ctx context.Context, cfg TxnConfig) (*TxnSink, error) {
@@ -122,9 +128,13 @@ func (s *TxnSink) write(j txnJob) error {
 		return &classified{fmt.Errorf("batch of %d messages not written: an earlier batch failed (Reset first): %w", len(j.msgs), failed),
 			retry.IsRetryable(failed)}
 	}
-	// A batch cannot outlive its transaction: the coordinator aborts it after the timeout.
-	// This bounds the retries of a write whose caller gave no deadline.
-	ctx, cancel := context.WithTimeout(j.ctx, s.p.timeout)
+	// A batch cannot outlive its transaction: the coordinator aborts it after the timeout,
+	// bumping the epoch, and the abort that follows then reads PRODUCER_FENCED, as if another
+	// instance had taken over (ErrFenced, final). Our own bound fires first, with a margin
+	// for the abort to reach the coordinator before it does (the coordinator's clock starts
+	// at the first AddPartitionsToTxn, after ours). It also bounds the retries of a write
+	// whose caller gave no deadline.
+	ctx, cancel := context.WithTimeout(j.ctx, txnBatchBound(s.p.timeout))
 	defer cancel()
 	err := s.p.Begin()
 	if err == nil {
@@ -138,9 +148,13 @@ func (s *TxnSink) write(j txnJob) error {
 	// Abort now, not at Reset: an open transaction holds every read_committed reader of its
 	// partitions (the cursor load too) at its first offset until it ends.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), txnAbortTimeout)
-	if aerr := s.p.Abort(actx); aerr != nil {
-		if errors.Is(aerr, ErrFenced) {
-			err = errors.Join(err, aerr)
+	abort := s.p.Abort
+	if errors.Is(err, errTxnUnreachable) {
+		abort = s.p.abortUnreachable // fail fast: the broker was just found down
+	}
+	if aerr := abort(actx); aerr != nil {
+		if errors.Is(aerr, ErrFenced) || errors.Is(aerr, errTxnUnreachable) {
+			err = errors.Join(err, aerr) // the sink is fenced, or Reset is to abort fast
 		} else {
 			s.log.Warn("abort of a failed transaction did not complete; Reset aborts it", "err", aerr)
 		}
@@ -190,7 +204,14 @@ func (s *TxnSink) Reset(ctx context.Context) error {
 	if failed == nil {
 		return nil
 	}
-	if err := s.p.Abort(ctx); err != nil {
+	// While the broker stays unreachable each Reset gives up fast, leaving the sink failed:
+	// the caller's next attempt fails at once, and its retry budget, not this, decides how
+	// long to wait for the broker.
+	abort := s.p.Abort
+	if errors.Is(failed, errTxnUnreachable) {
+		abort = s.p.abortUnreachable
+	}
+	if err := abort(ctx); err != nil {
 		return txnSinkErr(fmt.Errorf("reset: %w", err))
 	}
 	s.mu.Lock()

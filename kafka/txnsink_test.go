@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
@@ -251,5 +252,53 @@ func TestTxnSinkConformance(t *testing.T) {
 		sinktest.Run(t, func(t *testing.T) sinktest.Target {
 			return conformanceTarget(t, tg, "txnsink", txnNewSink(t, tg.Kafka(t), kafkatest.Topic(t, "txnsink-id")))
 		})
+	})
+}
+
+// A broker that goes down mid-sync fails the batch within TransportRetry with a retryable error
+// that says so, not at the transaction's bound; Reset gives up as fast while it stays down, and
+// the sink then refuses batches at once, naming why, so the caller's retry budget (not the
+// sink) decides how long to wait. Once the broker is back, Reset repairs the producer and the
+// next batch commits; nothing of the failed one is visible. The bounds asserted are far below
+// the transaction timeout (60s), which the writes would wait for without the transport bound.
+func TestTxnSinkBrokerDownFailsFast(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		topic := kafkatest.Topic(t, "txnsink")
+		kafkatest.CreateTopic(t, tg, topic, 2, nil)
+		br := kafkatest.NewBreaker(t)
+		const transportRetry = time.Second
+		s, err := kafka.NewTxnSink(txnCtx(t), kafka.TxnConfig{
+			Client: tg.KafkaConfig(t, kafka.Config{Dial: br.Dial}), TransactionalID: topic,
+			TransactionTimeout: time.Minute, TransportRetry: transportRetry,
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		before := txnMsgs(topic, "before", 10, 10, 10)
+		require.NoError(t, <-txnSend(s, txnCtx(t), before))
+
+		br.Refuse(true)
+		start := time.Now()
+		err = <-txnSend(s, txnCtx(t), txnMsgs(topic, "lost", 10, 10, 10))
+		failedIn := time.Since(start)
+		require.Error(t, err)
+		require.NotErrorIs(t, err, kafka.ErrFenced)
+		require.True(t, retry.IsRetryable(err), "the broker may come back: %v", err)
+		require.Contains(t, err.Error(), "unreachable")
+		require.Less(t, failedIn, 20*time.Second, "the batch failed after the transport bound, not the transaction's: %v", err)
+
+		start = time.Now()
+		rerr := s.Reset(txnCtx(t))
+		require.Error(t, rerr, "Reset cannot abort while the broker is down")
+		require.True(t, retry.IsRetryable(rerr), "%v", rerr)
+		require.Less(t, time.Since(start), 10*time.Second, "Reset gave up fast: %v", rerr)
+		refused := <-txnSend(s, txnCtx(t), txnMsgs(topic, "refused", 10, 10, 10))
+		require.ErrorContains(t, refused, "unreachable", "the refusal says why")
+		require.True(t, retry.IsRetryable(refused), "%v", refused)
+
+		br.Refuse(false)
+		require.NoError(t, s.Reset(txnCtx(t)))
+		after := txnMsgs(topic, "after", 10, 10, 10)
+		require.NoError(t, <-txnSend(s, txnCtx(t), after))
+		require.Equal(t, txnWant(before, after), txnGot(txnReadTopic(t, tg, topic, 2, true)))
 	})
 }

@@ -417,12 +417,17 @@ func (s *Pipeline) produce(ctx context.Context, p *pass, batches <-chan *batch, 
 }
 
 // failed resets the Sink after a failure: Reset waits for every batch it still writes or
-// retries, so none of them can land after a later cursor commit.
+// retries, so none of them can land after a later cursor commit. The Reset is bounded by
+// WriteTimeout: one that gives up leaves the Sink refusing batches (sink.Sink's contract), so
+// the next pass fails at once and resets again, while the caller's retry budget runs, instead
+// of this pass waiting for the broker without end.
 func (s *Pipeline) failed(ctx context.Context, err error) error {
 	if err == nil || !(errors.Is(err, ErrProduce) || errors.Is(err, ErrCommit)) {
 		return err
 	}
 	start := s.cfg.Clock()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
 	rerr := s.cfg.Sink.Reset(ctx)
 	s.log.Warn("pass failed; reset the sink once its in-flight batches ended", "waited", s.cfg.Clock().Sub(start).Round(time.Millisecond), "reset_err", rerr)
 	return err

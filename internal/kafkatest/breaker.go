@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -25,6 +26,7 @@ type Breaker struct {
 	drops   map[int16]int // API key -> requests still to drop
 	dropped map[int16]int // API key -> requests dropped
 	conns   map[net.Conn]struct{}
+	refuse  bool // the broker is down: dials are refused
 	wg      sync.WaitGroup
 }
 
@@ -50,6 +52,12 @@ func NewBreaker(t testing.TB) *Breaker {
 
 // Dial connects to addr through the proxy; it is a kafka.Transport's Dial.
 func (b *Breaker) Dial(ctx context.Context, _, addr string) (net.Conn, error) {
+	b.mu.Lock()
+	refuse := b.refuse
+	b.mu.Unlock()
+	if refuse {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", b.ln.Addr().String())
 	if err != nil {
@@ -61,6 +69,19 @@ func (b *Breaker) Dial(ctx context.Context, _, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Refuse makes the broker look down (true) or back (false) to the transport: going down closes
+// every connection and refuses dials (connection refused), as a stopped broker does.
+func (b *Breaker) Refuse(down bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refuse = down
+	if down {
+		for c := range b.conns {
+			c.Close()
+		}
+	}
 }
 
 // Drop makes the next n requests with API key (kmsg.Fetch, kmsg.ListOffsets, ...) close their
