@@ -579,7 +579,7 @@ func (p *TxnProducer) fencedErr(cause error, format string, args ...any) error {
 		// The coordinator aborts a transaction open past the timeout with an epoch bump and
 		// then answers PRODUCER_FENCED, as to a fenced producer: the two read the same (see
 		// ErrFenced), so the error names both.
-		outlived = fmt.Sprintf(", or this instance's transaction outlived --transaction-timeout (TransactionTimeout %s; it was open %s, the broker aborted it)",
+		outlived = fmt.Sprintf(", or this instance's transaction outlived the transaction timeout (%s; it was open %s, the broker aborted it)",
 			p.timeout, open.Round(time.Millisecond))
 	}
 	return &txnFencedError{fmt.Errorf("transactional id %q: %s: %w%s (%w)", p.cfg.TransactionalID, fmt.Sprintf(format, args...), ErrFenced, outlived, cause)}
