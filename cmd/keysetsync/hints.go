@@ -17,6 +17,7 @@ var hints = []struct {
 	{source.ErrTieOverflow, func(error) string {
 		return "--api-after-id-param or a larger --api-page-size; move the cursor back with keysetsync cursor set --to"
 	}},
+	{cursor.ErrNotCompacted, func(error) string { return "--cursor-topic names the cursor topic" }},
 	{cursor.ErrCorrupt, func(err error) string {
 		var ce *cursor.CorruptError
 		if !errors.As(err, &ce) {

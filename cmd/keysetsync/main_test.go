@@ -263,6 +263,8 @@ func TestLibraryErrorsGetTheirFlagHint(t *testing.T) {
 		{"corrupt cursor", fmt.Errorf("load: %w", corrupt),
 			"commit a new cursor over it: keysetsync cursor set --pipeline users --to <time> (or cursor reset)"},
 		{"corrupt, not a record", fmt.Errorf("%w: seq 9 cannot be increased", cursor.ErrCorrupt), "corrupt cursor record: seq 9 cannot be increased"},
+		{"cursor topic not compacted", fmt.Errorf("open: %w: topic %q has cleanup.policy=%q; set cleanup.policy=compact on it or choose another cursor topic", cursor.ErrNotCompacted, "c", "delete"),
+			"choose another cursor topic: --cursor-topic names the cursor topic"},
 		{"anything else", errors.New("boom"), "boom"},
 	}
 	for _, c := range cases {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/pipeline"
@@ -166,9 +165,6 @@ func (j *job) open(ctx context.Context) (err error) {
 	}
 	cfg.Kafka, cfg.Observer = j.kafka, obs
 	if j.runner, err = runner.Open(ctx, cfg); err != nil {
-		if errors.Is(err, cursor.ErrNotCompacted) {
-			err = fmt.Errorf("--cursor-topic: %w", err)
-		}
 		return err
 	}
 	if j.metrics != nil {
@@ -269,11 +265,7 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 }
 
 // openCursorStore opens the cursor store on topic (created compacted, with replication, when
-// missing); a topic without compaction names the flag that chose it.
+// missing); a topic without compaction is refused (cursor.ErrNotCompacted, hinted in hints.go).
 func openCursorStore(ctx context.Context, client *kafka.Client, topic string, replication int, log *slog.Logger) (*kafka.CursorStore, error) {
-	s, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
-	if errors.Is(err, cursor.ErrNotCompacted) {
-		return nil, fmt.Errorf("--cursor-topic: %w", err)
-	}
-	return s, err
+	return kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
 }
