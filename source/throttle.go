@@ -2,7 +2,6 @@ package source
 
 import (
 	"errors"
-	"net/http"
 
 	"github.com/keysetsync/keysetsync/throttle"
 )
@@ -20,7 +19,8 @@ func OutcomeOf(err error) throttle.Outcome {
 		return throttle.OK
 	}
 	var he *HTTPError
-	if errors.As(err, &he) && (he.Status >= 500 || he.Status == http.StatusTooManyRequests || he.Status == http.StatusRequestTimeout) {
+	if errors.As(err, &he) && he.Retryable() { // the same statuses: the API could serve it later
+
 		return throttle.Overloaded(he.RetryAfter)
 	}
 	return throttle.Failed

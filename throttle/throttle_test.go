@@ -33,6 +33,21 @@ func take(t *testing.T, l *throttle.Limiter, n int) []func(throttle.Outcome) {
 	return rs
 }
 
+// await receives from c; it fails the test after a minute without (a bound on the wait for an
+// event, so that a limiter that never wakes a waiter fails with a message, not a test timeout).
+func await[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(time.Minute)
+	defer timer.Stop()
+	select {
+	case v := <-c:
+		return v
+	case <-timer.C:
+		t.Fatalf("no %s after a minute", what)
+		panic("unreachable")
+	}
+}
+
 func releaseAll(rs []func(throttle.Outcome), o throttle.Outcome) {
 	for _, r := range rs {
 		r(o)
@@ -130,7 +145,7 @@ func TestLimitBoundsInFlight(t *testing.T) {
 	}()
 	throttle.AwaitWaiting(t, l, 1)
 	held[0](throttle.OK)
-	r := <-got
+	r := await(t, got, "slot for the blocked Acquire after a release")
 	assert.Equal(t, 4, throttle.InFlight(l))
 
 	// After a decrease to 2, the 4 in flight must drain to 1 before one more goes.
@@ -200,28 +215,36 @@ func TestRetryAfterPausesEveryAcquire(t *testing.T) {
 				held[i](throttle.Overloaded(ra))
 			}
 			acquired := make(chan time.Time, waiters)
+			early := make(chan struct{}) // closed by a slot handed out during the pause
+			var once sync.Once
+			ctx, cancel := context.WithCancel(t.Context())
+			var wg sync.WaitGroup
+			t.Cleanup(func() { cancel(); wg.Wait() })
 			for range waiters {
-				go func() {
-					r, err := l.Acquire(t.Context())
-					if !assert.NoError(t, err) {
+				wg.Go(func() {
+					r, err := l.Acquire(ctx)
+					if err != nil { // the test failed and is ending
 						return
 					}
-					acquired <- clock.Now()
+					at := clock.Now()
+					if at.Before(t0.Add(tc.pause)) {
+						once.Do(func() { close(early) })
+					}
+					acquired <- at
 					r(throttle.OK)
-				}()
+				})
 			}
 			// Every waiter is blocked on the pause, then stays so until it ends.
-			clock.AwaitTimers(t, waiters)
-			clock.Advance(tc.pause - time.Millisecond)
-			clock.AwaitTimers(t, waiters)
-			select {
-			case at := <-acquired:
-				t.Fatalf("a slot handed out at %s, during a pause of %s", at.Sub(t0), tc.pause)
-			default:
+			for _, d := range []time.Duration{0, tc.pause - time.Millisecond} {
+				clock.Advance(d)
+				if !clock.AwaitTimersOr(t, waiters, early) {
+					t.Fatalf("a slot handed out at %s, during a pause of %s", (<-acquired).Sub(t0), tc.pause)
+				}
 			}
 			clock.Advance(time.Millisecond)
+			require.Zero(t, clock.Timers(), "waiters still paused at the end of the pause")
 			for range waiters {
-				assert.Equal(t, tc.pause, (<-acquired).Sub(t0))
+				assert.Equal(t, tc.pause, await(t, acquired, "slot after the pause").Sub(t0))
 			}
 			var pauses int
 			for _, line := range lines() {
@@ -265,7 +288,7 @@ func TestAcquireHonoursCtx(t *testing.T) {
 				clock.AwaitTimers(t, 1)
 			}
 			cancel()
-			err := <-errc
+			err := await(t, errc, "return of Acquire after its ctx was cancelled")
 			require.ErrorIs(t, err, context.Canceled)
 			assert.Contains(t, err.Error(), "throttle: waiting for a request slot")
 			assert.Zero(t, clock.Timers(), "the waiter left a timer behind")
