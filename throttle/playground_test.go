@@ -3,8 +3,8 @@ package throttle_test
 import (
 	"context"
 	"math"
-	"strings"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
