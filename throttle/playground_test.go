@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -79,12 +78,7 @@ func TestPlaygroundRateLimit(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	st := api.Stats()
-	pauses := 0
-	for _, line := range lines() {
-		if strings.Contains(line, "pausing all requests") {
-			pauses++
-		}
-	}
+	pauses := pausesLogged(lines())
 	t.Logf("%d fetches by %d fetchers in %s: %d pages, %d answers 429, %d pauses (limit now %d, went down to %d)",
 		fetches, fetchers, elapsed.Round(time.Millisecond), st.Pages, st.Status429, pauses, l.Limit(), minLimit.Load())
 	assert.EqualValues(t, fetches, st.Pages, "pages served")
