@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,7 +121,7 @@ func (o Outcome) String() string {
 //   - Increase: once as many OK releases as the limit have come back from requests acquired
 //     since the last decrease, the limit grows by 1, up to Max. OKs of requests sent before a
 //     decrease do not count: they say the old limit was fine just before it was not.
-//   - Failed releases change nothing.
+//   - Failed releases free their slot and change nothing else.
 //   - Retry-After: an Overloaded release with a retryAfter > 0 pauses every Acquire, of every
 //     worker, until that long after the release (capped at Config.MaxRetryAfter); later ones
 //     can extend the pause, never shorten it. The pause is logged once, when it begins.
@@ -165,7 +166,8 @@ func New(cfg Config) *Limiter {
 		l.clock = realClock{}
 	}
 	if cfg.RequestsPerSecond > 0 {
-		l.interval = max(time.Duration(float64(time.Second)/cfg.RequestsPerSecond), 1)
+		// Clamped both ways: a tiny rate must not overflow into a negative (no) interval.
+		l.interval = time.Duration(min(max(float64(time.Second)/cfg.RequestsPerSecond, 1), math.MaxInt64/2))
 	}
 	l.limit = l.max
 	return l
@@ -180,8 +182,9 @@ func (l *Limiter) Limit() int {
 
 // Acquire blocks until a request may be sent: no pause is on, fewer than Limit() requests are
 // in flight, and the rate ceiling allows one more. It returns the function to call, once, when
-// the request is done, with its Outcome; calls after the first do nothing. If ctx ends first,
-// Acquire returns an error wrapping ctx.Err() and holds nothing.
+// the request is done, with its Outcome; calls after the first do nothing. Every slot must be
+// released, whatever happened to its request (Failed when nothing better is known), or it stays
+// held. If ctx ends first, Acquire returns an error wrapping ctx.Err() and holds nothing.
 func (l *Limiter) Acquire(ctx context.Context) (release func(Outcome), err error) {
 	l.mu.Lock()
 	l.waiting++
@@ -260,6 +263,7 @@ func (l *Limiter) release(epoch uint64, o Outcome) {
 		if l.successes >= l.limit {
 			l.limit++
 			l.successes = 0
+			l.log.Debug("api keeps up: raising request concurrency", "to", l.limit)
 		}
 	case overloaded:
 		if epoch == l.epoch {

@@ -370,6 +370,24 @@ func TestRequestsPerSecondCeiling(t *testing.T) {
 	}
 }
 
+func TestRequestsPerSecondExtremes(t *testing.T) {
+	for _, tc := range []struct {
+		rps        float64
+		secondFree bool // a second slot right after the first
+	}{
+		{1e-15, false}, // an interval beyond time.Duration's range is still an interval
+		{1e12, true},   // below a nanosecond
+		{0, true},      // no ceiling
+	} {
+		clock := throttletest.NewClock(t0)
+		l := throttle.New(throttle.Config{Max: 2, RequestsPerSecond: tc.rps, Clock: clock})
+		take(t, l, 1)
+		clock.Advance(time.Nanosecond)
+		_, ok := throttle.TryAcquire(l)
+		assert.Equal(t, tc.secondFree, ok, "second slot at %g per second", tc.rps)
+	}
+}
+
 // TestConcurrentUse hammers a limiter with random outcomes under the race detector: slots held
 // never exceed Max, and every one is given back.
 func TestConcurrentUse(t *testing.T) {
