@@ -88,6 +88,9 @@ func NewCursorStore(ctx context.Context, cfg CursorStoreConfig) (*CursorStore, e
 	return &CursorStore{client: cfg.Client, topic: cfg.Topic, writer: w, follow: newFollower(cfg.Client, cfg.Topic, log), log: log}, nil
 }
 
+// Topic returns the cursor topic.
+func (s *CursorStore) Topic() string { return s.topic }
+
 // Record implements cursor.RecordStore: the cursor topic, the pipeline's name and the JSON of
 // cursor.Marshal, what Commit writes.
 func (s *CursorStore) Record(c cursor.Cursor) (topic string, key, value []byte, err error) {
