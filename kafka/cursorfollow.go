@@ -219,7 +219,7 @@ func (f *follower) read(ctx context.Context, v *followView, parts []int, ends ma
 // apply folds one record into v, under the lock: v may be the published view that Loads read.
 func (f *follower) apply(v *followView, r Record) {
 	key := string(r.Key)
-	at := fmt.Sprintf("%s/%d offset %d", f.topic, r.Partition, r.Offset)
+	at := func() string { return fmt.Sprintf("%s/%d offset %d", f.topic, r.Partition, r.Offset) } // rarely needed
 	var c cursor.Cursor
 	var decodeErr error
 	if r.Value != nil {
@@ -238,7 +238,7 @@ func (f *follower) apply(v *followView, r Record) {
 		byPart[r.Partition] = s
 	}
 	if s.corrupt != nil {
-		f.log.Warn("an unreadable cursor record is superseded by a later one", "pipeline", key, "unreadable_at", s.corrupt.At, "err", s.corrupt.Err, "superseded_by", at)
+		f.log.Warn("an unreadable cursor record is superseded by a later one", "pipeline", key, "unreadable_at", s.corrupt.At, "err", s.corrupt.Err, "superseded_by", at())
 		s.corrupt = nil
 	}
 	switch {
@@ -246,7 +246,7 @@ func (f *follower) apply(v *followView, r Record) {
 		// A tombstone deletes the pipeline's cursor: start over.
 		*s = keySlot{tombstone: true}
 	case decodeErr != nil:
-		s.corrupt = &cursor.CorruptError{Pipeline: key, At: at, Err: decodeErr}
+		s.corrupt = &cursor.CorruptError{Pipeline: key, At: at(), Err: decodeErr}
 	case s.value == nil || c.Seq >= s.seq:
 		s.value, s.seq, s.offset = r.Value, c.Seq, r.Offset
 	}
