@@ -47,6 +47,7 @@ func BenchmarkCursorLoad(b *testing.B) {
 	for _, n := range sizes {
 		topic := kafkatest.Topic(b, "cursorbench")
 		kafkatest.CreateTopic(b, tg, topic, 1, map[string]string{"cleanup.policy": "compact"})
+		b.Cleanup(func() { _ = tg.Kafka(b).DeleteTopics(ctx, topic) })
 		pipelines := min(n, 1000)
 		benchFillCursors(b, tg, topic, n, pipelines)
 		pipeline := fmt.Sprintf("p-%04d", pipelines/2)
@@ -73,7 +74,7 @@ func BenchmarkCursorLoad(b *testing.B) {
 				benchLoad(b, want, func() (cursor.Cursor, error) { return benchScanLoad(ctx, client, topic, pipeline) })
 			}
 		})
-		if err := tg.Kafka(b).DeleteTopics(ctx, topic); err != nil {
+		if err := tg.Kafka(b).DeleteTopics(ctx, topic); err != nil { // before the next size is written
 			b.Fatal(err)
 		}
 	}
