@@ -205,7 +205,7 @@ func (i TopicInfo) CheckCursorTopic(name string) []ConfigWarning {
 		for j, k := range keys {
 			pairs[j] = k + "=" + want[k]
 		}
-		return fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config %s", name, strings.Join(pairs, ","))
+		return alterConfigCommand(name, pairs...)
 	}
 	var out []ConfigWarning
 	segMs, okMs := num("segment.ms")
