@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -215,5 +217,104 @@ func TestCursorStoreReadsATopicCreatedAgain(t *testing.T) {
 		_, err = s.Load(txnCtx(t), "p")
 		require.ErrorIs(t, err, cursor.ErrNotFound, "p's cursors went with the old topic")
 		assert.True(t, strings.Contains(logs.String(), "reading it again from its start"), "logged: %s", logs.String())
+	})
+}
+
+// TestCursorStoreIdleLoadCostsOneListOffsets: once the store has read the topic, a Load with
+// nothing new costs one ListOffsets and no Fetch, however many records the topic holds; a Load
+// after a new commit fetches only from where the store stopped.
+func TestCursorStoreIdleLoadCostsOneListOffsets(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	name := kafkatest.Topic(t, "cursors")
+	s, w := openCursorStore(t, tg, name), openCursorStore(t, tg, name)
+	t.Cleanup(func() { s.Close(); w.Close() })
+	for seq := int64(1); seq <= 50; seq++ {
+		require.NoError(t, w.Commit(txnCtx(t), followCursor(fmt.Sprintf("p%d", seq%5), seq)))
+	}
+	require.Equal(t, int64(50), followLoadSeq(t, s, "p0"))
+	_, err := w.Load(txnCtx(t), "p0") // w's follower is idle from now on
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	requests := map[kmsg.Key]int{}
+	var fetchedFrom []int64
+	for _, key := range []kmsg.Key{kmsg.ListOffsets, kmsg.Fetch} {
+		tg.Fake.ControlKey(key.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			requests[key]++
+			if f, ok := req.(*kmsg.FetchRequest); ok {
+				for _, tp := range f.Topics {
+					for _, p := range tp.Partitions {
+						fetchedFrom = append(fetchedFrom, p.FetchOffset)
+					}
+				}
+			}
+			return nil, nil, false // observed, then served as usual
+		})
+	}
+	counts := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return requests[kmsg.ListOffsets], requests[kmsg.Fetch]
+	}
+	for range 10 {
+		require.Equal(t, int64(50), followLoadSeq(t, s, "p0"))
+	}
+	lists, fetches := counts()
+	assert.Equal(t, 10, lists, "one ListOffsets per idle Load")
+	assert.Equal(t, 0, fetches, "no Fetch when nothing is new")
+
+	require.NoError(t, w.Commit(txnCtx(t), followCursor("p0", 51)))
+	require.Equal(t, int64(51), followLoadSeq(t, s, "p0"))
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, fetchedFrom)
+	assert.Equal(t, int64(50), fetchedFrom[0], "the new record is fetched from where the store stopped, not from the start")
+}
+
+// TestCursorStoreTombstoneInALaterPartition: as the scan read the partitions in order, a
+// tombstone in a later partition erases the pipeline's cursors of earlier ones, and a cursor
+// after it wins.
+func TestCursorStoreTombstoneInALaterPartition(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		cases := []struct {
+			name   string
+			values []string // of pipeline p, value i in partition i; "" is a tombstone
+			want   int64    // 0: no cursor
+		}{
+			{name: "tombstone last", values: []string{"5", "9", ""}},
+			{name: "cursor after the tombstone", values: []string{"5", "", "2"}, want: 2},
+			{name: "tombstone first", values: []string{"", "5", "2"}, want: 5},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				name := kafkatest.Topic(t, "cursors")
+				kafkatest.CreateTopic(t, tg, name, len(c.values), map[string]string{"cleanup.policy": "compact"})
+				client := tg.Client(t)
+				for part, v := range c.values {
+					rec := kafkago.Record{Key: kafkago.NewBytes([]byte("p"))}
+					if v != "" {
+						seq, err := strconv.ParseInt(v, 10, 64)
+						require.NoError(t, err)
+						b, err := cursor.Marshal(followCursor("p", seq))
+						require.NoError(t, err)
+						rec.Value = kafkago.NewBytes(b)
+					}
+					res, err := client.Produce(txnCtx(t), &kafkago.ProduceRequest{Topic: name, Partition: part, RequiredAcks: kafkago.RequireAll, Records: kafkago.NewRecordReader(rec)})
+					require.NoError(t, err)
+					require.NoError(t, res.Error)
+				}
+				s := openCursorStore(t, tg, name)
+				t.Cleanup(func() { s.Close() })
+				got, err := s.Load(txnCtx(t), "p")
+				if c.want == 0 {
+					require.ErrorIs(t, err, cursor.ErrNotFound)
+					return
+				}
+				require.NoError(t, err)
+				assert.Equal(t, c.want, got.Seq)
+			})
+		}
 	})
 }
