@@ -207,6 +207,11 @@ func TestCursorStoreReadsATopicCreatedAgain(t *testing.T) {
 		}
 		require.Equal(t, int64(5), followLoadSeq(t, s, "p"))
 		require.NoError(t, tg.Kafka(t).DeleteTopics(txnCtx(t), name))
+		if tg.Fake != nil { // a real broker deletes in the background: a Load right after may still find it
+			_, err = s.Load(txnCtx(t), "p")
+			require.ErrorIs(t, err, kafka.ErrUnknownTopic, "a deleted topic fails the load")
+			require.True(t, retry.IsRetryable(err), "retryable, as a missing topic is in Kafka's terms: %v", err)
+		}
 		w := openCursorStore(t, tg, name) // creates it again
 		t.Cleanup(func() { w.Close() })
 		require.NoError(t, w.Commit(txnCtx(t), followCursor("q", 1)))
