@@ -72,6 +72,10 @@
 #   BENCH_APIDRAIN_ENV extra environment of apidrain ["GOGC=400 GOMEMLIMIT=48MiB": the GC
 #                      settings keysetsync sets for itself (cmd/keysetsync tuneGC), so the API
 #                      ceiling is measured on equal terms]
+#   BENCH_CURSOR       1: time one cursor Load against cursor topics of BENCH_CURSOR_SIZES records,
+#                      the followed store against the old whole-topic scan (BenchmarkCursorLoad) [1]
+#   BENCH_CURSOR_SIZES / BENCH_CURSOR_RUNS   records in the cursor topic ["1000 100000 1000000";
+#                      quick: "1000 100000"] / runs of the benchmark, the table shows medians [3]
 #   BENCH_PROFILE      1: CPU profile of one pass [1]
 #   BENCH_PROFILE_RECORDS / BENCH_PROFILE_PAGE_SIZE   [largest size] / [1000]
 #
@@ -86,9 +90,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 QUICK="${BENCH_QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
-  d_sizes=100000 d_runs=1 d_lat=20 d_tie="10000 100000" d_eos_runs=3
+  d_sizes=100000 d_runs=1 d_lat=20 d_tie="10000 100000" d_eos_runs=3 d_cursor="1000 100000"
 else
-  d_sizes="100000 1000000" d_runs=3 d_lat=60 d_tie="10000 1000000" d_eos_runs=
+  d_sizes="100000 1000000" d_runs=3 d_lat=60 d_tie="10000 1000000" d_eos_runs= d_cursor="1000 100000 1000000"
 fi
 MATRIX="${BENCH_MATRIX:-1}"
 SIZES="${BENCH_SIZES:-$d_sizes}"
@@ -125,6 +129,9 @@ LAT_RECORDS="${BENCH_LAT_RECORDS:-10000}"
 LAT_PAGE="${BENCH_LAT_PAGE_SIZE:-1000}"
 LAT_DELIVERY="${BENCH_LAT_DELIVERY-exactly-once at-least-once}"
 PROFILE="${BENCH_PROFILE:-1}"
+CURSOR="${BENCH_CURSOR:-1}"
+CURSOR_SIZES="${BENCH_CURSOR_SIZES:-$d_cursor}"
+CURSOR_RUNS="${BENCH_CURSOR_RUNS:-3}"
 read -r -a KS_ENV <<<"${BENCH_KEYSETSYNC_ENV:-}"
 BENCH_APIDRAIN_ENV="${BENCH_APIDRAIN_ENV-GOGC=400 GOMEMLIMIT=48MiB}"
 read -r -a AD_ENV <<<"$BENCH_APIDRAIN_ENV"
@@ -138,7 +145,7 @@ PREFIX="bench-$RUN_ID-"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
-for v in $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
+for v in $CURSOR_SIZES $CURSOR_RUNS $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || ks_die "not a positive integer: $v (BENCH_SIZES, BENCH_PAGE_SIZES, BENCH_RUNS, ...)"
 done
 # Loopback only: the broker list, like everything else, must be this machine.
@@ -551,6 +558,30 @@ if [ "$PROFILE" = 1 ]; then
   say "profile summary in $OUT/profile.txt (go tool pprof -http=127.0.0.1:0 $OUT/bin/pipeline.test $OUT/cpu.prof)"
 fi
 
+# ------------------------------------------------------------------ cursor load
+
+# One Load of the cursor store against cursor topics of growing size: the followed store (one
+# ListOffsets when nothing is new) side by side with the whole-topic scan every Load did before.
+# The topics are written by the benchmark (uncompacted, the broker's segment defaults) and
+# deleted after it; their names start with cursorbench-, not with $PREFIX.
+if [ "$CURSOR" = 1 ]; then
+  say "cursor load: cursor topics of [$CURSOR_SIZES] records, followed store against whole-topic scan, $CURSOR_RUNS runs (BenchmarkCursorLoad)"
+  (cd "$SRC" && go test -c -o "$OUT/bin/kafka.test" ./kafka/)
+  # A run measures every size, one after the other; runs repeat that (not -test.count, which
+  # repeats each size back to back), so load that drifts over minutes falls on every size alike.
+  for ((run = 1; run <= CURSOR_RUNS; run++)); do
+    say "cursor load: run $run/$CURSOR_RUNS"
+    (cd "$OUT" && KAFKA_BROKERS="$BROKERS" KEYSETSYNC_CURSOR_BENCH_SIZES="$CURSOR_SIZES" \
+      timeout -k 10 "$((STEP_TIMEOUT * 2))" "$OUT/bin/kafka.test" -test.run '^$' -test.bench '^BenchmarkCursorLoad$' \
+      -test.benchtime 2s >"$OUT/logs/cursorload-bench-$run.log" 2>&1) || {
+      cat "$OUT/logs/cursorload-bench-$run.log" >&2
+      ks_die "cursor load benchmark failed"
+    }
+  done
+  cat "$OUT"/logs/cursorload-bench-*.log >"$OUT/logs/cursorload-bench.log"
+  "$PY" bench/cursorload.py "$OUT/logs/cursorload-bench.log" >"$OUT/cursorload.md"
+fi
+
 # ------------------------------------------------------------------ report
 
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
@@ -562,6 +593,10 @@ echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
   echo '```'
   sed -n '1,/^## top 30 functions/p' "$OUT/profile.txt" | sed '$d'
   echo '```'
+} >>"$OUT/report.md"
+[ -f "$OUT/cursorload.md" ] && {
+  echo
+  cat "$OUT/cursorload.md"
 } >>"$OUT/report.md"
 cat "$OUT/report.md"
 say "done in $((SECONDS - T0))s; results in $OUT"

@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,18 +26,22 @@ type CursorStoreConfig struct {
 }
 
 // CursorStore is the cursor.Store that keeps cursors in a compacted Kafka topic: key = pipeline
-// name, value = the JSON of cursor.Marshal. Several pipelines may share the topic.
+// name, value = the JSON of cursor.Marshal. Several pipelines may share the topic, and the
+// pipelines of one process should share one CursorStore of it: it reads the topic once and
+// follows it (see Load).
 type CursorStore struct {
 	client *Client
 	topic  string
 	writer *kafkago.Writer
+	follow *follower
 	log    *slog.Logger
 }
 
 var _ cursor.RecordStore = (*CursorStore)(nil)
 
-// NewCursorStore checks the cursor topic, creating it compacted when it is missing, and refuses
-// a topic that exists without compaction (cursor.ErrNotCompacted).
+// NewCursorStore checks the cursor topic, creating it with CursorTopicConfigs when it is missing,
+// refuses a topic that exists without compaction (cursor.ErrNotCompacted), logs a warning per
+// setting that keeps an existing one growing (CheckCursorTopic), and starts reading it.
 func NewCursorStore(ctx context.Context, cfg CursorStoreConfig) (*CursorStore, error) {
 	if cfg.Client == nil || cfg.Topic == "" {
 		return nil, errors.New("cursor store: client and topic are required")
@@ -54,7 +57,7 @@ func NewCursorStore(ctx context.Context, cfg CursorStoreConfig) (*CursorStore, e
 		Name:              cfg.Topic,
 		Partitions:        1,
 		ReplicationFactor: cfg.ReplicationFactor,
-		Configs:           map[string]string{"cleanup.policy": "compact"},
+		Configs:           CursorTopicConfigs(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cursor topic: %w", err)
@@ -63,7 +66,11 @@ func NewCursorStore(ctx context.Context, cfg CursorStoreConfig) (*CursorStore, e
 		return nil, fmt.Errorf("%w: topic %q has cleanup.policy=%q; set cleanup.policy=compact on it or choose another cursor topic", cursor.ErrNotCompacted, cfg.Topic, policy)
 	}
 	if info.Created {
-		log.Info("created cursor topic", "topic", cfg.Topic, "cleanup.policy", "compact")
+		configs := TopicConfigFlag(CursorTopicConfigs())
+		log.Info("created cursor topic", "topic", cfg.Topic, "configs", configs.String())
+	}
+	for _, w := range info.CheckCursorTopic(cfg.Topic) {
+		log.Warn(w.Msg, w.Attrs...)
 	}
 	w := &kafkago.Writer{
 		Addr:         cfg.Client.client.Addr,
@@ -78,8 +85,11 @@ func NewCursorStore(ctx context.Context, cfg CursorStoreConfig) (*CursorStore, e
 		// compaction has rewritten.
 		Compression: 0,
 	}
-	return &CursorStore{client: cfg.Client, topic: cfg.Topic, writer: w, log: log}, nil
+	return &CursorStore{client: cfg.Client, topic: cfg.Topic, writer: w, follow: newFollower(cfg.Client, cfg.Topic, log), log: log}, nil
 }
+
+// Topic returns the cursor topic.
+func (s *CursorStore) Topic() string { return s.topic }
 
 // Record implements cursor.RecordStore: the cursor topic, the pipeline's name and the JSON of
 // cursor.Marshal, what Commit writes.
@@ -111,57 +121,113 @@ func (s *CursorStore) Commit(ctx context.Context, c cursor.Cursor) error {
 	return nil
 }
 
-// Load implements cursor.Store. It reads the cursor topic up to the end offsets it observed when it
-// started (Client.Scan), and keeps the cursor of pipeline with the highest Seq.
+// Load implements cursor.Store. It waits until the store's follower has read the cursor topic up
+// to the end offsets listed after Load began (the last stable offsets: committed records only),
+// then answers from memory: the cursor of pipeline with the highest Seq. An idle topic costs one
+// ListOffsets, whatever its size; Loads that wait at the same time share one read.
 //
 // A record of the pipeline that cannot be decoded is an error (a *CorruptError naming its
 // offset) unless a later record of the pipeline in the same partition supersedes it: a cursor
 // written after it (keysetsync cursor set or reset does exactly that) or a tombstone. The error
 // carries the highest readable cursor, so such a new cursor can take a higher Seq.
 func (s *CursorStore) Load(ctx context.Context, pipeline string) (cursor.Cursor, error) {
-	var best cursor.Cursor
-	found := false
-	corrupt := map[int]*cursor.CorruptError{} // by partition: the last unreadable record not yet superseded
-	err := s.client.Scan(ctx, s.topic, func(r Record) error {
-		if string(r.Key) != pipeline {
-			return nil
-		}
-		at := fmt.Sprintf("%s/%d offset %d", s.topic, r.Partition, r.Offset)
-		if prev := corrupt[r.Partition]; prev != nil {
-			s.log.Warn("an unreadable cursor record is superseded by a later one", "pipeline", pipeline, "unreadable_at", prev.At, "err", prev.Err, "superseded_by", at)
-			delete(corrupt, r.Partition)
-		}
-		if r.Value == nil {
-			// A tombstone deletes the pipeline's cursor: start over.
-			best, found = cursor.Cursor{}, false
-			return nil
-		}
-		c, err := cursor.Unmarshal(r.Value)
-		if err != nil {
-			corrupt[r.Partition] = &cursor.CorruptError{Pipeline: pipeline, At: at, Err: err}
-			return nil
-		}
-		c.Pipeline, c.ReadFrom = pipeline, at
-		if !found || c.Seq >= best.Seq {
-			best, found = c, true
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.follow.await(ctx); err != nil {
 		return cursor.Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, err)
 	}
-	for _, p := range slices.Sorted(maps.Keys(corrupt)) {
-		e := corrupt[p]
-		if found {
-			e.Readable = &best
-		}
-		return cursor.Cursor{}, fmt.Errorf("load cursor of %q: %w", pipeline, e)
-	}
-	if !found {
-		return cursor.Cursor{}, fmt.Errorf("pipeline %q in topic %q: %w", pipeline, s.topic, cursor.ErrNotFound)
-	}
-	return best, nil
+	return s.follow.cursorOf(pipeline)
 }
 
-// Close implements cursor.Store.
-func (s *CursorStore) Close() error { return s.writer.Close() }
+// Close implements cursor.Store: it stops the follower and the writer. A store shared by
+// several pipelines is closed once, by its owner, after them.
+func (s *CursorStore) Close() error {
+	s.follow.close()
+	return s.writer.Close()
+}
+
+// The settings of a new cursor topic (CursorTopicConfigs). Compaction never touches a
+// partition's active segment, and by the broker's defaults (segment.ms 7 days, segment.bytes
+// 1 GiB) it rolls after a week: every cursor committed that week stays in the topic, and a
+// process reads all of them when it starts. Rolling after an hour or 16 MiB, whichever comes
+// first, bounds that to an hour of commits (1,000 pipelines committing every 30 s: 120,000
+// records) or 16 MiB (a read of a fraction of a second); the files of a few rolled segments
+// an hour are nothing to the broker, and compaction merges them.
+const (
+	cursorSegmentMs    = 60 * 60 * 1000
+	cursorSegmentBytes = 16 << 20
+	// The cleaner compacts a log once this share of it is superseded records. A cursor topic
+	// is almost all superseded records and small once compacted, so cleaning it early costs
+	// little (the broker's default is 0.5).
+	cursorDirtyRatio = "0.1"
+)
+
+// Limits beyond which an existing cursor topic is warned about (CheckCursorTopic).
+const (
+	// The active segment is unbounded in practice when it rolls neither within a day nor
+	// within 64 MiB.
+	cursorWarnSegmentMs    = 24 * 60 * 60 * 1000
+	cursorWarnSegmentBytes = 64 << 20
+	// Records younger than min.compaction.lag.ms are never compacted.
+	cursorWarnCompactionLagMs = 60 * 60 * 1000
+	cursorWarnDirtyRatio      = 0.5
+)
+
+// CursorTopicConfigs returns the configs a missing cursor topic is created with: compacted, with
+// an active segment that rolls within the hour or 16 MiB so that compaction can run on a small
+// topic, records compactable at once (min.compaction.lag.ms 0) and cleaned early
+// (min.cleanable.dirty.ratio 0.1).
+func CursorTopicConfigs() map[string]string {
+	return map[string]string{
+		"cleanup.policy":            "compact",
+		"segment.ms":                strconv.Itoa(cursorSegmentMs),
+		"segment.bytes":             strconv.Itoa(cursorSegmentBytes),
+		"min.cleanable.dirty.ratio": cursorDirtyRatio,
+		"min.compaction.lag.ms":     "0",
+	}
+}
+
+// CheckCursorTopic returns a warning for each setting of an existing cursor topic that keeps it
+// growing: an active segment that rolls neither within a day nor within 64 MiB (compaction
+// never cleans it), a min.compaction.lag.ms over an hour, a min.cleanable.dirty.ratio over the
+// broker's default 0.5. A bigger topic is read at every start. Settings the broker does not
+// report are not judged. The fix quotes CursorTopicConfigs' value.
+func (i TopicInfo) CheckCursorTopic(name string) []ConfigWarning {
+	num := func(k string) (float64, bool) {
+		v, ok := i.Configs[k]
+		if !ok {
+			return 0, false
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		return n, err == nil
+	}
+	want := CursorTopicConfigs()
+	fix := func(keys ...string) string {
+		pairs := make([]string, len(keys))
+		for j, k := range keys {
+			pairs[j] = k + "=" + want[k]
+		}
+		return alterConfigCommand(name, pairs...)
+	}
+	var out []ConfigWarning
+	segMs, okMs := num("segment.ms")
+	segBytes, okBytes := num("segment.bytes")
+	if okMs && okBytes && segMs > cursorWarnSegmentMs && segBytes > cursorWarnSegmentBytes {
+		out = append(out, ConfigWarning{
+			Msg: "the cursor topic's active segment rolls only after segment.ms or segment.bytes, and compaction never cleans an active segment: every cursor committed until then stays in the topic and is read at every start; keysetsync never alters an existing topic",
+			Attrs: []any{"topic", name, "segment.ms", i.Configs["segment.ms"], "segment.bytes", i.Configs["segment.bytes"],
+				"fix", fix("segment.ms", "segment.bytes")},
+		})
+	}
+	if lag, ok := num("min.compaction.lag.ms"); ok && lag > cursorWarnCompactionLagMs {
+		out = append(out, ConfigWarning{
+			Msg:   "the cursor topic's min.compaction.lag.ms keeps every cursor younger than it from compaction: they stay in the topic and are read at every start; keysetsync never alters an existing topic",
+			Attrs: []any{"topic", name, "min.compaction.lag.ms", i.Configs["min.compaction.lag.ms"], "fix", fix("min.compaction.lag.ms")},
+		})
+	}
+	if ratio, ok := num("min.cleanable.dirty.ratio"); ok && ratio > cursorWarnDirtyRatio {
+		out = append(out, ConfigWarning{
+			Msg:   "the cursor topic's min.cleanable.dirty.ratio lets superseded cursors pile up before compaction runs: they are read at every start; keysetsync never alters an existing topic",
+			Attrs: []any{"topic", name, "min.cleanable.dirty.ratio", i.Configs["min.cleanable.dirty.ratio"], "fix", fix("min.cleanable.dirty.ratio")},
+		})
+	}
+	return out
+}

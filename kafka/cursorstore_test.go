@@ -3,6 +3,8 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/cursortest"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/kafka"
 )
 
@@ -32,23 +35,85 @@ func openCursorStore(t *testing.T, tg kafkatest.Target, name string) *kafka.Curs
 	return s
 }
 
+// TestCursorStoreCreatesACompactedTopic: a new cursor topic gets settings under which
+// compaction runs on it while it is small (CursorTopicConfigs), and passes its own check.
 func TestCursorStoreCreatesACompactedTopic(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		name := kafkatest.Topic(t, "cursors")
 		s := openCursorStore(t, tg, name)
 		t.Cleanup(func() { s.Close() })
-		res, err := tg.Client(t).DescribeConfigs(context.Background(), &kafkago.DescribeConfigsRequest{
-			Resources: []kafkago.DescribeConfigRequestResource{{ResourceType: kafkago.ResourceTypeTopic, ResourceName: name, ConfigNames: []string{"cleanup.policy"}}}})
-		require.NoError(t, err)
-		require.Len(t, res.Resources, 1)
-		var policy string
-		for _, e := range res.Resources[0].ConfigEntries {
-			if e.ConfigName == "cleanup.policy" {
-				policy = e.ConfigValue
-			}
+		want := map[string]string{
+			"cleanup.policy":            "compact",
+			"segment.ms":                "3600000",
+			"segment.bytes":             "16777216",
+			"min.cleanable.dirty.ratio": "0.1",
+			"min.compaction.lag.ms":     "0",
 		}
-		assert.Equal(t, "compact", policy)
+		require.Equal(t, want, kafka.CursorTopicConfigs())
+		got, err := tg.Kafka(t).TopicConfigs(context.Background(), name)
+		require.NoError(t, err)
+		for k, v := range want {
+			assert.Equal(t, v, got[k], k)
+		}
+		assert.Empty(t, kafka.TopicInfo{Configs: got}.CheckCursorTopic(name))
 	})
+}
+
+// TestCursorStoreWarnsAboutAGrowingTopic: an existing cursor topic with the broker's defaults
+// (an active segment of 7 days or 1 GiB, never compacted) is used, with a warning that says
+// how to fix it.
+func TestCursorStoreWarnsAboutAGrowingTopic(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		name := kafkatest.Topic(t, "cursors")
+		kafkatest.CreateTopic(t, tg, name, 1, map[string]string{"cleanup.policy": "compact", "segment.ms": "604800000", "segment.bytes": "1073741824"})
+		var logs logtest.Buffer
+		s, err := kafka.NewCursorStore(context.Background(), kafka.CursorStoreConfig{Client: tg.Kafka(t), Topic: name, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		out := logs.String()
+		assert.Contains(t, out, "level=WARN")
+		assert.Contains(t, out, "compaction never cleans an active segment")
+		assert.Contains(t, out, "segment.ms=604800000")
+		assert.Contains(t, out, "--entity-name "+name+" --add-config segment.ms=3600000,segment.bytes=16777216")
+	})
+}
+
+func TestCheckCursorTopic(t *testing.T) {
+	good := kafka.CursorTopicConfigs()
+	with := func(kv ...string) map[string]string {
+		m := maps.Clone(good)
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	cases := []struct {
+		name    string
+		configs map[string]string
+		warns   []string // a substring of each warning, in order
+	}{
+		{name: "as created", configs: good},
+		{name: "nothing reported", configs: map[string]string{}},
+		{name: "broker defaults", configs: with("segment.ms", "604800000", "segment.bytes", "1073741824", "min.cleanable.dirty.ratio", "0.5"),
+			warns: []string{"active segment"}},
+		{name: "rolls by time", configs: with("segment.bytes", "1073741824")},
+		{name: "rolls by size", configs: with("segment.ms", "604800000")},
+		{name: "a day and 64 MiB are still fine", configs: with("segment.ms", "86400000", "segment.bytes", "67108864")},
+		{name: "compaction lag", configs: with("min.compaction.lag.ms", "86400000"), warns: []string{"min.compaction.lag.ms"}},
+		{name: "dirty ratio", configs: with("min.cleanable.dirty.ratio", "0.9"), warns: []string{"min.cleanable.dirty.ratio"}},
+		{name: "all three", configs: with("segment.ms", "604800000", "segment.bytes", "1073741824", "min.compaction.lag.ms", "86400000", "min.cleanable.dirty.ratio", "0.9"),
+			warns: []string{"active segment", "min.compaction.lag.ms", "min.cleanable.dirty.ratio"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := kafka.TopicInfo{Configs: c.configs}.CheckCursorTopic("cursors")
+			require.Len(t, got, len(c.warns))
+			for i, w := range c.warns {
+				assert.Contains(t, got[i].Msg, w)
+				assert.Contains(t, fmt.Sprint(got[i].Attrs...), "--entity-name cursors --add-config")
+			}
+		})
+	}
 }
 
 func TestCursorStoreRefusesATopicWithoutCompaction(t *testing.T) {

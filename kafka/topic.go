@@ -258,7 +258,7 @@ func (i TopicInfo) Check(name string, want map[string]string, tombstones bool) [
 			out = append(out, ConfigWarning{
 				Msg: "the existing topic has a config with another value than requested; keysetsync never alters an existing topic, so the topic's value applies (change it with kafka-configs --alter --add-config, or drop the --topic-config)",
 				Attrs: []any{"topic", name, "config", k, "requested", want[k], "actual", have,
-					"fix", fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config %s=%s", name, k, bracket(want[k]))},
+					"fix", alterConfigCommand(name, k+"="+bracket(want[k]))},
 			})
 		}
 	}
@@ -300,6 +300,11 @@ func policySet(v string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// alterConfigCommand is the kafka-configs command that sets the name=value pairs on topic.
+func alterConfigCommand(topic string, pairs ...string) string {
+	return fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config %s", topic, strings.Join(pairs, ","))
 }
 
 // bracket writes a list value as kafka-configs expects it: [a,b].

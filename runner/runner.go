@@ -34,6 +34,10 @@ type Config struct {
 	DLQTopic string
 	// CursorTopic holds the cursors, compacted (created so when missing).
 	CursorTopic string
+	// CursorStore, when set, is the store of CursorTopic that the process's pipelines share: it
+	// reads the topic once and follows it, where a store per pipeline would read it once per
+	// pipeline. The Runner uses it and does not close it. Nil: the Runner opens its own.
+	CursorStore *kafka.CursorStore
 	// ReplicationFactor of the dead-letter and cursor topics when the Runner creates them (-1:
 	// the broker's default).
 	ReplicationFactor int
@@ -133,11 +137,16 @@ func open(ctx context.Context, cfg Config, valuePrefix []byte) (_ *Runner, err e
 		}
 		sinkMax = min(topicMax, dlqMax) // the sink takes what the pipeline makes: sized to the smaller
 	}
-	store, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: cfg.Kafka, Topic: cfg.CursorTopic, ReplicationFactor: cfg.ReplicationFactor, Logger: log})
-	if err != nil {
-		return nil, err
+	store := cfg.CursorStore
+	switch {
+	case store != nil && store.Topic() != cfg.CursorTopic:
+		return nil, fmt.Errorf("cursor store of topic %q given for cursor topic %q", store.Topic(), cfg.CursorTopic)
+	case store == nil:
+		if store, err = kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: cfg.Kafka, Topic: cfg.CursorTopic, ReplicationFactor: cfg.ReplicationFactor, Logger: log}); err != nil {
+			return nil, err
+		}
+		r.closers = append(r.closers, store.Close)
 	}
-	r.closers = append(r.closers, store.Close)
 	codec, err := avro.NewCodec()
 	if err != nil {
 		return nil, err

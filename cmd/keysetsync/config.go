@@ -368,6 +368,7 @@ type job struct {
 	runner  *runner.Runner
 	kafka   *kafka.Client
 	metrics *metrics.Server // nil without --metrics-addr
+	stores  *cursorStores   // the process's cursor stores, shared by every job
 }
 
 // startJobs parses the flags of a sync command (with interval non-nil, run's --interval too),
@@ -391,6 +392,7 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		}
 	}
 	var jobs []*job
+	stores := &cursorStores{}
 	for _, ps := range sets {
 		f := ps.flags
 		err := f.validate()
@@ -407,14 +409,18 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		if err != nil {
 			return nil, err
 		}
+		if stores.log == nil {
+			stores.log = log
+		}
 		if multi {
 			log = log.With("pipeline", f.pipeline)
 		}
-		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
+		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval, stores: stores})
 	}
 	for i, j := range jobs {
 		if err := j.open(ctx); err != nil {
 			closeJobs(jobs[:i])
+			stores.close() // also when the first job failed
 			if multi {
 				err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
 			}
@@ -424,9 +430,13 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 	return jobs, nil
 }
 
+// closeJobs closes the jobs, then the cursor stores they shared.
 func closeJobs(jobs []*job) {
 	for _, j := range jobs {
 		j.close()
+	}
+	if len(jobs) > 0 {
+		jobs[0].stores.close()
 	}
 }
 

@@ -265,6 +265,28 @@ func TestOnceRunsEveryPipelineOfTheConfigFile(t *testing.T) {
 	})
 }
 
+// TestPipelinesShareOneCursorStore: the pipelines of a process that share a cursor topic share
+// one store of it, which reads the topic once and follows it; seen from outside, its warning
+// about an existing cursor topic that keeps growing is logged once, for no pipeline in
+// particular, not once per pipeline.
+func TestPipelinesShareOneCursorStore(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	path, cursors, topics := twoPipelines(t, tg, [2]int{30, 50})
+	kafkatest.CreateTopic(t, tg, cursors, 1, map[string]string{"cleanup.policy": "compact"}) // the broker's segment defaults
+	code, _, stderr := run(t.Context(), nil, "once", "--config", path)
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, kafkatest.ReadAll(t, tg, topics[1]), 50)
+	var warnings []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.Contains(l, "compaction never cleans an active segment") {
+			warnings = append(warnings, l)
+		}
+	}
+	require.Len(t, warnings, 1, stderr)
+	assert.NotContains(t, warnings[0], "pipeline=")
+	assert.Contains(t, warnings[0], "topic="+cursors)
+}
+
 func mustRead(t *testing.T, path string) string {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)

@@ -164,6 +164,9 @@ func (j *job) open(ctx context.Context) (err error) {
 		return err
 	}
 	cfg.Kafka, cfg.Observer = j.kafka, obs
+	if cfg.CursorStore, err = j.stores.get(ctx, f); err != nil {
+		return err
+	}
 	if j.runner, err = runner.Open(ctx, cfg); err != nil {
 		return err
 	}
