@@ -412,6 +412,9 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		}
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
 	}
+	if log, err := f.logger(e); err == nil {
+		servePprof(e.getenv, log) // the process's, not one pipeline's: the top-level logger
+	}
 	for i, j := range jobs {
 		if err := j.open(ctx); err != nil {
 			closeJobs(jobs[:i])
