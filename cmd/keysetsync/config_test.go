@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -326,4 +328,27 @@ func TestConfigPipelinePrecedence(t *testing.T) {
 	for _, c := range cases {
 		assert.Equal(t, c.want, c.got, c.name)
 	}
+}
+
+// The pipelines of one process share one Kafka client (one connection pool, one copy of the
+// cluster's metadata) per broker set and security settings: a client per pipeline cost about
+// 5 MiB and a metadata refresh of the whole cluster per idle pipeline (issue 12).
+func TestPipelinesShareOneKafkaClientPerCluster(t *testing.T) {
+	one, other := kafkatest.NewFake(t), kafkatest.NewFake(t)
+	path, _, _ := twoPipelines(t, one, [2]int{10, 10})
+	// Two more: one on the same cluster, its broker list spelled with spaces; one on another.
+	body := mustRead(t, path) +
+		"  - {pipeline: pc, api-url: 'http://127.0.0.1:1/keyset', topic: '" + kafkatest.Topic(t, "u") + "', brokers: ' " + strings.Join(one.Brokers, " , ") + " '}\n" +
+		"  - {pipeline: pd, api-url: 'http://127.0.0.1:1/keyset', topic: '" + kafkatest.Topic(t, "u") + "', brokers: '" + strings.Join(other.Brokers, ",") + "'}\n"
+	var errb bytes.Buffer
+	e := &env{stdout: io.Discard, stderr: &errb, getenv: func(string) string { return "" }}
+	jobs, err := startJobs(t.Context(), e, []string{"--config", writeConfig(t, body)}, "once", "", nil)
+	require.NoError(t, err, errb.String())
+	t.Cleanup(func() { closeJobs(jobs) })
+	require.Len(t, jobs, 4)
+	for _, j := range jobs[1:3] {
+		assert.Same(t, jobs[0].kafka, j.kafka, "pipeline %s has a Kafka client of its own", j.flags.pipeline)
+	}
+	assert.NotSame(t, jobs[0].kafka, jobs[3].kafka, "a pipeline on another cluster got the first cluster's client")
+	assert.Equal(t, other.Brokers, jobs[3].kafka.Brokers())
 }
