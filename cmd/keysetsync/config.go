@@ -448,9 +448,9 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		if err != nil {
 			return nil, err
 		}
-		if multi {
-			log = log.With("pipeline", f.pipeline)
-		}
+		// Named here, once, for everything the pipeline logs (source, runner, sink, pipeline),
+		// also when it is the only one: the same lines whether a config lists one or many.
+		log = log.With("pipeline", f.pipeline)
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
 	}
 	if log, err := f.logger(e); err == nil {

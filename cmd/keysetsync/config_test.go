@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -351,4 +352,51 @@ func TestPipelinesShareOneKafkaClientPerCluster(t *testing.T) {
 	}
 	assert.NotSame(t, jobs[0].kafka, jobs[3].kafka, "a pipeline on another cluster got the first cluster's client")
 	assert.Equal(t, other.Brokers, jobs[3].kafka.Brokers())
+}
+
+// Every line a pipeline logs names it exactly once, whether the process runs one pipeline or
+// several: with many pipelines the lines of the pipeline package carried pipeline= twice (cmd
+// and pipeline.New both added it).
+func TestEveryLogLineNamesItsPipelineOnce(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	api, err := playground.New(playground.Config{Records: 30})
+	require.NoError(t, err)
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	twoPath, _, _ := twoPipelines(t, tg, [2]int{20, 30})
+	cases := []struct {
+		name  string
+		args  []string
+		names []string
+	}{
+		{"one pipeline", []string{"--api-url", srv.URL + "/pagination/keyset", "--brokers", strings.Join(tg.Brokers, ","),
+			"--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c"), "--pipeline", "solo"}, []string{"solo"}},
+		{"two pipelines", []string{"--config", twoPath}, []string{"pa", "pb"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := run(t.Context(), nil, append([]string{"once", "--log-level", "debug"}, c.args...)...)
+			require.Equal(t, 0, code, stderr)
+			seen := map[string]int{}
+			for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+				n := 0
+				for _, k := range logtest.Keys(line) {
+					if k == "pipeline" {
+						n++
+					}
+				}
+				if !assert.Equal(t, 1, n, "pipeline= %d times in: %s", n, line) {
+					continue
+				}
+				for _, name := range c.names {
+					if strings.Contains(line, " pipeline="+name+" ") || strings.HasSuffix(line, " pipeline="+name) {
+						seen[name]++
+					}
+				}
+			}
+			for _, name := range c.names {
+				assert.Positive(t, seen[name], "no line of pipeline %s", name)
+			}
+		})
+	}
 }
