@@ -79,6 +79,7 @@ func main() {
 	single := flag.Bool("single", true, "measure one pipeline over N*R records first (the CPU-per-record baseline)")
 	profile := flag.String("profile", "", "directory for cpu.prof and heap.prof of the run step (empty: no profiles)")
 	timeout := flag.Duration("timeout", 30*time.Minute, "bound on the whole measurement")
+	logDir := flag.String("log-dir", "", "directory for the stderr of every keysetsync process (single.log, first.log, idle.log, run.log; empty: not kept)")
 	rf.Parse()
 	if *n < 1 || *records < 1 || *page < 2 || *passes < 1 {
 		benchkit.Fatal("manypipes", fmt.Errorf("--pipelines, --records, --run-passes must be positive, --page-size at least 2"))
@@ -120,6 +121,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "manypipes: one pipeline over %d records\n", total)
 		o, err := benchkit.RunOnce(ctx, *bin, benchkit.SyncArgs(big.URL+"/pagination/keyset", rf.BrokerList, st, sct, "single")...)
 		big.Close()
+		keepLog(*logDir, "single.log", o.Log)
 		if err != nil {
 			benchkit.Fatal("manypipes: single", err)
 		}
@@ -133,6 +135,7 @@ func main() {
 	args := []string{"--config", cfgPath}
 	fmt.Fprintf(os.Stderr, "manypipes: first sync of %d pipelines x %d records\n", *n, *records)
 	first, err := manyOnce(ctx, *bin, args, *n, int64(*records))
+	keepLog(*logDir, "first.log", first.Log)
 	if err != nil {
 		benchkit.Fatal("manypipes: first sync", err)
 	}
@@ -141,6 +144,7 @@ func main() {
 
 	fmt.Fprintf(os.Stderr, "manypipes: idle once of %d pipelines\n", *n)
 	idle, err := manyOnce(ctx, *bin, args, *n, 0)
+	keepLog(*logDir, "idle.log", idle.Log)
 	if err != nil {
 		benchkit.Fatal("manypipes: idle once", err)
 	}
@@ -149,7 +153,7 @@ func main() {
 	benchkit.Emit(idleRes)
 
 	fmt.Fprintf(os.Stderr, "manypipes: run --interval %s of %d pipelines, %d idle passes each\n", *interval, *n, *passes)
-	runRes, err := measureRun(ctx, *bin, args, *interval, *n, *passes, *profile)
+	runRes, err := measureRun(ctx, *bin, args, *interval, *n, *passes, *profile, *logDir)
 	if err != nil {
 		benchkit.Fatal("manypipes: run", err)
 	}
@@ -166,6 +170,16 @@ func main() {
 		sum["first_ratio"] = firstRes.CPUPerRecUS / singleRes.CPUPerRecUS
 	}
 	benchkit.Emit(sum)
+}
+
+// keepLog writes a process's stderr to dir/name when dir is set; a failure only warns.
+func keepLog(dir, name string, b []byte) {
+	if dir == "" {
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		fmt.Fprintf(os.Stderr, "manypipes: %v\n", err)
+	}
 }
 
 func startPlayground(records, page int) *httptest.Server {
@@ -222,12 +236,21 @@ func onceResult(kind string, n int, records int64, o benchkit.Once, env string) 
 
 // measureRun starts `run`, waits for the first pass of every pipeline, then counts the CPU the
 // process uses over the next passes*n "pass finished" lines; it stops the process with SIGTERM.
-func measureRun(ctx context.Context, bin string, args []string, interval time.Duration, n, passes int, profDir string) (*result, error) {
+func measureRun(ctx context.Context, bin string, args []string, interval time.Duration, n, passes int, profDir, logDir string) (*result, error) {
 	cmd := benchkit.Command(ctx, bin, append([]string{"run", "--interval", interval.String()}, args...)...)
 	if profDir != "" {
 		cmd.Env = append(cmd.Env, "KEYSETSYNC_PPROF_ADDR=127.0.0.1:0")
 	}
 	pr, pw := io.Pipe()
+	logw := io.Discard
+	if logDir != "" {
+		f, err := os.Create(filepath.Join(logDir, "run.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		logw = f
+	}
 	cmd.Stdout, cmd.Stderr = io.Discard, pw
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -256,6 +279,7 @@ func measureRun(ctx context.Context, bin string, args []string, interval time.Du
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		for sc.Scan() {
+			fmt.Fprintln(logw, sc.Text())
 			for _, l := range benchkit.ParseLog(sc.Bytes()) {
 				switch l.Msg() {
 				case "profile server listening":
