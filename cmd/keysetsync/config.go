@@ -453,8 +453,12 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		log = log.With("pipeline", f.pipeline)
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
 	}
-	if log, err := f.logger(e); err == nil {
-		servePprof(e.getenv, log) // the process's, not one pipeline's: the top-level logger
+	// The process's, not one pipeline's: logged with the first pipeline's settings, unnamed.
+	log, _ := jobs[0].flags.logger(e) // checked above
+	servePprof(e.getenv, log)
+	if e.memoryLimit != nil && len(jobs) > 1 {
+		log.Info("soft memory limit raised for the pipelines (GOMEMLIMIT overrides it)",
+			"pipelines", len(jobs), "memory_limit_mib", e.memoryLimit(len(jobs))>>20)
 	}
 	clients := &kafkaClients{}
 	for i, j := range jobs {
