@@ -53,7 +53,11 @@ const (
 )
 
 type result struct {
-	Kind        string  `json:"kind"`
+	Kind string `json:"kind"`
+	// Size (the pipelines), Page (the page size) and Run key the line in bench/report.py.
+	Size        int     `json:"size"`
+	Page        int     `json:"page"`
+	Run         int     `json:"run"`
 	Pipelines   int     `json:"pipelines"`
 	Records     int64   `json:"records"` // records produced in all
 	WallS       float64 `json:"wall_s"`
@@ -79,6 +83,7 @@ func main() {
 	single := flag.Bool("single", true, "measure one pipeline over N*R records first (the CPU-per-record baseline)")
 	profile := flag.String("profile", "", "directory for cpu.prof and heap.prof of the run step (empty: no profiles)")
 	timeout := flag.Duration("timeout", 30*time.Minute, "bound on the whole measurement")
+	run := flag.Int("run", 1, "run number written on every result line (bench/run.sh repeats the measurement)")
 	logDir := flag.String("log-dir", "", "directory for the stderr of every keysetsync process (single.log, first.log, idle.log, run.log; empty: not kept)")
 	rf.Parse()
 	if *n < 1 || *records < 1 || *page < 2 || *passes < 1 {
@@ -129,7 +134,7 @@ func main() {
 			benchkit.Fatal("manypipes: single", fmt.Errorf("produced %d records, want %d", got, total))
 		}
 		singleRes = onceResult("many_single", 1, total, o, env)
-		benchkit.Emit(singleRes)
+		emit(singleRes, *n, *page, *run)
 	}
 
 	args := []string{"--config", cfgPath}
@@ -140,7 +145,7 @@ func main() {
 		benchkit.Fatal("manypipes: first sync", err)
 	}
 	firstRes := onceResult("many_first", *n, total, first, env)
-	benchkit.Emit(firstRes)
+	emit(firstRes, *n, *page, *run)
 
 	fmt.Fprintf(os.Stderr, "manypipes: idle once of %d pipelines\n", *n)
 	idle, err := manyOnce(ctx, *bin, args, *n, 0)
@@ -150,7 +155,7 @@ func main() {
 	}
 	idleRes := onceResult("many_idle", *n, 0, idle, env)
 	idleRes.PerPipelineMS = idleRes.CPUS * 1000 / float64(*n)
-	benchkit.Emit(idleRes)
+	emit(idleRes, *n, *page, *run)
 
 	fmt.Fprintf(os.Stderr, "manypipes: run --interval %s of %d pipelines, %d idle passes each\n", *interval, *n, *passes)
 	runRes, err := measureRun(ctx, *bin, args, *interval, *n, *passes, *profile, *logDir)
@@ -158,9 +163,9 @@ func main() {
 		benchkit.Fatal("manypipes: run", err)
 	}
 	runRes.IntervalS, runRes.Env = interval.Seconds(), env
-	benchkit.Emit(runRes)
+	emit(runRes, *n, *page, *run)
 
-	sum := map[string]any{"kind": "many_summary", "pipelines": *n, "records_each": *records, "page_size": *page,
+	sum := map[string]any{"kind": "many_summary", "size": *n, "page": *page, "run": *run, "pipelines": *n, "records_each": *records, "page_size": *page,
 		"peak_rss_mib":   max(firstRes.PeakRSSMiB, idleRes.PeakRSSMiB, runRes.PeakRSSMiB),
 		"target_rss_mib": targetRSS >> 20, "idle_cpu_per_pass_ms": runRes.CPUPerPassMS,
 		"target_idle_ms": float64(targetIdleCPU) / 1e6, "first_cpu_per_record_us": firstRes.CPUPerRecUS,
@@ -170,6 +175,11 @@ func main() {
 		sum["first_ratio"] = firstRes.CPUPerRecUS / singleRes.CPUPerRecUS
 	}
 	benchkit.Emit(sum)
+}
+
+func emit(r *result, n, page, run int) {
+	r.Size, r.Page, r.Run = n, page, run
+	benchkit.Emit(r)
 }
 
 // keepLog writes a process's stderr to dir/name when dir is set; a failure only warns.
