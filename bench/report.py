@@ -217,7 +217,10 @@ def main():
           "N x R records, the same total work (the baseline of the ratio). `first`: `once` of the N pipelines "
           "from scratch. `idle once`: the same again with nothing new (open + one empty pass each). `idle run`: "
           "`run --interval`, the CPU of the process over the idle passes after every pipeline's first, per pass. "
-          "CPU: user + system of the keysetsync process; peak RSS: its ru_maxrss.\n")
+          "CPU: user + system of the keysetsync process; peak RSS: its ru_maxrss. Every Kafka client holds and "
+          "refreshes the metadata of every topic of the cluster (and refreshes it after each topic it creates), so "
+          "the cluster's topic count weighs on the results: "
+          + ", ".join(f"run {r['run']}: {fmt_int(r.get('cluster_topics_at_start'))} topics at start" for r in many) + ".\n")
         w("| run | step | pipelines | records | wall s | CPU s | peak RSS MiB | CPU us/record | CPU ms/pipeline pass |")
         w("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         names = {"many_single": "single", "many_first": "first sync", "many_idle": "idle once", "many_run": "idle run"}

@@ -102,6 +102,12 @@ func main() {
 		defer benchkit.Deleter(client, "manypipes", os.Stderr, names...)()
 	}
 
+	// Every topic of the cluster is in each Kafka client's metadata, refreshed every few seconds
+	// and after each topic creation: its count weighs on every result, so it is reported.
+	clusterTopics, err := benchkit.TopicsWithPrefix(ctx, client, "")
+	if err != nil {
+		benchkit.Fatal("manypipes: list topics", err)
+	}
 	api := startPlayground(*records, *page)
 	defer api.Close()
 	dir, err := os.MkdirTemp("", "manypipes-")
@@ -165,7 +171,7 @@ func main() {
 	runRes.IntervalS, runRes.Env = interval.Seconds(), env
 	emit(runRes, *n, *page, *run)
 
-	sum := map[string]any{"kind": "many_summary", "size": *n, "page": *page, "run": *run, "pipelines": *n, "records_each": *records, "page_size": *page,
+	sum := map[string]any{"kind": "many_summary", "size": *n, "page": *page, "run": *run, "pipelines": *n, "cluster_topics_at_start": len(clusterTopics), "records_each": *records, "page_size": *page,
 		"peak_rss_mib":   max(firstRes.PeakRSSMiB, idleRes.PeakRSSMiB, runRes.PeakRSSMiB),
 		"target_rss_mib": targetRSS >> 20, "idle_cpu_per_pass_ms": runRes.CPUPerPassMS,
 		"target_idle_ms": float64(targetIdleCPU) / 1e6, "first_cpu_per_record_us": firstRes.CPUPerRecUS,
