@@ -94,30 +94,42 @@ func main() {
 
 	client, topic, cursorTopic, done := rf.Open("many", os.Stderr)
 	defer done()
+	// A failed step exits at once (benchkit.Fatal): the topics made so far, 1,000 of them on a
+	// shared broker, are deleted first, as the deferred deleters would.
+	var cleanups []func()
+	fatal := func(what string, err error) {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		benchkit.Fatal(what, err)
+	}
 	names := make([]string, *n)
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-p%04d", topic, i)
 	}
 	if !rf.Keep() {
-		defer benchkit.Deleter(client, "manypipes", os.Stderr, names...)()
+		del := benchkit.Deleter(client, "manypipes", os.Stderr, append(names, cursorTopic)...)
+		defer del()
+		cleanups = append(cleanups, del)
 	}
 
 	// Every topic of the cluster is in each Kafka client's metadata, refreshed every few seconds
 	// and after each topic creation: its count weighs on every result, so it is reported.
 	clusterTopics, err := benchkit.TopicsWithPrefix(ctx, client, "")
 	if err != nil {
-		benchkit.Fatal("manypipes: list topics", err)
+		fatal("manypipes: list topics", err)
 	}
 	api := startPlayground(*records, *page)
 	defer api.Close()
 	dir, err := os.MkdirTemp("", "manypipes-")
 	if err != nil {
-		benchkit.Fatal("manypipes", err)
+		fatal("manypipes", err)
 	}
 	defer os.RemoveAll(dir)
+	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
 	cfgPath := filepath.Join(dir, "pipelines.yaml")
 	if err := writeConfig(cfgPath, api.URL+"/pagination/keyset", rf.BrokerList, cursorTopic, names); err != nil {
-		benchkit.Fatal("manypipes", err)
+		fatal("manypipes", err)
 	}
 	env := strings.Join(benchkit.Env, " ")
 	total := int64(*n) * int64(*records)
@@ -127,17 +139,19 @@ func main() {
 		big := startPlayground(int(total), *page)
 		st, sct := topic+"-single", cursorTopic+"-single"
 		if !rf.Keep() {
-			defer benchkit.Deleter(client, "manypipes", os.Stderr, st, sct)()
+			del := benchkit.Deleter(client, "manypipes", os.Stderr, st, sct)
+			defer del()
+			cleanups = append(cleanups, del)
 		}
 		fmt.Fprintf(os.Stderr, "manypipes: one pipeline over %d records\n", total)
 		o, err := benchkit.RunOnce(ctx, *bin, benchkit.SyncArgs(big.URL+"/pagination/keyset", rf.BrokerList, st, sct, "single")...)
 		big.Close()
 		keepLog(*logDir, "single.log", o.Log)
 		if err != nil {
-			benchkit.Fatal("manypipes: single", err)
+			fatal("manypipes: single", err)
 		}
 		if got := o.Pass.Int("records_produced"); got != total {
-			benchkit.Fatal("manypipes: single", fmt.Errorf("produced %d records, want %d", got, total))
+			fatal("manypipes: single", fmt.Errorf("produced %d records, want %d", got, total))
 		}
 		singleRes = onceResult("many_single", 1, total, o, env)
 		emit(singleRes, *n, *page, *run)
@@ -148,7 +162,7 @@ func main() {
 	first, err := manyOnce(ctx, *bin, args, *n, int64(*records))
 	keepLog(*logDir, "first.log", first.Log)
 	if err != nil {
-		benchkit.Fatal("manypipes: first sync", err)
+		fatal("manypipes: first sync", err)
 	}
 	firstRes := onceResult("many_first", *n, total, first, env)
 	emit(firstRes, *n, *page, *run)
@@ -157,7 +171,7 @@ func main() {
 	idle, err := manyOnce(ctx, *bin, args, *n, 0)
 	keepLog(*logDir, "idle.log", idle.Log)
 	if err != nil {
-		benchkit.Fatal("manypipes: idle once", err)
+		fatal("manypipes: idle once", err)
 	}
 	idleRes := onceResult("many_idle", *n, 0, idle, env)
 	idleRes.PerPipelineMS = idleRes.CPUS * 1000 / float64(*n)
@@ -166,7 +180,7 @@ func main() {
 	fmt.Fprintf(os.Stderr, "manypipes: run --interval %s of %d pipelines, %d idle passes each\n", *interval, *n, *passes)
 	runRes, err := measureRun(ctx, *bin, args, *interval, *n, *passes, *profile, *logDir)
 	if err != nil {
-		benchkit.Fatal("manypipes: run", err)
+		fatal("manypipes: run", err)
 	}
 	runRes.IntervalS, runRes.Env = interval.Seconds(), env
 	emit(runRes, *n, *page, *run)
