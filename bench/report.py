@@ -20,6 +20,10 @@ TARGET_RSS_MIB = 64.0
 TARGET_LAT_SLACK_MS = 200.0
 TARGET_TIE_RATIO = 1.10  # peak RSS, after-id tie of the largest width / the smallest
 TARGET_EOS_RATIO = 0.80  # records/s of exactly-once >= 80% of at-least-once's, side by side
+# Many pipelines in one process (issue 12).
+TARGET_MANY_RSS_MIB = 512.0
+TARGET_MANY_IDLE_MS = 2.0  # CPU per idle pass of one pipeline
+TARGET_MANY_RATIO = 1.5  # first-sync CPU per record / one pipeline's, same run
 
 
 def med(xs):
@@ -205,6 +209,29 @@ def main():
                   f"| {fmt_int(max((r['cursor_max_bytes'] for r in rs), default=None))} |")
         w("")
 
+    many = [r for r in rows if r["kind"] == "many_summary"]
+    if many:
+        w("### Many pipelines in one process (bench/manypipes)\n")
+        w("N pipelines in one config file, each its own topic, one shared cursor topic, all reading one "
+          "playground of R records (in the measuring process). `single`: ONE pipeline over a playground of "
+          "N x R records, the same total work (the baseline of the ratio). `first`: `once` of the N pipelines "
+          "from scratch. `idle once`: the same again with nothing new (open + one empty pass each). `idle run`: "
+          "`run --interval`, the CPU of the process over the idle passes after every pipeline's first, per pass. "
+          "CPU: user + system of the keysetsync process; peak RSS: its ru_maxrss. Every Kafka client holds and "
+          "refreshes the metadata of every topic of the cluster (and refreshes it after each topic it creates), so "
+          "the cluster's topic count weighs on the results: "
+          + ", ".join(f"run {r['run']}: {fmt_int(r.get('cluster_topics_at_start'))} topics at start" for r in many) + ".\n")
+        w("| run | step | pipelines | records | wall s | CPU s | peak RSS MiB | CPU us/record | CPU ms/pipeline pass |")
+        w("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        names = {"many_single": "single", "many_first": "first sync", "many_idle": "idle once", "many_run": "idle run"}
+        for r in rows:
+            if r["kind"] not in names:
+                continue
+            per_pass = r.get("cpu_per_pass_ms") or r.get("cpu_per_pipeline_ms")
+            w(f"| {r['run']} | {names[r['kind']]} | {r['pipelines']:,} | {r['records']:,} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} "
+              f"| {fmt(r['peak_rss_mib'], 1)} | {fmt(r.get('cpu_per_record_us'), 1)} | {fmt(per_pass, 2)} |")
+        w("")
+
     lat = [r for r in rows if r["kind"] == "latency"]
     if lat:
         w("### Continuous mode: update in the API -> message readable in Kafka\n")
@@ -270,6 +297,16 @@ def main():
         w(f"| {s_:,} records, page {p}: exactly-once >= {TARGET_EOS_RATIO:.0%} of at-least-once's records/s "
           f"| {fmt(ratio)} of medians ({fmt_int(e)} vs {fmt_int(a)} rec/s), {fmt(pr)} per run "
           f"| {verdict(None if worst is None else worst >= TARGET_EOS_RATIO)} |")
+    for r in many:
+        n = r["pipelines"]
+        w(f"| {n:,} pipelines (run {r['run']}): peak RSS <= {TARGET_MANY_RSS_MIB:.0f} MiB | {fmt(r['peak_rss_mib'], 1)} MiB "
+          f"| {verdict(r['peak_rss_mib'] <= TARGET_MANY_RSS_MIB)} |")
+        w(f"| {n:,} pipelines (run {r['run']}): idle pass <= {TARGET_MANY_IDLE_MS:.0f} ms CPU per pipeline "
+          f"| {fmt(r['idle_cpu_per_pass_ms'])} ms | {verdict(r['idle_cpu_per_pass_ms'] <= TARGET_MANY_IDLE_MS)} |")
+        ratio = r.get("first_ratio")
+        w(f"| {n:,} pipelines (run {r['run']}): first-sync CPU per record <= {TARGET_MANY_RATIO}x one pipeline's "
+          f"| {fmt(ratio)}x ({fmt(r['first_cpu_per_record_us'], 1)} vs {fmt(r.get('single_cpu_per_record_us'), 1)} us) "
+          f"| {verdict(None if ratio is None else ratio <= TARGET_MANY_RATIO)} |")
     for r in lat:
         t = r["target_p99_ms"]
         w(f"| continuous p99 <= interval + {TARGET_LAT_SLACK_MS:.0f} ms ({r.get('delivery', 'default')}) | {fmt(r['p99_ms'], 0)} ms (target {t} ms) "

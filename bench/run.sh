@@ -10,14 +10,19 @@
 #            acks, commit the cursor, fetch the next page: the one-page-at-a-time baseline
 # plus exactly-once against at-least-once (`keysetsync once --delivery ...`, interleaved, the
 # ratio of their records/s), an incremental sync (bench/incremental), the update-to-Kafka latency
-# of `keysetsync run` in both delivery modes (bench/latency), the peak memory of `keysetsync once` through one tie of 1,000,000 records at
+# of `keysetsync run` in both delivery modes (bench/latency), the cost of many pipelines in one
+# process (bench/manypipes: first sync, idle pass, wall, CPU, peak RSS, CPU per record against one
+# pipeline's, pprof heap and CPU of the idle passes), the peak memory of `keysetsync once` through one tie of 1,000,000 records at
 # one second against a tie of 10,000, with an after-id API (bench/tie), a CPU profile of a
 # 1M-record pass (BenchmarkSyncPass + pprof), and a table of medians with the ratio
 # e2e / min(broker, api) and the targets of the performance issue.
 #
-#   bench/run.sh                      # full: 100k and 1M records, pages 50 and 1000, 3 runs
+#   bench/run.sh                      # full: 100k and 1M records, pages 50 and 1000, 3 runs,
+#                                     # 1,000 pipelines
 #   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run, ties of
-#                                     # 10k and 100k
+#                                     # 10k and 100k, 100 pipelines
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#                                     # many pipelines alone (1,000: about 10 min)
 #   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
 #                                     # the wide tie alone (about 3 min)
 #   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_PROFILE=0 bench/run.sh
@@ -61,6 +66,13 @@
 #                      the largest over the smallest's) / runs per size, interleaved / "tie,spread"
 #                      also measures the same records one per second, the control ["10000 1000000"]
 #                      / [$BENCH_RUNS] / [tie,spread]
+#   BENCH_MANY         1: run the many-pipelines measurement (bench/manypipes) [1]
+#   BENCH_MANY_PIPELINES / BENCH_MANY_RECORDS / BENCH_MANY_PAGE_SIZE   pipelines in one process,
+#                      each its own topic, one shared cursor topic, all reading one playground /
+#                      records of that playground / its page size [1000; quick: 100] / [2000] / [1000]
+#   BENCH_MANY_INTERVAL / BENCH_MANY_PASSES   `run --interval` of the idle measurement / idle passes
+#                      of every pipeline it counts [10s; quick: 5s] / [2]
+#   BENCH_MANY_RUNS    runs of the whole measurement; the table shows each [1]
 #   BENCH_LATENCY      1: run the latency measurement [1]
 #   BENCH_LAT_SECONDS / BENCH_LAT_RATE / BENCH_LAT_INTERVAL / BENCH_LAT_RECORDS / BENCH_LAT_PAGE_SIZE
 #                      [60] / [5 updates/s] / [1s] / [10000] / [1000]
@@ -90,9 +102,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 QUICK="${BENCH_QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
-  d_sizes=100000 d_runs=1 d_lat=20 d_tie="10000 100000" d_eos_runs=3 d_cursor="1000 100000"
+  d_sizes=100000 d_runs=1 d_lat=20 d_tie="10000 100000" d_eos_runs=3 d_cursor="1000 100000" d_many=100 d_many_iv=5s
 else
-  d_sizes="100000 1000000" d_runs=3 d_lat=60 d_tie="10000 1000000" d_eos_runs= d_cursor="1000 100000 1000000"
+  d_sizes="100000 1000000" d_runs=3 d_lat=60 d_tie="10000 1000000" d_eos_runs= d_cursor="1000 100000 1000000" d_many=1000 d_many_iv=10s
 fi
 MATRIX="${BENCH_MATRIX:-1}"
 SIZES="${BENCH_SIZES:-$d_sizes}"
@@ -121,6 +133,13 @@ TIE="${BENCH_TIE:-1}"
 TIE_SIZES="${BENCH_TIE_SIZES:-$d_tie}"
 TIE_RUNS="${BENCH_TIE_RUNS:-$RUNS}"
 TIE_SHAPES="${BENCH_TIE_SHAPES:-tie,spread}"
+MANY="${BENCH_MANY:-1}"
+MANY_PIPELINES="${BENCH_MANY_PIPELINES:-$d_many}"
+MANY_RECORDS="${BENCH_MANY_RECORDS:-2000}"
+MANY_PAGE="${BENCH_MANY_PAGE_SIZE:-1000}"
+MANY_INTERVAL="${BENCH_MANY_INTERVAL:-$d_many_iv}"
+MANY_PASSES="${BENCH_MANY_PASSES:-2}"
+MANY_RUNS="${BENCH_MANY_RUNS:-1}"
 LAT="${BENCH_LATENCY:-1}"
 LAT_SECONDS="${BENCH_LAT_SECONDS:-$d_lat}"
 LAT_RATE="${BENCH_LAT_RATE:-5}"
@@ -145,7 +164,7 @@ PREFIX="bench-$RUN_ID-"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
-for v in $CURSOR_SIZES $CURSOR_RUNS $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND; do
+for v in $CURSOR_SIZES $CURSOR_RUNS $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND $MANY_PIPELINES $MANY_RECORDS $MANY_PAGE $MANY_PASSES $MANY_RUNS; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || ks_die "not a positive integer: $v (BENCH_SIZES, BENCH_PAGE_SIZES, BENCH_RUNS, ...)"
 done
 # Loopback only: the broker list, like everything else, must be this machine.
@@ -236,7 +255,7 @@ if [ -n "$BENCH_BASELINE_REF" ] && [ "$MATRIX" = 1 ]; then
 fi
 say "building keysetsync and the bench tools from $SRC into $OUT/bin"
 (cd "$SRC" && go build -o "$BIN" ./cmd/keysetsync &&
-  go build -o "$OUT/bin/" ./bench/apidrain ./bench/incremental ./bench/latency ./bench/tie ./bench/topics) ||
+  go build -o "$OUT/bin/" ./bench/apidrain ./bench/incremental ./bench/latency ./bench/tie ./bench/topics ./bench/manypipes) ||
   ks_die "build failed (with BENCH_REF, the bench tools must compile against that commit's API)"
 
 {
@@ -254,6 +273,7 @@ say "building keysetsync and the bench tools from $SRC into $OUT/bin"
   [ "$EOS" != 1 ] || echo "delivery: sizes=[$EOS_SIZES] page=$EOS_PAGE runs=$EOS_RUNS (exactly-once and at-least-once each, interleaved)"
   [ "$LAT" != 1 ] || echo "latency: delivery=[${LAT_DELIVERY:-binary default}] ${LAT_SECONDS}s interval=$LAT_INTERVAL rate=$LAT_RATE/s"
   [ "$TIE" != 1 ] || echo "tie: sizes=[$TIE_SIZES] runs=$TIE_RUNS shapes=$TIE_SHAPES"
+  [ "$MANY" != 1 ] || echo "many pipelines: $MANY_PIPELINES x $MANY_RECORDS records, page $MANY_PAGE, run --interval $MANY_INTERVAL, $MANY_PASSES idle passes, runs=$MANY_RUNS"
   echo "env: keysetsync=[${BENCH_KEYSETSYNC_ENV:-}] apidrain=[${BENCH_APIDRAIN_ENV:-}]"
 } >"$OUT/machine.txt"
 sed 's/^/    /' "$OUT/machine.txt" >&2
@@ -492,6 +512,34 @@ if [ "$TIE" = 1 ]; then
     ks_die "tie failed"
   }
   cat "$OUT/tie.jsonl" >>"$RESULTS"
+fi
+
+# ------------------------------------------------------------------ many pipelines
+
+if [ "$MANY" = 1 ]; then
+  for ((run = 1; run <= MANY_RUNS; run++)); do
+    say "many pipelines, run $run/$MANY_RUNS: $MANY_PIPELINES pipelines x $MANY_RECORDS records in one process (first sync, idle once, idle passes of run --interval $MANY_INTERVAL), and one pipeline over all their records"
+    mkdir -p "$OUT/logs/many-$run" "$OUT/many-$run"
+    # bench/manypipes prints its own result lines (kinds many_single, many_first, many_idle,
+    # many_run and many_summary).
+    timeout -k 10 "$((STEP_TIMEOUT * 4))" "$TOOLS/manypipes" --bin "$BIN" --brokers "$BROKERS" \
+      --pipelines "$MANY_PIPELINES" --records "$MANY_RECORDS" --page-size "$MANY_PAGE" \
+      --interval "$MANY_INTERVAL" --run-passes "$MANY_PASSES" --run "$run" --prefix "$PREFIX" \
+      --profile "$OUT/many-$run" --log-dir "$OUT/logs/many-$run" --timeout "$((STEP_TIMEOUT * 4))s" \
+      "${KS_ENV_FLAGS[@]}" >"$OUT/many-$run.jsonl" 2>"$OUT/logs/many-$run.log" || {
+      cat "$OUT/logs/many-$run.log" >&2
+      ks_die "many pipelines failed"
+    }
+    cat "$OUT/many-$run.jsonl" >>"$RESULTS"
+    {
+      echo "## CPU of the idle passes of $MANY_PIPELINES pipelines (run $run), top 25 by cumulative"
+      go tool pprof -top -cum -nodecount 25 "$BIN" "$OUT/many-$run/cpu.prof" 2>/dev/null
+      echo
+      echo "## heap in use at the end of the idle passes, top 15"
+      go tool pprof -top -sample_index=inuse_space -nodecount 15 "$BIN" "$OUT/many-$run/heap.prof" 2>/dev/null
+    } >"$OUT/many-$run/profile.txt"
+    say "many pipelines: profiles in $OUT/many-$run (go tool pprof -http=127.0.0.1:0 $BIN $OUT/many-$run/heap.prof)"
+  done
 fi
 
 # ------------------------------------------------------------------ latency

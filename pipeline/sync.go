@@ -100,8 +100,11 @@ type Config struct {
 	// ProgressInterval is how often a pass logs a "progress" line (records/s, and what remains
 	// when the API says: Contract.TotalPath); 0: never. Batch commits are logged regardless.
 	ProgressInterval time.Duration
-	Logger           *slog.Logger
-	Clock            func() time.Time
+	// Logger receives the pipeline's log lines as they are: the caller names the pipeline on it
+	// (cmd adds pipeline=<name> to everything one pipeline logs, the source's and sink's lines
+	// too). Adding it here as well wrote pipeline= twice on every line of a pipeline.
+	Logger *slog.Logger
+	Clock  func() time.Time
 	// Observer is told what the passes do, for metrics (nil: NopObserver); see Observer for
 	// the contract. It is also Walk.Observer unless that is set.
 	Observer Observer
@@ -182,7 +185,7 @@ func New(cfg Config) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Pipeline{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s := &Pipeline{cfg: cfg, log: log, limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
 	if cfg.ExactlyOnce {
 		s.records = cfg.Store.(cursor.RecordStore)
 	}

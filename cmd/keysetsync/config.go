@@ -366,9 +366,50 @@ type job struct {
 	interval time.Duration // run's --interval
 
 	runner  *runner.Runner
-	kafka   *kafka.Client
+	kafka   *kafka.Client   // the process's client for its brokers, shared (kafkaClients)
+	clients *kafkaClients   // who closes kafka
 	metrics *metrics.Server // nil without --metrics-addr
 	stores  *cursorStores   // the process's cursor stores, shared by every job
+}
+
+// kafkaClients hands every job of the process the same kafka.Client for the same brokers and
+// security settings: one connection pool per process and cluster. A kafka-go transport keeps
+// the metadata of every topic of the cluster and refreshes it every few seconds, so a client per
+// pipeline cost each idle pipeline about 5 MiB and a metadata refresh of the whole cluster
+// (issue 12, BENCHMARKS.md "Many pipelines"). Transactional producers share it too: each has its
+// own transactional id, not its own connections. Jobs are opened one after the other, so no lock.
+type kafkaClients struct {
+	m map[kafkaClientKey]*kafka.Client
+}
+
+// kafkaClientKey is what makes two clients different: the brokers and the security flags (TLS
+// files and SASL credentials, compared by value).
+type kafkaClientKey struct {
+	brokers string
+	sec     kafkaSecuritySettings
+}
+
+func (c *kafkaClients) get(sec *kafkaSecurityFlags, brokers string, log *slog.Logger) (*kafka.Client, error) {
+	k := kafkaClientKey{brokers: strings.Join(brokerList(brokers), ","), sec: sec.kafkaSecuritySettings}
+	if cl, ok := c.m[k]; ok {
+		return cl, nil
+	}
+	cl, err := newKafkaClient(sec, brokers, "keysetsync", log)
+	if err != nil {
+		return nil, err
+	}
+	if c.m == nil {
+		c.m = map[kafkaClientKey]*kafka.Client{}
+	}
+	c.m[k] = cl
+	return cl, nil
+}
+
+func (c *kafkaClients) close() {
+	for _, cl := range c.m {
+		cl.Close()
+	}
+	c.m = nil
 }
 
 // startJobs parses the flags of a sync command (with interval non-nil, run's --interval too),
@@ -412,15 +453,25 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		if stores.log == nil {
 			stores.log = log
 		}
-		if multi {
-			log = log.With("pipeline", f.pipeline)
-		}
+		// Named here, once, for everything the pipeline logs (source, runner, sink, pipeline),
+		// also when it is the only one: the same lines whether a config lists one or many.
+		log = log.With("pipeline", f.pipeline)
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval, stores: stores})
 	}
+	// The process's, not one pipeline's: logged with the first pipeline's settings, unnamed.
+	log, _ := jobs[0].flags.logger(e) // checked above
+	servePprof(e.getenv, log)
+	if e.memoryLimit != nil && len(jobs) > 1 {
+		log.Info("soft memory limit raised for the pipelines (GOMEMLIMIT overrides it)",
+			"pipelines", len(jobs), "memory_limit_mib", e.memoryLimit(len(jobs))>>20)
+	}
+	clients := &kafkaClients{}
 	for i, j := range jobs {
-		if err := j.open(ctx); err != nil {
-			closeJobs(jobs[:i])
-			stores.close() // also when the first job failed
+		j.clients = clients
+		if err := j.open(ctx, clients); err != nil {
+			closeJobs(jobs[:i]) // j closed what it opened
+			stores.close()      // also when the first job failed
+			clients.close()
 			if multi {
 				err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
 			}
@@ -430,13 +481,16 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 	return jobs, nil
 }
 
-// closeJobs closes the jobs, then the cursor stores they shared.
+// closeJobs closes the jobs, then the cursor stores and the Kafka clients they shared.
 func closeJobs(jobs []*job) {
 	for _, j := range jobs {
 		j.close()
 	}
 	if len(jobs) > 0 {
 		jobs[0].stores.close()
+	}
+	if len(jobs) > 0 && jobs[0].clients != nil {
+		jobs[0].clients.close()
 	}
 }
 

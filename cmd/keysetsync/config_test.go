@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/playground"
 )
 
@@ -348,4 +351,90 @@ func TestConfigPipelinePrecedence(t *testing.T) {
 	for _, c := range cases {
 		assert.Equal(t, c.want, c.got, c.name)
 	}
+}
+
+// The pipelines of one process share one Kafka client (one connection pool, one copy of the
+// cluster's metadata) per broker set and security settings: a client per pipeline cost about
+// 5 MiB and a metadata refresh of the whole cluster per idle pipeline (issue 12).
+func TestPipelinesShareOneKafkaClientPerCluster(t *testing.T) {
+	one, other := kafkatest.NewFake(t), kafkatest.NewFake(t)
+	path, _, _ := twoPipelines(t, one, [2]int{10, 10})
+	// Two more: one on the same cluster, its broker list spelled with spaces; one on another.
+	body := mustRead(t, path) +
+		"  - {pipeline: pc, api-url: 'http://127.0.0.1:1/keyset', topic: '" + kafkatest.Topic(t, "u") + "', brokers: ' " + strings.Join(one.Brokers, " , ") + " '}\n" +
+		"  - {pipeline: pd, api-url: 'http://127.0.0.1:1/keyset', topic: '" + kafkatest.Topic(t, "u") + "', brokers: '" + strings.Join(other.Brokers, ",") + "'}\n"
+	var errb bytes.Buffer
+	e := &env{stdout: io.Discard, stderr: &errb, getenv: func(string) string { return "" }}
+	jobs, err := startJobs(t.Context(), e, []string{"--config", writeConfig(t, body)}, "once", "", nil)
+	require.NoError(t, err, errb.String())
+	t.Cleanup(func() { closeJobs(jobs) })
+	require.Len(t, jobs, 4)
+	for _, j := range jobs[1:3] {
+		assert.Same(t, jobs[0].kafka, j.kafka, "pipeline %s has a Kafka client of its own", j.flags.pipeline)
+	}
+	assert.NotSame(t, jobs[0].kafka, jobs[3].kafka, "a pipeline on another cluster got the first cluster's client")
+	assert.Equal(t, other.Brokers, jobs[3].kafka.Brokers())
+}
+
+// Every line a pipeline logs names it exactly once, whether the process runs one pipeline or
+// several: with many pipelines the lines of the pipeline package carried pipeline= twice (cmd
+// and pipeline.New both added it).
+func TestEveryLogLineNamesItsPipelineOnce(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	api, err := playground.New(playground.Config{Records: 30})
+	require.NoError(t, err)
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	twoPath, _, _ := twoPipelines(t, tg, [2]int{20, 30})
+	cases := []struct {
+		name  string
+		args  []string
+		names []string
+	}{
+		{"one pipeline", []string{"--api-url", srv.URL + "/pagination/keyset", "--brokers", strings.Join(tg.Brokers, ","),
+			"--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c"), "--pipeline", "solo"}, []string{"solo"}},
+		{"two pipelines", []string{"--config", twoPath}, []string{"pa", "pb"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := run(t.Context(), nil, append([]string{"once", "--log-level", "debug"}, c.args...)...)
+			require.Equal(t, 0, code, stderr)
+			seen := map[string]int{}
+			for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+				n := 0
+				for _, k := range logtest.Keys(line) {
+					if k == "pipeline" {
+						n++
+					}
+				}
+				// The process's shared parts (the cursor store of a cursor topic, the memory
+				// limit) log unnamed; nothing logs the name twice.
+				if n == 0 && processLine(line) {
+					continue
+				}
+				if !assert.Equal(t, 1, n, "pipeline= %d times in: %s", n, line) {
+					continue
+				}
+				for _, name := range c.names {
+					if strings.Contains(line, " pipeline="+name+" ") || strings.HasSuffix(line, " pipeline="+name) {
+						seen[name]++
+					}
+				}
+			}
+			for _, name := range c.names {
+				assert.Positive(t, seen[name], "no line of pipeline %s", name)
+			}
+		})
+	}
+}
+
+// processLine says whether a log line is the process's rather than one pipeline's: the shared
+// cursor store's (which names the pipeline of a cursor it loads itself) and the memory limit's.
+func processLine(line string) bool {
+	for _, msg := range []string{`msg="created cursor topic"`, `msg="soft memory limit`, `msg="cursor topic`} {
+		if strings.Contains(line, msg) {
+			return true
+		}
+	}
+	return false
 }

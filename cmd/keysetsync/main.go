@@ -30,6 +30,9 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	// memoryLimit, when set, sets the process's soft memory limit for a number of pipelines and
+	// returns it (see tuneGC); nil when GOMEMLIMIT chose it, and in tests (the limit is global).
+	memoryLimit func(pipelines int) int64
 }
 
 func commands() []command {
@@ -50,8 +53,7 @@ func commands() []command {
 func main() {
 	ctx, stop := notifySignals(context.Background())
 	defer stop()
-	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
-	tuneGC(os.Getenv)
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, memoryLimit: tuneGC(os.Getenv)}
 	os.Exit(dispatch(ctx, e, os.Args[1:]))
 }
 
@@ -70,7 +72,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 // dispatch runs the subcommand named by args[0] and returns the process exit code.
 func dispatch(ctx context.Context, e *env, args []string) int {
-	e = &env{stdout: &lockedWriter{w: e.stdout}, stderr: &lockedWriter{w: e.stderr}, getenv: e.getenv}
+	e = &env{stdout: &lockedWriter{w: e.stdout}, stderr: &lockedWriter{w: e.stderr}, getenv: e.getenv, memoryLimit: e.memoryLimit}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(e.stderr)
 		if len(args) == 0 {
@@ -197,13 +199,36 @@ func usage(w io.Writer) {
 // heap is small and bounded (the batches in flight), but it allocates per record, and with the
 // default GOGC=100 the collector ran so often that it cost a quarter of the CPU. GOGC=400 with a
 // 48 MiB soft limit measured 1.3x the throughput at page size 50 and kept the peak RSS under
-// 48 MiB for a million records (BENCHMARKS.md). Raise GOMEMLIMIT for very large pages or
-// lookback windows.
-func tuneGC(getenv func(string) string) {
+// 48 MiB for a million records (BENCHMARKS.md).
+//
+// The limit is for one pipeline: it returns the function that raises it for the pipelines of a
+// config file (memoryLimit), nil when GOMEMLIMIT is set (the user's value stands).
+func tuneGC(getenv func(string) string) func(pipelines int) int64 {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(48 << 20)
+	if getenv("GOMEMLIMIT") != "" {
+		return nil
 	}
+	debug.SetMemoryLimit(memoryLimit(1))
+	return func(n int) int64 {
+		l := memoryLimit(n)
+		debug.SetMemoryLimit(l)
+		return l
+	}
+}
+
+// The soft memory limit of n pipelines is baseMemoryLimit plus perPipelineMemory for each
+// pipeline after the first. A limit below the live heap makes the collector run without pause:
+// with the one-pipeline 48 MiB, 100 pipelines syncing at once (a live heap of about 130 MB,
+// 1.3 MB per pipeline with a pass running) took 2.3x the CPU of the same work without a limit,
+// and 100 idle ones 5x (bench/manypipes, BENCHMARKS.md "Many pipelines"). Set GOMEMLIMIT to
+// choose another limit (e.g. lower, trading CPU for memory, in a container with little).
+const (
+	baseMemoryLimit   = 48 << 20
+	perPipelineMemory = 2 << 20
+)
+
+func memoryLimit(pipelines int) int64 {
+	return baseMemoryLimit + int64(max(pipelines-1, 0))*perPipelineMemory
 }

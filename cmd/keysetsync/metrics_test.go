@@ -82,7 +82,7 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 		}()
 
 		// The bound address is in the log ("metrics listening" addr=127.0.0.1:port).
-		addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+		addrRE := regexp.MustCompile(`msg="metrics listening" .*\baddr=(\S+)`)
 		var base string
 		require.Eventually(t, func() bool {
 			m := addrRE.FindStringSubmatch(stderr.String())

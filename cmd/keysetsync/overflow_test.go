@@ -162,7 +162,7 @@ func TestRunShowsADegradedPipeline(t *testing.T) {
 					code = dispatch(ctx, e, args)
 				}()
 
-				addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+				addrRE := regexp.MustCompile(`msg="metrics listening" .*\baddr=(\S+)`)
 				var base string
 				await(bound, t, "metrics address in the log", func() bool {
 					m := addrRE.FindStringSubmatch(stderr.String())

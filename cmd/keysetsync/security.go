@@ -21,6 +21,18 @@ import (
 // kafkaSecurityFlags are the TLS and SASL settings of every command that talks to Kafka. Secrets
 // (the SASL password, the key) are read from files or flags and never logged or printed.
 type kafkaSecurityFlags struct {
+	kafkaSecuritySettings
+
+	// built once by newKafkaClient (files read, warnings logged once, also across retries).
+	once    sync.Once
+	tlsConf *tls.Config
+	sasl    kafka.SASL
+	err     error
+}
+
+// kafkaSecuritySettings are the flag values, comparable: two pipelines with equal settings (and
+// brokers) share one Kafka client.
+type kafkaSecuritySettings struct {
 	tls                bool
 	caFile             string
 	certFile           string
@@ -31,12 +43,6 @@ type kafkaSecurityFlags struct {
 	username           string
 	password           string
 	passwordFile       string
-
-	// built once by newKafkaClient (files read, warnings logged once, also across retries).
-	once    sync.Once
-	tlsConf *tls.Config
-	sasl    kafka.SASL
-	err     error
 }
 
 func (k *kafkaSecurityFlags) register(fs *flag.FlagSet) {

@@ -139,9 +139,10 @@ func brokerList(s string) []string {
 }
 
 // open starts the job: the metrics server first with --metrics-addr (so /healthz answers while
-// Kafka is awaited), then the Kafka client and the runner, retrying for --kafka-wait while Kafka
-// cannot be reached. On failure nothing stays open.
-func (j *job) open(ctx context.Context) (err error) {
+// Kafka is awaited), then the runner on the process's Kafka client for its brokers (from
+// clients), retrying for --kafka-wait while Kafka cannot be reached. On failure nothing it
+// opened stays open; the client is the process's, closed by closeJobs.
+func (j *job) open(ctx context.Context, clients *kafkaClients) (err error) {
 	f, log := j.flags, j.log
 	defer func() {
 		if err != nil {
@@ -160,11 +161,11 @@ func (j *job) open(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if j.kafka, err = newKafkaClient(&f.kafkaSec, f.brokers, "keysetsync", log); err != nil {
+	if j.kafka, err = clients.get(&f.kafkaSec, f.brokers, log); err != nil {
 		return err
 	}
 	cfg.Kafka, cfg.Observer = j.kafka, obs
-	if cfg.CursorStore, err = j.stores.get(ctx, f); err != nil {
+	if cfg.CursorStore, err = j.stores.get(ctx, f, j.kafka); err != nil {
 		return err
 	}
 	if j.runner, err = runner.Open(ctx, cfg); err != nil {
@@ -176,13 +177,11 @@ func (j *job) open(ctx context.Context) (err error) {
 	return nil
 }
 
-// close closes what open opened, the runner first (its sink waits for writes in flight).
+// close closes what open opened, the runner first (its sink waits for writes in flight). The
+// Kafka client is shared with the other jobs: closeJobs closes it.
 func (j *job) close() {
 	if j.runner != nil {
 		j.runner.Close()
-	}
-	if j.kafka != nil {
-		j.kafka.Close()
 	}
 	if j.metrics != nil {
 		j.metrics.Close()

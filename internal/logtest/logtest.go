@@ -4,6 +4,7 @@ package logtest
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,4 +59,35 @@ func (b *Buffer) Await(t testing.TB, what string, cond func(string) bool) string
 			t.Fatalf("timed out waiting for %s; got:\n%s", what, got)
 		}
 	}
+}
+
+// Keys returns the attribute keys of one line of slog's text format, in order and with repeats
+// (a key given twice by two layers of logger.With shows twice): the words before "=" outside
+// quoted values.
+func Keys(line string) []string {
+	var keys []string
+	inQuote, escaped, start := false, false, 0
+	for i := 0; i <= len(line); i++ {
+		if i < len(line) {
+			c := line[i]
+			switch {
+			case escaped:
+				escaped = false
+				continue
+			case inQuote && c == '\\':
+				escaped = true
+				continue
+			case c == '"':
+				inQuote = !inQuote
+				continue
+			case inQuote || c != ' ':
+				continue
+			}
+		}
+		if k, _, ok := strings.Cut(line[start:i], "="); ok && k != "" {
+			keys = append(keys, k)
+		}
+		start = i + 1
+	}
+	return keys
 }

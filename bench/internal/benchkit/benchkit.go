@@ -136,6 +136,9 @@ func (f *RunFlags) Parse() {
 	f.BrokerList = bs
 }
 
+// Keep reports whether --keep-topics was given.
+func (f *RunFlags) Keep() bool { return *f.keep }
+
 // Open connects to the brokers and names this run's data and cursor topics (RunTopics, of
 // kind); done closes the client and, unless --keep-topics, first deletes the topics (Deleter,
 // failures on w). It exits the program when it cannot connect.
@@ -265,6 +268,8 @@ type Once struct {
 	// PolledHWM is the child's VmHWM read from /proc every 10 ms while it ran: a lower bound of
 	// PeakRSS (0 if never read), to cross-check it.
 	PolledHWM int64
+	// CPU is the user plus system time the child used (its rusage), 0 if the platform does not say.
+	CPU time.Duration
 }
 
 // resetPeakRSS returns this process's free memory to the OS and resets its peak RSS to its
@@ -370,6 +375,7 @@ func RunOnce(ctx context.Context, bin string, args ...string) (Once, error) {
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			o.PeakRSS = ru.Maxrss << 10 // Linux reports KiB
+			o.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
 	for _, l := range ParseLog(stderr.Bytes()) {

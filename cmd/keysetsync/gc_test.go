@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
+)
+
+// The soft memory limit grows with the pipelines of the process: the one-pipeline 48 MiB under
+// the live heap of a hundred made the collector run without pause (issue 12).
+func TestMemoryLimitIsSetForThePipelinesOfTheProcess(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	path, _, _ := twoPipelines(t, tg, [2]int{5, 5})
+	single := []string{"--brokers", tg.Brokers[0], "--api-url", "http://127.0.0.1:1/keyset",
+		"--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c")}
+	cases := []struct {
+		name string
+		args []string
+		want int64 // 0: left at the one-pipeline limit tuneGC set
+	}{
+		{"one pipeline keeps the base limit", single, 0},
+		{"two pipelines", []string{"--config", path}, memoryLimit(2)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var set int64
+			var errb bytes.Buffer
+			e := &env{stdout: io.Discard, stderr: &errb, getenv: func(string) string { return "" },
+				memoryLimit: func(n int) int64 { set = memoryLimit(n); return set }}
+			jobs, err := startJobs(t.Context(), e, c.args, "once", "", nil)
+			require.NoError(t, err, errb.String())
+			closeJobs(jobs)
+			assert.Equal(t, c.want, set)
+			if c.want > 0 {
+				assert.Contains(t, errb.String(), "memory_limit_mib=")
+			}
+		})
+	}
+	assert.Greater(t, memoryLimit(2), memoryLimit(1))
+	assert.Equal(t, int64(48<<20), memoryLimit(1))
+	assert.GreaterOrEqual(t, memoryLimit(1000), int64(1000*1300<<10), "below the live heap of 1,000 passes at once")
+}
+
+// GOMEMLIMIT is the user's choice: keysetsync never changes it, for any number of pipelines.
+func TestGOMEMLIMITWins(t *testing.T) {
+	env := map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"} // both set: tuneGC changes nothing
+	assert.Nil(t, tuneGC(func(k string) string { return env[k] }))
+}
