@@ -14,6 +14,7 @@ import (
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/runner"
+	"github.com/keysetsync/keysetsync/schedule"
 	"github.com/keysetsync/keysetsync/source"
 	"go.yaml.in/yaml/v3"
 )
@@ -309,12 +310,11 @@ type pipelineFlags struct {
 }
 
 // pipelineFlagSets parses args once per pipeline of c: flag > env > top-level key > default,
-// then the pipeline's own keys over all of them. Each pipeline needs its own name; the names
-// and the --metrics-addr (when set) must differ.
+// then the pipeline's own keys over all of them. Each pipeline needs its own name, and the
+// names must differ; pipelines naming the same --metrics-addr share its server.
 func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile, withInterval bool, extra ...func(*flag.FlagSet)) ([]*pipelineFlags, error) {
 	var out []*pipelineFlags
 	names := map[string]int{}
-	addrs := map[string]int{}
 	for i, cp := range c.pipelines {
 		ps := &pipelineFlags{}
 		var interval *time.Duration
@@ -338,12 +338,6 @@ func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile
 			return nil, c.errorf(cp.line, "%s item %d: pipeline %q is also item %d", pipelinesKey, i+1, pn, prev)
 		}
 		names[pn] = i + 1
-		if a := ps.flags.metrics.metricsAddr; a != "" && !strings.HasSuffix(a, ":0") {
-			if prev, dup := addrs[a]; dup {
-				return nil, c.errorf(cp.line, "%s item %d: metrics-addr %q is also item %d's", pipelinesKey, i+1, a, prev)
-			}
-			addrs[a] = i + 1
-		}
 		out = append(out, ps)
 	}
 	return out, nil
@@ -365,16 +359,64 @@ type job struct {
 	log      *slog.Logger
 	interval time.Duration // run's --interval
 
-	runner  *runner.Runner
-	kafka   *kafka.Client
-	metrics *metrics.Server // nil without --metrics-addr
+	limiter *schedule.Limiter // the process's, shared by every job
+	metrics *metrics.Metrics  // nil without --metrics-addr; its server is the jobSet's
+
+	runner *runner.Runner
+	kafka  *kafka.Client
+}
+
+// jobSet is the pipelines of once or run and the metrics servers serving them: one per
+// --metrics-addr, shared by the pipelines that name it.
+type jobSet struct {
+	jobs    []*job
+	servers []*metrics.Server
+}
+
+// close closes the pipelines, then the servers.
+func (js *jobSet) close() {
+	closeJobs(js.jobs)
+	for _, s := range js.servers {
+		s.Close()
+	}
+}
+
+// serveMetrics starts a metrics server for each --metrics-addr of the jobs, every pipeline
+// naming it registered first (so /readyz lists them all from the start), before Kafka is
+// contacted (so /healthz answers while it is awaited).
+func (js *jobSet) serveMetrics(limiter *schedule.Limiter, log *slog.Logger) error {
+	procs := map[string]*metrics.Process{}
+	var addrs []string
+	for _, j := range js.jobs {
+		a := j.flags.metrics.metricsAddr
+		if a == "" {
+			continue
+		}
+		p := procs[a]
+		if p == nil {
+			p = metrics.NewProcess()
+			p.WatchLimiter(limiter)
+			procs[a] = p
+			addrs = append(addrs, a)
+		}
+		j.metrics = p.Pipeline(j.flags.pipeline)
+	}
+	for _, a := range addrs {
+		s, err := metrics.Listen(a, procs[a], log)
+		if err != nil {
+			return err
+		}
+		js.servers = append(js.servers, s)
+	}
+	return nil
 }
 
 // startJobs parses the flags of a sync command (with interval non-nil, run's --interval too),
 // builds the logger and opens the pipelines: one, or one per item of the config file's
 // pipelines list (each logging with its name). The caller closes them.
-func startJobs(ctx context.Context, e *env, args []string, name, summary string, interval *time.Duration) ([]*job, error) {
+func startJobs(ctx context.Context, e *env, args []string, name, summary string, interval *time.Duration) (*jobSet, error) {
 	fs, f := syncFlagSet(e, name, summary, interval)
+	top := f
 	p, err := parseFlagSources(e, fs, args)
 	if err != nil {
 		return nil, err
@@ -410,18 +452,36 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		if multi {
 			log = log.With("pipeline", f.pipeline)
 		}
+		if f.maxPasses != top.maxPasses {
+			return nil, fmt.Errorf("%w: pipeline %q: --max-concurrent-passes %d: it is one limit for the process (%d): set it at the top level, not per pipeline", errUsage, f.pipeline, f.maxPasses, top.maxPasses)
+		}
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
+	}
+	limiter := newLimiter(top.maxPasses)
+	js := &jobSet{jobs: jobs}
+	for _, j := range jobs {
+		j.limiter = limiter
+	}
+	log, err := top.logger(e) // the process's: no pipeline attribute
+	if err != nil {
+		return nil, err
+	}
+	if err := js.serveMetrics(limiter, log); err != nil {
+		js.close()
+		return nil, err
 	}
 	for i, j := range jobs {
 		if err := j.open(ctx); err != nil {
 			closeJobs(jobs[:i])
+			js.jobs = nil
+			js.close()
 			if multi {
 				err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
 			}
 			return nil, err
 		}
 	}
-	return jobs, nil
+	return js, nil
 }
 
 func closeJobs(jobs []*job) {

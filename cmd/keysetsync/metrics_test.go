@@ -99,7 +99,7 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 			return status == http.StatusOK
 		}, 30*time.Second, 10*time.Millisecond, "never ready: %s", stderr.String())
 		_, body = get(t, base+"/readyz")
-		assert.JSONEq(t, `{"status":"ok"}`, body)
+		assert.JSONEq(t, `{"status":"ok","counts":{"ok":1},"pipelines":[{"pipeline":"metrics-it","status":"ok"}]}`, body)
 
 		// Ready means the cursor is loaded; the first pass ends when passes_total{result="ok"} is 1.
 		var exposition string
@@ -138,43 +138,48 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 }
 
 func TestReadyzSaysWhyItIsNotReady(t *testing.T) {
-	m := metrics.New("p", metrics.WithoutRuntime())
-	s := metrics.NewServer(m)
+	p := metrics.NewProcess(metrics.WithoutRuntime())
+	m := p.Pipeline("p")
+	s := metrics.NewServer(p)
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
-	probe := func() (int, map[string]string) {
+	probe := func() (int, metrics.Readiness) {
 		status, body := get(t, srv.URL+"/readyz")
-		var v map[string]string
+		var v metrics.Readiness
 		require.NoError(t, json.Unmarshal([]byte(body), &v), body)
+		require.Len(t, v.Pipelines, 1, body)
+		assert.Equal(t, "p", v.Pipelines[0].Pipeline)
 		return status, v
 	}
 
 	status, body := probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status)
-	assert.Equal(t, "unavailable", body["status"])
-	assert.Contains(t, body["reason"], "connecting to Kafka")
+	assert.Equal(t, "unavailable", body.Status)
+	assert.Contains(t, body.Reason, "connecting to Kafka")
 
-	s.Opened()
+	m.Opened()
 	status, body = probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status)
-	assert.Contains(t, body["reason"], "cursor is not loaded")
+	assert.Contains(t, body.Reason, "cursor is not loaded")
 
 	m.PassStarted(time.Time{}) // first pass, nothing committed yet: loaded all the same
 	status, body = probe()
 	assert.Equal(t, http.StatusOK, status)
-	assert.Equal(t, "ok", body["status"])
+	assert.Equal(t, "ok", body.Status)
 
 	m.PassFinished(errors.New("API down")) // a failed pass: the next one may heal it
-	status, _ = probe()
+	status, body = probe()
 	assert.Equal(t, http.StatusOK, status)
+	assert.Equal(t, "failing", body.Pipelines[0].Status)
+	assert.Equal(t, "API down", body.Pipelines[0].Error)
 
 	m.PassFinished(fmt.Errorf("%w: %w", errMayBeMissing, &source.TieOverflowError{
 		Overflows: []source.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 7, 0, time.UTC), Page: 4, Delivered: 50}}, Total: 1}))
 	m.PassFinished(nil)
 	status, body = probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status, "records the API cannot serve stay missing")
-	assert.Equal(t, "degraded", body["status"])
-	assert.Contains(t, body["reason"], "2024-01-01T00:00:07Z (page 4: 50 delivered)")
+	assert.Equal(t, "degraded", body.Status)
+	assert.Contains(t, body.Reason, "2024-01-01T00:00:07Z (page 4: 50 delivered)")
 
 	status, _ = get(t, srv.URL+"/healthz")
 	assert.Equal(t, http.StatusOK, status)

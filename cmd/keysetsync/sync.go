@@ -6,13 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/keysetsync/keysetsync/kafka"
-	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/runner"
+	"github.com/keysetsync/keysetsync/schedule"
 )
 
 // syncFlags are the settings shared by once and run.
@@ -41,6 +42,7 @@ type syncFlags struct {
 	delivery       string
 	txnIDPrefix    string
 	txnTimeout     time.Duration
+	maxPasses      int
 	logFlags
 	metrics  metricsFlags
 	kafkaSec kafkaSecurityFlags
@@ -71,6 +73,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.delivery, "delivery", "exactly-once", "exactly-once (each batch and its cursor one transaction; fences other instances) or at-least-once")
 	fs.StringVar(&f.txnIDPrefix, "transactional-id-prefix", "keysetsync-", "exactly-once: the transactional id is this prefix, the cursor topic, / and the pipeline name")
 	fs.DurationVar(&f.txnTimeout, "transaction-timeout", time.Minute, "exactly-once: how long the broker lets a transaction stay open before it aborts it")
+	fs.IntVar(&f.maxPasses, "max-concurrent-passes", defaultMaxPasses(), "passes of the process's pipelines that work at once, the others waiting their turn first come, first served (a pass waiting on its API or in backoff holds no turn); process-wide (default 4 x GOMAXPROCS)")
 	fs.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a pass logs progress (records/s, with --api-total-path what remains) (0: never)")
 	f.logFlags.register(fs)
 	f.metrics.register(fs)
@@ -91,6 +94,9 @@ func (f *syncFlags) validate() error {
 	}
 	if len(brokerList(f.brokers)) == 0 {
 		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	if f.maxPasses < 1 {
+		errs = append(errs, fmt.Errorf("--max-concurrent-passes %d: must be at least 1", f.maxPasses))
 	}
 	if f.maxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("--max-in-flight %d: must be at least 1", f.maxInFlight))
@@ -128,6 +134,15 @@ func (f *syncFlags) validate() error {
 	return nil
 }
 
+// defaultMaxPasses is --max-concurrent-passes's default: a pass that holds a slot alternates
+// CPU (decoding pages, encoding records) with waits on Kafka's acknowledgements, so a few per
+// core keep the cores busy; more would only add memory (each holds up to --max-in-flight
+// batches) and make every pass slower. Waits on the API hold no slot.
+func defaultMaxPasses() int { return 4 * runtime.GOMAXPROCS(0) }
+
+// newLimiter is the process's limiter of passes (--max-concurrent-passes).
+func newLimiter(n int) *schedule.Limiter { return schedule.NewLimiter(n) }
+
 func brokerList(s string) []string {
 	var out []string
 	for _, b := range strings.Split(s, ",") {
@@ -138,9 +153,9 @@ func brokerList(s string) []string {
 	return out
 }
 
-// open starts the job: the metrics server first with --metrics-addr (so /healthz answers while
-// Kafka is awaited), then the Kafka client and the runner, retrying for --kafka-wait while Kafka
-// cannot be reached. On failure nothing stays open.
+// open starts the job (its metrics server already serves, see startJobs): the Kafka client and
+// the runner, retrying for --kafka-wait while Kafka cannot be reached. On failure nothing stays
+// open.
 func (j *job) open(ctx context.Context) (err error) {
 	f, log := j.flags, j.log
 	defer func() {
@@ -148,14 +163,6 @@ func (j *job) open(ctx context.Context) (err error) {
 			j.close()
 		}
 	}()
-	var obs pipeline.Observer
-	if f.metrics.metricsAddr != "" {
-		m := metrics.New(f.pipeline)
-		if j.metrics, err = metrics.Listen(f.metrics.metricsAddr, m, log); err != nil {
-			return err
-		}
-		obs = m
-	}
 	cfg, err := f.runnerConfig(log)
 	if err != nil {
 		return err
@@ -163,7 +170,10 @@ func (j *job) open(ctx context.Context) (err error) {
 	if j.kafka, err = newKafkaClient(&f.kafkaSec, f.brokers, "keysetsync", log); err != nil {
 		return err
 	}
-	cfg.Kafka, cfg.Observer = j.kafka, obs
+	cfg.Kafka, cfg.Limiter = j.kafka, j.limiter
+	if j.metrics != nil {
+		cfg.Observer, cfg.SlotWaited = j.metrics, j.metrics.SlotWaited
+	}
 	if j.runner, err = runner.Open(ctx, cfg); err != nil {
 		return err
 	}
@@ -180,9 +190,6 @@ func (j *job) close() {
 	}
 	if j.kafka != nil {
 		j.kafka.Close()
-	}
-	if j.metrics != nil {
-		j.metrics.Close()
 	}
 }
 
