@@ -77,7 +77,7 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 	}
 	const (
 		pipelines = 500
-		slots     = 8 // fewer than the 25 failing and the 25 stalled APIs: holding a slot there starves the rest
+		slots     = 8 // fewer than the APIs of each broken kind: holding a slot there starves the rest
 		interval  = time.Second
 		// bound on a healthy pipeline's lag beyond its interval: its wait for a slot and its
 		// pass, with 500 pipelines on a busy 2-core machine (measured: 3 to 10 s). A stalled
@@ -91,19 +91,29 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 	stop := make(chan struct{}) // the stalled APIs answer only when the test ends
 	mux := http.NewServeMux()
 	apis := make([]*playground.Server, pipelines)
+	// A tenth of the APIs are broken, 17 of each kind: more than the slots, so that a slot
+	// held while one waits starves the healthy ones.
 	kind := func(i int) string {
-		switch {
-		case i%20 == 0:
-			return "failing"
-		case i%20 == 10:
-			return "stalled"
+		switch i % 30 {
+		case 0:
+			return "failing" // 500 at once, the page not retried: the pass waits in retry.Do's backoff
+		case 10:
+			return "retrying" // 500, the page retried 10 times: the pass waits in the source's backoff
+		case 20:
+			return "stalled" // never answers: the pass waits for the request's timeout
 		}
 		return "healthy"
+	}
+	broken := 0
+	for i := range pipelines {
+		if kind(i) != "healthy" {
+			broken++
+		}
 	}
 	for i := range pipelines {
 		prefix := "/p/" + strconv.Itoa(i)
 		switch kind(i) {
-		case "failing":
+		case "failing", "retrying":
 			mux.HandleFunc(prefix+"/", func(w http.ResponseWriter, _ *http.Request) {
 				http.Error(w, `{"error":"down"}`, http.StatusInternalServerError)
 			})
@@ -142,14 +152,14 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		name := fmt.Sprintf("p%03d", i)
 		w := &watched{Metrics: proc.Pipeline(name), synced: make(chan struct{}), committed: make(chan time.Time, 1)}
 		ws[i] = w
-		// A failing API is retried 3 times a page, 1 to 5 s apart, then the pass in backoff
-		// (retry.Do: 0.5 s doubling to 30 s); a stalled one once a pass, cut at stallTimeout.
-		attempts := 3
-		if kind(i) == "stalled" {
-			attempts = 1
+		// Healthy APIs are never retried; a pass that failed is, after retry.Do's backoff
+		// (0.5 s doubling to 30 s).
+		attempts := 1
+		if kind(i) == "retrying" {
+			attempts = 10
 		}
 		src, err := source.NewSource(source.SourceConfig{URL: srv.URL + "/p/" + strconv.Itoa(i) + "/pagination/keyset", Client: httpClient,
-			Timeout: stallTimeout, MaxAttempts: attempts, BackoffMin: time.Second, BackoffMax: 5 * time.Second, Logger: log})
+			Timeout: stallTimeout, MaxAttempts: attempts, BackoffMin: time.Second, BackoffMax: 4 * time.Second, Logger: log})
 		require.NoError(t, err)
 		r, err := runner.Open(ctx, runner.Config{
 			Pipeline: name, Kafka: client, Topic: kafka.TopicSpec{Name: kafkatest.Topic(t, name), Partitions: 1, ReplicationFactor: 1},
@@ -178,6 +188,14 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		}
 	}
 
+	// The failing pipelines are well into retry.Do's backoff (its 4th wait is 2 to 4 s), where
+	// a slot held in backoff would be held most of the time.
+	for i, w := range ws {
+		if kind(i) == "failing" {
+			require.Eventually(t, func() bool { return w.Status().Failures >= 4 }, time.Minute, 10*time.Millisecond, "pipeline %d", i)
+		}
+	}
+
 	// One record updated on every healthy API at once; each must reach Kafka, its cursor
 	// passing it, within the interval plus the bound. Two rounds: the second starts from
 	// the steady state the first leaves.
@@ -195,6 +213,8 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		updated := time.Since(start)
 		var worst time.Duration
 		worstAt := -1
+		late := time.NewTimer(interval + 2*bound) // for the round: a planted bug fails it soon
+		defer late.Stop()
 		for i, w := range ws {
 			if kind(i) != "healthy" {
 				continue
@@ -206,8 +226,8 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 				if lag > worst {
 					worst, worstAt = lag, i
 				}
-			case <-time.After(2 * bound):
-				t.Fatalf("round %d: pipeline %d: the updated record did not reach Kafka within %s", round, i, 2*bound)
+			case <-late.C:
+				t.Fatalf("round %d: pipeline %d: the updated record did not reach Kafka within %s", round, i, interval+2*bound)
 			}
 		}
 		t.Logf("round %d: updates took %s; worst lag %s (pipeline %d)", round, updated.Round(time.Millisecond), worst.Round(time.Millisecond), worstAt)
@@ -223,7 +243,7 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 		var r metrics.Readiness
 		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r))
-		return r.Counts["failing"] == pipelines/10
+		return r.Counts["failing"] == broken
 	}, stallTimeout+time.Minute, 50*time.Millisecond, "the failing and stalled pipelines never all showed as failing")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
@@ -235,7 +255,7 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		switch kind(i) {
 		case "healthy":
 			assert.Equal(t, "ok", st.Status, "pipeline %d", i)
-		case "failing":
+		case "failing", "retrying":
 			assert.Equal(t, "failing", st.Status, "pipeline %d", i)
 			assert.Contains(t, st.Error, "500", "pipeline %d", i)
 		case "stalled":
