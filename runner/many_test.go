@@ -178,12 +178,14 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		wg.Go(func() { assert.NoError(t, r.Run(ctx, interval)) })
 	}
 	// Every healthy pipeline synced once: the first sync, all due at once.
+	first := time.NewTimer(2 * time.Minute)
+	defer first.Stop()
 	for i, w := range ws {
 		if kind(i) == "healthy" {
 			select {
 			case <-w.synced:
-			case <-time.After(2 * time.Minute):
-				t.Fatalf("pipeline %d never synced", i)
+			case <-first.C:
+				t.Fatalf("pipeline %d: no first sync within 2 minutes", i)
 			}
 		}
 	}

@@ -311,7 +311,8 @@ type pipelineFlags struct {
 
 // pipelineFlagSets parses args once per pipeline of c: flag > env > top-level key > default,
 // then the pipeline's own keys over all of them. Each pipeline needs its own name, and the
-// names must differ; pipelines naming the same --metrics-addr share its server.
+// names must differ; pipelines naming the same --metrics-addr share its server; the pass limit
+// is the process's, not an item's.
 func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile, withInterval bool, extra ...func(*flag.FlagSet)) ([]*pipelineFlags, error) {
 	var out []*pipelineFlags
 	names := map[string]int{}
@@ -338,6 +339,9 @@ func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile
 			return nil, c.errorf(cp.line, "%s item %d: pipeline %q is also item %d", pipelinesKey, i+1, pn, prev)
 		}
 		names[pn] = i + 1
+		if hasKey(cp.entries, "max-concurrent-passes") {
+			return nil, c.errorf(cp.line, "%s item %d: max-concurrent-passes is one limit for the whole process: set it at the top level", pipelinesKey, i+1)
+		}
 		out = append(out, ps)
 	}
 	return out, nil
@@ -451,9 +455,6 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		}
 		if multi {
 			log = log.With("pipeline", f.pipeline)
-		}
-		if f.maxPasses != top.maxPasses {
-			return nil, fmt.Errorf("%w: pipeline %q: --max-concurrent-passes %d: it is one limit for the process (%d): set it at the top level, not per pipeline", errUsage, f.pipeline, f.maxPasses, top.maxPasses)
 		}
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval})
 	}

@@ -102,6 +102,7 @@ func TestConfigFileErrors(t *testing.T) {
 		{"unknown key in a pipeline", "pipelines:\n  - pipeline: a\n    topc: x\n", nil, []string{"line 3", `unknown key "topc"`}},
 		{"pipeline without a name", "pipelines:\n  - topic: a\n  - pipeline: b\n    topic: b\n", nil, []string{"line 2", "item 1: set its own pipeline"}},
 		{"duplicate pipeline", "pipelines:\n  - {pipeline: a, topic: a}\n  - {pipeline: a, topic: b}\n", nil, []string{"line 3", `pipeline "a" is also item 1`}},
+		{"a pass limit per pipeline", "pipelines:\n  - {pipeline: a, topic: a}\n  - {pipeline: b, topic: b, max-concurrent-passes: 3}\n", nil, []string{"line 3", "item 2: max-concurrent-passes is one limit for the whole process: set it at the top level"}},
 		{"validated after the file", "topic: same\ncursor-topic: same\n", nil, []string{`--topic and --cursor-topic are both "same"`}},
 	}
 	for _, c := range cases {

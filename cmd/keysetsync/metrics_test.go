@@ -201,3 +201,55 @@ func TestHelpListsMetricsAddr(t *testing.T) {
 		assert.Contains(t, stderr, "--metrics-addr  (env KEYSETSYNC_METRICS_ADDR, default \"\")")
 	}
 }
+
+// TestRunServesEveryPipelineOnOneMetricsServer: with a pipelines list and one --metrics-addr,
+// one server has every pipeline's series and status, and the process's pass limit.
+func TestRunServesEveryPipelineOnOneMetricsServer(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	path, _, _ := twoPipelines(t, tg, [2]int{30, 60})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stderr := &logtest.Buffer{}
+	e := &env{stdout: io.Discard, stderr: stderr, getenv: func(string) string { return "" }}
+	done := make(chan int)
+	go func() {
+		done <- dispatch(ctx, e, []string{"run", "--config", path, "--interval", "1h", "--metrics-addr", "127.0.0.1:0",
+			"--max-concurrent-passes", "3", "--delivery", "at-least-once"})
+	}()
+	addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+	var base string
+	require.Eventually(t, func() bool {
+		m := addrRE.FindStringSubmatch(stderr.String())
+		if m != nil {
+			base = "http://" + m[1]
+		}
+		return m != nil
+	}, 30*time.Second, 5*time.Millisecond, "no metrics address logged: %s", stderr.String())
+	assert.Equal(t, 1, strings.Count(stderr.String(), "metrics listening"), "one server for both pipelines")
+
+	var exposition string
+	require.Eventually(t, func() bool {
+		_, exposition = get(t, base+"/metrics")
+		return strings.Contains(exposition, `keysetsync_passes_total{pipeline="pa",result="ok"} 1`) &&
+			strings.Contains(exposition, `keysetsync_passes_total{pipeline="pb",result="ok"} 1`)
+	}, 30*time.Second, 10*time.Millisecond, "first passes did not finish: %s", stderr.String())
+	for _, line := range []string{
+		`keysetsync_records_produced_total{pipeline="pa"} 30`,
+		`keysetsync_records_produced_total{pipeline="pb"} 60`,
+		`keysetsync_slot_wait_seconds_count{pipeline="pa"}`,
+		"keysetsync_pass_slots 3\n",
+	} {
+		assert.Contains(t, exposition, line)
+	}
+	status, body := get(t, base+"/readyz")
+	assert.Equal(t, http.StatusOK, status, body)
+	assert.JSONEq(t, `{"status":"ok","counts":{"ok":2},"pipelines":[{"pipeline":"pa","status":"ok"},{"pipeline":"pb","status":"ok"}]}`, body)
+
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code, stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop after cancellation")
+	}
+}
