@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -174,16 +175,23 @@ func TestEveryMetricIsNamedAndLabelled(t *testing.T) {
 	assert.Empty(t, problems)
 }
 
-func TestHandlerServesTextFormatAndRuntimeMetrics(t *testing.T) {
-	m := metrics.New("p1")
-	m.BatchAcked(42, 0, time.Millisecond)
-	srv := httptest.NewServer(m.Handler())
+// scrape returns what h serves over HTTP.
+func scrape(t *testing.T, h http.Handler) []byte {
+	t.Helper()
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
+	return body
+}
+
+func TestHandlerServesTextFormatAndRuntimeMetrics(t *testing.T) {
+	m := metrics.New("p1")
+	m.BatchAcked(42, 0, time.Millisecond)
+	body := scrape(t, m.Handler())
 	assert.Contains(t, string(body), `keysetsync_records_produced_total{pipeline="p1"} 42`)
 	assert.True(t, strings.Contains(string(body), "go_goroutines"), "Go runtime collector registered")
 }
@@ -197,13 +205,7 @@ func TestOneProcessServesEveryPipeline(t *testing.T) {
 	b.BatchAcked(5, 0, 0)
 	b.SlotWaited(2 * time.Second)
 	p.WatchLimiter(schedule.NewLimiter(7))
-	srv := httptest.NewServer(p.Handler())
-	defer srv.Close()
-	resp, err := srv.Client().Get(srv.URL)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	body := scrape(t, p.Handler())
 	for _, line := range []string{
 		`keysetsync_records_produced_total{pipeline="a"} 3`,
 		`keysetsync_records_produced_total{pipeline="b"} 5`,

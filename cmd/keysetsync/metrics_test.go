@@ -50,6 +50,22 @@ func sample(t *testing.T, exposition, name, pipeline string) (float64, bool) {
 	return v, true
 }
 
+// metricsBase awaits the metrics server's address in the log ("metrics listening"
+// addr=127.0.0.1:port) and returns its base URL.
+func metricsBase(t *testing.T, stderr *logtest.Buffer) string {
+	t.Helper()
+	addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+	var base string
+	require.Eventually(t, func() bool {
+		m := addrRE.FindStringSubmatch(stderr.String())
+		if m != nil {
+			base = "http://" + m[1]
+		}
+		return m != nil
+	}, 30*time.Second, 5*time.Millisecond, "no metrics address logged: %s", stderr.String())
+	return base
+}
+
 func TestRunServesMetricsAndProbes(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		const records = 500
@@ -81,16 +97,7 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 				"--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c")})
 		}()
 
-		// The bound address is in the log ("metrics listening" addr=127.0.0.1:port).
-		addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
-		var base string
-		require.Eventually(t, func() bool {
-			m := addrRE.FindStringSubmatch(stderr.String())
-			if m != nil {
-				base = "http://" + m[1]
-			}
-			return m != nil
-		}, 30*time.Second, 5*time.Millisecond, "no metrics address logged: %s", stderr.String())
+		base := metricsBase(t, stderr)
 
 		code200, body := get(t, base+"/healthz")
 		assert.Equal(t, http.StatusOK, code200, body)
@@ -216,15 +223,7 @@ func TestRunServesEveryPipelineOnOneMetricsServer(t *testing.T) {
 		done <- dispatch(ctx, e, []string{"run", "--config", path, "--interval", "1h", "--metrics-addr", "127.0.0.1:0",
 			"--max-concurrent-passes", "3", "--delivery", "at-least-once"})
 	}()
-	addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
-	var base string
-	require.Eventually(t, func() bool {
-		m := addrRE.FindStringSubmatch(stderr.String())
-		if m != nil {
-			base = "http://" + m[1]
-		}
-		return m != nil
-	}, 30*time.Second, 5*time.Millisecond, "no metrics address logged: %s", stderr.String())
+	base := metricsBase(t, stderr)
 	assert.Equal(t, 1, strings.Count(stderr.String(), "metrics listening"), "one server for both pipelines")
 
 	var exposition string
