@@ -80,10 +80,11 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		slots     = 6 // fewer than the APIs of each broken kind: holding a slot there starves the rest
 		interval  = time.Second
 		// bound on a healthy pipeline's lag beyond its interval: its wait for a slot and its
-		// pass, with 500 pipelines on a busy 2-core machine (measured: 2 to 10 s). A stalled
-		// request is cut after stallTimeout, above it, so a slot held there breaks it.
-		bound        = 20 * time.Second
-		stallTimeout = 40 * time.Second
+		// pass, with 500 pipelines on a busy 2-core machine (measured: 2 to 10 s; under the
+		// race detector, up to 7 times that: 26 to 71 s). A stalled request is cut after stallTimeout,
+		// above it, so a slot held there breaks it.
+		bound        = slowdown * 20 * time.Second
+		stallTimeout = slowdown * 40 * time.Second
 	)
 	tg := kafkatest.NewFake(t)
 	client := tg.Kafka(t)
@@ -178,14 +179,14 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		wg.Go(func() { assert.NoError(t, r.Run(ctx, interval)) })
 	}
 	// Every healthy pipeline synced once: the first sync, all due at once.
-	first := time.NewTimer(2 * time.Minute)
+	first := time.NewTimer(slowdown * 2 * time.Minute)
 	defer first.Stop()
 	for i, w := range ws {
 		if kind(i) == "healthy" {
 			select {
 			case <-w.synced:
 			case <-first.C:
-				t.Fatalf("pipeline %d: no first sync within 2 minutes", i)
+				t.Fatalf("pipeline %d: no first sync within %s", i, slowdown*2*time.Minute)
 			}
 		}
 	}
@@ -194,8 +195,8 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 	// a slot held in backoff would be held most of the time.
 	for i, w := range ws {
 		if kind(i) == "failing" {
-			require.Eventually(t, func() bool { return w.Status().Failures >= 4 }, time.Minute, 10*time.Millisecond,
-				"pipeline %d: its pass did not fail 4 times in a minute (backoffs of 0.5 to 4 s): starved of slots", i)
+			require.Eventually(t, func() bool { return w.Status().Failures >= 4 }, slowdown*time.Minute, 10*time.Millisecond,
+				"pipeline %d: its pass did not fail 4 times in %s (backoffs of 0.5 to 4 s): starved of slots", i, slowdown*time.Minute)
 		}
 	}
 
