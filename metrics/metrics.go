@@ -23,47 +23,107 @@ var _ pipeline.Observer = (*Metrics)(nil)
 // Namespace prefixes every metric name.
 const Namespace = "keysetsync"
 
+// Process is the metrics of every pipeline of one process, in one registry of its own (never
+// the global default one) served by Handler: each pipeline's series carry its pipeline label.
+// It is safe for concurrent use.
+type Process struct {
+	reg *prometheus.Registry
+	now func() time.Time
+
+	mu        sync.Mutex
+	pipelines []*Metrics // in the order added: /readyz lists them so
+}
+
+// Option configures NewProcess and New.
+type Option func(*options)
+
+type options struct {
+	now       func() time.Time
+	noRuntime bool
+}
+
+// WithClock sets the clock cursor_lag_seconds and /readyz's times are computed with (default
+// time.Now).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithoutRuntime leaves out the Go runtime and process collectors (they are on by default).
+func WithoutRuntime() Option { return func(o *options) { o.noRuntime = true } }
+
+// NewProcess makes the registry of a process's pipelines (see Pipeline).
+func NewProcess(opts ...Option) *Process {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p := &Process{reg: prometheus.NewRegistry(), now: o.now}
+	if !o.noRuntime {
+		p.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return p
+}
+
+// Registry is where the metrics are registered; add collectors of your own to it.
+func (p *Process) Registry() *prometheus.Registry { return p.reg }
+
+// Handler serves the registry in the Prometheus text (or OpenMetrics) format.
+func (p *Process) Handler() http.Handler {
+	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg, EnableOpenMetrics: true})
+}
+
+// Limiter is what the slot metrics read: the process's pass limiter (schedule.Limiter).
+type Limiter interface {
+	Size() int
+	Waiting() int
+}
+
+// WatchLimiter exports the slots of the process's pass limiter and the passes waiting for one.
+func (p *Process) WatchLimiter(l Limiter) {
+	p.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "pass_slots",
+			Help: "Passes of the process that may work at once (--max-concurrent-passes)."}, func() float64 { return float64(l.Size()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "passes_waiting",
+			Help: "Passes of the process waiting for a slot now (first come, first served)."}, func() float64 { return float64(l.Waiting()) }),
+	)
+}
+
 // Metrics counts what one pipeline does. Every metric carries a constant pipeline label.
 // It is safe for concurrent use.
 type Metrics struct {
-	reg *prometheus.Registry
-	now func() time.Time
+	name string
+	reg  *prometheus.Registry
+	now  func() time.Time
 
 	pages, recordsFetched, recordsProduced, deadLetters prometheus.Counter
 	tieOverflows, invalid, late, skipped, resent        prometheus.Counter
 	txnCommitted, txnAborted, fencedTotal               prometheus.Counter
 	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
-	batchAck, cursorCommit, pageFetch                   prometheus.Histogram
+	batchAck, cursorCommit, pageFetch, slotWait         prometheus.Histogram
 	cursorTimestamp, remaining, degraded                prometheus.Gauge
 
 	mu     sync.Mutex
 	cursor time.Time // last committed updatedAt; zero until a cursor is known
+	opened bool      // Kafka answered, the topics are checked
 	loaded bool      // a pass loaded its cursor
 	// degradedBy is the first pass error that said records may be missing for good
 	// (source.ErrTieOverflow); "" while none did. It is never cleared: the records stay
 	// missing until an operator re-reads them (cursor set --to) and restarts the process.
 	degradedBy string
+	// lastErr is the error of the last pass attempt while passes keep failing ("" once one
+	// succeeds); failingSince the end of the first of them, failures how many in a row.
+	lastErr      string
+	failingSince time.Time
+	failures     int
 }
 
-// Option configures New.
-type Option func(*Metrics)
+// New makes the metrics of pipeline in a registry of their own: a Process of one.
+func New(pipeline string, opts ...Option) *Metrics { return NewProcess(opts...).Pipeline(pipeline) }
 
-// WithClock sets the clock cursor_lag_seconds is computed with (default time.Now).
-func WithClock(now func() time.Time) Option { return func(m *Metrics) { m.now = now } }
-
-// WithoutRuntime leaves out the Go runtime and process collectors (they are on by default).
-func WithoutRuntime() Option { return func(m *Metrics) { m.reg = prometheus.NewRegistry() } }
-
-// New makes the metrics of pipeline in a registry of their own.
-func New(pipeline string, opts ...Option) *Metrics {
-	m := &Metrics{now: time.Now}
-	for _, o := range opts {
-		o(m)
-	}
-	if m.reg == nil {
-		m.reg = prometheus.NewRegistry()
-		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
+// Pipeline makes the metrics of pipeline in p's registry; names must differ.
+func (p *Process) Pipeline(pipeline string) *Metrics {
+	m := &Metrics{name: pipeline, reg: p.reg, now: p.now}
+	p.mu.Lock()
+	p.pipelines = append(p.pipelines, m)
+	p.mu.Unlock()
 	labels := prometheus.Labels{"pipeline": pipeline}
 	counter := func(name, help string) prometheus.Counter {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help, ConstLabels: labels})
@@ -103,6 +163,8 @@ func New(pipeline string, opts ...Option) *Metrics {
 		prometheus.ExponentialBuckets(0.001, 2.5, 12)) // 1 ms to about 38 s
 	m.cursorCommit = histogram("cursor_commit_seconds", "Time to commit a cursor to the cursor topic.", prometheus.DefBuckets)
 	m.pageFetch = histogram("page_fetch_seconds", "Time of the successful request of a page, body included (retries not included).", prometheus.DefBuckets)
+	m.slotWait = histogram("slot_wait_seconds", "Time a pass waited for a slot of the process's pass limit (--max-concurrent-passes), at its start and after each wait on the API.",
+		prometheus.ExponentialBuckets(0.001, 4, 10)) // 1 ms to about 262 s
 	m.cursorTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "cursor_timestamp_seconds",
 		Help: "updatedAt of the committed cursor, as Unix seconds (0 until a cursor was loaded or committed).", ConstLabels: labels})
 	m.remaining = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "records_remaining",
@@ -116,13 +178,25 @@ func New(pipeline string, opts ...Option) *Metrics {
 	return m
 }
 
-// Registry is where the metrics are registered; add collectors of your own to it.
+// Registry is where the metrics are registered (their Process's); add collectors of your own
+// to it.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler serves the registry in the Prometheus text (or OpenMetrics) format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, EnableOpenMetrics: true})
 }
+
+// Opened marks the pipeline open (Kafka answered, its topics are checked): it is then ready
+// once a pass loaded its cursor.
+func (m *Metrics) Opened() {
+	m.mu.Lock()
+	m.opened = true
+	m.mu.Unlock()
+}
+
+// SlotWaited records how long a pass waited for a slot (runner.Config.SlotWaited).
+func (m *Metrics) SlotWaited(d time.Duration) { m.slotWait.Observe(d.Seconds()) }
 
 // Loaded reports whether a pass has loaded its cursor: Kafka answered and the pipeline knows
 // where it stands.
@@ -167,13 +241,24 @@ func (m *Metrics) PassFinished(err error) {
 		result = "failed"
 	}
 	m.passes.WithLabelValues(result).Inc()
-	if errors.Is(err, source.ErrTieOverflow) {
-		m.mu.Lock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case errors.Is(err, source.ErrTieOverflow):
+		// Not failing: everything readable is committed; degraded for good (Status).
+		m.lastErr, m.failures = "", 0
 		if m.degradedBy == "" { // the first names the earliest times to re-read from
 			m.degradedBy = err.Error()
 		}
-		m.mu.Unlock()
 		m.degraded.Set(1)
+	case err != nil:
+		if m.failures == 0 {
+			m.failingSince = m.now()
+		}
+		m.failures++
+		m.lastErr = err.Error()
+	default:
+		m.lastErr, m.failures = "", 0
 	}
 }
 

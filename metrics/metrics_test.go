@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/schedule"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -99,6 +101,10 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 		{"not degraded by a failed pass", func(o pipeline.Observer) { o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_degraded", nil, 0},
 		{"degraded by records the API cannot serve", func(o pipeline.Observer) { o.PassFinished(tieOverflow) }, "keysetsync_degraded", nil, 1},
 		{"degraded for good", func(o pipeline.Observer) { o.PassFinished(tieOverflow); o.PassFinished(nil) }, "keysetsync_degraded", nil, 1},
+		{"slot waits", func(o pipeline.Observer) {
+			o.(*metrics.Metrics).SlotWaited(time.Second)
+			o.(*metrics.Metrics).SlotWaited(0)
+		}, "keysetsync_slot_wait_seconds", nil, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -156,7 +162,7 @@ func TestEveryMetricIsNamedAndLabelled(t *testing.T) {
 		"produce_errors_total", "api_errors_total", "api_retries_total", "batch_ack_seconds", "cursor_commit_seconds",
 		"page_fetch_seconds", "cursor_timestamp_seconds", "cursor_lag_seconds", "tie_overflows_total",
 		"invalid_records_total", "late_records_total", "records_skipped_total", "passes_total", "records_remaining", "degraded",
-		"transactions_committed_total", "transactions_aborted_total", "fenced_total",
+		"transactions_committed_total", "transactions_aborted_total", "fenced_total", "slot_wait_seconds",
 	}
 	for i := range want {
 		want[i] = "keysetsync_" + want[i]
@@ -169,16 +175,128 @@ func TestEveryMetricIsNamedAndLabelled(t *testing.T) {
 	assert.Empty(t, problems)
 }
 
-func TestHandlerServesTextFormatAndRuntimeMetrics(t *testing.T) {
-	m := metrics.New("p1")
-	m.BatchAcked(42, 0, time.Millisecond)
-	srv := httptest.NewServer(m.Handler())
+// scrape returns what h serves over HTTP.
+func scrape(t *testing.T, h http.Handler) []byte {
+	t.Helper()
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
+	return body
+}
+
+func TestHandlerServesTextFormatAndRuntimeMetrics(t *testing.T) {
+	m := metrics.New("p1")
+	m.BatchAcked(42, 0, time.Millisecond)
+	body := scrape(t, m.Handler())
 	assert.Contains(t, string(body), `keysetsync_records_produced_total{pipeline="p1"} 42`)
 	assert.True(t, strings.Contains(string(body), "go_goroutines"), "Go runtime collector registered")
+}
+
+// TestOneProcessServesEveryPipeline: the pipelines of a process share one registry, each
+// series labelled with its pipeline, next to the process's slot gauges.
+func TestOneProcessServesEveryPipeline(t *testing.T) {
+	p := metrics.NewProcess(metrics.WithoutRuntime())
+	a, b := p.Pipeline("a"), p.Pipeline("b")
+	a.BatchAcked(3, 0, 0)
+	b.BatchAcked(5, 0, 0)
+	b.SlotWaited(2 * time.Second)
+	p.WatchLimiter(schedule.NewLimiter(7))
+	body := scrape(t, p.Handler())
+	for _, line := range []string{
+		`keysetsync_records_produced_total{pipeline="a"} 3`,
+		`keysetsync_records_produced_total{pipeline="b"} 5`,
+		`keysetsync_slot_wait_seconds_count{pipeline="b"} 1`,
+		`keysetsync_pass_slots 7`,
+		`keysetsync_passes_waiting 0`,
+	} {
+		assert.Contains(t, string(body), line+"\n")
+	}
+	problems, err := testutil.GatherAndLint(p.Registry())
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+}
+
+func TestStatusOfAPipeline(t *testing.T) {
+	clock := now
+	since := now
+	cases := []struct {
+		name string
+		feed func(m *metrics.Metrics)
+		want metrics.Status
+	}{
+		{"connecting", func(*metrics.Metrics) {}, metrics.Status{Status: "unavailable", Reason: "connecting to Kafka: the topics are not checked yet"}},
+		{"open, no cursor yet", func(m *metrics.Metrics) { m.Opened() }, metrics.Status{Status: "unavailable", Reason: "the cursor is not loaded yet"}},
+		{"loaded", func(m *metrics.Metrics) { m.Opened(); m.PassStarted(time.Time{}) }, metrics.Status{Status: "ok"}},
+		{"failing since the first failure in a row", func(m *metrics.Metrics) {
+			m.Opened()
+			m.PassStarted(time.Time{})
+			m.PassFinished(errors.New("first"))
+			clock = clock.Add(time.Minute)
+			m.PassFinished(errors.New("API down"))
+		}, metrics.Status{Status: "failing", Error: "API down", Since: &since, Failures: 2}},
+		{"healed", func(m *metrics.Metrics) {
+			m.Opened()
+			m.PassStarted(time.Time{})
+			m.PassFinished(errors.New("API down"))
+			m.PassFinished(nil)
+		}, metrics.Status{Status: "ok"}},
+		{"degraded", func(m *metrics.Metrics) {
+			m.Opened()
+			m.PassStarted(time.Time{})
+			m.PassFinished(tieOverflow)
+			m.PassFinished(nil)
+		}, metrics.Status{Status: "degraded", Reason: tieOverflow.Error()}},
+		{"failing before loading stays unavailable, with its error", func(m *metrics.Metrics) {
+			m.Opened()
+			m.PassFinished(errors.New("no cursor"))
+		}, metrics.Status{Status: "unavailable", Reason: "the cursor is not loaded yet", Error: "no cursor", Since: &since, Failures: 1}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			clock = now
+			m := metrics.New("p1", metrics.WithoutRuntime(), metrics.WithClock(func() time.Time { return clock }))
+			c.feed(m)
+			c.want.Pipeline = "p1"
+			assert.Equal(t, c.want, m.Status())
+		})
+	}
+}
+
+// TestProcessReadiness: the process is ready once every pipeline loaded its cursor, unless
+// one is degraded; failing pipelines are listed but do not make it unready.
+func TestProcessReadiness(t *testing.T) {
+	p := metrics.NewProcess(metrics.WithoutRuntime())
+	ready, r := p.Ready()
+	assert.False(t, ready, "no pipeline: nothing is synced")
+	ms := []*metrics.Metrics{p.Pipeline("a"), p.Pipeline("b"), p.Pipeline("c")}
+	for _, m := range ms {
+		m.Opened()
+	}
+	ms[0].PassStarted(time.Time{})
+	ms[2].PassStarted(time.Time{})
+	ready, r = p.Ready()
+	assert.False(t, ready)
+	assert.Equal(t, "unavailable", r.Status)
+	assert.Equal(t, `1 of 3 pipelines unavailable, the first: pipeline "b": the cursor is not loaded yet`, r.Reason)
+	assert.Equal(t, map[string]int{"ok": 2, "unavailable": 1}, r.Counts)
+
+	ms[1].PassStarted(time.Time{})
+	ms[1].PassFinished(errors.New("API down"))
+	ready, r = p.Ready()
+	assert.True(t, ready, "a failing pipeline may heal at its next pass")
+	assert.Equal(t, "ok", r.Status)
+	assert.Equal(t, map[string]int{"ok": 2, "failing": 1}, r.Counts)
+	require.Len(t, r.Pipelines, 3)
+	assert.Equal(t, []string{"a", "b", "c"}, []string{r.Pipelines[0].Pipeline, r.Pipelines[1].Pipeline, r.Pipelines[2].Pipeline}, "in the config's order")
+	assert.Equal(t, "API down", r.Pipelines[1].Error)
+
+	ms[2].PassFinished(tieOverflow)
+	ready, r = p.Ready()
+	assert.False(t, ready)
+	assert.Equal(t, "degraded", r.Status)
+	assert.Contains(t, r.Reason, `1 of 3 pipelines degraded, the first: pipeline "c": `)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/registry"
 	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/schedule"
 	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
@@ -60,7 +61,13 @@ type Config struct {
 	// RetryTimeout how long Pass retries a pass while its error is retryable (0: no retry).
 	KafkaWait, RetryTimeout time.Duration
 	Observer                pipeline.Observer
-	Logger                  *slog.Logger
+	// Limiter, when set, bounds the passes of the process that work at once: each attempt of a
+	// pass holds one of its slots (waiting in first-come, first-served order), except while it
+	// waits on the API (package schedule); the backoff between attempts holds none. SlotWaited,
+	// when set, is told how long each wait for a slot took.
+	Limiter    *schedule.Limiter
+	SlotWaited func(time.Duration)
+	Logger     *slog.Logger
 	// Hint, when set, is applied to an error before it is logged: cmd adds the flag that
 	// changes the outcome.
 	Hint func(error) error
@@ -191,10 +198,16 @@ func (r *Runner) Close() {
 }
 
 // Pass runs one pass and, while its error is retryable, runs it again with backoff for up to
-// RetryTimeout (retry.Do). Every attempt starts from the committed cursor, never from memory. A
+// RetryTimeout (retry.Do). With a Limiter, each attempt first waits for a slot. Every attempt starts from the committed cursor, never from memory. A
 // failed pass that committed batches made progress: the passes after it get a new budget.
 func (r *Runner) Pass(ctx context.Context) error {
 	return retry.Do(ctx, retry.Policy{Budget: r.cfg.RetryTimeout, Retryable: retry.IsRetryable, What: "sync pass", Log: r.log}, func() (bool, error) {
+		// Per attempt, not around retry.Do: a pass waiting out its backoff holds no slot.
+		ctx, slot, err := r.cfg.Limiter.Hold(ctx, r.cfg.SlotWaited)
+		if err != nil {
+			return false, err
+		}
+		defer slot.Release()
 		st, err := r.pipeline.Pass(ctx)
 		return st.Batches > 0, err
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/schedule"
 )
 
 // SourceConfig configures a Source.
@@ -221,12 +222,9 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*R
 		wait := s.backoff(attempt, err)
 		obs.APIRetry(APIErrorKind(err))
 		s.log.Warn("api request failed, retrying", "page", page, "attempt", attempt, "max_attempts", s.cfg.MaxAttempts, "wait", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		// A backoff holds no slot (package schedule): other pipelines work meanwhile.
+		if err := schedule.Outside(ctx, func() error { return sleep(ctx, wait) }); err != nil {
+			return nil, err
 		}
 	}
 	obs.APIFailed(APIErrorKind(lastErr))
@@ -234,6 +232,18 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*R
 		return nil, fmt.Errorf("page %d after %d of %d attempts: %w", page, attempts, s.cfg.MaxAttempts, lastErr)
 	}
 	return nil, fmt.Errorf("page %d: GET %s after %d of %d attempts: %w: %w", page, shown, attempts, s.cfg.MaxAttempts, ErrAPI, lastErr)
+}
+
+// sleep waits for d or until ctx ends (then its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 func (s *Source) backoff(attempt int, err error) time.Duration {
@@ -265,14 +275,24 @@ func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage,
 		pw, _ := s.user.Password()
 		req.SetBasicAuth(s.user.Username(), pw)
 	}
-	resp, err := s.cfg.Client.Do(req)
+	// The request and the body only wait on the API: the pass's slot (package schedule) goes to
+	// another pipeline meanwhile, so a stalled API holds only its own pipeline.
+	var resp *http.Response
+	var body []byte
+	err = schedule.Outside(ctx, func() error {
+		resp, err = s.cfg.Client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
+		if err != nil {
+			return fmt.Errorf("read body of GET %s (status %d, %d bytes read): %w", shown, resp.StatusCode, len(body), &transferError{err})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read body of GET %s (status %d, %d bytes read): %w", shown, resp.StatusCode, len(body), &transferError{err})
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, newHTTPError(shown, resp, body)

@@ -14,6 +14,7 @@ import (
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/runner"
+	"github.com/keysetsync/keysetsync/schedule"
 	"github.com/keysetsync/keysetsync/source"
 	"go.yaml.in/yaml/v3"
 )
@@ -309,12 +310,12 @@ type pipelineFlags struct {
 }
 
 // pipelineFlagSets parses args once per pipeline of c: flag > env > top-level key > default,
-// then the pipeline's own keys over all of them. Each pipeline needs its own name; the names
-// and the --metrics-addr (when set) must differ.
+// then the pipeline's own keys over all of them. Each pipeline needs its own name, and the
+// names must differ; pipelines naming the same --metrics-addr share its server; the pass limit
+// is the process's, not an item's.
 func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile, withInterval bool, extra ...func(*flag.FlagSet)) ([]*pipelineFlags, error) {
 	var out []*pipelineFlags
 	names := map[string]int{}
-	addrs := map[string]int{}
 	for i, cp := range c.pipelines {
 		ps := &pipelineFlags{}
 		var interval *time.Duration
@@ -338,11 +339,8 @@ func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile
 			return nil, c.errorf(cp.line, "%s item %d: pipeline %q is also item %d", pipelinesKey, i+1, pn, prev)
 		}
 		names[pn] = i + 1
-		if a := ps.flags.metrics.metricsAddr; a != "" && !strings.HasSuffix(a, ":0") {
-			if prev, dup := addrs[a]; dup {
-				return nil, c.errorf(cp.line, "%s item %d: metrics-addr %q is also item %d's", pipelinesKey, i+1, a, prev)
-			}
-			addrs[a] = i + 1
+		if hasKey(cp.entries, "max-concurrent-passes") {
+			return nil, c.errorf(cp.line, "%s item %d: max-concurrent-passes is one limit for the whole process: set it at the top level", pipelinesKey, i+1)
 		}
 		out = append(out, ps)
 	}
@@ -365,11 +363,63 @@ type job struct {
 	log      *slog.Logger
 	interval time.Duration // run's --interval
 
-	runner  *runner.Runner
-	kafka   *kafka.Client   // the process's client for its brokers, shared (kafkaClients)
-	clients *kafkaClients   // who closes kafka
-	metrics *metrics.Server // nil without --metrics-addr
-	stores  *cursorStores   // the process's cursor stores, shared by every job
+	limiter *schedule.Limiter // the process's, shared by every job
+	metrics *metrics.Metrics  // nil without --metrics-addr; its server is the jobSet's
+
+	runner *runner.Runner
+	kafka  *kafka.Client // the process's client for its brokers, shared (kafkaClients)
+	stores *cursorStores // the process's cursor stores, shared by every job
+}
+
+// jobSet is the pipelines of once or run and what they share: the metrics servers (one per
+// --metrics-addr), the cursor stores (one per cursor topic) and the Kafka clients (one per
+// cluster).
+type jobSet struct {
+	jobs    []*job
+	servers []*metrics.Server
+	stores  *cursorStores
+	clients *kafkaClients
+}
+
+// close closes the pipelines, then what they shared: the cursor stores before the Kafka
+// clients they read through, the servers last.
+func (js *jobSet) close() {
+	closeJobs(js.jobs)
+	js.stores.close()
+	js.clients.close()
+	for _, s := range js.servers {
+		s.Close()
+	}
+}
+
+// serveMetrics starts a metrics server for each --metrics-addr of the jobs, every pipeline
+// naming it registered first (so /readyz lists them all from the start), before Kafka is
+// contacted (so /healthz answers while it is awaited).
+func (js *jobSet) serveMetrics(limiter *schedule.Limiter, log *slog.Logger) error {
+	procs := map[string]*metrics.Process{}
+	var addrs []string
+	for _, j := range js.jobs {
+		a := j.flags.metrics.metricsAddr
+		if a == "" {
+			continue
+		}
+		p := procs[a]
+		if p == nil {
+			p = metrics.NewProcess()
+			p.WatchLimiter(limiter)
+			procs[a] = p
+			addrs = append(addrs, a)
+		}
+		j.metrics = p.Pipeline(j.flags.pipeline)
+	}
+	for _, a := range addrs {
+		s, err := metrics.Listen(a, procs[a], log)
+		if err != nil {
+			return err
+		}
+		js.servers = append(js.servers, s)
+	}
+	return nil
 }
 
 // kafkaClients hands every job of the process the same kafka.Client for the same brokers and
@@ -415,8 +465,9 @@ func (c *kafkaClients) close() {
 // startJobs parses the flags of a sync command (with interval non-nil, run's --interval too),
 // builds the logger and opens the pipelines: one, or one per item of the config file's
 // pipelines list (each logging with its name). The caller closes them.
-func startJobs(ctx context.Context, e *env, args []string, name, summary string, interval *time.Duration) ([]*job, error) {
+func startJobs(ctx context.Context, e *env, args []string, name, summary string, interval *time.Duration) (*jobSet, error) {
 	fs, f := syncFlagSet(e, name, summary, interval)
+	top := f
 	p, err := parseFlagSources(e, fs, args)
 	if err != nil {
 		return nil, err
@@ -450,47 +501,47 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		if err != nil {
 			return nil, err
 		}
-		if stores.log == nil {
-			stores.log = log
-		}
 		// Named here, once, for everything the pipeline logs (source, runner, sink, pipeline),
 		// also when it is the only one: the same lines whether a config lists one or many.
 		log = log.With("pipeline", f.pipeline)
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval, stores: stores})
 	}
-	// The process's, not one pipeline's: logged with the first pipeline's settings, unnamed.
-	log, _ := jobs[0].flags.logger(e) // checked above
+	limiter := newLimiter(top.maxPasses)
+	js := &jobSet{jobs: jobs, stores: stores, clients: &kafkaClients{}}
+	for _, j := range jobs {
+		j.limiter = limiter
+	}
+	log, err := top.logger(e) // the process's: no pipeline attribute
+	if err != nil {
+		return nil, err
+	}
+	stores.log = log
 	servePprof(e.getenv, log)
 	if e.memoryLimit != nil && len(jobs) > 1 {
 		log.Info("soft memory limit raised for the pipelines (GOMEMLIMIT overrides it)",
 			"pipelines", len(jobs), "memory_limit_mib", e.memoryLimit(len(jobs))>>20)
 	}
-	clients := &kafkaClients{}
+	if err := js.serveMetrics(limiter, log); err != nil {
+		js.close()
+		return nil, err
+	}
 	for i, j := range jobs {
-		j.clients = clients
-		if err := j.open(ctx, clients); err != nil {
-			closeJobs(jobs[:i]) // j closed what it opened
-			stores.close()      // also when the first job failed
-			clients.close()
+		if err := j.open(ctx, js.clients); err != nil {
+			js.jobs = jobs[:i] // j closed what it opened
+			js.close()
 			if multi {
 				err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
 			}
 			return nil, err
 		}
 	}
-	return jobs, nil
+	return js, nil
 }
 
-// closeJobs closes the jobs, then the cursor stores and the Kafka clients they shared.
+// closeJobs closes the jobs, not what they share (jobSet.close).
 func closeJobs(jobs []*job) {
 	for _, j := range jobs {
 		j.close()
-	}
-	if len(jobs) > 0 {
-		jobs[0].stores.close()
-	}
-	if len(jobs) > 0 && jobs[0].clients != nil {
-		jobs[0].clients.close()
 	}
 }
 

@@ -105,6 +105,7 @@ func TestConfigFileErrors(t *testing.T) {
 		{"unknown key in a pipeline", "pipelines:\n  - pipeline: a\n    topc: x\n", nil, []string{"line 3", `unknown key "topc"`}},
 		{"pipeline without a name", "pipelines:\n  - topic: a\n  - pipeline: b\n    topic: b\n", nil, []string{"line 2", "item 1: set its own pipeline"}},
 		{"duplicate pipeline", "pipelines:\n  - {pipeline: a, topic: a}\n  - {pipeline: a, topic: b}\n", nil, []string{"line 3", `pipeline "a" is also item 1`}},
+		{"a pass limit per pipeline", "pipelines:\n  - {pipeline: a, topic: a}\n  - {pipeline: b, topic: b, max-concurrent-passes: 3}\n", nil, []string{"line 3", "item 2: max-concurrent-passes is one limit for the whole process: set it at the top level"}},
 		{"validated after the file", "topic: same\ncursor-topic: same\n", nil, []string{`--topic and --cursor-topic are both "same"`}},
 	}
 	for _, c := range cases {
@@ -365,9 +366,10 @@ func TestPipelinesShareOneKafkaClientPerCluster(t *testing.T) {
 		"  - {pipeline: pd, api-url: 'http://127.0.0.1:1/keyset', topic: '" + kafkatest.Topic(t, "u") + "', brokers: '" + strings.Join(other.Brokers, ",") + "'}\n"
 	var errb bytes.Buffer
 	e := &env{stdout: io.Discard, stderr: &errb, getenv: func(string) string { return "" }}
-	jobs, err := startJobs(t.Context(), e, []string{"--config", writeConfig(t, body)}, "once", "", nil)
+	set, err := startJobs(t.Context(), e, []string{"--config", writeConfig(t, body)}, "once", "", nil)
 	require.NoError(t, err, errb.String())
-	t.Cleanup(func() { closeJobs(jobs) })
+	t.Cleanup(set.close)
+	jobs := set.jobs
 	require.Len(t, jobs, 4)
 	for _, j := range jobs[1:3] {
 		assert.Same(t, jobs[0].kafka, j.kafka, "pipeline %s has a Kafka client of its own", j.flags.pipeline)

@@ -13,7 +13,7 @@ import (
 // cursorStores holds one cursor store per cluster and cursor topic for the pipelines of a
 // process: each store reads its topic once and follows it, so a thousand pipelines sharing a
 // cursor topic cost one reader, not a thousand scans of it per interval. A store uses the
-// process's Kafka client of its cluster (kafkaClients), which closeJobs closes after the stores.
+// process's Kafka client of its cluster (kafkaClients), which jobSet.close closes after the stores.
 type cursorStores struct {
 	log *slog.Logger // for the stores: not any one pipeline's
 

@@ -34,7 +34,7 @@ func TestMemoryLimitIsSetForThePipelinesOfTheProcess(t *testing.T) {
 				memoryLimit: func(n int) int64 { set = memoryLimit(n); return set }}
 			jobs, err := startJobs(t.Context(), e, c.args, "once", "", nil)
 			require.NoError(t, err, errb.String())
-			closeJobs(jobs)
+			jobs.close()
 			assert.Equal(t, c.want, set)
 			if c.want > 0 {
 				assert.Contains(t, errb.String(), "memory_limit_mib=")

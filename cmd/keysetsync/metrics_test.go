@@ -50,6 +50,22 @@ func sample(t *testing.T, exposition, name, pipeline string) (float64, bool) {
 	return v, true
 }
 
+// metricsBase awaits the metrics server's address in the log ("metrics listening"
+// addr=127.0.0.1:port) and returns its base URL.
+func metricsBase(t *testing.T, stderr *logtest.Buffer) string {
+	t.Helper()
+	addrRE := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+	var base string
+	require.Eventually(t, func() bool {
+		m := addrRE.FindStringSubmatch(stderr.String())
+		if m != nil {
+			base = "http://" + m[1]
+		}
+		return m != nil
+	}, 30*time.Second, 5*time.Millisecond, "no metrics address logged: %s", stderr.String())
+	return base
+}
+
 func TestRunServesMetricsAndProbes(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		const records = 500
@@ -81,16 +97,7 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 				"--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c")})
 		}()
 
-		// The bound address is in the log ("metrics listening" addr=127.0.0.1:port).
-		addrRE := regexp.MustCompile(`msg="metrics listening" .*\baddr=(\S+)`)
-		var base string
-		require.Eventually(t, func() bool {
-			m := addrRE.FindStringSubmatch(stderr.String())
-			if m != nil {
-				base = "http://" + m[1]
-			}
-			return m != nil
-		}, 30*time.Second, 5*time.Millisecond, "no metrics address logged: %s", stderr.String())
+		base := metricsBase(t, stderr)
 
 		code200, body := get(t, base+"/healthz")
 		assert.Equal(t, http.StatusOK, code200, body)
@@ -99,7 +106,7 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 			return status == http.StatusOK
 		}, 30*time.Second, 10*time.Millisecond, "never ready: %s", stderr.String())
 		_, body = get(t, base+"/readyz")
-		assert.JSONEq(t, `{"status":"ok"}`, body)
+		assert.JSONEq(t, `{"status":"ok","counts":{"ok":1},"pipelines":[{"pipeline":"metrics-it","status":"ok"}]}`, body)
 
 		// Ready means the cursor is loaded; the first pass ends when passes_total{result="ok"} is 1.
 		var exposition string
@@ -138,43 +145,48 @@ func TestRunServesMetricsAndProbes(t *testing.T) {
 }
 
 func TestReadyzSaysWhyItIsNotReady(t *testing.T) {
-	m := metrics.New("p", metrics.WithoutRuntime())
-	s := metrics.NewServer(m)
+	p := metrics.NewProcess(metrics.WithoutRuntime())
+	m := p.Pipeline("p")
+	s := metrics.NewServer(p)
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
-	probe := func() (int, map[string]string) {
+	probe := func() (int, metrics.Readiness) {
 		status, body := get(t, srv.URL+"/readyz")
-		var v map[string]string
+		var v metrics.Readiness
 		require.NoError(t, json.Unmarshal([]byte(body), &v), body)
+		require.Len(t, v.Pipelines, 1, body)
+		assert.Equal(t, "p", v.Pipelines[0].Pipeline)
 		return status, v
 	}
 
 	status, body := probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status)
-	assert.Equal(t, "unavailable", body["status"])
-	assert.Contains(t, body["reason"], "connecting to Kafka")
+	assert.Equal(t, "unavailable", body.Status)
+	assert.Contains(t, body.Reason, "connecting to Kafka")
 
-	s.Opened()
+	m.Opened()
 	status, body = probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status)
-	assert.Contains(t, body["reason"], "cursor is not loaded")
+	assert.Contains(t, body.Reason, "cursor is not loaded")
 
 	m.PassStarted(time.Time{}) // first pass, nothing committed yet: loaded all the same
 	status, body = probe()
 	assert.Equal(t, http.StatusOK, status)
-	assert.Equal(t, "ok", body["status"])
+	assert.Equal(t, "ok", body.Status)
 
 	m.PassFinished(errors.New("API down")) // a failed pass: the next one may heal it
-	status, _ = probe()
+	status, body = probe()
 	assert.Equal(t, http.StatusOK, status)
+	assert.Equal(t, "failing", body.Pipelines[0].Status)
+	assert.Equal(t, "API down", body.Pipelines[0].Error)
 
 	m.PassFinished(fmt.Errorf("%w: %w", errMayBeMissing, &source.TieOverflowError{
 		Overflows: []source.TieOverflow{{At: time.Date(2024, 1, 1, 0, 0, 7, 0, time.UTC), Page: 4, Delivered: 50}}, Total: 1}))
 	m.PassFinished(nil)
 	status, body = probe()
 	assert.Equal(t, http.StatusServiceUnavailable, status, "records the API cannot serve stay missing")
-	assert.Equal(t, "degraded", body["status"])
-	assert.Contains(t, body["reason"], "2024-01-01T00:00:07Z (page 4: 50 delivered)")
+	assert.Equal(t, "degraded", body.Status)
+	assert.Contains(t, body.Reason, "2024-01-01T00:00:07Z (page 4: 50 delivered)")
 
 	status, _ = get(t, srv.URL+"/healthz")
 	assert.Equal(t, http.StatusOK, status)
@@ -194,5 +206,49 @@ func TestHelpListsMetricsAddr(t *testing.T) {
 		code, _, stderr := run(t.Context(), nil, cmd, "--help")
 		require.Equal(t, 0, code)
 		assert.Contains(t, stderr, "--metrics-addr  (env KEYSETSYNC_METRICS_ADDR, default \"\")")
+	}
+}
+
+// TestRunServesEveryPipelineOnOneMetricsServer: with a pipelines list and one --metrics-addr,
+// one server has every pipeline's series and status, and the process's pass limit.
+func TestRunServesEveryPipelineOnOneMetricsServer(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	path, _, _ := twoPipelines(t, tg, [2]int{30, 60})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stderr := &logtest.Buffer{}
+	e := &env{stdout: io.Discard, stderr: stderr, getenv: func(string) string { return "" }}
+	done := make(chan int)
+	go func() {
+		done <- dispatch(ctx, e, []string{"run", "--config", path, "--interval", "1h", "--metrics-addr", "127.0.0.1:0",
+			"--max-concurrent-passes", "3", "--delivery", "at-least-once"})
+	}()
+	base := metricsBase(t, stderr)
+	assert.Equal(t, 1, strings.Count(stderr.String(), "metrics listening"), "one server for both pipelines")
+
+	var exposition string
+	require.Eventually(t, func() bool {
+		_, exposition = get(t, base+"/metrics")
+		return strings.Contains(exposition, `keysetsync_passes_total{pipeline="pa",result="ok"} 1`) &&
+			strings.Contains(exposition, `keysetsync_passes_total{pipeline="pb",result="ok"} 1`)
+	}, 30*time.Second, 10*time.Millisecond, "first passes did not finish: %s", stderr.String())
+	for _, line := range []string{
+		`keysetsync_records_produced_total{pipeline="pa"} 30`,
+		`keysetsync_records_produced_total{pipeline="pb"} 60`,
+		`keysetsync_slot_wait_seconds_count{pipeline="pa"}`,
+		"keysetsync_pass_slots 3\n",
+	} {
+		assert.Contains(t, exposition, line)
+	}
+	status, body := get(t, base+"/readyz")
+	assert.Equal(t, http.StatusOK, status, body)
+	assert.JSONEq(t, `{"status":"ok","counts":{"ok":2},"pipelines":[{"pipeline":"pa","status":"ok"},{"pipeline":"pb","status":"ok"}]}`, body)
+
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code, stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop after cancellation")
 	}
 }

@@ -19,19 +19,19 @@ With a config file listing pipelines, all of them run concurrently; 4 wins over 
 over 130/143, which win over 3.`
 
 func runOnce(ctx context.Context, e *env, args []string) error {
-	jobs, err := startJobs(ctx, e, args, "once", onceSummary, nil)
+	set, err := startJobs(ctx, e, args, "once", onceSummary, nil)
 	if err != nil {
 		if sig := interruptedBySignal(ctx); sig != nil && !errors.Is(err, errUsage) {
 			return fmt.Errorf("%w while opening the pipeline: %w", sig, err)
 		}
 		return err
 	}
-	defer closeJobs(jobs)
+	defer set.close()
 	// Each pipeline's outcome decides the exit status: a failure (1) wins over an interrupted
 	// pass (130/143), which wins over records the API cannot serve (3).
 	var mu sync.Mutex
 	failed, stopped, mayBeMissing := 0, 0, 0
-	err = eachJob(jobs, func(j *job) error {
+	err = eachJob(set.jobs, func(j *job) error {
 		err := j.runner.Pass(ctx)
 		mu.Lock()
 		defer mu.Unlock()

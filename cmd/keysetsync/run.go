@@ -28,7 +28,7 @@ func checkInterval(interval time.Duration) error {
 
 func runRun(ctx context.Context, e *env, args []string) error {
 	var interval time.Duration
-	jobs, err := startJobs(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM, then exit 0.\nA failed pass is logged and the next one starts again from the committed cursor. A pass that\nended with records the API cannot serve (a tie wider than a page) is logged as an ERROR and\nmarks the pipeline degraded on /readyz and keysetsync_degraded until the process restarts.\nA pipeline fenced by another instance of it (exactly-once) stops, and the process exits 4.\nWith a config file listing pipelines, all of them run concurrently in this process.", &interval)
+	set, err := startJobs(ctx, e, args, "run", "Sync from the committed cursor every --interval until SIGINT or SIGTERM, then exit 0.\nA failed pass is logged and the next one starts again from the committed cursor. A pass that\nended with records the API cannot serve (a tie wider than a page) is logged as an ERROR and\nmarks the pipeline degraded on /readyz and keysetsync_degraded until the process restarts.\nA pipeline fenced by another instance of it (exactly-once) stops, and the process exits 4.\nWith a config file listing pipelines, all of them run concurrently in this process.", &interval)
 	if err != nil {
 		if interruptedBySignal(ctx) != nil && !errors.Is(err, errUsage) {
 			// Stopped while connecting: nothing was written, and run stops on a signal with 0.
@@ -37,11 +37,11 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	defer closeJobs(jobs)
+	defer set.close()
 	// A configuration error of one pipeline stops them all.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	return eachJob(jobs, func(j *job) error {
+	return eachJob(set.jobs, func(j *job) error {
 		err := j.runner.Run(ctx, j.interval)
 		if err != nil {
 			cancel()

@@ -6,13 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/keysetsync/keysetsync/kafka"
-	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/runner"
+	"github.com/keysetsync/keysetsync/schedule"
 )
 
 // syncFlags are the settings shared by once and run.
@@ -41,6 +42,7 @@ type syncFlags struct {
 	delivery       string
 	txnIDPrefix    string
 	txnTimeout     time.Duration
+	maxPasses      int
 	logFlags
 	metrics  metricsFlags
 	kafkaSec kafkaSecurityFlags
@@ -71,6 +73,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.delivery, "delivery", "exactly-once", "exactly-once (each batch and its cursor one transaction; fences other instances) or at-least-once")
 	fs.StringVar(&f.txnIDPrefix, "transactional-id-prefix", "keysetsync-", "exactly-once: the transactional id is this prefix, the cursor topic, / and the pipeline name")
 	fs.DurationVar(&f.txnTimeout, "transaction-timeout", time.Minute, "exactly-once: how long the broker lets a transaction stay open before it aborts it")
+	fs.IntVar(&f.maxPasses, "max-concurrent-passes", defaultMaxPasses(), "passes working at once in the process, first come first served; API waits hold no turn (4 x GOMAXPROCS)")
 	fs.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a pass logs progress (records/s, with --api-total-path what remains) (0: never)")
 	f.logFlags.register(fs)
 	f.metrics.register(fs)
@@ -91,6 +94,9 @@ func (f *syncFlags) validate() error {
 	}
 	if len(brokerList(f.brokers)) == 0 {
 		errs = append(errs, errors.New("--brokers is empty"))
+	}
+	if f.maxPasses < 1 {
+		errs = append(errs, fmt.Errorf("--max-concurrent-passes %d: must be at least 1", f.maxPasses))
 	}
 	if f.maxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("--max-in-flight %d: must be at least 1", f.maxInFlight))
@@ -128,6 +134,15 @@ func (f *syncFlags) validate() error {
 	return nil
 }
 
+// defaultMaxPasses is --max-concurrent-passes's default: a pass that holds a slot alternates
+// CPU (decoding pages, encoding records) with waits on Kafka's acknowledgements, so a few per
+// core keep the cores busy; more would only add memory (each holds up to --max-in-flight
+// batches) and make every pass slower. Waits on the API hold no slot.
+func defaultMaxPasses() int { return 4 * runtime.GOMAXPROCS(0) }
+
+// newLimiter is the process's limiter of passes (--max-concurrent-passes).
+func newLimiter(n int) *schedule.Limiter { return schedule.NewLimiter(n) }
+
 func brokerList(s string) []string {
 	var out []string
 	for _, b := range strings.Split(s, ",") {
@@ -138,10 +153,10 @@ func brokerList(s string) []string {
 	return out
 }
 
-// open starts the job: the metrics server first with --metrics-addr (so /healthz answers while
-// Kafka is awaited), then the runner on the process's Kafka client for its brokers (from
-// clients), retrying for --kafka-wait while Kafka cannot be reached. On failure nothing it
-// opened stays open; the client is the process's, closed by closeJobs.
+// open starts the job (its metrics server already serves, see startJobs): the runner on the
+// process's Kafka client for its brokers (from clients) and cursor store for its cursor topic,
+// retrying for --kafka-wait while Kafka cannot be reached. On failure nothing it opened stays
+// open; what it shares is the jobSet's to close.
 func (j *job) open(ctx context.Context, clients *kafkaClients) (err error) {
 	f, log := j.flags, j.log
 	defer func() {
@@ -149,14 +164,6 @@ func (j *job) open(ctx context.Context, clients *kafkaClients) (err error) {
 			j.close()
 		}
 	}()
-	var obs pipeline.Observer
-	if f.metrics.metricsAddr != "" {
-		m := metrics.New(f.pipeline)
-		if j.metrics, err = metrics.Listen(f.metrics.metricsAddr, m, log); err != nil {
-			return err
-		}
-		obs = m
-	}
 	cfg, err := f.runnerConfig(log)
 	if err != nil {
 		return err
@@ -164,7 +171,10 @@ func (j *job) open(ctx context.Context, clients *kafkaClients) (err error) {
 	if j.kafka, err = clients.get(&f.kafkaSec, f.brokers, log); err != nil {
 		return err
 	}
-	cfg.Kafka, cfg.Observer = j.kafka, obs
+	cfg.Kafka, cfg.Limiter = j.kafka, j.limiter
+	if j.metrics != nil {
+		cfg.Observer, cfg.SlotWaited = j.metrics, j.metrics.SlotWaited
+	}
 	if cfg.CursorStore, err = j.stores.get(ctx, f, j.kafka); err != nil {
 		return err
 	}
@@ -177,14 +187,11 @@ func (j *job) open(ctx context.Context, clients *kafkaClients) (err error) {
 	return nil
 }
 
-// close closes what open opened, the runner first (its sink waits for writes in flight). The
-// Kafka client is shared with the other jobs: closeJobs closes it.
+// close closes the runner (its sink waits for writes in flight). The Kafka client and the
+// cursor store are shared with the other jobs: jobSet.close closes them.
 func (j *job) close() {
 	if j.runner != nil {
 		j.runner.Close()
-	}
-	if j.metrics != nil {
-		j.metrics.Close()
 	}
 }
 

@@ -1,0 +1,180 @@
+package schedule_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keysetsync/keysetsync/schedule"
+)
+
+// queued waits until n acquires of l wait for a slot: the event the next step depends on.
+func queued(t *testing.T, l *schedule.Limiter, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return l.Waiting() == n }, 10*time.Second, time.Millisecond, "want %d waiting, have %d", n, l.Waiting())
+}
+
+// TestPassesGetSlotsInTheOrderTheyAsked: with every slot taken, passes that come due get the
+// next free slots first come, first served, however they interleave with releases.
+func TestPassesGetSlotsInTheOrderTheyAsked(t *testing.T) {
+	for _, slots := range []int{1, 3} {
+		t.Run("", func(t *testing.T) {
+			l := schedule.NewLimiter(slots)
+			var holders []*schedule.Slot
+			for range slots {
+				_, s, err := l.Hold(t.Context(), nil)
+				require.NoError(t, err)
+				holders = append(holders, s)
+			}
+			const n = 20
+			got := make(chan int)
+			rel := make([]chan struct{}, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				rel[i] = make(chan struct{})
+				wg.Go(func() {
+					_, s, err := l.Hold(t.Context(), nil)
+					assert.NoError(t, err)
+					got <- i
+					<-rel[i]
+					s.Release()
+				})
+				queued(t, l, i+1) // pass i is due before pass i+1
+			}
+			// One release at a time hands exactly one slot: to the earliest waiter.
+			var order []int
+			for _, s := range holders {
+				s.Release()
+				order = append(order, <-got)
+			}
+			for len(order) < n {
+				close(rel[order[len(order)-slots]])
+				order = append(order, <-got)
+			}
+			for _, i := range order[n-slots:] {
+				close(rel[i])
+			}
+			wg.Wait()
+			want := make([]int, n)
+			for i := range want {
+				want[i] = i
+			}
+			assert.Equal(t, want, order, "slots go to the passes in the order they became due")
+		})
+	}
+}
+
+// TestANewcomerDoesNotOvertakeWaiters: a pass that comes due while others wait queues behind
+// them even at the instant a slot is free.
+func TestANewcomerDoesNotOvertakeWaiters(t *testing.T) {
+	l := schedule.NewLimiter(1)
+	_, first, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	got := make(chan string, 2)
+	go func() {
+		_, s, err := l.Hold(t.Context(), nil)
+		if assert.NoError(t, err) {
+			got <- "waiter"
+			s.Release()
+		}
+	}()
+	queued(t, l, 1)
+	first.Release()
+	_, s, err := l.Hold(t.Context(), nil) // the newcomer
+	require.NoError(t, err)
+	got <- "newcomer"
+	s.Release()
+	assert.Equal(t, "waiter", <-got)
+	assert.Equal(t, "newcomer", <-got)
+}
+
+// TestOutsideLendsTheSlot: a pass waiting on its API (Outside) lets another pass work, and
+// gets a slot back afterwards behind the passes that asked meanwhile.
+func TestOutsideLendsTheSlot(t *testing.T) {
+	l := schedule.NewLimiter(1)
+	ctx, slow, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	defer slow.Release()
+
+	ran := make(chan struct{})
+	var waits []time.Duration
+	var mu sync.Mutex
+	err = schedule.Outside(ctx, func() error {
+		// The stalled request: meanwhile another pass holds the slot and finishes.
+		_, other, err := l.Hold(t.Context(), func(d time.Duration) { mu.Lock(); waits = append(waits, d); mu.Unlock() })
+		require.NoError(t, err)
+		other.Release()
+		close(ran)
+		return nil
+	})
+	require.NoError(t, err)
+	<-ran
+	assert.Len(t, waits, 1)
+
+	// Back holding: another pass waits for it.
+	ctx2, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, _, err = l.Hold(ctx2, nil)
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "the pass holds its slot again after Outside")
+}
+
+// TestOutsideReturnsFnsError and gives the error of ctx only when fn had none.
+func TestOutsideReturnsFnsError(t *testing.T) {
+	l := schedule.NewLimiter(1)
+	ctx, s, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	defer s.Release()
+	boom := errors.New("boom")
+	assert.ErrorIs(t, schedule.Outside(ctx, func() error { return boom }), boom)
+
+	cctx, cancel := context.WithCancel(ctx)
+	var other *schedule.Slot
+	err = schedule.Outside(cctx, func() error {
+		_, other, err = l.Hold(t.Context(), nil) // takes the lent slot
+		require.NoError(t, err)
+		cancel() // the pass is stopped while its request runs
+		return nil
+	})
+	assert.ErrorIs(t, err, context.Canceled)
+	other.Release()
+}
+
+// TestGivingUpWhileWaitingLeavesTheQueue: a waiter whose ctx ends is no longer served, and
+// its place does not swallow a slot.
+func TestGivingUpWhileWaitingLeavesTheQueue(t *testing.T) {
+	l := schedule.NewLimiter(1)
+	_, s, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() {
+		_, _, err := l.Hold(ctx, nil)
+		done <- err
+	}()
+	queued(t, l, 1)
+	cancel()
+	assert.ErrorIs(t, <-done, context.Canceled)
+	assert.Equal(t, 0, l.Waiting())
+	s.Release()
+	s.Release() // twice: once only
+	_, a, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel2()
+	_, _, err = l.Hold(ctx2, nil)
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "one slot, and a holds it: a double Release made two")
+	a.Release()
+}
+
+func TestWithoutLimiterNothingWaits(t *testing.T) {
+	var l *schedule.Limiter
+	ctx, s, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	assert.NoError(t, schedule.Outside(ctx, func() error { return nil }))
+	s.Release()
+}
