@@ -186,11 +186,11 @@ func (s *Source) Contract() Contract { return s.cfg.Contract }
 // Fetch requests one page, retrying server errors, throttling and network failures with
 // backoff. page is the page's number within the pass, used in errors and logs.
 func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error) {
-	return s.fetch(ctx, page, q, NopObserver{})
+	return s.fetch(ctx, page, q, NopObserver{}, nil)
 }
 
 // fetch is Fetch telling obs about pages, retries and failures.
-func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*RawPage, error) {
+func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer, lim Limiter) (*RawPage, error) {
 	u := *s.base
 	u.RawQuery = s.cfg.Contract.query(u.Query(), q).Encode()
 	target := u.String() // what is requested: no user info
@@ -199,8 +199,13 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*R
 	attempts := 0
 	for attempt := 1; ; attempt++ {
 		attempts = attempt
+		release, err := acquire(ctx, lim)
+		if err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		p, err := s.fetchOnce(ctx, target, shown)
+		release(err)
 		if err == nil {
 			obs.PageFetched(p.Len(), p.Bytes, time.Since(start))
 			return p, nil
