@@ -102,6 +102,15 @@ type Config struct {
 	ProgressInterval time.Duration
 	Logger           *slog.Logger
 	Clock            func() time.Time
+	// FetchConcurrency is how many ranges a parallel backfill walks at once (0 or 1: passes
+	// stay sequential). A pass whose walk still stands before its horizon after its first pages
+	// backfills (see backfill.go); a lookback window keeps passes sequential. Walk.Limiter, when
+	// set, gates the requests of all of them together.
+	FetchConcurrency int
+	// BackfillMargin is how far before the pass's start a backfill's horizon lies (0: 1m): a
+	// record updated during the backfill then has an updatedAt at or after the horizon, and is
+	// read after its older version, unless the API's clock is behind ours by more.
+	BackfillMargin time.Duration
 	// Observer is told what the passes do, for metrics (nil: NopObserver); see Observer for
 	// the contract. It is also Walk.Observer unless that is set.
 	Observer Observer
@@ -171,6 +180,9 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	if cfg.BackfillMargin <= 0 {
+		cfg.BackfillMargin = time.Minute
+	}
 	cfg.Observer = observerOrNop(cfg.Observer)
 	if cfg.Walk.Observer == nil {
 		cfg.Walk.Observer = cfg.Observer
@@ -207,6 +219,7 @@ type progress struct {
 	pages, fetched, produced atomic.Int64
 	remaining                atomic.Int64              // -1: the API never said
 	cursor                   atomic.Pointer[time.Time] // committed updatedAt
+	backfill                 atomic.Pointer[backfill]  // while one runs
 }
 
 // batch is the unit of produce and commit: its messages, and the cursor position right after
@@ -282,7 +295,7 @@ func (s *Pipeline) Pass(ctx context.Context) (Stats, error) {
 	} else {
 		s.cfg.Observer.PassStarted(time.Time{})
 	}
-	walk := source.NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, s.log)
+	walk := s.newPassWalk(c, p.start, &p.progress)
 
 	abort := make(chan struct{}) // closed when producing failed: stop fetching
 	var abortOnce sync.Once
@@ -291,6 +304,7 @@ func (s *Pipeline) Pass(ctx context.Context) (Stats, error) {
 	var fetchErr error
 	go func() {
 		defer close(batches)
+		defer walk.close()
 		fetchErr = s.fetch(ctx, walk, &p.progress, batches, abort)
 	}()
 	err = s.produce(ctx, p, batches, abort, stop)
@@ -345,7 +359,7 @@ func (s *Pipeline) checkLoaded(c cursor.Cursor) error {
 // fetch walks the API and sends batches of at least BatchRecords records (the last one may be
 // smaller). It returns nil at the end of the pass, or the error that ended it after sending the
 // records validated before it.
-func (s *Pipeline) fetch(ctx context.Context, walk *source.Walker, prog *progress, out chan<- *batch, abort <-chan struct{}) error {
+func (s *Pipeline) fetch(ctx context.Context, walk pager, prog *progress, out chan<- *batch, abort <-chan struct{}) error {
 	var msgs []sink.Message
 	for {
 		recs, err := walk.Next(ctx)

@@ -127,9 +127,10 @@ const defaultStateLimit = 10_000
 // old except a late commit (what --lookback is for).
 const settleAfter = 10 * time.Minute
 
-// cursorReserve is what a cursor's fields other than its delivered sets may take of
-// cursor.MaxBytes: the pipeline name, LastID, times and counters.
-const cursorReserve = 4 << 10
+// CursorReserve is what a cursor's fields other than its delivered sets may take of a walk's
+// WalkOptions.MaxCursorBytes (the pipeline name, LastID, times and counters): a walk lists
+// delivered records only in what is left.
+const CursorReserve = 4 << 10
 
 // Walker reads a keyset API from a position and returns each record that is new since then
 // exactly once. Its position (a timestamp, the records seen at exactly that timestamp, and
@@ -309,7 +310,7 @@ func (w *Walker) Position() cursor.Cursor {
 		c.LastID = w.atID
 		c.TieSettled = w.tieSettled && w.tieAt.Equal(w.at)
 	}
-	budget := w.opt.MaxCursorBytes - cursorReserve
+	budget := w.opt.MaxCursorBytes - CursorReserve
 	if w.atExact && w.atBytes <= budget {
 		budget -= w.atBytes
 		for id, s := range w.seen {

@@ -240,8 +240,9 @@ type Env struct {
 	codec    *avro.Codec
 }
 
-// NewPipeline builds a Pipeline reading api with walk's options, in batches of batchRecords.
-func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int) *Env {
+// NewPipeline builds a Pipeline reading api with walk's options, in batches of batchRecords;
+// each of with changes its config before it is built.
+func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int, with ...func(*pipeline.Config)) *Env {
 	p := &Env{API: api, Target: kafkatest.NewFake(t), Store: &SizedStore{MemStore: cursor.NewMemStore()}}
 	src, err := source.NewSource(source.SourceConfig{URL: api.URL, Contract: api.Contract(), MaxAttempts: 1})
 	require.NoError(t, err)
@@ -249,8 +250,12 @@ func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords i
 	kafkatest.CreateTopic(t, p.Target, p.Topic, 1, nil)
 	p.codec, err = avro.NewCodec()
 	require.NoError(t, err)
-	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
-		BatchRecords: batchRecords, Sink: p.Target.Sink(t, batchRecords)})
+	cfg := pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
+		BatchRecords: batchRecords, Sink: p.Target.Sink(t, batchRecords)}
+	for _, f := range with {
+		f(&cfg)
+	}
+	p.Pipeline, err = pipeline.New(cfg)
 	require.NoError(t, err)
 	return p
 }
