@@ -170,7 +170,7 @@ func (pw *passWalk) start(ctx context.Context, pos cursor.Cursor) {
 	n := pw.s.cfg.FetchConcurrency
 	bf := pw.s.newBackfill(ctx, pw.horizon, 2*n+1)
 	first := bf.add(pos.LastUpdatedAt, pw.horizon, pos.LastUpdatedAt, pw.cur)
-	pw.m = model{horizon: pw.horizon, ranges: []modelRange{{from: first.from, pos: pos}}}
+	pw.m = model{horizon: pw.horizon, ranges: []modelRange{{from: first.from, pos: pos}}, top: pos}
 	pw.ranges[first.id] = pw.cur.Stats() // counted with the ranges' from now on
 	pw.s.log.Info("backfill started: the cursor is far behind, walking ranges up to the horizon concurrently",
 		"from", cursor.FormatTime(pos.LastUpdatedAt), "horizon", cursor.FormatTime(pw.horizon), "workers", n)
@@ -200,7 +200,7 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 		end = b.Ranges[0].From
 	}
 	first := bf.add(c.LastUpdatedAt, end, c.LastUpdatedAt, s.rangeWalker(main, bf.cursorBytes))
-	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: positionOf(c)}}}
+	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: positionOf(c)}}, top: positionOf(c)}
 	for i, r := range b.Ranges {
 		if r.Done {
 			pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, done: true})
@@ -217,7 +217,8 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 	bf.run(n)
 }
 
-// endBackfill goes on sequentially from the horizon: every range is done and taken.
+// endBackfill goes on sequentially from the newest record the ranges delivered: every range is
+// done and taken.
 func (pw *passWalk) endBackfill() {
 	for _, r := range pw.ranges {
 		pw.base = addStats(pw.base, r)
@@ -228,7 +229,7 @@ func (pw *passWalk) endBackfill() {
 	pw.bf = nil
 	pw.prog.backfill.Store(nil)
 	pw.s.cfg.Observer.BackfillRanges(0, 0)
-	pw.cur = source.NewWalker(pw.s.cfg.Source, pw.s.cfg.Codec, cursor.Cursor{LastUpdatedAt: pw.horizon}, pw.s.cfg.Walk, pw.s.log)
+	pw.cur = source.NewWalker(pw.s.cfg.Source, pw.s.cfg.Codec, pw.m.cursor(), pw.s.cfg.Walk, pw.s.log)
 }
 
 // rangeWalker walks one range from pos; the backfill bounds it.
@@ -505,6 +506,10 @@ func (bf *backfill) progress() (active, unfinished int, done float64) {
 type model struct {
 	horizon time.Time
 	ranges  []modelRange
+	// top is the greatest position of a range walked to its end: once every range is done,
+	// the cursor's position (the final walk re-reads from there, not from the horizon, so a
+	// record committed late before the horizon is still read).
+	top cursor.Cursor
 }
 
 type modelRange struct {
@@ -553,6 +558,13 @@ func (m *model) apply(it item) error {
 			return err
 		}
 	}
+	// A range that returned nothing stands at its start, after every record before it: it
+	// would hide a record committed late there.
+	p := m.ranges[i].pos
+	empty := p.LastUpdatedAt.Equal(it.from) && len(p.Delivered) == 0 && !p.DeliveredPartial
+	if !empty && p.LastUpdatedAt.After(m.top.LastUpdatedAt) {
+		m.top = p
+	}
 	m.ranges[i] = modelRange{from: it.from, done: true}
 	// Merge the done neighbours, and fold the lowest done ranges into the cursor's position.
 	m.ranges = slices.CompactFunc(m.ranges, func(a, b modelRange) bool { return a.done && b.done })
@@ -565,7 +577,7 @@ func (m *model) apply(it item) error {
 // cursor is the cursor's position fields and Backfill for the ranges as they stand.
 func (m *model) cursor() cursor.Cursor {
 	if len(m.ranges) == 0 {
-		return cursor.Cursor{LastUpdatedAt: m.horizon, Delivered: map[string]string{}}
+		return capLastID(m.top)
 	}
 	c := capLastID(m.ranges[0].pos)
 	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(m.ranges)-1)}
