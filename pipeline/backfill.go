@@ -204,6 +204,11 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 	for i, r := range b.Ranges {
 		if r.Done {
 			pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, done: true})
+			// Where its newest record stood is not kept: its end is a position after every
+			// record of it (none delivered there), so the final walk does not read it again.
+			if end := b.End(i); end.After(pw.m.top.LastUpdatedAt) {
+				pw.m.top = cursor.Cursor{LastUpdatedAt: end, Delivered: map[string]string{}}
+			}
 			continue
 		}
 		pos := cursor.Cursor{LastUpdatedAt: r.LastUpdatedAt, Delivered: r.Delivered, DeliveredPartial: r.DeliveredPartial, LastID: r.LastID, TieSettled: r.TieSettled}

@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"fmt"
+	"net/url"
 	"testing"
 	"time"
 
@@ -56,4 +57,53 @@ func TestBackfillTiesStraddlingRanges(t *testing.T) {
 			assert.Equal(t, t0.Add(2047*time.Second), c.LastUpdatedAt, "the newest record, as a sequential pass leaves it")
 		})
 	}
+}
+
+// TestBackfillResumesAfterAFailedCommit fails the cursor commit after k commits, for many k,
+// while the API keeps changing, then runs passes until one succeeds: whatever the failure
+// caught (ranges done, in flight, not started, the final walk), the resumed backfill loses
+// nothing, the latest message per id is the API's latest version, and what is sent twice is
+// at most the batch whose commit failed.
+func TestBackfillResumesAfterAFailedCommit(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	const (
+		records = 3000
+		batch   = 200
+		page    = 100
+	)
+	resumedRanges := 0
+	for k := 1; k <= 16; k++ {
+		t.Run(fmt.Sprint("fail after ", k), func(t *testing.T) {
+			api := keysettest.New(t, page, true, keysettest.Compound)
+			for i := range records {
+				api.Put(keysettest.Record{ID: fmt.Sprintf("r%05d", i), UpdatedAt: t0.Add(time.Duration(i%1500) * time.Second), Name: "v1"})
+			}
+			api.Tie("tie-", t0.Add(750*time.Second), 250)
+			api.OnPage(func(n int, _ url.Values) {
+				if n%5 == 0 { // the API changes while the ranges are walked: now is after the horizon
+					go api.Put(keysettest.Record{ID: fmt.Sprintf("r%05d", (n*7919)%records), UpdatedAt: time.Now(), Name: fmt.Sprint("v", n)})
+				}
+			})
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, batch, backfilled(4, nil), func(c *pipeline.Config) { c.MaxInFlight = 1 })
+			p.Store.FailAfter = k
+			st1, err := p.Pipeline.Pass(t.Context())
+			if err == nil {
+				return // fewer commits than k
+			}
+			t.Logf("failed: %+v", st1)
+			if c, err := p.Store.Load(t.Context(), "p"); err == nil && c.Backfill != nil {
+				resumedRanges++
+			}
+			p.Store.FailAfter = 0
+			st, err := p.Pipeline.Pass(t.Context())
+			require.NoError(t, err)
+			t.Logf("resumed: %+v", st)
+			api.OnPage(nil)
+			_, err = p.Pipeline.Pass(t.Context()) // the updates made while the last pass ran
+			require.NoError(t, err)
+			p.RequireInSync(t)
+			assert.LessOrEqual(t, p.Duplicates(t), batch+page, "more sent twice than the batch whose commit failed")
+		})
+	}
+	assert.Greater(t, resumedRanges, 8, "failures that left a backfill's ranges in the cursor")
 }

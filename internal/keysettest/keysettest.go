@@ -273,6 +273,22 @@ func (p *Env) Latest(t testing.TB) (map[string]avro.User, int) {
 	return out, len(msgs)
 }
 
+// Duplicates is how many messages of the topic repeat a version (id, updatedAt and content)
+// written before them.
+func (p *Env) Duplicates(t testing.TB) int {
+	t.Helper()
+	seen := map[string]bool{}
+	dups := 0
+	for _, m := range kafkatest.ReadAll(t, p.Target, p.Topic) {
+		k := string(m.Key) + "\x00" + string(m.Value)
+		if seen[k] {
+			dups++
+		}
+		seen[k] = true
+	}
+	return dups
+}
+
 // RequireInSync fails unless the topic's latest value of every id is the API's record.
 func (p *Env) RequireInSync(t testing.TB) {
 	t.Helper()
