@@ -59,8 +59,8 @@ func TestBackfillTiesStraddlingRanges(t *testing.T) {
 	}
 }
 
-// TestBackfillResumesAfterAFailedCommit fails the cursor commit after k commits, for many k,
-// while the API keeps changing, then runs passes until one succeeds: whatever the failure
+// TestBackfillResumesAfterAFailedCommit fails a batch (not acknowledged) or its cursor commit
+// (acknowledged) after some commits, many times over, while the API keeps changing, then runs passes until one succeeds: whatever the failure
 // caught (ranges done, in flight, not started, the final walk), the resumed backfill loses
 // nothing, the latest message per id is the API's latest version, and what is sent twice is
 // at most the batch whose commit failed.
@@ -72,7 +72,7 @@ func TestBackfillResumesAfterAFailedCommit(t *testing.T) {
 		page    = 100
 	)
 	resumedRanges := 0
-	for k := 1; k <= 16; k++ {
+	for k := 1; k <= 32; k++ {
 		t.Run(fmt.Sprint("fail after ", k), func(t *testing.T) {
 			api := keysettest.New(t, page, true, keysettest.Compound)
 			for i := range records {
@@ -85,7 +85,11 @@ func TestBackfillResumesAfterAFailedCommit(t *testing.T) {
 				}
 			})
 			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, batch, backfilled(4, nil), func(c *pipeline.Config) { c.MaxInFlight = 1 })
-			p.Store.FailAfter = k
+			if k%2 == 0 {
+				p.Store.FailAfter = k / 2 // acknowledged, its cursor never committed
+			} else {
+				p.Sink.SetFailAt(k/2 + 1) // never acknowledged
+			}
 			st1, err := p.Pipeline.Pass(t.Context())
 			if err == nil {
 				return // fewer commits than k
@@ -95,6 +99,7 @@ func TestBackfillResumesAfterAFailedCommit(t *testing.T) {
 				resumedRanges++
 			}
 			p.Store.FailAfter = 0
+			p.Sink.SetFailAt(0)
 			st, err := p.Pipeline.Pass(t.Context())
 			require.NoError(t, err)
 			t.Logf("resumed: %+v", st)
@@ -105,5 +110,5 @@ func TestBackfillResumesAfterAFailedCommit(t *testing.T) {
 			assert.LessOrEqual(t, p.Duplicates(t), batch+page, "more sent twice than the batch whose commit failed")
 		})
 	}
-	assert.Greater(t, resumedRanges, 8, "failures that left a backfill's ranges in the cursor")
+	assert.Greater(t, resumedRanges, 16, "failures that left a backfill's ranges in the cursor")
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -236,6 +237,7 @@ type Env struct {
 	Target   kafkatest.Target
 	Topic    string
 	Store    *SizedStore
+	Sink     *FailingSink
 	Pipeline *pipeline.Pipeline
 	codec    *avro.Codec
 }
@@ -244,6 +246,7 @@ type Env struct {
 // each of with changes its config before it is built.
 func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int, with ...func(*pipeline.Config)) *Env {
 	p := &Env{API: api, Target: kafkatest.NewFake(t), Store: &SizedStore{MemStore: cursor.NewMemStore()}}
+	p.Sink = &FailingSink{Sink: p.Target.Sink(t, batchRecords)}
 	src, err := source.NewSource(source.SourceConfig{URL: api.URL, Contract: api.Contract(), MaxAttempts: 1})
 	require.NoError(t, err)
 	p.Topic = kafkatest.Topic(t, "users")
@@ -251,7 +254,7 @@ func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords i
 	p.codec, err = avro.NewCodec()
 	require.NoError(t, err)
 	cfg := pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
-		BatchRecords: batchRecords, Sink: p.Target.Sink(t, batchRecords)}
+		BatchRecords: batchRecords, Sink: p.Sink}
 	for _, f := range with {
 		f(&cfg)
 	}
@@ -303,6 +306,35 @@ func (p *Env) RequireInSync(t testing.TB) {
 	}
 	require.Empty(t, stale[:min(len(stale), 10)], "%d of %d records missing or stale in the topic", len(stale), len(want))
 	require.Len(t, got, len(want))
+}
+
+// FailingSink fails, unwritten, every batch from the FailAt-th Send on (0: none): a batch the
+// broker never acknowledged.
+type FailingSink struct {
+	sink.Sink
+	mu     sync.Mutex
+	sends  int
+	FailAt int
+}
+
+// Send implements sink.Sink.
+func (s *FailingSink) Send(ctx context.Context, msgs []sink.Message, done func(error)) {
+	s.mu.Lock()
+	s.sends++
+	fail := s.FailAt > 0 && s.sends >= s.FailAt
+	s.mu.Unlock()
+	if fail {
+		done(errors.New("keysettest: batch not acknowledged"))
+		return
+	}
+	s.Sink.Send(ctx, msgs, done)
+}
+
+// SetFailAt fails every batch from the n-th Send from now on (0: none).
+func (s *FailingSink) SetFailAt(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sends, s.FailAt = 0, n
 }
 
 // SizedStore is a MemStore that records the largest cursor committed, as encoded.
