@@ -170,7 +170,7 @@ func (pw *passWalk) start(ctx context.Context, pos cursor.Cursor) {
 	n := pw.s.cfg.FetchConcurrency
 	bf := pw.s.newBackfill(ctx, pw.horizon, 2*n+1)
 	first := bf.add(pos.LastUpdatedAt, pw.horizon, pos.LastUpdatedAt, pw.cur)
-	pw.m = model{horizon: pw.horizon, ranges: []modelRange{{from: first.from, pos: pos}}, top: pos}
+	pw.m = model{horizon: pw.horizon, ranges: []modelRange{{from: first.from, pos: pos}}, top: pos, base: pos}
 	pw.ranges[first.id] = pw.cur.Stats() // counted with the ranges' from now on
 	pw.s.log.Info("backfill started: the cursor is far behind, walking ranges up to the horizon concurrently",
 		"from", cursor.FormatTime(pos.LastUpdatedAt), "horizon", cursor.FormatTime(pw.horizon), "workers", n)
@@ -200,7 +200,7 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 		end = b.Ranges[0].From
 	}
 	first := bf.add(c.LastUpdatedAt, end, c.LastUpdatedAt, s.rangeWalker(main, bf.cursorBytes))
-	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: positionOf(c)}}, top: positionOf(c)}
+	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: positionOf(c)}}, top: positionOf(c), base: positionOf(c)}
 	for i, r := range b.Ranges {
 		if r.Done {
 			pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, done: true})
@@ -515,6 +515,15 @@ type model struct {
 	// the cursor's position (the final walk re-reads from there, not from the horizon, so a
 	// record committed late before the horizon is still read).
 	top cursor.Cursor
+	// base is the position of the last range folded into the cursor's own: while the lowest
+	// range has not started, the cursor stands there rather than at that range's start, so
+	// that its position never goes back once every range is done (top is at least base).
+	base cursor.Cursor
+}
+
+// unstarted reports whether pos, of the range starting at from, holds nothing delivered.
+func unstarted(pos cursor.Cursor, from time.Time) bool {
+	return pos.LastUpdatedAt.Equal(from) && len(pos.Delivered) == 0 && !pos.DeliveredPartial
 }
 
 type modelRange struct {
@@ -565,10 +574,13 @@ func (m *model) apply(it item) error {
 	}
 	// A range that returned nothing stands at its start, after every record before it: it
 	// would hide a record committed late there.
-	p := m.ranges[i].pos
-	empty := p.LastUpdatedAt.Equal(it.from) && len(p.Delivered) == 0 && !p.DeliveredPartial
-	if !empty && p.LastUpdatedAt.After(m.top.LastUpdatedAt) {
-		m.top = p
+	if p := m.ranges[i].pos; !unstarted(p, it.from) {
+		if p.LastUpdatedAt.After(m.top.LastUpdatedAt) {
+			m.top = p
+		}
+		if i == 0 {
+			m.base = p
+		}
 	}
 	m.ranges[i] = modelRange{from: it.from, done: true}
 	// Merge the done neighbours, and fold the lowest done ranges into the cursor's position.
@@ -584,9 +596,13 @@ func (m *model) cursor() cursor.Cursor {
 	if len(m.ranges) == 0 {
 		return capLastID(m.top)
 	}
-	c := capLastID(m.ranges[0].pos)
-	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(m.ranges)-1)}
-	for _, r := range m.ranges[1:] {
+	c, rest := m.ranges[0].pos, m.ranges[1:]
+	if r := m.ranges[0]; unstarted(r.pos, r.from) && r.from.After(m.base.LastUpdatedAt) {
+		c, rest = m.base, m.ranges // everything between them was delivered
+	}
+	c = capLastID(c)
+	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(rest))}
+	for _, r := range rest {
 		if r.done {
 			c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: r.from, Done: true})
 			continue

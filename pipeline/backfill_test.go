@@ -54,6 +54,7 @@ func TestBackfillTiesStraddlingRanges(t *testing.T) {
 			c, err := p.Store.Load(t.Context(), "p")
 			require.NoError(t, err)
 			assert.Nil(t, c.Backfill, "the backfill is over")
+			assert.Empty(t, p.Store.Back, "the committed cursor went back")
 			assert.Equal(t, t0.Add(2047*time.Second), c.LastUpdatedAt, "the newest record, as a sequential pass leaves it")
 		})
 	}
@@ -108,6 +109,7 @@ func TestBackfillResumesAfterAFailedCommit(t *testing.T) {
 			require.NoError(t, err)
 			p.RequireInSync(t)
 			assert.LessOrEqual(t, p.Duplicates(t), batch+page, "more sent twice than the batch whose commit failed")
+			assert.Empty(t, p.Store.Back, "the committed cursor went back")
 		})
 	}
 	assert.Greater(t, resumedRanges, 16, "failures that left a backfill's ranges in the cursor")

@@ -345,6 +345,9 @@ type SizedStore struct {
 	Commits int
 	// FailAfter, when positive, fails every commit after that many.
 	FailAfter int
+	// Back lists the commits whose LastUpdatedAt was before the previous commit's.
+	Back []string
+	last time.Time
 }
 
 // Commit implements cursor.Store.
@@ -360,6 +363,10 @@ func (s *SizedStore) Commit(ctx context.Context, c cursor.Cursor) error {
 	}
 	s.Commits++
 	s.Max = max(s.Max, len(b))
+	if c.LastUpdatedAt.Before(s.last) {
+		s.Back = append(s.Back, fmt.Sprintf("seq %d: %s after %s", c.Seq, cursor.FormatTime(c.LastUpdatedAt), cursor.FormatTime(s.last)))
+	}
+	s.last = c.LastUpdatedAt
 	s.mu.Unlock()
 	return s.MemStore.Commit(ctx, c)
 }
