@@ -50,11 +50,14 @@ const rangeEntryBytes = 512
 // cursor, and the range re-reads its tie on resume (duplicates, never a loss).
 const maxRangeLastIDBytes = 256
 
-// rangeCursorBytes is each range walker's WalkOptions.MaxCursorBytes when a backfill may hold
-// up to ranges ranges: with its share of the delivered sets, the whole cursor stays within
-// cursor.MaxBytes.
-func rangeCursorBytes(ranges int) int {
-	share := (cursor.MaxBytes - source.CursorReserve - backfillFrame - ranges*rangeEntryBytes) / ranges
+// rangeCursorBytes is each range walker's WalkOptions.MaxCursorBytes when a backfill may have
+// up to unfinished ranges not done: with its share of the delivered sets, the whole cursor
+// stays within cursor.MaxBytes. Such a backfill lists at most 2*unfinished+1 ranges (done
+// ones are merged, so they alternate with the others), and at most unfinished+1 positions
+// list records: the unfinished ranges' and the cursor's own when it stands in a done one.
+func rangeCursorBytes(unfinished int) int {
+	ranges := 2*unfinished + 1
+	share := (cursor.MaxBytes - source.CursorReserve - backfillFrame - ranges*rangeEntryBytes) / (unfinished + 1)
 	return source.CursorReserve + max(share, 0)
 }
 
@@ -168,7 +171,7 @@ func (pw *passWalk) close() {
 // [pos, horizon) whose first range it goes on walking.
 func (pw *passWalk) start(ctx context.Context, pos cursor.Cursor) {
 	n := pw.s.cfg.FetchConcurrency
-	bf := pw.s.newBackfill(ctx, pw.horizon, 2*n+1)
+	bf := pw.s.newBackfill(ctx, pw.horizon, n)
 	first := bf.add(pos.LastUpdatedAt, pw.horizon, pos.LastUpdatedAt, pw.cur)
 	pw.m = model{horizon: pw.horizon, ranges: []modelRange{{from: first.from, pos: pos}}, top: pos, base: pos}
 	pw.ranges[first.id] = pw.cur.Stats() // counted with the ranges' from now on
@@ -192,7 +195,7 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 		}
 	}
 	n := max(s.cfg.FetchConcurrency, 1)
-	bf := s.newBackfill(ctx, b.Horizon, 2*max(n, unfinished)+1)
+	bf := s.newBackfill(ctx, b.Horizon, max(n, unfinished))
 	main := c
 	main.Backfill = nil
 	end := b.Horizon
@@ -321,11 +324,11 @@ type backfill struct {
 	err     error // the first worker's failure
 }
 
-func (s *Pipeline) newBackfill(ctx context.Context, horizon time.Time, maxRanges int) *backfill {
+func (s *Pipeline) newBackfill(ctx context.Context, horizon time.Time, unfinished int) *backfill {
 	ctx, cancel := context.WithCancel(ctx)
 	n := max(s.cfg.FetchConcurrency, 1)
 	return &backfill{s: s, log: s.log, horizon: horizon, prec: s.cfg.Source.Contract().TimeFormat.Precision(),
-		cursorBytes: rangeCursorBytes(maxRanges), started: time.Now(), ctx: ctx, cancel: cancel, items: make(chan item, 4*n)}
+		cursorBytes: rangeCursorBytes(unfinished), started: time.Now(), ctx: ctx, cancel: cancel, items: make(chan item, 4*n)}
 }
 
 // add adds the unfinished range [from, to) walked by w from fetched, for a worker to take.

@@ -3,12 +3,14 @@ package pipeline_test
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/keysettest"
 	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
@@ -113,4 +115,30 @@ func TestBackfillResumesAfterAFailedCommit(t *testing.T) {
 		})
 	}
 	assert.Greater(t, resumedRanges, 16, "failures that left a backfill's ranges in the cursor")
+}
+
+// TestBackfillCursorOfWideTiesStaysBounded: ranges that stand in ties as wide as their share of
+// the cursor, or wider (their positions then become partial), keep it within cursor.MaxBytes,
+// and a pass that fails there resumes without losing anything.
+func TestBackfillCursorOfWideTiesStaysBounded(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	api := keysettest.New(t, 100, true, keysettest.Compound)
+	long := strings.Repeat("x", 60)
+	for i := range 90 { // ties that just fit a range's share, and some wider than a page
+		api.Tie(fmt.Sprintf("%s-%02d-", long, i), t0.Add(time.Duration(i*25)*time.Second), map[bool]int{true: 250, false: 55}[i%9 == 0])
+	}
+	for k := 3; k <= 9; k += 3 {
+		t.Run(fmt.Sprint("fail after ", k), func(t *testing.T) {
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 300, backfilled(8, nil))
+			p.Store.FailAfter = k
+			_, err := p.Pipeline.Pass(t.Context())
+			require.Error(t, err)
+			p.Store.FailAfter = 0
+			_, err = p.Pipeline.Pass(t.Context())
+			require.NoError(t, err)
+			p.RequireInSync(t)
+			assert.LessOrEqual(t, p.Store.Max, cursor.MaxBytes)
+			assert.Greater(t, p.Store.Max, cursor.MaxBytes/4, "ties were listed in the cursor")
+		})
+	}
 }
