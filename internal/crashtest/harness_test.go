@@ -78,11 +78,11 @@ type harness struct {
 	trapMu sync.Mutex
 	trap   *trap // armed for the current run, kfake only
 
-	warnings  []string // WARN and ERROR lines the binary printed, for the report
+	warnings []string // WARN and ERROR lines the binary printed, for the report
 	// backfills and resumed count the runs that started a parallel backfill, and that
 	// resumed one from the cursor a killed run left.
 	backfills, resumed int
-	unsettled int      // settle calls that found a commit's markers on one partition and not yet the other
+	unsettled          int // settle calls that found a commit's markers on one partition and not yet the other
 }
 
 // note keeps the WARN and ERROR lines of a finished run: none are expected, and a tie overflow
