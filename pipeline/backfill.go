@@ -345,7 +345,7 @@ func (bf *backfill) add(from, to, fetched time.Time, w *source.Walker) *span {
 // run starts n workers; the queue closes when they all ended.
 func (bf *backfill) run(n int) {
 	bf.s.cfg.Observer.BackfillRanges(0, len(bf.spans))
-	bf.s.cfg.Observer.FetchLimit(n)
+	bf.s.cfg.Observer.FetchLimit(bf.s.fetchLimit(n))
 	for range n {
 		bf.wg.Add(1)
 		go func() {
@@ -639,4 +639,12 @@ func addStats(a, b source.WalkStats) source.WalkStats {
 	a.Probes += b.Probes
 	a.Overflows = append(slices.Clip(a.Overflows), b.Overflows...)
 	return a
+}
+
+// fetchLimit is how many requests may be in flight now: the adaptive limit, or n workers.
+func (s *Pipeline) fetchLimit(n int) int {
+	if s.limiter != nil {
+		return min(s.limiter.Limit(), n)
+	}
+	return n
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/keysetsync/keysetsync/retry"
 	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
+	"github.com/keysetsync/keysetsync/throttle"
 )
 
 // Header keys of the lineage headers on every message, and of the reasons on dead letters.
@@ -111,6 +112,11 @@ type Config struct {
 	// record updated during the backfill then has an updatedAt at or after the horizon, and is
 	// read after its older version, unless the API's clock is behind ours by more.
 	BackfillMargin time.Duration
+	// MaxRequestsPerSecond, when > 0, is a ceiling on the API requests of each pass, backfill
+	// or not. Unless Walk.Limiter is set, the pipeline gates its requests with a
+	// throttle.Limiter of FetchConcurrency slots and this ceiling: it halves its concurrency
+	// when the API answers 429 or 5xx, pauses on their Retry-After, and grows back.
+	MaxRequestsPerSecond float64
 	// Observer is told what the passes do, for metrics (nil: NopObserver); see Observer for
 	// the contract. It is also Walk.Observer unless that is set.
 	Observer Observer
@@ -121,6 +127,8 @@ type Pipeline struct {
 	cfg    Config
 	log    *slog.Logger
 	limits sizeLimits
+	// limiter gates the API requests (nil: Walk.Limiter's, or none); its limit is reported.
+	limiter *throttle.Limiter
 	// records makes the cursor record of each batch (Config.ExactlyOnce); nil otherwise.
 	records cursor.RecordStore
 	// pipelineHdr and sourceHdr are the same on every message: made once, shared (a Sink only
@@ -184,6 +192,11 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.BackfillMargin = time.Minute
 	}
 	cfg.Observer = observerOrNop(cfg.Observer)
+	var limiter *throttle.Limiter
+	if cfg.Walk.Limiter == nil && (cfg.FetchConcurrency > 1 || cfg.MaxRequestsPerSecond > 0) {
+		limiter = throttle.New(throttle.Config{Max: max(cfg.FetchConcurrency, 1), RequestsPerSecond: cfg.MaxRequestsPerSecond, Logger: cfg.Logger})
+		cfg.Walk.Limiter = source.Throttled(limiter)
+	}
 	if cfg.Walk.Observer == nil {
 		cfg.Walk.Observer = cfg.Observer
 	}
@@ -194,7 +207,7 @@ func New(cfg Config) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Pipeline{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
+	s := &Pipeline{cfg: cfg, log: log.With("pipeline", cfg.Pipeline), limits: limits, limiter: limiter, pipelineHdr: []byte(cfg.Pipeline), sourceHdr: []byte(cfg.Source.URL())}
 	if cfg.ExactlyOnce {
 		s.records = cfg.Store.(cursor.RecordStore)
 	}
@@ -589,7 +602,17 @@ func (s *Pipeline) reportProgress(p *pass, done <-chan struct{}) {
 			"records_per_s", produceRate, "fetched_per_s", fetchRate,
 			"cursor", cursor.FormatTime(*p.progress.cursor.Load()), "elapsed", now.Sub(p.start).Round(time.Second)}
 		// The estimate uses the pass's average fetch rate: steadier than one interval's.
-		if n := p.progress.remaining.Load(); n >= 0 {
+		if bf := p.progress.backfill.Load(); bf != nil {
+			// A backfill's ranges cannot say how many records remain: the estimate is by the
+			// share of its time span fetched, at its rate so far.
+			active, left, done := bf.progress()
+			attrs = append(attrs, "backfill_ranges_active", active, "backfill_ranges_left", left,
+				"backfill_done_pct", float64(int(done*1000))/10, "fetch_limit", s.fetchLimit(s.cfg.FetchConcurrency))
+			if elapsed := time.Since(bf.started); done > 0 {
+				attrs = append(attrs, "eta", time.Duration(float64(elapsed)*(1-done)/done).Round(time.Second))
+			}
+			s.cfg.Observer.FetchLimit(s.fetchLimit(s.cfg.FetchConcurrency))
+		} else if n := p.progress.remaining.Load(); n >= 0 {
 			attrs = append(attrs, "records_remaining", n)
 			if elapsed := now.Sub(p.start); fetched > 0 && elapsed > 0 {
 				attrs = append(attrs, "eta", time.Duration(float64(n)/float64(fetched)*float64(elapsed)).Round(time.Second))

@@ -53,8 +53,9 @@ type Config struct {
 	BatchRecords, MaxInFlight      int
 	WriteTimeout, ProgressInterval time.Duration
 	// FetchConcurrency and BackfillMargin: the parallel backfill, see pipeline.Config.
-	FetchConcurrency int
-	BackfillMargin   time.Duration
+	FetchConcurrency     int
+	BackfillMargin       time.Duration
+	MaxRequestsPerSecond float64
 	// KafkaWait is how long Open keeps trying while Kafka cannot be reached (0: fail at once);
 	// RetryTimeout how long Pass retries a pass while its error is retryable (0: no retry).
 	KafkaWait, RetryTimeout time.Duration
@@ -167,7 +168,8 @@ func open(ctx context.Context, cfg Config, valuePrefix []byte) (_ *Runner, err e
 		Walk: cfg.Walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax, Sink: out, ExactlyOnce: cfg.ExactlyOnce,
 		BatchRecords: cfg.BatchRecords, MaxInFlight: cfg.MaxInFlight, WriteTimeout: cfg.WriteTimeout, Logger: log,
 		ProgressInterval: cfg.ProgressInterval, FetchConcurrency: cfg.FetchConcurrency, BackfillMargin: cfg.BackfillMargin,
-		Observer: cfg.Observer,
+		MaxRequestsPerSecond: cfg.MaxRequestsPerSecond,
+		Observer:             cfg.Observer,
 	})
 	if err != nil {
 		return nil, err
