@@ -332,7 +332,8 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 	st := h.api.Stats()
 	t.Logf("%s: %d kills %v in %d runs (%d ended on their own: %d before their kill point, %d after it, %d of them at the last cursor write); %d kills left messages to re-send (at most %d); %d checks awaited a commit's markers; %d API updates; topic: %d messages, %d ids; lost=%d duplicates=%d (bound %d); %v",
 		tg.Name, kills, byKind, runs, completed, completed-raced-exited, raced+exited, exited, resent, mostResent, h.unsettled, st.Updates, r.messages, r.ids, r.lost, r.duplicates, bound, time.Since(begin).Round(time.Millisecond))
-	if i := slices.Index(flags, "--fetch-concurrency"); i >= 0 && flags[i+1] != "1" {
+	// Every mode but a sequential one (--fetch-concurrency 1, or a lookback) backfills at first.
+	if i := slices.Index(flags, "--fetch-concurrency"); (i < 0 || flags[i+1] != "1") && !slices.Contains(flags, "--lookback") {
 		t.Logf("%s: %d runs started a parallel backfill, %d resumed one", tg.Name, h.backfills, h.resumed)
 		assert.Positive(t, h.resumed, "kills that left a backfill for the next run to resume")
 	}
