@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"strings"
@@ -11,9 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/keysettest"
 	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -141,4 +144,77 @@ func TestBackfillCursorOfWideTiesStaysBounded(t *testing.T) {
 			assert.Greater(t, p.Store.Max, cursor.MaxBytes/4, "ties were listed in the cursor")
 		})
 	}
+}
+
+// TestBackfillWhileTheAPIChanges runs an initial sync through a parallel backfill while the
+// API updates records all along (now, after the horizon): nothing is lost, every id's versions
+// are in the topic in the order the API had them, and the latest message per id is the API's
+// latest version.
+func TestBackfillWhileTheAPIChanges(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		obs := &pipelinetest.BackfillObserver{}
+		p := pipelinetest.New(t, tg, pipelinetest.Options{
+			Playground:   playground.Config{Records: 20000, PageSize: 100, TieWidth: 3, UpdatesPerSecond: 90, Seed: 11},
+			BatchRecords: 1000, FetchConcurrency: 8, Observer: obs,
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.API.RunUpdates(ctx)
+		}()
+		_, err := p.Pipeline.Pass(t.Context())
+		cancel()
+		<-done
+		require.NoError(t, err)
+		assert.Greater(t, obs.MaxActive(), 2, "ranges were walked concurrently")
+		_, err = p.Pipeline.Pass(t.Context()) // what changed while the last pass ran
+		require.NoError(t, err)
+		p.RequireInSync(t)
+		p.RequireVersionsInOrder(t)
+		assert.Positive(t, p.API.Stats().Updates)
+	})
+}
+
+// TestBackfillOfSkewedData: almost every record sits in the last hundredth of the span (most
+// records updated recently). The range holding them is split again and again by the workers
+// that finished the sparse ones; every record is delivered exactly once.
+func TestBackfillOfSkewedData(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	api := keysettest.New(t, 100, true, keysettest.Compound)
+	for i := range 500 { // one a minute for ~8 hours
+		api.Put(keysettest.Record{ID: fmt.Sprintf("old%04d", i), UpdatedAt: t0.Add(time.Duration(i) * time.Minute), Name: "v1"})
+	}
+	dense := t0.Add(500 * time.Minute)
+	for i := range 6000 { // then two a second for 50 minutes
+		api.Put(keysettest.Record{ID: fmt.Sprintf("new%05d", i), UpdatedAt: dense.Add(time.Duration(i/2) * time.Second), Name: "v1"})
+	}
+	obs := &pipelinetest.BackfillObserver{}
+	p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 500, backfilled(8, obs))
+	st, err := p.Pipeline.Pass(t.Context())
+	require.NoError(t, err)
+	p.RequireInSync(t)
+	_, n := p.Latest(t)
+	assert.Equal(t, 6500, n, "each record once")
+	assert.Equal(t, n, st.Produced)
+	assert.GreaterOrEqual(t, obs.MaxActive(), 6, "the dense range kept most workers busy")
+	assert.Empty(t, p.Store.Back, "the committed cursor went back")
+}
+
+// TestBackfillAgainstARateLimitedAPI: a parallel backfill against an API that answers 429 with
+// Retry-After above a request rate backs off together (one limiter for all its workers) rather
+// than storm it, and still loses nothing.
+func TestBackfillAgainstARateLimitedAPI(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		p := pipelinetest.New(t, tg, pipelinetest.Options{
+			Playground:   playground.Config{Records: 4000, PageSize: 100, Seed: 5, RateLimit: 40},
+			BatchRecords: 500, FetchConcurrency: 8,
+		})
+		_, err := p.Pipeline.Pass(t.Context())
+		require.NoError(t, err)
+		p.RequireInSync(t)
+		st := p.API.Stats()
+		t.Logf("pages %d, 429s %d", st.Pages, st.Status429)
+		assert.Less(t, st.Status429, st.Pages, "fewer refused requests than pages: no storm")
+	})
 }
