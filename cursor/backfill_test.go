@@ -1,9 +1,6 @@
 package cursor_test
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,18 +25,7 @@ func TestBackfillMatchesGolden(t *testing.T) {
 			{From: at(40), LastUpdatedAt: at(40)},
 		}},
 	}
-	got, err := cursor.Marshal(c)
-	require.NoError(t, err)
-	golden := filepath.Join("testdata", "backfill.golden.json")
-	if os.Getenv("UPDATE_GOLDEN") != "" {
-		require.NoError(t, os.WriteFile(golden, append(got, '\n'), 0o644))
-	}
-	want, err := os.ReadFile(golden)
-	require.NoError(t, err)
-	assert.Equal(t, strings.TrimSpace(string(want)), string(got), "the cursor format is a public contract (README): a change must stay safe for older builds to read, or bump Version")
-	back, err := cursor.Unmarshal(got)
-	require.NoError(t, err)
-	assert.Equal(t, c, back)
+	back := requireGolden(t, "backfill.golden.json", c)
 	assert.Equal(t, at(40), back.Backfill.End(2))
 	assert.Equal(t, at(50), back.Backfill.End(3))
 }
