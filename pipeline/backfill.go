@@ -82,13 +82,14 @@ type passWalk struct {
 	m       model            // bf's ranges as of the pages taken so far
 	base    source.WalkStats // of walks that ended
 	ranges  map[int]source.WalkStats
+	ended   bool           // a backfill ended since flush was last asked
 	resumed *cursor.Cursor // a loaded cursor with a backfill, resumed by the first Next
 }
 
 func (s *Pipeline) newPassWalk(c cursor.Cursor, start time.Time, prog *progress) *passWalk {
 	pw := &passWalk{s: s, prog: prog, ranges: map[int]source.WalkStats{}}
 	prec := s.cfg.Source.Contract().TimeFormat.Precision()
-	pw.horizon = start.Add(-s.cfg.BackfillMargin).Truncate(prec)
+	pw.horizon = start.Add(-s.cfg.BackfillMargin).Truncate(prec).UTC()
 	if c.Backfill != nil {
 		pw.resumed, pw.decided = &c, true
 		return pw
@@ -149,6 +150,14 @@ func (pw *passWalk) Stats() source.WalkStats {
 		st = addStats(st, pw.cur.Stats())
 	}
 	return st
+}
+
+// flush reports whether a backfill ended since it was last asked: its final position must be
+// committed even if no record follows.
+func (pw *passWalk) flush() bool {
+	f := pw.ended
+	pw.ended = false
+	return f
 }
 
 // Remaining is the sequential walk's: a range cannot tell what remains of the pass.
@@ -234,7 +243,7 @@ func (pw *passWalk) endBackfill() {
 	clear(pw.ranges)
 	pw.s.log.Info("backfill finished; walking on from its horizon", "horizon", cursor.FormatTime(pw.horizon),
 		"took", time.Since(pw.bf.started).Round(time.Millisecond))
-	pw.bf = nil
+	pw.bf, pw.ended = nil, true
 	pw.prog.backfill.Store(nil)
 	pw.s.cfg.Observer.BackfillRanges(0, 0)
 	pw.cur = source.NewWalker(pw.s.cfg.Source, pw.s.cfg.Codec, pw.m.cursor(), pw.s.cfg.Walk, pw.s.log)

@@ -218,3 +218,23 @@ func TestBackfillAgainstARateLimitedAPI(t *testing.T) {
 		assert.Less(t, st.Status429, st.Pages, "fewer refused requests than pages: no storm")
 	})
 }
+
+// TestBackfillCommitsItsEnd: the last pages of a backfill carry no record (ranges reaching their
+// ends), and the final walk finds nothing new: the cursor still ends as a plain position at the
+// newest record, not with the ranges of the last batch that had records.
+func TestBackfillCommitsItsEnd(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	api := keysettest.New(t, 50, true, keysettest.Compound)
+	for i := range 1000 {
+		api.Put(keysettest.Record{ID: fmt.Sprintf("r%04d", i), UpdatedAt: t0.Add(time.Duration(i) * time.Second), Name: "v1"})
+	}
+	// A batch per record: every record's batch is cut at once, none is left for the end.
+	p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 1, backfilled(4, nil))
+	_, err := p.Pipeline.Pass(t.Context())
+	require.NoError(t, err)
+	c, err := p.Store.Load(t.Context(), "p")
+	require.NoError(t, err)
+	assert.Nil(t, c.Backfill)
+	assert.Equal(t, t0.Add(999*time.Second), c.LastUpdatedAt)
+	p.RequireInSync(t)
+}

@@ -386,7 +386,13 @@ func (s *Pipeline) fetch(ctx context.Context, walk pager, prog *progress, out ch
 		for _, r := range recs {
 			msgs = append(msgs, s.message(r))
 		}
-		if len(msgs) > 0 && (err != nil || len(msgs) >= s.cfg.BatchRecords) {
+		// A backfill that ended moved the position without a record (its ranges' ends): a
+		// batch, even of none, commits it, or the cursor would keep the ranges.
+		flush := false
+		if f, ok := walk.(interface{ flush() bool }); ok {
+			flush = f.flush()
+		}
+		if flush || len(msgs) > 0 && (err != nil || len(msgs) >= s.cfg.BatchRecords) {
 			select {
 			case <-abort: // checked first: a select between two ready cases picks at random
 				return nil
