@@ -24,6 +24,7 @@ import (
 func backfilled(n int, obs pipeline.Observer) func(*pipeline.Config) {
 	return func(c *pipeline.Config) {
 		c.FetchConcurrency = n
+		c.BackfillMinWait = -1 // a local API answers at once
 		c.Observer = obs
 	}
 }
@@ -155,7 +156,7 @@ func TestBackfillWhileTheAPIChanges(t *testing.T) {
 		obs := &pipelinetest.BackfillObserver{}
 		p := pipelinetest.New(t, tg, pipelinetest.Options{
 			Playground:   playground.Config{Records: 20000, PageSize: 100, TieWidth: 3, UpdatesPerSecond: 90, Seed: 11},
-			BatchRecords: 1000, FetchConcurrency: 8, Observer: obs,
+			BatchRecords: 1000, FetchConcurrency: 8, BackfillMinWait: -1, Observer: obs,
 		})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan struct{})
@@ -208,7 +209,7 @@ func TestBackfillAgainstARateLimitedAPI(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		p := pipelinetest.New(t, tg, pipelinetest.Options{
 			Playground:   playground.Config{Records: 4000, PageSize: 100, Seed: 5, RateLimit: 40},
-			BatchRecords: 500, FetchConcurrency: 8,
+			BatchRecords: 500, FetchConcurrency: 8, BackfillMinWait: -1,
 		})
 		_, err := p.Pipeline.Pass(t.Context())
 		require.NoError(t, err)
@@ -237,4 +238,27 @@ func TestBackfillCommitsItsEnd(t *testing.T) {
 	assert.Nil(t, c.Backfill)
 	assert.Equal(t, t0.Add(999*time.Second), c.LastUpdatedAt)
 	p.RequireInSync(t)
+}
+
+// TestBackfillOnlyWhenTheAPIIsTheBottleneck: far behind an API that answers at once, a pass
+// stays sequential (its CPU is the limit, parallel fetching only adds work); far behind one
+// whose answers take a while, it backfills.
+func TestBackfillOnlyWhenTheAPIIsTheBottleneck(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		latency  time.Duration
+		backfill bool
+	}{{"answers at once", 0, false}, {"answers in 20ms", 20 * time.Millisecond, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &pipelinetest.BackfillObserver{}
+			p := pipelinetest.New(t, kafkatest.NewFake(t), pipelinetest.Options{
+				Playground:   playground.Config{Records: 3000, PageSize: 100, Seed: 3, Latency: tc.latency},
+				BatchRecords: 1000, FetchConcurrency: 8, Observer: obs,
+			})
+			_, err := p.Pipeline.Pass(t.Context())
+			require.NoError(t, err)
+			assert.Equal(t, tc.backfill, obs.MaxActive() > 0, "max ranges active: %d", obs.MaxActive())
+			p.RequireInSync(t)
+		})
+	}
 }

@@ -71,6 +71,9 @@ type RawPage struct {
 	More  bool    // the answer says more records follow (always, when Next is set)
 	Total *int64  // records the request matches, when the contract's TotalPath found them
 	Bytes int
+	// Wait is how long the API took to answer, until its headers: its latency, without the
+	// body's transfer or its decoding.
+	Wait time.Duration
 
 	body []byte
 	// users holds the records decoded in one pass over the body, when every one of them had
@@ -270,10 +273,12 @@ func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage,
 		pw, _ := s.user.Password()
 		req.SetBasicAuth(s.user.Username(), pw)
 	}
+	sent := time.Now()
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return nil, err
 	}
+	wait := time.Since(sent)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
 	if err != nil {
@@ -294,14 +299,14 @@ func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage,
 			ScrollParam *string     `json:"scroll_param"`
 		}
 		if json.Unmarshal(body, &fast) == nil && fast.Data != nil && *fast.Data != nil && (fast.ScrollParam == nil || *fast.ScrollParam != "") {
-			return &RawPage{URL: shown, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), body: body, users: *fast.Data}, nil
+			return &RawPage{URL: shown, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), Wait: wait, body: body, users: *fast.Data}, nil
 		}
 	}
 	p, err := s.cfg.Contract.splitPage(body)
 	if err != nil {
 		return nil, &PageError{URL: shown, Err: err}
 	}
-	p.URL = shown
+	p.URL, p.Wait = shown, wait
 	return p, nil
 }
 

@@ -48,6 +48,8 @@ type WalkStats struct {
 	TieOverflows int // pages full of one timestamp that the API could not page through
 	Resent       int // records sent again because the walk could not hold what it delivered (see Walker)
 	Probes       int // requests asking whether a wide tie is settled (counted in Pages too)
+	// Wait is the time spent waiting for the API's answers (RawPage.Wait), probes included.
+	Wait time.Duration
 	// Overflows names the first maxOverflowsKept tie overflows (TieOverflows counts them all):
 	// where records may be missing.
 	Overflows []TieOverflow
@@ -448,6 +450,7 @@ func (w *Walker) probe(ctx context.Context, t time.Time) (bool, error) {
 	}
 	w.stats.Pages++
 	w.stats.Probes++
+	w.stats.Wait += raw.Wait
 	// Only a record really later than t counts: an API that ignored the since parameter must
 	// not make a tie look settled.
 	for i := range raw.Len() {
@@ -517,6 +520,7 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 		return nil, err
 	}
 	w.stats.Pages++
+	w.stats.Wait += raw.Wait
 	w.stats.Fetched += raw.Len()
 	if raw.Total != nil && w.bound == nil { // a range's walk cannot tell what remains of the pass
 		w.remaining = max(*raw.Total-int64(raw.Len()), 0)

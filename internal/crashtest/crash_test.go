@@ -98,6 +98,9 @@ func crashConfig(kills int) playground.Config {
 		TieWidth:         5,
 		UpdatesPerSecond: updatesPerSecond,
 		Seed:             uint64(kills),
+		// An API that takes a moment to answer, as real ones do: passes far behind it then
+		// backfill in parallel (one that answers at once leaves them sequential).
+		Latency: 2 * time.Millisecond,
 	}
 }
 

@@ -62,6 +62,7 @@ type Options struct {
 	// FetchConcurrency and BackfillMargin are the pipeline's (parallel backfill).
 	FetchConcurrency int
 	BackfillMargin   time.Duration
+	BackfillMinWait  float64
 	// Observer is the pipeline's (nil: none).
 	Observer pipeline.Observer
 }
@@ -114,7 +115,7 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Env {
 	}
 	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
 		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, MaxInFlight: o.MaxInFlight, Logger: o.Logger,
-		Sink: sk, ExactlyOnce: o.ExactlyOnce, FetchConcurrency: o.FetchConcurrency, BackfillMargin: o.BackfillMargin, Observer: o.Observer})
+		Sink: sk, ExactlyOnce: o.ExactlyOnce, FetchConcurrency: o.FetchConcurrency, BackfillMargin: o.BackfillMargin, BackfillMinWait: o.BackfillMinWait, Observer: o.Observer})
 	require.NoError(t, err)
 	return p
 }
