@@ -86,10 +86,82 @@ type Cursor struct {
 	CommittedAt time.Time
 	// Records is the running total of records delivered by the pipeline (informational).
 	Records int64
+	// Backfill, when set, is a parallel backfill in flight: the position above (LastUpdatedAt,
+	// Delivered, DeliveredPartial, LastID, TieSettled) is that of its lowest unfinished range,
+	// so every record before it was acknowledged, and Backfill lists the ranges after it up to
+	// the horizon. A reader that ignores it resumes sequentially from the position: it only
+	// re-sends.
+	Backfill *Backfill
 	// ReadFrom says where Load found this cursor ("topic/partition offset N" for a
 	// kafka.CursorStore), so errors about its content can point at the record; empty when it was not
 	// read from a topic. It is not part of the stored value.
 	ReadFrom string
+}
+
+// Backfill is the state of a parallel backfill: the ranges between the cursor's own position
+// and Horizon, each walked by its own keyset walk.
+type Backfill struct {
+	// Horizon is where the backfill ends: the final sequential walk of the pass starts there.
+	Horizon time.Time
+	// Ranges are the ranges after the one the cursor's position is in, by From, each ending
+	// where the next begins (the last at Horizon). The cursor's own range ends at the first
+	// From (at Horizon when there is none).
+	Ranges []Range
+}
+
+// Range is one range of a Backfill: [From, the next range's From).
+type Range struct {
+	From time.Time
+	// Done says every record of the range was acknowledged; the position fields are then
+	// unset.
+	Done bool
+	// The range's position, as the cursor's fields of the same names: From, exact and nothing
+	// delivered, for a range not started.
+	LastUpdatedAt    time.Time
+	Delivered        map[string]string
+	DeliveredPartial bool
+	LastID           string
+	TieSettled       bool
+}
+
+// End is where range i of b ends: the next range's From, or Horizon for the last.
+func (b *Backfill) End(i int) time.Time {
+	if i+1 < len(b.Ranges) {
+		return b.Ranges[i+1].From
+	}
+	return b.Horizon
+}
+
+// Clone returns a copy of b that shares nothing with it that a walk changes (the Delivered
+// maps are shared: they are copies already, never written after).
+func (b *Backfill) Clone() *Backfill {
+	if b == nil {
+		return nil
+	}
+	return &Backfill{Horizon: b.Horizon, Ranges: slices.Clone(b.Ranges)}
+}
+
+// check refuses a backfill whose ranges do not follow the cursor's position in order up to
+// the horizon, each position inside its range.
+func (b *Backfill) check(last time.Time) error {
+	if !last.Before(b.Horizon) {
+		return fmt.Errorf("last_updated_at %s is not before the backfill horizon %s", FormatTime(last), FormatTime(b.Horizon))
+	}
+	prev := last
+	for i, r := range b.Ranges {
+		if !r.From.After(prev) {
+			return fmt.Errorf("range %d starts at %s, not after %s", i, FormatTime(r.From), FormatTime(prev))
+		}
+		end := b.End(i)
+		if !r.From.Before(end) {
+			return fmt.Errorf("range %d starts at %s, not before its end %s", i, FormatTime(r.From), FormatTime(end))
+		}
+		if !r.Done && (r.LastUpdatedAt.Before(r.From) || !r.LastUpdatedAt.Before(end)) {
+			return fmt.Errorf("range %d [%s, %s): last_updated_at %s is outside it", i, FormatTime(r.From), FormatTime(end), FormatTime(r.LastUpdatedAt))
+		}
+		prev = r.From
+	}
+	return nil
 }
 
 // MaxSeq is the largest Seq a cursor record may carry: 2^53, the largest integer a JSON number
@@ -231,6 +303,58 @@ type wire struct {
 	Seq           int64                `json:"seq"`
 	CommittedAt   string               `json:"committed_at,omitempty"`
 	Records       int64                `json:"records_delivered"`
+	Backfill      *wireBackfill        `json:"backfill,omitempty"`
+}
+
+type wireBackfill struct {
+	Horizon string      `json:"horizon"`
+	Ranges  []wireRange `json:"ranges,omitempty"`
+}
+
+type wireRange struct {
+	From          string            `json:"from"`
+	Done          bool              `json:"done,omitempty"`
+	LastUpdatedAt string            `json:"last_updated_at,omitempty"`
+	Delivered     map[string]string `json:"delivered_at_last_updated_at,omitempty"`
+	Partial       bool              `json:"delivered_partial,omitempty"`
+	LastID        string            `json:"last_id,omitempty"`
+	TieSettled    bool              `json:"tie_settled,omitempty"`
+}
+
+func marshalBackfill(b *Backfill) *wireBackfill {
+	w := &wireBackfill{Horizon: FormatTime(b.Horizon), Ranges: make([]wireRange, len(b.Ranges))}
+	for i, r := range b.Ranges {
+		w.Ranges[i] = wireRange{From: FormatTime(r.From), Done: r.Done}
+		if !r.Done {
+			w.Ranges[i] = wireRange{From: FormatTime(r.From), LastUpdatedAt: FormatTime(r.LastUpdatedAt), Delivered: r.Delivered,
+				Partial: r.DeliveredPartial, LastID: r.LastID, TieSettled: r.TieSettled}
+		}
+	}
+	return w
+}
+
+func unmarshalBackfill(w *wireBackfill, last time.Time) (*Backfill, error) {
+	var err error
+	b := &Backfill{Ranges: make([]Range, len(w.Ranges))}
+	if b.Horizon, err = ParseTime(w.Horizon); err != nil {
+		return nil, fmt.Errorf("horizon %q: want an RFC 3339 time such as %s", w.Horizon, TimeLayout)
+	}
+	for i, wr := range w.Ranges {
+		r := Range{Done: wr.Done, Delivered: wr.Delivered, DeliveredPartial: wr.Partial, LastID: wr.LastID, TieSettled: wr.TieSettled}
+		if r.From, err = ParseTime(wr.From); err != nil {
+			return nil, fmt.Errorf("range %d: from %q: want an RFC 3339 time such as %s", i, wr.From, TimeLayout)
+		}
+		if !r.Done {
+			if r.LastUpdatedAt, err = ParseTime(wr.LastUpdatedAt); err != nil {
+				return nil, fmt.Errorf("range %d: last_updated_at %q: want an RFC 3339 time such as %s", i, wr.LastUpdatedAt, TimeLayout)
+			}
+		}
+		b.Ranges[i] = r
+	}
+	if err := b.check(last); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Marshal encodes c as the JSON value of a cursor record. A Seq outside 0..MaxSeq is refused.
@@ -257,6 +381,12 @@ func Marshal(c Cursor) ([]byte, error) {
 	}
 	if !c.CommittedAt.IsZero() {
 		w.CommittedAt = c.CommittedAt.UTC().Format(time.RFC3339Nano)
+	}
+	if c.Backfill != nil {
+		if err := c.Backfill.check(c.LastUpdatedAt); err != nil {
+			return nil, fmt.Errorf("backfill: %w", err)
+		}
+		w.Backfill = marshalBackfill(c.Backfill)
 	}
 	return json.Marshal(w)
 }
@@ -302,6 +432,11 @@ func Unmarshal(b []byte) (Cursor, error) {
 	if w.CommittedAt != "" {
 		if c.CommittedAt, err = time.Parse(time.RFC3339Nano, w.CommittedAt); err != nil {
 			return Cursor{}, fmt.Errorf("%w: committed_at %q: %w", ErrCorrupt, w.CommittedAt, err)
+		}
+	}
+	if w.Backfill != nil {
+		if c.Backfill, err = unmarshalBackfill(w.Backfill, t); err != nil {
+			return Cursor{}, fmt.Errorf("%w: backfill: %w", ErrCorrupt, err)
 		}
 	}
 	return c, nil

@@ -69,9 +69,16 @@ func TestMarshalMatchesGolden(t *testing.T) {
 		CommittedAt:      time.Date(2026, 11, 25, 22, 0, 0, 5000, time.UTC),
 		Records:          12345,
 	}
+	requireGolden(t, "cursor.golden.json", c)
+}
+
+// requireGolden requires c to marshal as testdata/file holds it (UPDATE_GOLDEN=1 rewrites it)
+// and to read back unchanged; it returns what it read back.
+func requireGolden(t *testing.T, file string, c cursor.Cursor) cursor.Cursor {
+	t.Helper()
 	got, err := cursor.Marshal(c)
 	require.NoError(t, err)
-	golden := filepath.Join("testdata", "cursor.golden.json")
+	golden := filepath.Join("testdata", file)
 	if os.Getenv("UPDATE_GOLDEN") != "" {
 		require.NoError(t, os.WriteFile(golden, append(got, '\n'), 0o644))
 	}
@@ -81,6 +88,7 @@ func TestMarshalMatchesGolden(t *testing.T) {
 	back, err := cursor.Unmarshal(got)
 	require.NoError(t, err)
 	assert.Equal(t, c, back)
+	return back
 }
 
 func TestMarshalRefusesASeqOutOfRange(t *testing.T) {

@@ -99,6 +99,7 @@ type Metrics struct {
 	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
 	batchAck, cursorCommit, pageFetch, slotWait         prometheus.Histogram
 	cursorTimestamp, remaining, degraded                prometheus.Gauge
+	backfillActive, backfillUnfinished, fetchLimit      prometheus.Gauge
 
 	mu     sync.Mutex
 	cursor time.Time // last committed updatedAt; zero until a cursor is known
@@ -172,6 +173,14 @@ func (p *Process) Pipeline(pipeline string) *Metrics {
 	m.remaining.Set(-1)
 	m.degraded = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "degraded",
 		Help: "1 once a pass ended with records the source API cannot serve (a tie wider than a page), for the life of the process; 0 otherwise.", ConstLabels: labels})
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help, ConstLabels: labels})
+		m.reg.MustRegister(g)
+		return g
+	}
+	m.backfillActive = gauge("backfill_ranges_active", "Ranges a parallel backfill walks right now (0 while no backfill runs).")
+	m.backfillUnfinished = gauge("backfill_ranges_unfinished", "Ranges of a parallel backfill not walked to their end yet (0 while no backfill runs).")
+	m.fetchLimit = gauge("backfill_fetch_limit", "API requests a parallel backfill may have in flight at once (its workers, or the adaptive limit).")
 	m.reg.MustRegister(m.cursorTimestamp, m.remaining, m.degraded, &lagCollector{m: m, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "cursor_lag_seconds"),
 		"Now minus the committed cursor's updatedAt, computed at scrape time; absent until a cursor is known. It grows while the source has nothing newer.",
 		nil, labels)})
@@ -316,6 +325,15 @@ func (m *Metrics) Resent(n int) { m.resent.Add(float64(n)) }
 
 // Skipped implements pipeline.Observer.
 func (m *Metrics) Skipped(n int) { m.skipped.Add(float64(n)) }
+
+// BackfillRanges implements pipeline.Observer.
+func (m *Metrics) BackfillRanges(active, unfinished int) {
+	m.backfillActive.Set(float64(active))
+	m.backfillUnfinished.Set(float64(unfinished))
+}
+
+// FetchLimit implements pipeline.Observer.
+func (m *Metrics) FetchLimit(n int) { m.fetchLimit.Set(float64(n)) }
 
 // RecordsRemaining implements pipeline.Observer.
 func (m *Metrics) RecordsRemaining(n int64) { m.remaining.Set(float64(n)) }

@@ -25,6 +25,7 @@ import (
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/playground"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -49,12 +50,22 @@ func envInt(b *testing.B, name string, def int) int {
 //	KEYSETSYNC_BENCH_API_URL    keyset endpoint of an external API (default: an in-process playground)
 //	KEYSETSYNC_BENCH_RECORDS    records of the in-process playground (default 1000)
 //	KEYSETSYNC_BENCH_PAGE_SIZE  its page size (default 1000)
+//	KEYSETSYNC_BENCH_LATENCY    latency the in-process playground adds to every page (default 0)
+//	KEYSETSYNC_BENCH_FETCH_CONCURRENCY  pipeline.Config.FetchConcurrency (default 1: sequential)
 //	KEYSETSYNC_BENCH_BROKERS    a real broker (default: in-process kfake); a fresh topic is
 //	                            created there and deleted at the end
 func BenchmarkSyncPass(b *testing.B) {
 	url := os.Getenv("KEYSETSYNC_BENCH_API_URL")
 	if url == "" {
-		_, url = sourcetest.Playground(b, envInt(b, "KEYSETSYNC_BENCH_RECORDS", 1000), envInt(b, "KEYSETSYNC_BENCH_PAGE_SIZE", 1000))
+		var latency time.Duration
+		if v := os.Getenv("KEYSETSYNC_BENCH_LATENCY"); v != "" {
+			var err error
+			if latency, err = time.ParseDuration(v); err != nil {
+				b.Fatalf("KEYSETSYNC_BENCH_LATENCY=%q: %v", v, err)
+			}
+		}
+		_, url = sourcetest.PlaygroundWith(b, playground.Config{Records: envInt(b, "KEYSETSYNC_BENCH_RECORDS", 1000),
+			PageSize: envInt(b, "KEYSETSYNC_BENCH_PAGE_SIZE", 1000), Latency: latency, Seed: 1})
 	}
 	var brokers []string
 	if v := os.Getenv("KEYSETSYNC_BENCH_BROKERS"); v != "" {
@@ -97,7 +108,7 @@ func BenchmarkSyncPass(b *testing.B) {
 		}
 		s, err := pipeline.New(pipeline.Config{
 			Pipeline: "bench", Source: src, Topic: name, Store: cursor.NewMemStore(), Codec: codec,
-			Sink: out, BatchRecords: batch, WriteTimeout: time.Minute,
+			Sink: out, BatchRecords: batch, WriteTimeout: time.Minute, FetchConcurrency: envInt(b, "KEYSETSYNC_BENCH_FETCH_CONCURRENCY", 1),
 		})
 		if err != nil {
 			b.Fatal(err)

@@ -42,6 +42,11 @@ type Observer interface {
 	// Fenced is called when the Sink was fenced (sink.ErrFenced): another instance with the
 	// same transactional id took over. The pass fails with an error matching ErrFenced.
 	Fenced()
+	// BackfillRanges is called when a parallel backfill's ranges change: active is how many
+	// are walked now, unfinished how many are not done (0, 0: no backfill runs).
+	BackfillRanges(active, unfinished int)
+	// FetchLimit is called with how many API requests a backfill may have in flight.
+	FetchLimit(n int)
 }
 
 // NopObserver ignores everything. Embed it to implement only some of Observer's methods.
@@ -55,6 +60,8 @@ func (NopObserver) CursorCommitted(time.Time, time.Duration) {}
 func (NopObserver) TxnCommitted()                            {}
 func (NopObserver) TxnAborted()                              {}
 func (NopObserver) Fenced()                                  {}
+func (NopObserver) BackfillRanges(int, int)                  {}
+func (NopObserver) FetchLimit(int)                           {}
 
 var _ Observer = NopObserver{}
 

@@ -57,6 +57,10 @@ type Config struct {
 	// Batch, flight and timing of the pipeline: see pipeline.Config.
 	BatchRecords, MaxInFlight      int
 	WriteTimeout, ProgressInterval time.Duration
+	// FetchConcurrency and BackfillMargin: the parallel backfill, see pipeline.Config.
+	FetchConcurrency     int
+	BackfillMargin       time.Duration
+	MaxRequestsPerSecond float64
 	// KafkaWait is how long Open keeps trying while Kafka cannot be reached (0: fail at once);
 	// RetryTimeout how long Pass retries a pass while its error is retryable (0: no retry).
 	KafkaWait, RetryTimeout time.Duration
@@ -179,8 +183,9 @@ func open(ctx context.Context, cfg Config, valuePrefix []byte) (_ *Runner, err e
 		Pipeline: cfg.Pipeline, Source: cfg.Source, Store: store, Codec: codec, Topic: cfg.Topic.Name, DLQTopic: cfg.DLQTopic, ValuePrefix: valuePrefix,
 		Walk: cfg.Walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax, Sink: out, ExactlyOnce: cfg.ExactlyOnce,
 		BatchRecords: cfg.BatchRecords, MaxInFlight: cfg.MaxInFlight, WriteTimeout: cfg.WriteTimeout, Logger: log,
-		ProgressInterval: cfg.ProgressInterval,
-		Observer:         cfg.Observer,
+		ProgressInterval: cfg.ProgressInterval, FetchConcurrency: cfg.FetchConcurrency, BackfillMargin: cfg.BackfillMargin,
+		MaxRequestsPerSecond: cfg.MaxRequestsPerSecond,
+		Observer:             cfg.Observer,
 	})
 	if err != nil {
 		return nil, err

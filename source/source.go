@@ -72,6 +72,9 @@ type RawPage struct {
 	More  bool    // the answer says more records follow (always, when Next is set)
 	Total *int64  // records the request matches, when the contract's TotalPath found them
 	Bytes int
+	// Wait is how long the API took to answer, until its headers: its latency, without the
+	// body's transfer or its decoding.
+	Wait time.Duration
 
 	body []byte
 	// users holds the records decoded in one pass over the body, when every one of them had
@@ -187,11 +190,11 @@ func (s *Source) Contract() Contract { return s.cfg.Contract }
 // Fetch requests one page, retrying server errors, throttling and network failures with
 // backoff. page is the page's number within the pass, used in errors and logs.
 func (s *Source) Fetch(ctx context.Context, page int, q Query) (*RawPage, error) {
-	return s.fetch(ctx, page, q, NopObserver{})
+	return s.fetch(ctx, page, q, NopObserver{}, nil)
 }
 
 // fetch is Fetch telling obs about pages, retries and failures.
-func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*RawPage, error) {
+func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer, lim Limiter) (*RawPage, error) {
 	u := *s.base
 	u.RawQuery = s.cfg.Contract.query(u.Query(), q).Encode()
 	target := u.String() // what is requested: no user info
@@ -200,8 +203,13 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer) (*R
 	attempts := 0
 	for attempt := 1; ; attempt++ {
 		attempts = attempt
+		release, err := acquire(ctx, lim)
+		if err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		p, err := s.fetchOnce(ctx, target, shown)
+		release(err)
 		if err == nil {
 			obs.PageFetched(p.Len(), p.Bytes, time.Since(start))
 			return p, nil
@@ -279,11 +287,14 @@ func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage,
 	// another pipeline meanwhile, so a stalled API holds only its own pipeline.
 	var resp *http.Response
 	var body []byte
+	var wait time.Duration // until the answer's headers: what the backfill weighs (Config.BackfillMinWait)
 	err = schedule.Outside(ctx, func() error {
+		sent := time.Now()
 		resp, err = s.cfg.Client.Do(req)
 		if err != nil {
 			return err
 		}
+		wait = time.Since(sent)
 		defer resp.Body.Close()
 		body, err = io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
 		if err != nil {
@@ -309,14 +320,14 @@ func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage,
 			ScrollParam *string     `json:"scroll_param"`
 		}
 		if json.Unmarshal(body, &fast) == nil && fast.Data != nil && *fast.Data != nil && (fast.ScrollParam == nil || *fast.ScrollParam != "") {
-			return &RawPage{URL: shown, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), body: body, users: *fast.Data}, nil
+			return &RawPage{URL: shown, Next: fast.ScrollParam, More: fast.ScrollParam != nil, Bytes: len(body), Wait: wait, body: body, users: *fast.Data}, nil
 		}
 	}
 	p, err := s.cfg.Contract.splitPage(body)
 	if err != nil {
 		return nil, &PageError{URL: shown, Err: err}
 	}
-	p.URL = shown
+	p.URL, p.Wait = shown, wait
 	return p, nil
 }
 

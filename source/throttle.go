@@ -1,10 +1,24 @@
 package source
 
 import (
+	"context"
 	"errors"
 
 	"github.com/keysetsync/keysetsync/throttle"
 )
+
+// Throttled is l as a walk's Limiter: each request's answer tells l how the API bears the load.
+func Throttled(l *throttle.Limiter) Limiter { return throttled{l} }
+
+type throttled struct{ l *throttle.Limiter }
+
+func (t throttled) Acquire(ctx context.Context) (func(error), error) {
+	release, err := t.l.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func(err error) { release(OutcomeOf(err)) }, nil
+}
 
 // OutcomeOf says what an error of Fetch means for a throttle.Limiter around it (the mapper
 // lives here, not in throttle, so that this package can use a Limiter without an import cycle):

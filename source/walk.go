@@ -48,6 +48,8 @@ type WalkStats struct {
 	TieOverflows int // pages full of one timestamp that the API could not page through
 	Resent       int // records sent again because the walk could not hold what it delivered (see Walker)
 	Probes       int // requests asking whether a wide tie is settled (counted in Pages too)
+	// Wait is the time spent waiting for the API's answers (RawPage.Wait), probes included.
+	Wait time.Duration
 	// Overflows names the first maxOverflowsKept tie overflows (TieOverflows counts them all):
 	// where records may be missing.
 	Overflows []TieOverflow
@@ -104,6 +106,9 @@ type WalkOptions struct {
 	// Observer is told about pages, API retries and failures, and the records counted in
 	// WalkStats (nil: NopObserver).
 	Observer Observer
+	// Limiter, when set, gates every API request of the walk (a parallel backfill's
+	// concurrency limit; see Limiter).
+	Limiter Limiter
 	// Fits, when set (the pipeline sets it), refuses a valid record whose Kafka message would be larger than
 	// its topic accepts: the record is then invalid like any other (size.go).
 	Fits func(r Record) error
@@ -124,9 +129,10 @@ const defaultStateLimit = 10_000
 // old except a late commit (what --lookback is for).
 const settleAfter = 10 * time.Minute
 
-// cursorReserve is what a cursor's fields other than its delivered sets may take of
-// cursor.MaxBytes: the pipeline name, LastID, times and counters.
-const cursorReserve = 4 << 10
+// CursorReserve is what a cursor's fields other than its delivered sets may take of a walk's
+// WalkOptions.MaxCursorBytes (the pipeline name, LastID, times and counters): a walk lists
+// delivered records only in what is left.
+const CursorReserve = 4 << 10
 
 // Walker reads a keyset API from a position and returns each record that is new since then
 // exactly once. Its position (a timestamp, the records seen at exactly that timestamp, and
@@ -186,6 +192,9 @@ type Walker struct {
 	// the records up to it were delivered before.
 	rereadUntil string
 	tokens      map[uint64]struct{} // tokens followed since the last progress: a repeat is a loop
+
+	// bound, when set, ends the walk at a range's end (a parallel backfill; see SetBound).
+	bound Bound
 
 	q         Query
 	page      int
@@ -269,6 +278,30 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 // TotalPath less that page's records), or false when it never said.
 func (w *Walker) Remaining() (int64, bool) { return w.remaining, w.remaining >= 0 }
 
+// Bound is the end of one range of a parallel backfill, which another range may move down
+// (splitting off its unfetched part) while this walk reads it.
+type Bound interface {
+	// Lock returns the range's end: the walk returns no record at or after it and stops at the
+	// first such record, which belongs to the next range. The end cannot move until Unlock.
+	Lock() time.Time
+	// Unlock releases the end, saying the walk has returned nothing later than upTo (zero:
+	// this page moved nothing) and, with ended, that it read its range to the end. A split
+	// must leave what was returned in this range: the new end stays after upTo.
+	Unlock(upTo time.Time, ended bool)
+}
+
+// SetBound makes the walk one range of a parallel backfill: it ends at b's end, read once per
+// page after the fetch, and its Position stays within maxCursorBytes (the range's share of a
+// cursor; 0 keeps it). A walk with a lookback window cannot be bounded: its window reaches
+// before the range. The pass's own walker keeps its tie state: the range it continues starts
+// where it stands.
+func (w *Walker) SetBound(b Bound, maxCursorBytes int) {
+	w.bound = b
+	if maxCursorBytes > 0 {
+		w.opt.MaxCursorBytes = maxCursorBytes
+	}
+}
+
 // Position returns the cursor fields (LastUpdatedAt, Delivered, Lookback and what says how
 // complete they are) that cover every record Next returned so far, within
 // WalkOptions.MaxCursorBytes. The maps are copies, at most that size.
@@ -279,7 +312,7 @@ func (w *Walker) Position() cursor.Cursor {
 		c.LastID = w.atID
 		c.TieSettled = w.tieSettled && w.tieAt.Equal(w.at)
 	}
-	budget := w.opt.MaxCursorBytes - cursorReserve
+	budget := w.opt.MaxCursorBytes - CursorReserve
 	if w.atExact && w.atBytes <= budget {
 		budget -= w.atBytes
 		for id, s := range w.seen {
@@ -411,12 +444,13 @@ func (w *Walker) probe(ctx context.Context, t time.Time) (bool, error) {
 	w.page++
 	q := Query{Since: t.Add(w.prec)}
 	w.log.Debug("probing for records after a wide tie", "page", w.page, "updated_at", cursor.FormatTime(t), "updated_since", sinceOf(q))
-	raw, err := w.src.fetch(ctx, w.page, q, w.opt.Observer)
+	raw, err := w.src.fetch(ctx, w.page, q, w.opt.Observer, w.opt.Limiter)
 	if err != nil {
 		return false, err
 	}
 	w.stats.Pages++
 	w.stats.Probes++
+	w.stats.Wait += raw.Wait
 	// Only a record really later than t counts: an API that ignored the since parameter must
 	// not make a tie look settled.
 	for i := range raw.Len() {
@@ -481,13 +515,14 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	}
 	w.page++
 	w.log.Debug("fetching page", "page", w.page, "updated_since", sinceOf(w.q), "scroll", w.q.Token != nil)
-	raw, err := w.src.fetch(ctx, w.page, w.q, w.opt.Observer)
+	raw, err := w.src.fetch(ctx, w.page, w.q, w.opt.Observer, w.opt.Limiter)
 	if err != nil {
 		return nil, err
 	}
 	w.stats.Pages++
+	w.stats.Wait += raw.Wait
 	w.stats.Fetched += raw.Len()
-	if raw.Total != nil {
+	if raw.Total != nil && w.bound == nil { // a range's walk cannot tell what remains of the pass
 		w.remaining = max(*raw.Total-int64(raw.Len()), 0)
 		if !raw.More {
 			w.remaining = 0
@@ -501,7 +536,17 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 		cut = w.tieAt
 	}
 	before, lowBefore, afterBefore, skipped := w.at, w.low, w.q.AfterID, w.stats.Skipped
-	recs, first, last, lastID, beyond, err := w.add(raw, cut)
+	// A backfill range's end is read under its lock, held while the page is taken, so that a
+	// split cannot move the end below a record this page returns.
+	var end time.Time
+	if w.bound != nil {
+		end = w.bound.Lock()
+	}
+	recs, first, last, lastID, beyond, ended, err := w.add(raw, cut, end)
+	if w.bound != nil {
+		ended = ended || err == nil && !beyond && !raw.More
+		w.bound.Unlock(last, ended)
+	}
 	if n := w.stats.Skipped - skipped; n > 0 {
 		w.opt.Observer.Skipped(n)
 	}
@@ -513,6 +558,10 @@ func (w *Walker) Next(ctx context.Context) ([]Record, error) {
 	}
 	if last.Equal(w.at) && !last.IsZero() {
 		w.atID = lastID
+	}
+	if ended {
+		w.done = true
+		return recs, nil
 	}
 	if beyond {
 		w.log.Debug("read past a tie that may have changed while it was paged through; reading it again from its start", "updated_at", cursor.FormatTime(w.tieAt))
@@ -642,7 +691,9 @@ func (w *Walker) newToken(next *string) bool {
 // add validates a page in order and keeps its new records. first and last are the updatedAt
 // of the page's first and last valid records, lastID the id of the last. With cut set, the
 // page is taken only up to cut: beyond reports a valid record past it, left for a later page.
-func (w *Walker) add(raw *RawPage, cut time.Time) (recs []Record, first, last time.Time, lastID string, beyond bool, err error) {
+// With end set (a backfill range), a valid record at or after end ends the walk (ended): it
+// and the page after it belong to the next range.
+func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, last time.Time, lastID string, beyond, ended bool, err error) {
 	for i := range raw.Len() {
 		r, rerr := w.check(raw, i, last)
 		if rerr == nil && w.opt.Fits != nil {
@@ -653,7 +704,7 @@ func (w *Walker) add(raw *RawPage, cut time.Time) (recs []Record, first, last ti
 		if rerr != nil {
 			if !w.opt.SkipInvalid {
 				w.opt.Observer.InvalidRecord()
-				return recs, first, last, lastID, false, rerr
+				return recs, first, last, lastID, false, false, rerr
 			}
 			b := raw.Raw(i)
 			key := "invalid:" + fingerprint(b)
@@ -669,7 +720,10 @@ func (w *Walker) add(raw *RawPage, cut time.Time) (recs []Record, first, last ti
 		}
 		u := &r
 		if !cut.IsZero() && u.UpdatedAt.After(cut) {
-			return recs, first, last, lastID, true, nil
+			return recs, first, last, lastID, true, false, nil
+		}
+		if !end.IsZero() && !u.UpdatedAt.Before(end) {
+			return recs, first, last, lastID, false, true, nil
 		}
 		if first.IsZero() {
 			first = u.UpdatedAt
@@ -706,7 +760,7 @@ func (w *Walker) add(raw *RawPage, cut time.Time) (recs []Record, first, last ti
 		}
 		recs = append(recs, r)
 	}
-	return recs, first, last, lastID, false, nil
+	return recs, first, last, lastID, false, false, nil
 }
 
 // check decodes and validates record i of the current page; prev is the updatedAt of the

@@ -152,6 +152,12 @@ func runCursor(ctx context.Context, e *env, args []string) error {
 	if err := printCursor(e.stdout, "wrote: ", next); err != nil {
 		return err
 	}
+	if found && old.Backfill != nil {
+		// The new cursor is a plain position: the next pass walks on from it, and backfills
+		// again if it is far behind, with ranges of its own.
+		fmt.Fprintf(e.stderr, "dropped the parallel backfill in flight (horizon %s, %d ranges after the cursor's)\n",
+			cursor.FormatTime(old.Backfill.Horizon), len(old.Backfill.Ranges))
+	}
 	if corrupt != nil {
 		// The new record supersedes the bad one only in the bad one's partition: make sure the
 		// cursor loads now (the cursor topic's partitions may have changed since it was written).

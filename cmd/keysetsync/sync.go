@@ -31,6 +31,9 @@ type syncFlags struct {
 	retryTimeout   time.Duration
 	kafkaWait      time.Duration
 	maxInFlight    int
+	fetchConc      int
+	backfillMargin time.Duration
+	maxReqPerSec   float64
 	onInvalid      string
 	dlqTopic       string
 	lookback       time.Duration
@@ -58,6 +61,9 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.pipeline, "pipeline", "users", "pipeline name: the cursor's key and the keysetsync.pipeline header")
 	fs.IntVar(&f.batchRecords, "batch-records", 1000, "records produced and acknowledged per cursor commit")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 4, "batches produced and not yet acknowledged while the next pages are fetched (1: one at a time)")
+	fs.IntVar(&f.fetchConc, "fetch-concurrency", 8, "pages fetched at once by a parallel backfill when far behind the API (1: always sequential)")
+	fs.DurationVar(&f.backfillMargin, "backfill-margin", time.Minute, "a parallel backfill ends this far before the pass's start; above the API's clock skew")
+	fs.Float64Var(&f.maxReqPerSec, "max-requests-per-second", 0, "ceiling on API requests per second of each pipeline (0: none)")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 60*time.Second, "bound on producing one batch and committing its cursor, also when shutting down")
 	fs.IntVar(&f.partitions, "topic-partitions", 1, "partitions of the data topic when keysetsync creates it (-1: broker default)")
 	fs.IntVar(&f.replication, "topic-replication-factor", -1, "replication factor of the data and cursor topics when keysetsync creates them (-1: broker default)")
@@ -100,6 +106,15 @@ func (f *syncFlags) validate() error {
 	}
 	if f.maxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("--max-in-flight %d: must be at least 1", f.maxInFlight))
+	}
+	if f.fetchConc < 1 {
+		errs = append(errs, fmt.Errorf("--fetch-concurrency %d: must be at least 1", f.fetchConc))
+	}
+	if f.maxReqPerSec < 0 {
+		errs = append(errs, fmt.Errorf("--max-requests-per-second %g: must not be negative", f.maxReqPerSec))
+	}
+	if f.backfillMargin <= 0 {
+		errs = append(errs, fmt.Errorf("--backfill-margin %s: must be positive", f.backfillMargin))
 	}
 	if f.batchRecords < 1 {
 		errs = append(errs, fmt.Errorf("--batch-records %d: must be at least 1", f.batchRecords))
@@ -223,26 +238,29 @@ func (f *syncFlags) runnerConfig(log *slog.Logger) (runner.Config, error) {
 		}
 	}
 	return runner.Config{
-		Pipeline:           f.pipeline,
-		Topic:              kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs},
-		DLQTopic:           dlq,
-		CursorTopic:        f.cursorTopic,
-		ReplicationFactor:  f.replication,
-		Source:             src,
-		Walk:               walk,
-		ExactlyOnce:        f.delivery == "exactly-once",
-		TransactionalID:    f.txnIDPrefix + f.cursorTopic + "/" + f.pipeline,
-		TransactionTimeout: f.txnTimeout,
-		Registry:           reg,
-		SchemaText:         schemaText,
-		BatchRecords:       f.batchRecords,
-		MaxInFlight:        f.maxInFlight,
-		WriteTimeout:       f.writeTimeout,
-		ProgressInterval:   f.progress,
-		KafkaWait:          f.kafkaWait,
-		RetryTimeout:       f.retryTimeout,
-		Logger:             log,
-		Hint:               withHint,
+		Pipeline:             f.pipeline,
+		Topic:                kafka.TopicSpec{Name: f.topic, Partitions: f.partitions, ReplicationFactor: f.replication, Configs: f.topicConfigs},
+		DLQTopic:             dlq,
+		CursorTopic:          f.cursorTopic,
+		ReplicationFactor:    f.replication,
+		Source:               src,
+		Walk:                 walk,
+		ExactlyOnce:          f.delivery == "exactly-once",
+		TransactionalID:      f.txnIDPrefix + f.cursorTopic + "/" + f.pipeline,
+		TransactionTimeout:   f.txnTimeout,
+		Registry:             reg,
+		SchemaText:           schemaText,
+		BatchRecords:         f.batchRecords,
+		MaxInFlight:          f.maxInFlight,
+		FetchConcurrency:     f.fetchConc,
+		BackfillMargin:       f.backfillMargin,
+		MaxRequestsPerSecond: f.maxReqPerSec,
+		WriteTimeout:         f.writeTimeout,
+		ProgressInterval:     f.progress,
+		KafkaWait:            f.kafkaWait,
+		RetryTimeout:         f.retryTimeout,
+		Logger:               log,
+		Hint:                 withHint,
 	}, nil
 }
 

@@ -98,6 +98,9 @@ func crashConfig(kills int) playground.Config {
 		TieWidth:         5,
 		UpdatesPerSecond: updatesPerSecond,
 		Seed:             uint64(kills),
+		// An API that takes a moment to answer, as real ones do: passes far behind it then
+		// backfill in parallel (one that answers at once leaves them sequential).
+		Latency: 2 * time.Millisecond,
 	}
 }
 
@@ -229,8 +232,13 @@ func TestCrashRecovery(t *testing.T) {
 		// delivered there in the cursor: a crash must not make it send any of that again.
 		{"exactly-once lookback", []string{"--max-in-flight", "4", "--lookback", "1m"}, 4, (kills + 1) / 2},
 		// The plain writer: a crash re-sends at most the one batch in flight, exactly where
-		// the broker-side kill points say.
-		{"at-least-once serial", []string{"--delivery", "at-least-once", "--max-in-flight", "1"}, 1, (kills + 1) / 2},
+		// the broker-side kill points say. Sequential fetching: the path of every pass that
+		// is not a backfill.
+		{"at-least-once serial", []string{"--delivery", "at-least-once", "--max-in-flight", "1", "--fetch-concurrency", "1"}, 1, (kills + 1) / 2},
+		// A parallel backfill (the modes above backfill too, at the default concurrency): each
+		// kill lands while ranges are walked, split or folded, and the next run resumes every
+		// range of the cursor; the API's updates race the ranges.
+		{"at-least-once backfill", []string{"--delivery", "at-least-once", "--max-in-flight", "1", "--fetch-concurrency", "4"}, 1, (kills + 1) / 2},
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -327,6 +335,11 @@ func crashLoop(t *testing.T, bin string, tg kafkatest.Target, flags []string, in
 	st := h.api.Stats()
 	t.Logf("%s: %d kills %v in %d runs (%d ended on their own: %d before their kill point, %d after it, %d of them at the last cursor write); %d kills left messages to re-send (at most %d); %d checks awaited a commit's markers; %d API updates; topic: %d messages, %d ids; lost=%d duplicates=%d (bound %d); %v",
 		tg.Name, kills, byKind, runs, completed, completed-raced-exited, raced+exited, exited, resent, mostResent, h.unsettled, st.Updates, r.messages, r.ids, r.lost, r.duplicates, bound, time.Since(begin).Round(time.Millisecond))
+	// Every mode but a sequential one (--fetch-concurrency 1, or a lookback) backfills at first.
+	if i := slices.Index(flags, "--fetch-concurrency"); (i < 0 || flags[i+1] != "1") && !slices.Contains(flags, "--lookback") {
+		t.Logf("%s: %d runs started a parallel backfill, %d resumed one", tg.Name, h.backfills, h.resumed)
+		assert.Positive(t, h.resumed, "kills that left a backfill for the next run to resume")
+	}
 	assert.Zero(t, r.lost, "records lost")
 	assert.LessOrEqual(t, r.duplicates, bound, "more duplicates than the batches in flight at each crash")
 	if h.exactlyOnce {

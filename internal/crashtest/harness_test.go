@@ -78,14 +78,23 @@ type harness struct {
 	trapMu sync.Mutex
 	trap   *trap // armed for the current run, kfake only
 
-	warnings  []string // WARN and ERROR lines the binary printed, for the report
-	unsettled int      // settle calls that found a commit's markers on one partition and not yet the other
+	warnings []string // WARN and ERROR lines the binary printed, for the report
+	// backfills and resumed count the runs that started a parallel backfill, and that
+	// resumed one from the cursor a killed run left.
+	backfills, resumed int
+	unsettled          int // settle calls that found a commit's markers on one partition and not yet the other
 }
 
 // note keeps the WARN and ERROR lines of a finished run: none are expected, and a tie overflow
 // (an API limitation, not a crash bug) would explain a lost record.
 func (h *harness) note(p *proctest.Proc) {
 	for _, l := range p.Lines() {
+		if isMsg(l, "backfill started: the cursor is far behind, walking ranges up to the horizon concurrently") {
+			h.backfills++
+		}
+		if isMsg(l, "resuming a backfill") {
+			h.resumed++
+		}
 		if strings.Contains(l, " level=WARN ") || strings.Contains(l, " level=ERROR ") {
 			h.warnings = append(h.warnings, l)
 		}

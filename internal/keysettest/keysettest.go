@@ -27,6 +27,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/pipeline"
+	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 )
 
@@ -236,21 +237,28 @@ type Env struct {
 	Target   kafkatest.Target
 	Topic    string
 	Store    *SizedStore
+	Sink     *FailingSink
 	Pipeline *pipeline.Pipeline
 	codec    *avro.Codec
 }
 
-// NewPipeline builds a Pipeline reading api with walk's options, in batches of batchRecords.
-func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int) *Env {
+// NewPipeline builds a Pipeline reading api with walk's options, in batches of batchRecords;
+// each of with changes its config before it is built.
+func NewPipeline(t testing.TB, api *API, walk source.WalkOptions, batchRecords int, with ...func(*pipeline.Config)) *Env {
 	p := &Env{API: api, Target: kafkatest.NewFake(t), Store: &SizedStore{MemStore: cursor.NewMemStore()}}
+	p.Sink = &FailingSink{Sink: p.Target.Sink(t, batchRecords)}
 	src, err := source.NewSource(source.SourceConfig{URL: api.URL, Contract: api.Contract(), MaxAttempts: 1})
 	require.NoError(t, err)
 	p.Topic = kafkatest.Topic(t, "users")
 	kafkatest.CreateTopic(t, p.Target, p.Topic, 1, nil)
 	p.codec, err = avro.NewCodec()
 	require.NoError(t, err)
-	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
-		BatchRecords: batchRecords, Sink: p.Target.Sink(t, batchRecords)})
+	cfg := pipeline.Config{Pipeline: "p", Source: src, Store: p.Store, Codec: p.codec, Topic: p.Topic, Walk: walk,
+		BatchRecords: batchRecords, Sink: p.Sink}
+	for _, f := range with {
+		f(&cfg)
+	}
+	p.Pipeline, err = pipeline.New(cfg)
 	require.NoError(t, err)
 	return p
 }
@@ -266,6 +274,22 @@ func (p *Env) Latest(t testing.TB) (map[string]avro.User, int) {
 		out[u.ID] = u
 	}
 	return out, len(msgs)
+}
+
+// Duplicates is how many messages of the topic repeat a version (id, updatedAt and content)
+// written before them.
+func (p *Env) Duplicates(t testing.TB) int {
+	t.Helper()
+	seen := map[string]bool{}
+	dups := 0
+	for _, m := range kafkatest.ReadAll(t, p.Target, p.Topic) {
+		k := string(m.Key) + "\x00" + string(m.Value)
+		if seen[k] {
+			dups++
+		}
+		seen[k] = true
+	}
+	return dups
 }
 
 // RequireInSync fails unless the topic's latest value of every id is the API's record.
@@ -284,6 +308,35 @@ func (p *Env) RequireInSync(t testing.TB) {
 	require.Len(t, got, len(want))
 }
 
+// FailingSink fails, unwritten, every batch from the FailAt-th Send on (0: none): a batch the
+// broker never acknowledged.
+type FailingSink struct {
+	sink.Sink
+	mu     sync.Mutex
+	sends  int
+	FailAt int
+}
+
+// Send implements sink.Sink.
+func (s *FailingSink) Send(ctx context.Context, msgs []sink.Message, done func(error)) {
+	s.mu.Lock()
+	s.sends++
+	fail := s.FailAt > 0 && s.sends >= s.FailAt
+	s.mu.Unlock()
+	if fail {
+		done(errors.New("keysettest: batch not acknowledged"))
+		return
+	}
+	s.Sink.Send(ctx, msgs, done)
+}
+
+// SetFailAt fails every batch from the n-th Send from now on (0: none).
+func (s *FailingSink) SetFailAt(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sends, s.FailAt = 0, n
+}
+
 // SizedStore is a MemStore that records the largest cursor committed, as encoded.
 type SizedStore struct {
 	*cursor.MemStore
@@ -292,6 +345,9 @@ type SizedStore struct {
 	Commits int
 	// FailAfter, when positive, fails every commit after that many.
 	FailAfter int
+	// Back lists the commits whose LastUpdatedAt was before the previous commit's.
+	Back []string
+	last time.Time
 }
 
 // Commit implements cursor.Store.
@@ -307,6 +363,10 @@ func (s *SizedStore) Commit(ctx context.Context, c cursor.Cursor) error {
 	}
 	s.Commits++
 	s.Max = max(s.Max, len(b))
+	if c.LastUpdatedAt.Before(s.last) {
+		s.Back = append(s.Back, fmt.Sprintf("seq %d: %s after %s", c.Seq, cursor.FormatTime(c.LastUpdatedAt), cursor.FormatTime(s.last)))
+	}
+	s.last = c.LastUpdatedAt
 	s.mu.Unlock()
 	return s.MemStore.Commit(ctx, c)
 }

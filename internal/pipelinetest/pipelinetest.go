@@ -59,6 +59,12 @@ type Options struct {
 	// StoreDial, if set, is the Dial of the cursor store's transport (e.g. a
 	// kafkatest.Breaker's): a test's faults on the cursor store's connections.
 	StoreDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// FetchConcurrency and BackfillMargin are the pipeline's (parallel backfill).
+	FetchConcurrency int
+	BackfillMargin   time.Duration
+	BackfillMinWait  float64
+	// Observer is the pipeline's (nil: none).
+	Observer pipeline.Observer
 }
 
 // New starts the playground in-process and builds a Pipeline writing to fresh topics of tg.
@@ -109,7 +115,7 @@ func New(t *testing.T, tg kafkatest.Target, o Options) *Env {
 	}
 	p.Pipeline, err = pipeline.New(pipeline.Config{Pipeline: p.Name, Source: src, Topic: p.Topic, DLQTopic: p.DLQTopic, Walk: o.Walk,
 		Store: p.Store, Codec: p.Codec, BatchRecords: o.BatchRecords, MaxInFlight: o.MaxInFlight, Logger: o.Logger,
-		Sink: sk, ExactlyOnce: o.ExactlyOnce})
+		Sink: sk, ExactlyOnce: o.ExactlyOnce, FetchConcurrency: o.FetchConcurrency, BackfillMargin: o.BackfillMargin, BackfillMinWait: o.BackfillMinWait, Observer: o.Observer})
 	require.NoError(t, err)
 	return p
 }

@@ -11,7 +11,13 @@ import (
 // Playground is a playground with n records served in-process on loopback, and its keyset URL.
 func Playground(b testing.TB, n, pageSize int) (*playground.Server, string) {
 	b.Helper()
-	api, err := playground.New(playground.Config{Records: n, PageSize: pageSize, Seed: 1})
+	return PlaygroundWith(b, playground.Config{Records: n, PageSize: pageSize, Seed: 1})
+}
+
+// PlaygroundWith serves a playground of cfg in-process until the benchmark ends.
+func PlaygroundWith(b testing.TB, cfg playground.Config) (*playground.Server, string) {
+	b.Helper()
+	api, err := playground.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,0 +1,673 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keysetsync/keysetsync/cursor"
+	"github.com/keysetsync/keysetsync/source"
+)
+
+// A parallel backfill. A keyset walk is sequential (each page's position comes from the one
+// before), so against an API that answers in 100 ms pages of 100 cannot go past 1,000 records/s.
+// When a pass finds the API far ahead of its cursor, it cuts what lies between the cursor and a
+// horizon H into time ranges walked concurrently, each by its own source.Walker bounded to its
+// range; an ordinary sequential walk from H then picks up the rest, what changed meanwhile.
+//
+//   - When: after the pass's first backfillAfterPages pages, if the walk still stands before H
+//     and Config.FetchConcurrency > 1 and no lookback window is set (a lookback re-reads behind
+//     the position, which a range cannot: those passes stay sequential). Small incremental
+//     passes never leave the sequential path. Deviation from the plan: also only when those
+//     pages spent at least Config.BackfillMinWait of their time waiting for the API; an API
+//     that answers at once leaves the walk CPU-bound, and 8 workers on 2 cores ran at 0.6 of
+//     the sequential rate (wasted page tails at range ends, more requests, contention).
+//   - H is the pass's start less Config.BackfillMargin, at the API's precision: a record
+//     updated during the backfill gets an updatedAt at or after H, so its new version is read
+//     by the final walk, after its old one; the margin absorbs the skew between our clock and
+//     the API's.
+//   - Splits: an idle worker takes the range with the most time left unfetched and splits it
+//     at the midpoint, strictly after what its walk already returned; no step to tune.
+//   - Order: workers hand pages to one queue; the pass's one producer takes them in queue
+//     order. The cursor of a batch is made from the pages taken up to it (model): its main
+//     fields are the position of the lowest unfinished range, Cursor.Backfill lists the others.
+
+// backfillAfterPages is how many pages a pass walks sequentially before it decides whether a
+// backfill pays: a small incremental pass ends before.
+const backfillAfterPages = 2
+
+// backfillFrame is what a cursor's Backfill takes beyond its ranges: the field names and the
+// horizon.
+const backfillFrame = 128
+
+// rangeEntryBytes is what one range of Cursor.Backfill takes beyond its delivered set: its
+// times, flags and a LastID of at most maxRangeLastIDBytes.
+const rangeEntryBytes = 512
+
+// maxRangeLastIDBytes bounds the JSON of a range's LastID: a longer one is left out of the
+// cursor, and the range re-reads its tie on resume (duplicates, never a loss).
+const maxRangeLastIDBytes = 256
+
+// rangeCursorBytes is each range walker's WalkOptions.MaxCursorBytes when a backfill may have
+// up to unfinished ranges not done: with its share of the delivered sets, the whole cursor
+// stays within cursor.MaxBytes. Such a backfill lists at most 2*unfinished+1 ranges (done
+// ones are merged, so they alternate with the others), and at most unfinished+1 positions
+// list records: the unfinished ranges' and the cursor's own when it stands in a done one.
+func rangeCursorBytes(unfinished int) int {
+	ranges := 2*unfinished + 1
+	share := (cursor.MaxBytes - source.CursorReserve - backfillFrame - ranges*rangeEntryBytes) / (unfinished + 1)
+	return source.CursorReserve + max(share, 0)
+}
+
+// pager is what a pass's fetcher reads pages from (a *source.Walker for a sequential pass).
+type pager interface {
+	Next(ctx context.Context) ([]source.Record, error)
+	Position() cursor.Cursor
+	Stats() source.WalkStats
+	Remaining() (int64, bool)
+}
+
+// passWalk is a pass's walk: sequential, then possibly a backfill, then sequential from its
+// horizon. Only the fetcher goroutine calls it.
+type passWalk struct {
+	s       *Pipeline
+	prog    *progress
+	cur     *source.Walker // the sequential walk; the backfill's first range while bf runs
+	horizon time.Time
+	pages   int           // pages cur returned before the decision
+	spent   time.Duration // in cur.Next before the decision
+	decided bool          // whether to backfill was decided
+	bf      *backfill
+	m       model            // bf's ranges as of the pages taken so far
+	base    source.WalkStats // of walks that ended
+	ranges  map[int]source.WalkStats
+	ended   bool           // a backfill ended since flush was last asked
+	resumed *cursor.Cursor // a loaded cursor with a backfill, resumed by the first Next
+}
+
+func (s *Pipeline) newPassWalk(c cursor.Cursor, start time.Time, prog *progress) *passWalk {
+	pw := &passWalk{s: s, prog: prog, ranges: map[int]source.WalkStats{}}
+	prec := s.cfg.Source.Contract().TimeFormat.Precision()
+	pw.horizon = start.Add(-s.cfg.BackfillMargin).Truncate(prec).UTC()
+	if c.Backfill != nil {
+		pw.resumed, pw.decided = &c, true
+		return pw
+	}
+	pw.cur = source.NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, s.log)
+	pw.decided = s.cfg.FetchConcurrency <= 1 || s.cfg.Walk.Lookback > 0
+	return pw
+}
+
+func (pw *passWalk) Next(ctx context.Context) ([]source.Record, error) {
+	if c := pw.resumed; c != nil {
+		pw.resumed = nil
+		pw.resume(ctx, *c)
+	}
+	for pw.bf != nil {
+		it, ok := pw.bf.next()
+		if ok {
+			if err := pw.m.apply(it); err != nil {
+				return nil, fmt.Errorf("backfill: %w", err)
+			}
+			pw.ranges[it.span] = it.stats
+			return it.recs, it.err
+		}
+		if err := pw.bf.close(); err != nil {
+			return nil, err
+		}
+		pw.endBackfill()
+	}
+	began := time.Now()
+	recs, err := pw.cur.Next(ctx)
+	pw.spent += time.Since(began)
+	if err == nil && !pw.decided {
+		if pw.pages++; pw.pages >= backfillAfterPages {
+			pw.decided = true
+			pos, share := pw.cur.Position(), float64(pw.cur.Stats().Wait)/float64(max(pw.spent, 1))
+			switch {
+			case !pos.LastUpdatedAt.Before(pw.horizon):
+			case share < pw.s.cfg.BackfillMinWait:
+				pw.s.log.Info("far behind the API, but it answers faster than its pages are processed: walking on sequentially",
+					"cursor", cursor.FormatTime(pos.LastUpdatedAt), "horizon", cursor.FormatTime(pw.horizon),
+					"waiting_share", float64(int(share*100))/100, "backfill_min_wait", pw.s.cfg.BackfillMinWait)
+			default:
+				pw.start(ctx, pos)
+			}
+		}
+	}
+	return recs, err
+}
+
+// Position covers every record Next returned.
+func (pw *passWalk) Position() cursor.Cursor {
+	if pw.resumed != nil {
+		return *pw.resumed
+	}
+	if pw.bf != nil {
+		return pw.m.cursor()
+	}
+	return pw.cur.Position()
+}
+
+func (pw *passWalk) Stats() source.WalkStats {
+	st := pw.base
+	for _, r := range pw.ranges {
+		st = addStats(st, r)
+	}
+	if pw.bf == nil {
+		st = addStats(st, pw.cur.Stats())
+	}
+	return st
+}
+
+// flush reports whether a backfill ended since it was last asked: its final position must be
+// committed even if no record follows.
+func (pw *passWalk) flush() bool {
+	f := pw.ended
+	pw.ended = false
+	return f
+}
+
+// Remaining is the sequential walk's: a range cannot tell what remains of the pass.
+func (pw *passWalk) Remaining() (int64, bool) {
+	if pw.bf != nil {
+		return 0, false
+	}
+	return pw.cur.Remaining()
+}
+
+// close stops a backfill still running (the pass ended early): its workers end.
+func (pw *passWalk) close() {
+	if pw.bf != nil {
+		pw.bf.stop()
+		_ = pw.bf.close()
+	}
+}
+
+// start turns the sequential walk, standing at pos before the horizon, into a backfill of
+// [pos, horizon) whose first range it goes on walking.
+func (pw *passWalk) start(ctx context.Context, pos cursor.Cursor) {
+	n := pw.s.cfg.FetchConcurrency
+	bf := pw.s.newBackfill(ctx, pw.horizon, n)
+	first := bf.add(pos.LastUpdatedAt, pw.horizon, pos.LastUpdatedAt, pw.cur)
+	pw.m = model{horizon: pw.horizon, ranges: []modelRange{{from: first.from, pos: pos}}, top: pos, base: pos}
+	pw.ranges[first.id] = pw.cur.Stats() // counted with the ranges' from now on
+	pw.s.log.Info("backfill started: the cursor is far behind, walking ranges up to the horizon concurrently",
+		"from", cursor.FormatTime(pos.LastUpdatedAt), "horizon", cursor.FormatTime(pw.horizon), "workers", n)
+	pw.bf = bf
+	pw.prog.backfill.Store(bf)
+	bf.run(n)
+}
+
+// resume goes on with the backfill of a loaded cursor: every range where it stood, up to the
+// saved horizon.
+func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
+	s := pw.s
+	b := c.Backfill
+	pw.horizon = b.Horizon
+	unfinished := 1
+	for _, r := range b.Ranges {
+		if !r.Done {
+			unfinished++
+		}
+	}
+	n := max(s.cfg.FetchConcurrency, 1)
+	bf := s.newBackfill(ctx, b.Horizon, max(n, unfinished))
+	main := c
+	main.Backfill = nil
+	end := b.Horizon
+	if len(b.Ranges) > 0 {
+		end = b.Ranges[0].From
+	}
+	first := bf.add(c.LastUpdatedAt, end, c.LastUpdatedAt, s.rangeWalker(main, bf.cursorBytes))
+	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: positionOf(c)}}, top: positionOf(c), base: positionOf(c)}
+	for i, r := range b.Ranges {
+		if r.Done {
+			pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, done: true})
+			// Where its newest record stood is not kept: its end is a position after every
+			// record of it (none delivered there), so the final walk does not read it again.
+			if end := b.End(i); end.After(pw.m.top.LastUpdatedAt) {
+				pw.m.top = cursor.Cursor{LastUpdatedAt: end, Delivered: map[string]string{}}
+			}
+			continue
+		}
+		pos := cursor.Cursor{LastUpdatedAt: r.LastUpdatedAt, Delivered: r.Delivered, DeliveredPartial: r.DeliveredPartial, LastID: r.LastID, TieSettled: r.TieSettled}
+		bf.add(r.From, b.End(i), r.LastUpdatedAt, s.rangeWalker(pos, bf.cursorBytes))
+		pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, pos: pos})
+	}
+	s.log.Info("resuming a backfill", "from", cursor.FormatTime(c.LastUpdatedAt), "horizon", cursor.FormatTime(b.Horizon),
+		"ranges", len(b.Ranges)+1, "unfinished", unfinished, "workers", n)
+	pw.bf = bf
+	pw.prog.backfill.Store(bf)
+	bf.run(n)
+}
+
+// endBackfill goes on sequentially from the newest record the ranges delivered: every range is
+// done and taken.
+func (pw *passWalk) endBackfill() {
+	for _, r := range pw.ranges {
+		pw.base = addStats(pw.base, r)
+	}
+	clear(pw.ranges)
+	pw.s.log.Info("backfill finished; walking on from its horizon", "horizon", cursor.FormatTime(pw.horizon),
+		"took", time.Since(pw.bf.started).Round(time.Millisecond))
+	pw.bf, pw.ended = nil, true
+	pw.prog.backfill.Store(nil)
+	pw.s.cfg.Observer.BackfillRanges(0, 0)
+	pw.cur = source.NewWalker(pw.s.cfg.Source, pw.s.cfg.Codec, pw.m.cursor(), pw.s.cfg.Walk, pw.s.log)
+}
+
+// rangeWalker walks one range from pos; the backfill bounds it.
+func (s *Pipeline) rangeWalker(pos cursor.Cursor, cursorBytes int) *source.Walker {
+	opt := s.cfg.Walk
+	opt.Lookback = 0
+	opt.MaxCursorBytes = cursorBytes
+	return source.NewWalker(s.cfg.Source, s.cfg.Codec, pos, opt, s.log)
+}
+
+// positionOf is c's position fields alone.
+func positionOf(c cursor.Cursor) cursor.Cursor {
+	return cursor.Cursor{LastUpdatedAt: c.LastUpdatedAt, Delivered: c.Delivered, DeliveredPartial: c.DeliveredPartial, LastID: c.LastID, TieSettled: c.TieSettled}
+}
+
+// item is one page of a range, or the end of the range (done).
+type item struct {
+	span  int       // the range's id
+	from  time.Time // where the range starts: the model finds it by it
+	recs  []source.Record
+	pos   cursor.Cursor // the range's position after the page
+	done  bool
+	to    time.Time // with done: where the range ended (a split may have moved it down)
+	stats source.WalkStats
+	err   error // the walk's error after recs (not io.EOF)
+}
+
+// span is one range being walked: [from, to), its walk having returned nothing after fetched.
+// mu guards to and fetched: the walk holds it while it takes a page (source.Bound), a split
+// while it moves to.
+type span struct {
+	id       int
+	from     time.Time
+	walker   *source.Walker
+	mu       sync.Mutex
+	to       time.Time
+	fetched  time.Time
+	finished bool
+}
+
+func (sp *span) Lock() time.Time { sp.mu.Lock(); return sp.to }
+
+func (sp *span) Unlock(upTo time.Time, ended bool) {
+	if ended {
+		sp.fetched = sp.to // nothing left to split off
+	} else if upTo.After(sp.fetched) {
+		sp.fetched = upTo
+	}
+	sp.mu.Unlock()
+}
+
+// left is how much time of the range is not fetched yet, in seconds (a Duration saturates at
+// 292 years, and a first sync starts in year 1).
+func (sp *span) left() float64 {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return seconds(sp.fetched, sp.to)
+}
+
+func seconds(from, to time.Time) float64 {
+	return float64(to.Unix()-from.Unix()) + float64(to.Nanosecond()-from.Nanosecond())/1e9
+}
+
+// backfill runs the workers and hands their pages over in one queue.
+type backfill struct {
+	s           *Pipeline
+	log         *slog.Logger
+	horizon     time.Time
+	prec        time.Duration
+	cursorBytes int // each range walker's MaxCursorBytes
+	started     time.Time
+	total       float64 // seconds to walk, for the progress
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	items  chan item
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	spans   []*span // unfinished ranges by from
+	pending []*span // unfinished ranges no worker walks (loaded from a cursor)
+	nextID  int
+	active  int
+	err     error // the first worker's failure
+}
+
+func (s *Pipeline) newBackfill(ctx context.Context, horizon time.Time, unfinished int) *backfill {
+	ctx, cancel := context.WithCancel(ctx)
+	n := max(s.cfg.FetchConcurrency, 1)
+	return &backfill{s: s, log: s.log, horizon: horizon, prec: s.cfg.Source.Contract().TimeFormat.Precision(),
+		cursorBytes: rangeCursorBytes(unfinished), started: time.Now(), ctx: ctx, cancel: cancel, items: make(chan item, 4*n)}
+}
+
+// add adds the unfinished range [from, to) walked by w from fetched, for a worker to take.
+func (bf *backfill) add(from, to, fetched time.Time, w *source.Walker) *span {
+	sp := &span{id: bf.nextID, from: from, to: to, fetched: fetched, walker: w}
+	bf.nextID++
+	w.SetBound(sp, bf.cursorBytes)
+	bf.spans = append(bf.spans, sp)
+	bf.pending = append(bf.pending, sp)
+	bf.total += seconds(fetched, to)
+	return sp
+}
+
+// run starts n workers; the queue closes when they all ended.
+func (bf *backfill) run(n int) {
+	bf.s.cfg.Observer.BackfillRanges(0, len(bf.spans))
+	bf.s.cfg.Observer.FetchLimit(bf.s.fetchLimit(n))
+	for range n {
+		bf.wg.Add(1)
+		go func() {
+			defer bf.wg.Done()
+			bf.work()
+		}()
+	}
+	go func() {
+		bf.wg.Wait()
+		close(bf.items)
+	}()
+}
+
+// next is the next page in queue order; false once every worker ended.
+func (bf *backfill) next() (item, bool) {
+	it, ok := <-bf.items
+	return it, ok
+}
+
+// stop makes the workers end.
+func (bf *backfill) stop() { bf.cancel() }
+
+// close waits for the workers to end, dropping what they still queue, and returns the first
+// failure of one.
+func (bf *backfill) close() error {
+	for range bf.items {
+	}
+	bf.cancel()
+	bf.mu.Lock()
+	defer bf.mu.Unlock()
+	return bf.err
+}
+
+func (bf *backfill) fail(err error) {
+	bf.mu.Lock()
+	if bf.err == nil {
+		bf.err = err
+	}
+	bf.mu.Unlock()
+	bf.cancel()
+}
+
+func (bf *backfill) work() {
+	for {
+		sp := bf.take()
+		if sp == nil {
+			return
+		}
+		if err := bf.walk(sp); err != nil {
+			bf.fail(err)
+			return
+		}
+	}
+}
+
+// take gives an idle worker a range: one no worker walks, else the one with the most time
+// left unfetched, split at its midpoint. Nil when there is none to split: a range's unfetched
+// time only shrinks, so there never will be.
+func (bf *backfill) take() *span {
+	bf.mu.Lock()
+	defer bf.mu.Unlock()
+	if bf.ctx.Err() != nil {
+		return nil
+	}
+	defer func() { bf.s.cfg.Observer.BackfillRanges(bf.active, len(bf.spans)) }()
+	if len(bf.pending) > 0 {
+		sp := bf.pending[0]
+		bf.pending = bf.pending[1:]
+		bf.active++
+		return sp
+	}
+	var best *span
+	most := 0.0
+	for _, sp := range bf.spans {
+		if l := sp.left(); l > most {
+			best, most = sp, l
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	best.mu.Lock()
+	m, ok := splitAt(best.fetched, best.to, bf.prec)
+	if !ok || best.finished {
+		best.mu.Unlock()
+		return nil
+	}
+	end := best.to
+	best.to = m
+	best.mu.Unlock()
+	sp := &span{id: bf.nextID, from: m, to: end, fetched: m}
+	bf.nextID++
+	sp.walker = bf.s.rangeWalker(cursor.Cursor{LastUpdatedAt: m}, bf.cursorBytes)
+	sp.walker.SetBound(sp, bf.cursorBytes)
+	i, _ := slices.BinarySearchFunc(bf.spans, m, func(sp *span, t time.Time) int { return sp.from.Compare(t) })
+	bf.spans = slices.Insert(bf.spans, i, sp)
+	bf.active++
+	bf.log.Debug("backfill range split", "at", cursor.FormatTime(m), "to", cursor.FormatTime(end), "ranges", len(bf.spans))
+	return sp
+}
+
+// splitAt is the midpoint of (fetched, to) at precision prec, strictly between them: records
+// at fetched may go on on the walk's next page and stay in its range. False when the span is
+// too narrow to split.
+func splitAt(fetched, to time.Time, prec time.Duration) (time.Time, bool) {
+	d := to.Sub(fetched) // saturates for spans of centuries: still a point between them
+	m := fetched.Add(d / 2).Truncate(prec)
+	return m, m.After(fetched) && m.Before(to)
+}
+
+// walk walks sp to its end, queueing every page and then the range's end.
+func (bf *backfill) walk(sp *span) error {
+	for {
+		recs, err := sp.walker.Next(bf.ctx)
+		if errors.Is(err, io.EOF) {
+			bf.mu.Lock()
+			sp.mu.Lock()
+			sp.finished, sp.fetched = true, sp.to
+			to := sp.to
+			sp.mu.Unlock()
+			i := slices.Index(bf.spans, sp)
+			bf.spans = slices.Delete(bf.spans, i, i+1)
+			bf.active--
+			bf.s.cfg.Observer.BackfillRanges(bf.active, len(bf.spans))
+			bf.mu.Unlock()
+			return bf.put(item{span: sp.id, from: sp.from, done: true, to: to, stats: sp.walker.Stats()})
+		}
+		it := item{span: sp.id, from: sp.from, recs: recs, pos: sp.walker.Position(), stats: sp.walker.Stats(), err: err}
+		if perr := bf.put(it); perr != nil {
+			return perr
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// put queues it, waiting while the queue is full: memory stays flat when Kafka is slower.
+func (bf *backfill) put(it item) error {
+	select {
+	case bf.items <- it:
+		return nil
+	case <-bf.ctx.Done():
+		return bf.ctx.Err()
+	}
+}
+
+// progress says how far the backfill is: ranges walked, ranges unfinished, and the fraction
+// of its time span fetched.
+func (bf *backfill) progress() (active, unfinished int, done float64) {
+	bf.mu.Lock()
+	defer bf.mu.Unlock()
+	left := 0.0
+	for _, sp := range bf.spans {
+		left += sp.left()
+	}
+	if bf.total > 0 {
+		done = max(0, min(1, 1-left/bf.total))
+	}
+	return bf.active, len(bf.spans), done
+}
+
+// model is the backfill's ranges as the pages taken from the queue so far left them: what
+// the cursor of a batch of those pages must say once it is acknowledged. ranges[0] holds the
+// cursor's own position.
+type model struct {
+	horizon time.Time
+	ranges  []modelRange
+	// top is the greatest position of a range walked to its end: once every range is done,
+	// the cursor's position (the final walk re-reads from there, not from the horizon, so a
+	// record committed late before the horizon is still read).
+	top cursor.Cursor
+	// base is the position of the last range folded into the cursor's own: while the lowest
+	// range has not started, the cursor stands there rather than at that range's start, so
+	// that its position never goes back once every range is done (top is at least base).
+	base cursor.Cursor
+}
+
+// unstarted reports whether pos, of the range starting at from, holds nothing delivered.
+func unstarted(pos cursor.Cursor, from time.Time) bool {
+	return pos.LastUpdatedAt.Equal(from) && len(pos.Delivered) == 0 && !pos.DeliveredPartial
+}
+
+type modelRange struct {
+	from time.Time
+	done bool
+	pos  cursor.Cursor
+}
+
+func (m *model) end(i int) time.Time {
+	if i+1 < len(m.ranges) {
+		return m.ranges[i+1].from
+	}
+	return m.horizon
+}
+
+// find is the range starting at from; a range split off another (its first page, or its
+// parent's end, come first) is inserted, not started.
+func (m *model) find(from time.Time) (int, error) {
+	i, ok := slices.BinarySearchFunc(m.ranges, from, func(r modelRange, t time.Time) int { return r.from.Compare(t) })
+	if ok {
+		return i, nil
+	}
+	if i == 0 || m.ranges[i-1].done || !from.Before(m.end(i-1)) {
+		return 0, fmt.Errorf("a range starting at %s lies in no unfinished range", cursor.FormatTime(from))
+	}
+	m.ranges = slices.Insert(m.ranges, i, modelRange{from: from, pos: cursor.Cursor{LastUpdatedAt: from, Delivered: map[string]string{}}})
+	return i, nil
+}
+
+// apply takes one item in queue order.
+func (m *model) apply(it item) error {
+	if len(m.ranges) == 0 {
+		return fmt.Errorf("range at %s after every range was done", cursor.FormatTime(it.from))
+	}
+	i, err := m.find(it.from)
+	if err != nil {
+		return err
+	}
+	if !it.done {
+		m.ranges[i].pos = it.pos
+		return nil
+	}
+	if it.to.Before(m.end(i)) {
+		// Split off after its first page was taken: the rest is a range not started yet.
+		if _, err := m.find(it.to); err != nil {
+			return err
+		}
+	}
+	// A range that returned nothing stands at its start, after every record before it: it
+	// would hide a record committed late there.
+	if p := m.ranges[i].pos; !unstarted(p, it.from) {
+		if p.LastUpdatedAt.After(m.top.LastUpdatedAt) {
+			m.top = p
+		}
+		if i == 0 {
+			m.base = p
+		}
+	}
+	m.ranges[i] = modelRange{from: it.from, done: true}
+	// Merge the done neighbours, and fold the lowest done ranges into the cursor's position.
+	m.ranges = slices.CompactFunc(m.ranges, func(a, b modelRange) bool { return a.done && b.done })
+	if m.ranges[0].done {
+		m.ranges = m.ranges[1:]
+	}
+	return nil
+}
+
+// cursor is the cursor's position fields and Backfill for the ranges as they stand.
+func (m *model) cursor() cursor.Cursor {
+	if len(m.ranges) == 0 {
+		return capLastID(m.top)
+	}
+	c, rest := m.ranges[0].pos, m.ranges[1:]
+	if r := m.ranges[0]; unstarted(r.pos, r.from) && r.from.After(m.base.LastUpdatedAt) {
+		c, rest = m.base, m.ranges // everything between them was delivered
+	}
+	c = capLastID(c)
+	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(rest))}
+	for _, r := range rest {
+		if r.done {
+			c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: r.from, Done: true})
+			continue
+		}
+		p := capLastID(r.pos)
+		c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: r.from, LastUpdatedAt: p.LastUpdatedAt, Delivered: p.Delivered,
+			DeliveredPartial: p.DeliveredPartial, LastID: p.LastID, TieSettled: p.TieSettled})
+	}
+	return c
+}
+
+// capLastID leaves out a LastID longer than a range's share allows: the range then reads its
+// tie again on resume.
+func capLastID(c cursor.Cursor) cursor.Cursor {
+	if cursor.EntryBytes(c.LastID, 0) > maxRangeLastIDBytes {
+		c.LastID, c.TieSettled = "", false
+	}
+	return c
+}
+
+// addStats adds b's counts to a's.
+func addStats(a, b source.WalkStats) source.WalkStats {
+	a.Pages += b.Pages
+	a.Fetched += b.Fetched
+	a.Skipped += b.Skipped
+	a.Invalid += b.Invalid
+	a.Late += b.Late
+	a.Deleted += b.Deleted
+	a.TieOverflows += b.TieOverflows
+	a.Resent += b.Resent
+	a.Probes += b.Probes
+	a.Wait += b.Wait
+	a.Overflows = append(slices.Clip(a.Overflows), b.Overflows...)
+	return a
+}
+
+// fetchLimit is how many requests may be in flight now: the adaptive limit, or n workers.
+func (s *Pipeline) fetchLimit(n int) int {
+	if s.limiter != nil {
+		return min(s.limiter.Limit(), n)
+	}
+	return n
+}
