@@ -149,6 +149,11 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 	runners := make([]*runner.Runner, pipelines)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
+	// One cursor store for the process, as cmd shares it: a store per pipeline would follow
+	// every other pipeline's commits too.
+	store, err := kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: cursorTopic, ReplicationFactor: 1, Logger: log})
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
 	for i := range pipelines {
 		name := fmt.Sprintf("p%03d", i)
 		w := &watched{Metrics: proc.Pipeline(name), synced: make(chan struct{}), committed: make(chan time.Time, 1)}
@@ -164,7 +169,7 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		require.NoError(t, err)
 		r, err := runner.Open(ctx, runner.Config{
 			Pipeline: name, Kafka: client, Topic: kafka.TopicSpec{Name: kafkatest.Topic(t, name), Partitions: 1, ReplicationFactor: 1},
-			CursorTopic: cursorTopic, ReplicationFactor: 1, Source: src,
+			CursorTopic: cursorTopic, CursorStore: store, ReplicationFactor: 1, Source: src,
 			BatchRecords: 100, MaxInFlight: 1, WriteTimeout: 30 * time.Second, RetryTimeout: time.Hour,
 			Observer: w, Limiter: limiter, SlotWaited: w.SlotWaited, Logger: log.With("pipeline", name),
 		})

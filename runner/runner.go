@@ -57,9 +57,11 @@ type Config struct {
 	// Batch, flight and timing of the pipeline: see pipeline.Config.
 	BatchRecords, MaxInFlight      int
 	WriteTimeout, ProgressInterval time.Duration
-	// FetchConcurrency and BackfillMargin: the parallel backfill, see pipeline.Config.
+	// FetchConcurrency, BackfillMargin and BackfillMinWait: the parallel backfill, see
+	// pipeline.Config.
 	FetchConcurrency     int
 	BackfillMargin       time.Duration
+	BackfillMinWait      float64
 	MaxRequestsPerSecond float64
 	// KafkaWait is how long Open keeps trying while Kafka cannot be reached (0: fail at once);
 	// RetryTimeout how long Pass retries a pass while its error is retryable (0: no retry).
@@ -183,7 +185,7 @@ func open(ctx context.Context, cfg Config, valuePrefix []byte) (_ *Runner, err e
 		Pipeline: cfg.Pipeline, Source: cfg.Source, Store: store, Codec: codec, Topic: cfg.Topic.Name, DLQTopic: cfg.DLQTopic, ValuePrefix: valuePrefix,
 		Walk: cfg.Walk, TopicMaxMessageBytes: topicMax, DLQMaxMessageBytes: dlqMax, Sink: out, ExactlyOnce: cfg.ExactlyOnce,
 		BatchRecords: cfg.BatchRecords, MaxInFlight: cfg.MaxInFlight, WriteTimeout: cfg.WriteTimeout, Logger: log,
-		ProgressInterval: cfg.ProgressInterval, FetchConcurrency: cfg.FetchConcurrency, BackfillMargin: cfg.BackfillMargin,
+		ProgressInterval: cfg.ProgressInterval, FetchConcurrency: cfg.FetchConcurrency, BackfillMargin: cfg.BackfillMargin, BackfillMinWait: cfg.BackfillMinWait,
 		MaxRequestsPerSecond: cfg.MaxRequestsPerSecond,
 		Observer:             cfg.Observer,
 	})

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,4 +67,48 @@ func TestBackfillCursorShowResumeSet(t *testing.T) {
 		assert.Contains(t, stderr, "dropped the parallel backfill in flight (horizon 2024-01-01T00:00:20Z, 2 ranges after the cursor's)")
 		assert.Nil(t, kafkatest.Cursor(t, tg, f.cursors, "tools").Backfill)
 	})
+}
+
+// TestBackfillMinWaitFlag: whether a far-behind pass backfills is the user's to force either way
+// (--backfill-min-wait 0: always; --fetch-concurrency 1: never), whatever the API's speed and the
+// machine's load; by default an API answering at once (in-process here) is weighed and a pass that
+// stays sequential says why.
+func TestBackfillMinWaitFlag(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	cases := []struct {
+		name     string
+		flags    []string
+		backfill bool
+		says     string
+	}{
+		{"0 always backfills", []string{"--backfill-min-wait", "0"}, true, `msg="backfill started`},
+		{"1 never does", []string{"--backfill-min-wait", "1"}, false, "walking on sequentially"},
+		{"fetch concurrency 1 never does", []string{"--backfill-min-wait", "0", "--fetch-concurrency", "1"}, false, `msg="pass finished"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			api, err := playground.New(playground.Config{Records: 2000, PageSize: 50})
+			require.NoError(t, err)
+			srv := httptest.NewServer(api.Handler())
+			t.Cleanup(srv.Close)
+			args := append([]string{"once", "--api-url", srv.URL + playground.KeysetPath, "--brokers", strings.Join(tg.Brokers, ","),
+				"--topic", kafkatest.Topic(t, "u"), "--cursor-topic", kafkatest.Topic(t, "c"), "--pipeline", "bf"}, c.flags...)
+			code, _, stderr := run(t.Context(), nil, args...)
+			require.Equal(t, 0, code, stderr)
+			assert.Equal(t, c.backfill, strings.Contains(stderr, `msg="backfill started`), stderr)
+			assert.Contains(t, stderr, c.says)
+			assert.Contains(t, stderr, "records_produced=2000")
+		})
+	}
+	code, _, stderr := run(t.Context(), nil, "once", "--api-url", "http://127.0.0.1:1/", "--brokers", strings.Join(tg.Brokers, ","),
+		"--topic", "t", "--backfill-min-wait", "1.5")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "--backfill-min-wait 1.5: must be between 0 and 1")
+}
+
+// The flag's 0 (always backfill) is the pipeline's negative share: its own 0 means the default.
+func TestBackfillMinWaitTranslation(t *testing.T) {
+	for flag, want := range map[float64]float64{0: -1, 0.25: 0.25, 0.5: 0.5, 1: 1} {
+		assert.Equal(t, want, backfillMinWait(flag), "--backfill-min-wait %g", flag)
+	}
 }

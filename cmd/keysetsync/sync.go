@@ -33,6 +33,7 @@ type syncFlags struct {
 	maxInFlight    int
 	fetchConc      int
 	backfillMargin time.Duration
+	backfillWait   float64
 	maxReqPerSec   float64
 	onInvalid      string
 	dlqTopic       string
@@ -62,6 +63,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.batchRecords, "batch-records", 1000, "records produced and acknowledged per cursor commit")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 4, "batches produced and not yet acknowledged while the next pages are fetched (1: one at a time)")
 	fs.IntVar(&f.fetchConc, "fetch-concurrency", 8, "pages fetched at once by a parallel backfill when far behind the API (1: always sequential)")
+	fs.Float64Var(&f.backfillWait, "backfill-min-wait", 0.5, "share of its first pages' time a far-behind pass must wait on the API to backfill (0: always)")
 	fs.DurationVar(&f.backfillMargin, "backfill-margin", time.Minute, "a parallel backfill ends this far before the pass's start; above the API's clock skew")
 	fs.Float64Var(&f.maxReqPerSec, "max-requests-per-second", 0, "ceiling on API requests per second of each pipeline (0: none)")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 60*time.Second, "bound on producing one batch and committing its cursor, also when shutting down")
@@ -112,6 +114,9 @@ func (f *syncFlags) validate() error {
 	}
 	if f.maxReqPerSec < 0 {
 		errs = append(errs, fmt.Errorf("--max-requests-per-second %g: must not be negative", f.maxReqPerSec))
+	}
+	if f.backfillWait < 0 || f.backfillWait > 1 {
+		errs = append(errs, fmt.Errorf("--backfill-min-wait %g: must be between 0 and 1", f.backfillWait))
 	}
 	if f.backfillMargin <= 0 {
 		errs = append(errs, fmt.Errorf("--backfill-margin %s: must be positive", f.backfillMargin))
@@ -254,6 +259,7 @@ func (f *syncFlags) runnerConfig(log *slog.Logger) (runner.Config, error) {
 		MaxInFlight:          f.maxInFlight,
 		FetchConcurrency:     f.fetchConc,
 		BackfillMargin:       f.backfillMargin,
+		BackfillMinWait:      backfillMinWait(f.backfillWait),
 		MaxRequestsPerSecond: f.maxReqPerSec,
 		WriteTimeout:         f.writeTimeout,
 		ProgressInterval:     f.progress,
@@ -295,4 +301,13 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 // missing); a topic without compaction is refused (cursor.ErrNotCompacted, hinted in hints.go).
 func openCursorStore(ctx context.Context, client *kafka.Client, topic string, replication int, log *slog.Logger) (*kafka.CursorStore, error) {
 	return kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
+}
+
+// backfillMinWait translates --backfill-min-wait to pipeline.Config.BackfillMinWait, whose zero
+// means its default: the flag's 0 (backfill whatever the API's speed) is a negative share there.
+func backfillMinWait(share float64) float64 {
+	if share == 0 {
+		return -1
+	}
+	return share
 }

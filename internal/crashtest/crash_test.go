@@ -227,7 +227,7 @@ func TestCrashRecovery(t *testing.T) {
 		kills    int
 	}{
 		// Several batches in flight, each its own transaction, over the full number of kills.
-		{"exactly-once pipelined", []string{"--max-in-flight", "4"}, 4, kills},
+		{"exactly-once pipelined", []string{"--max-in-flight", "4", "--backfill-min-wait", "0"}, 4, kills},
 		// A lookback re-reads a window behind the cursor on every pass and keeps what it
 		// delivered there in the cursor: a crash must not make it send any of that again.
 		{"exactly-once lookback", []string{"--max-in-flight", "4", "--lookback", "1m"}, 4, (kills + 1) / 2},
@@ -235,10 +235,11 @@ func TestCrashRecovery(t *testing.T) {
 		// the broker-side kill points say. Sequential fetching: the path of every pass that
 		// is not a backfill.
 		{"at-least-once serial", []string{"--delivery", "at-least-once", "--max-in-flight", "1", "--fetch-concurrency", "1"}, 1, (kills + 1) / 2},
-		// A parallel backfill (the modes above backfill too, at the default concurrency): each
+		// A parallel backfill (the first mode backfills too, at the default concurrency; both
+		// with --backfill-min-wait 0, so that a loaded machine cannot make them sequential): each
 		// kill lands while ranges are walked, split or folded, and the next run resumes every
 		// range of the cursor; the API's updates race the ranges.
-		{"at-least-once backfill", []string{"--delivery", "at-least-once", "--max-in-flight", "1", "--fetch-concurrency", "4"}, 1, (kills + 1) / 2},
+		{"at-least-once backfill", []string{"--delivery", "at-least-once", "--max-in-flight", "1", "--fetch-concurrency", "4", "--backfill-min-wait", "0"}, 1, (kills + 1) / 2},
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {

@@ -201,7 +201,9 @@ func TestBrokerOutages(t *testing.T) {
 		// The API answers 8 pages (two batches of 200) and holds the rest until the broker is
 		// down: the sync cannot end before that, however long stopping the broker takes.
 		a.holdAfter(8)
-		args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0")
+		// Sequential fetching: the 8 pages are then 400 consecutive records, two whole batches (a
+		// parallel backfill spreads them over ranges, and may not fill one).
+		args, dataTopic, cursorTopic := syncArgs(t, a, "--batch-records", "200", "--retry-timeout", "2m", "--kafka-wait", "0", "--fetch-concurrency", "1")
 		p := proctest.Start(t, bin, args, proctest.Options{Name: "once", Log: true})
 		p.WaitLine(t, `msg="batch committed"`, time.Minute)
 		committedBefore := p.Count(`msg="batch committed"`)
