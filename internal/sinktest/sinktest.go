@@ -177,7 +177,13 @@ func held(t *testing.T, tg Target) (*Hold, *call) {
 	}
 	h := tg.Hold(t)
 	c := send(tg, batch(tg, "held", 20, 5))
-	<-h.Held
+	select {
+	case <-h.Held:
+	case <-c.first:
+		// Else a Hold that misses the target's writes (a request type it does not know)
+		// would leave the test waiting for ever.
+		t.Fatalf("the held batch was done (%v) before its write was held: Hold did not hold it", c.err)
+	}
 	return h, c
 }
 
