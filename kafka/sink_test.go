@@ -24,43 +24,55 @@ import (
 
 // TestSinkConformance runs the sink suite against the Kafka sink on kfake (a produce error
 // injected for Fail, a produce request held inside the broker for Hold) and on the real broker
-// (a message over the topic's max.message.bytes for Fail; no Hold).
+// (a message over the topic's max.message.bytes for Fail, the broker's answer to a produce
+// request held on the client side for Hold).
 func TestSinkConformance(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		sinktest.Run(t, func(t *testing.T) sinktest.Target {
-			s, err := kafka.NewSink(kafka.SinkConfig{Client: tg.Kafka(t), BatchRecords: 100})
-			require.NoError(t, err)
-			t.Cleanup(func() { s.Close() })
-			return conformanceTarget(t, tg, "sink", s)
+			return conformanceTarget(t, tg, "sink", func(c *kafka.Client) sink.Sink {
+				s, err := kafka.NewSink(kafka.SinkConfig{Client: c, BatchRecords: 100})
+				require.NoError(t, err)
+				t.Cleanup(func() { s.Close() })
+				return s
+			})
 		})
 	})
 }
 
-// conformanceTarget is the sinktest target of s, a Kafka sink writing to tg: two fresh topics
-// of prefix, read back with Scan (committed data); Fail is a produce error injected by kfake,
-// or on the real broker a message over the max.message.bytes of a topic (MESSAGE_TOO_LARGE,
-// for a sink told a larger limit, so it does not refuse it first); Hold holds a produce
-// request inside kfake (none on the real broker).
-func conformanceTarget(t *testing.T, tg kafkatest.Target, prefix string, s sink.Sink) sinktest.Target {
-	st := sinktest.Target{Sink: s}
+// conformanceTarget is the sinktest target of the sink newSink makes on a client of tg: two
+// fresh topics of prefix, read back with Scan (committed data). Fail is a produce error
+// injected by kfake, or on the real broker a message over the max.message.bytes of a topic
+// (MESSAGE_TOO_LARGE, for a sink told a larger limit, so it does not refuse it first). Hold
+// holds a produce request inside kfake; on the real broker, where nothing can be held inside,
+// it holds the broker's answer to one in the client's transport (kafkatest.Holder): written,
+// and not yet acknowledged.
+func conformanceTarget(t *testing.T, tg kafkatest.Target, prefix string, newSink func(*kafka.Client) sink.Sink) sinktest.Target {
+	var st sinktest.Target
 	for i, suffix := range []string{"-a", "-b"} {
 		st.Topics[i] = kafkatest.Topic(t, prefix+suffix)
 		kafkatest.CreateTopic(t, tg, st.Topics[i], 3, nil)
 	}
 	st.Read = func(t *testing.T, topic string) []sink.Message { return readAll(t, tg, topic) }
-	if tg.Fake == nil {
-		small := kafkatest.Topic(t, prefix+"-small")
-		kafkatest.CreateTopic(t, tg, small, 1, map[string]string{"max.message.bytes": "2000"})
+	if tg.Fake != nil {
+		st.Sink = newSink(tg.Kafka(t))
 		st.Fail = func(*testing.T) []sink.Message {
-			return []sink.Message{{Topic: small, Key: []byte("k"), Value: make([]byte, 5000)}}
+			tg.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: st.Topics[0], Err: kerr.InvalidRecord})
+			return []sink.Message{{Topic: st.Topics[0], Key: []byte("k"), Value: []byte("v")}}
 		}
+		st.Hold = func(t *testing.T) *sinktest.Hold { return holdNextProduce(t, tg.Fake, st.Topics) }
 		return st
 	}
+	client, holder := tg.KafkaHolding(t)
+	st.Sink = newSink(client)
+	small := kafkatest.Topic(t, prefix+"-small")
+	kafkatest.CreateTopic(t, tg, small, 1, map[string]string{"max.message.bytes": "2000"})
 	st.Fail = func(*testing.T) []sink.Message {
-		tg.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: st.Topics[0], Err: kerr.InvalidRecord})
-		return []sink.Message{{Topic: st.Topics[0], Key: []byte("k"), Value: []byte("v")}}
+		return []sink.Message{{Topic: small, Key: []byte("k"), Value: make([]byte, 5000)}}
 	}
-	st.Hold = func(t *testing.T) *sinktest.Hold { return holdNextProduce(t, tg.Fake, st.Topics) }
+	st.Hold = func(t *testing.T) *sinktest.Hold {
+		held, release := holder.Arm(t, st.Topics[:]...)
+		return &sinktest.Hold{Held: held, Release: release}
+	}
 	return st
 }
 

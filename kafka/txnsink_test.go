@@ -250,7 +250,9 @@ func TestTxnSinkCoordinatorUnavailableIsRetryable(t *testing.T) {
 func TestTxnSinkConformance(t *testing.T) {
 	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
 		sinktest.Run(t, func(t *testing.T) sinktest.Target {
-			return conformanceTarget(t, tg, "txnsink", txnNewSink(t, tg.Kafka(t), kafkatest.Topic(t, "txnsink-id")))
+			return conformanceTarget(t, tg, "txnsink", func(c *kafka.Client) sink.Sink {
+				return txnNewSink(t, c, kafkatest.Topic(t, "txnsink-id"))
+			})
 		})
 	})
 }
