@@ -240,7 +240,8 @@ def main():
         seq = {r["run"]: r["records_per_s"] for r in by.get((kind + "_seq", size, page), [])}
         return med(r["records_per_s"] / seq[r["run"]] for r in by.get((kind, size, page), []) if r["run"] in seq)
 
-    bf_keys = sorted({(r["kind"], r["size"], r["page"]) for r in rows if r["kind"] in ("bf_latency", "bf_flat")})
+    bf_keys = sorted({(r["kind"], r["size"], r["page"]) for r in rows if r["kind"] in ("bf_latency", "bf_flat")},
+                     key=lambda k: (k[0] != "bf_latency", k[1], k[2]))
     bf_rl = [r for r in rows if r["kind"] == "bf_ratelimit"]
     if bf_keys or bf_rl:
         bruns = max(r["run"] for r in rows if r["kind"].startswith("bf_"))
@@ -268,7 +269,7 @@ def main():
               f"| **{fmt(d / q if d and q else None)}** | {fmt(bf_paired(kind, s_, p))} | {eng} of {len(rs)} runs "
               f"| {fmt_int(m(kind, s_, p, 'pages'))} / {fmt_int(m(kind + '_seq', s_, p, 'pages'))} "
               f"| {fmt_int(m(kind, s_, p, 'fetched'))} / {fmt_int(m(kind + '_seq', s_, p, 'fetched'))} "
-              f"| {fmt(m(kind, s_, p, 'rss_mib'), 1)} / {fmt(m(kind + '_seq', s_, p, 'rss_mib'), 1)} | {ver} of {len(rs)} |")
+              f"| {fmt(m(kind, s_, p, 'rss_mib'), 1)} / {fmt(m(kind + '_seq', s_, p, 'rss_mib'), 1)} | {f'{ver} of {len(rs)}' if ver else '-'} |")
         w("")
         if bf_rl:
             w("Rate-limited API (the playground answers 429 with Retry-After over its token bucket; its own counts "

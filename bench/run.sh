@@ -99,11 +99,13 @@
 #                      rate limit: the same with the playground's --rate-limit BENCH_BF_RATE_LIMIT,
 #                      default settings, a fresh playground per run (its 429s and requests are that
 #                      run's), the topic checked with `keysetsync verify`;
-#                      flat: BENCH_BF_FLAT_RECORDS records, no added latency, pages of
-#                      BENCH_BF_FLAT_PAGE_SIZE: defaults against --fetch-concurrency 1, interleaved
+#                      flat: BENCH_BF_FLAT_RECORDS records, no added latency, pages of each of
+#                      BENCH_BF_FLAT_PAGE_SIZES: defaults against --fetch-concurrency 1, interleaved
 #   BENCH_BF_RECORDS / BENCH_BF_PAGE_SIZE / BENCH_BF_LATENCY / BENCH_BF_RATE_LIMIT   [100000] / [100]
 #                      / [100ms] / [50 requests/s; 0 skips the rate-limit measurement]
-#   BENCH_BF_FLAT_RECORDS / BENCH_BF_FLAT_PAGE_SIZE   [1000000; 0 skips it] / [1000]
+#   BENCH_BF_FLAT_RECORDS / BENCH_BF_FLAT_PAGE_SIZES   [1000000; 0 skips it] / ["100 1000": at 100
+#                      the first pages wait on the API more than half their time and the backfill
+#                      engages, at 1000 decoding weighs more and it does not]
 #   BENCH_BF_RUNS      runs of each mode [BENCH_RUNS]
 #   BENCH_BF_VERIFY    1: `keysetsync verify` the topic of every default-settings run against a
 #                      twin playground (same seed and records, no latency, no rate limit) [1]
@@ -173,7 +175,7 @@ BF_PAGE="${BENCH_BF_PAGE_SIZE:-100}"
 BF_LATENCY="${BENCH_BF_LATENCY:-100ms}"
 BF_RATE_LIMIT="${BENCH_BF_RATE_LIMIT:-50}"
 BF_FLAT_RECORDS="${BENCH_BF_FLAT_RECORDS:-1000000}"
-BF_FLAT_PAGE="${BENCH_BF_FLAT_PAGE_SIZE:-1000}"
+BF_FLAT_PAGES="${BENCH_BF_FLAT_PAGE_SIZES:-100 1000}"
 BF_RUNS="${BENCH_BF_RUNS:-$RUNS}"
 BF_VERIFY="${BENCH_BF_VERIFY:-1}"
 CURSOR="${BENCH_CURSOR:-1}"
@@ -192,7 +194,7 @@ PREFIX="bench-$RUN_ID-"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
-for v in $CURSOR_SIZES $CURSOR_RUNS $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND $MANY_PIPELINES $MANY_RECORDS $MANY_PAGE $MANY_PASSES $MANY_RUNS $BF_RECORDS $BF_PAGE $BF_FLAT_PAGE $BF_RUNS; do
+for v in $CURSOR_SIZES $CURSOR_RUNS $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND $MANY_PIPELINES $MANY_RECORDS $MANY_PAGE $MANY_PASSES $MANY_RUNS $BF_RECORDS $BF_PAGE $BF_FLAT_PAGES $BF_RUNS; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || ks_die "not a positive integer: $v (BENCH_SIZES, BENCH_PAGE_SIZES, BENCH_RUNS, ...)"
 done
 # Loopback only: the broker list, like everything else, must be this machine.
@@ -302,7 +304,7 @@ say "building keysetsync and the bench tools from $SRC into $OUT/bin"
   [ "$LAT" != 1 ] || echo "latency: delivery=[${LAT_DELIVERY:-binary default}] ${LAT_SECONDS}s interval=$LAT_INTERVAL rate=$LAT_RATE/s"
   [ "$TIE" != 1 ] || echo "tie: sizes=[$TIE_SIZES] runs=$TIE_RUNS shapes=$TIE_SHAPES"
   [ "$MANY" != 1 ] || echo "many pipelines: $MANY_PIPELINES x $MANY_RECORDS records, page $MANY_PAGE, run --interval $MANY_INTERVAL, $MANY_PASSES idle passes, runs=$MANY_RUNS"
-  [ "$BACKFILL" != 1 ] || echo "backfill: $BF_RECORDS records, page $BF_PAGE, latency $BF_LATENCY, rate limit $BF_RATE_LIMIT/s; flat $BF_FLAT_RECORDS records, page $BF_FLAT_PAGE; runs=$BF_RUNS verify=$BF_VERIFY"
+  [ "$BACKFILL" != 1 ] || echo "backfill: $BF_RECORDS records, page $BF_PAGE, latency $BF_LATENCY, rate limit $BF_RATE_LIMIT/s; flat $BF_FLAT_RECORDS records, pages [$BF_FLAT_PAGES]; runs=$BF_RUNS verify=$BF_VERIFY"
   echo "env: keysetsync=[${BENCH_KEYSETSYNC_ENV:-}] apidrain=[${BENCH_APIDRAIN_ENV:-}]"
 } >"$OUT/machine.txt"
 sed 's/^/    /' "$OUT/machine.txt" >&2
@@ -589,14 +591,16 @@ print(float(m.group(1)) / (1000 if m.group(2) == "ms" else 1))' "$BF_LATENCY")" 
   [ -z "${BF_TWIN_PID:-}" ] || stop_playground "$BF_TWIN_PID"
   # 3. An API that is not the bottleneck: the backfill must not engage, or not cost.
   if [ "$BF_FLAT_RECORDS" != 0 ]; then
-    start_playground "$BF_FLAT_RECORDS" "$BF_FLAT_PAGE"
-    say "backfill (no added latency): playground of $BF_FLAT_RECORDS records, page $BF_FLAT_PAGE on ${PG_URL%/pagination/keyset}"
-    # An unmeasured drain first, so that the first measured mode does not pay for a cold playground.
-    measure_api "$BF_FLAT_RECORDS" "$BF_FLAT_PAGE" 0 "$PG_URL" "$PG_PID" >/dev/null
-    for ((run = 1; run <= BF_RUNS; run++)); do
-      BF_VERIFY_URL='' BF_KIND_LATENCY_S=0 bf_pair "$BF_FLAT_RECORDS" "$BF_FLAT_PAGE" "$run" "$PG_URL" "$PG_PID" flat
+    for page in $BF_FLAT_PAGES; do
+      start_playground "$BF_FLAT_RECORDS" "$page"
+      say "backfill (no added latency): playground of $BF_FLAT_RECORDS records, page $page on ${PG_URL%/pagination/keyset}"
+      # An unmeasured drain first, so that the first measured mode does not pay for a cold playground.
+      measure_api "$BF_FLAT_RECORDS" "$page" 0 "$PG_URL" "$PG_PID" >/dev/null
+      for ((run = 1; run <= BF_RUNS; run++)); do
+        BF_VERIFY_URL='' BF_KIND_LATENCY_S=0 bf_pair "$BF_FLAT_RECORDS" "$page" "$run" "$PG_URL" "$PG_PID" flat
+      done
+      stop_playground "$PG_PID"
     done
-    stop_playground "$PG_PID"
   fi
 fi
 
