@@ -24,16 +24,18 @@
 #                                     # 1,000 pipelines
 #   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run, ties of
 #                                     # 10k and 100k, 100 pipelines
-#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_LATENCY=0 BENCH_PROFILE=0 BENCH_BACKFILL=0 bench/run.sh
 #                                     # many pipelines alone (1,000: about 10 min)
-#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 BENCH_BACKFILL=0 bench/run.sh
 #                                     # the wide tie alone (about 3 min)
-#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_PROFILE=0 BENCH_BACKFILL=0 bench/run.sh
 #                                     # exactly-once against at-least-once alone: throughput
 #                                     # and continuous latency
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_MANY=0 BENCH_LATENCY=0 BENCH_PROFILE=0 BENCH_CURSOR=0 bench/run.sh
+#                                     # the parallel backfill alone (about 14 min; quick: 6 min)
 #
 # Environment (defaults in brackets):
-#   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 BENCH_LAT_SECONDS=20
+#   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 (so BENCH_BF_RUNS=1) BENCH_LAT_SECONDS=20
 #                      BENCH_TIE_SIZES="10000 100000" [0]
 #   BENCH_MATRIX       0: skip the throughput matrix (broker, API, e2e, one page at a time) [1];
 #                      its keysetsync runs with the binary's default delivery (exactly-once)
