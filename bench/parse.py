@@ -4,6 +4,7 @@
     parse.py once LOG TIMEFILE SIZE BATCH [k=v ...]   keysetsync once: JSON log + /usr/bin/time -v
     parse.py pp LOG TIMEFILE SIZE RECSIZE [k=v ...]    ProducerPerformance output + /usr/bin/time -v
     parse.py api JSON TIMEFILE [k=v ...]               apidrain's JSON line + /usr/bin/time -v
+    parse.py playground LOG                            `keysetsync playground`'s final stats line
 
 Extra k=v pairs are added as numbers; X_ticks=a:b (CPU clock ticks of another process before and
 after, see run.sh cpu_ticks) becomes X_cpu_s, the seconds of CPU that process used meanwhile.
@@ -46,19 +47,26 @@ def extras(d, args):
 def once(log, tf, size, batch, *rest):
     size, batch = int(size), int(batch)
     p = None
+    backfill, lowered, paused = False, 0, 0
     for line in open(log):
         try:
             d = json.loads(line)
         except ValueError:
             continue
-        if d.get("msg") == "pass finished":
+        msg = d.get("msg", "")
+        if msg == "pass finished":
             p = d
+        # The parallel backfill's and its throttle's log lines (pipeline/backfill.go, throttle).
+        backfill = backfill or msg.startswith("backfill started")
+        lowered += msg.startswith("api overloaded")
+        paused += msg.startswith("api asked to retry later")
     if p is None or not p.get("ok"):
         sys.exit("no successful pass in " + log)
     n, dur = p["records_produced"], p["duration"] / 1e9
     if n != size:
         sys.exit("records_produced=%d, want %d" % (n, size))
-    d = dict(records=n, pages=p["pages"], batches=p["batches"], batch_records=batch, seconds=dur, records_per_s=n / dur)
+    d = dict(records=n, pages=p["pages"], batches=p["batches"], batch_records=batch, seconds=dur, records_per_s=n / dur,
+             fetched=p.get("records_fetched"), backfill=backfill, throttle_lowered=lowered, retry_pauses=paused)
     d.update(timev(tf))
     d["cpu_s_per_m"] = (d["user_s"] + d["sys_s"]) / n * 1e6
     return extras(d, rest)
@@ -93,6 +101,21 @@ def api(js, tf, *rest):
     return extras(d, rest)
 
 
+def playground(log):
+    """The counters of the playground's last stats line ("playground stopped" once it ended)."""
+    st = None
+    for line in open(log):
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if d.get("msg") in ("playground stats", "playground stopped"):
+            st = d
+    if st is None:
+        sys.exit("no stats line in " + log)
+    return {"pg_" + k: st[k] for k in ("requests", "pages", "records_served", "status_429", "status_5xx")}
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    print(json.dumps({"once": once, "pp": pp, "api": api}[cmd](*args)))
+    print(json.dumps({"once": once, "pp": pp, "api": api, "playground": playground}[cmd](*args)))

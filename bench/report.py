@@ -24,6 +24,9 @@ TARGET_EOS_RATIO = 0.80  # records/s of exactly-once >= 80% of at-least-once's, 
 TARGET_MANY_RSS_MIB = 512.0
 TARGET_MANY_IDLE_MS = 2.0  # CPU per idle pass of one pipeline
 TARGET_MANY_RATIO = 1.5  # first-sync CPU per record / one pipeline's, same run
+# Parallel backfill (issue 11).
+TARGET_BF_X_LIMIT = 6.0  # default settings >= 6x the sequential limit page / latency
+TARGET_BF_FLAT = 0.95  # no added latency: default settings >= 0.95 of --fetch-concurrency 1's rate
 
 
 def med(xs):
@@ -232,6 +235,64 @@ def main():
               f"| {fmt(r['peak_rss_mib'], 1)} | {fmt(r.get('cpu_per_record_us'), 1)} | {fmt(per_pass, 2)} |")
         w("")
 
+    def bf_paired(kind, size, page):
+        """Median over runs of default / --fetch-concurrency 1 of the same run (back to back)."""
+        seq = {r["run"]: r["records_per_s"] for r in by.get((kind + "_seq", size, page), [])}
+        return med(r["records_per_s"] / seq[r["run"]] for r in by.get((kind, size, page), []) if r["run"] in seq)
+
+    bf_keys = sorted({(r["kind"], r["size"], r["page"]) for r in rows if r["kind"] in ("bf_latency", "bf_flat")},
+                     key=lambda k: (k[0] != "bf_latency", k[1], k[2]))
+    bf_rl = [r for r in rows if r["kind"] == "bf_ratelimit"]
+    if bf_keys or bf_rl:
+        bruns = max(r["run"] for r in rows if r["kind"].startswith("bf_"))
+        w(f"### Parallel backfill: `keysetsync once` with the default settings against `--fetch-concurrency 1` "
+          f"(medians of {bruns} interleaved run{'s' if bruns != 1 else ''})\n")
+        w("One playground per row, the two modes alternating on it (the order flips every run). The sequential "
+          "limit of a keyset walk is page size / added latency. rec/s: records over keysetsync's pass duration; "
+          "peak RSS: `/usr/bin/time -v` of the keysetsync process. Every run's topic held exactly the records, "
+          "each key once, read committed; `verified`: `keysetsync verify` of the default run's topic against a "
+          "twin playground (same seed, no latency) found nothing missing or stale.\n")
+        w("| API | records | page | default rec/s | min-max | x sequential limit | --fetch-concurrency 1 rec/s | "
+          "default / 1 | same, per run | backfill engaged | pages default / 1 | records fetched default / 1 "
+          "| peak RSS MiB default / 1 | verified |")
+        w("|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|---|---|")
+        for kind, s_, p in bf_keys:
+            rs = by.get((kind, s_, p), [])
+            d, q = m(kind, s_, p, "records_per_s"), m(kind + "_seq", s_, p, "records_per_s")
+            lat_s = med(r.get("latency_s") for r in rs)
+            limit = p / lat_s if lat_s else None
+            api = f"latency {lat_s * 1000:.0f} ms" if lat_s else "no added latency"
+            rng = " - ".join(fmt_int(f(r["records_per_s"] for r in rs)) for f in (min, max)) if rs else "-"
+            eng = sum(1 for r in rs if r.get("backfill"))
+            ver = sum(1 for r in rs if r.get("verified"))
+            w(f"| {api} | {s_:,} | {p} | {fmt_int(d)} | {rng} | {fmt(d / limit if d and limit else None, 1)} | {fmt_int(q)} "
+              f"| **{fmt(d / q if d and q else None)}** | {fmt(bf_paired(kind, s_, p))} | {eng} of {len(rs)} runs "
+              f"| {fmt_int(m(kind, s_, p, 'pages'))} / {fmt_int(m(kind + '_seq', s_, p, 'pages'))} "
+              f"| {fmt_int(m(kind, s_, p, 'fetched'))} / {fmt_int(m(kind + '_seq', s_, p, 'fetched'))} "
+              f"| {fmt(m(kind, s_, p, 'rss_mib'), 1)} / {fmt(m(kind + '_seq', s_, p, 'rss_mib'), 1)} | {f'{ver} of {len(rs)}' if ver else '-'} |")
+        w("")
+        if bf_rl:
+            w("Rate-limited API (the playground answers 429 with Retry-After over its token bucket; its own counts "
+              "of requests and 429s, one fresh playground per run; keysetsync's throttle log lines):\n")
+            w("| run | records | page | latency ms | limit req/s | rec/s | ceiling rec/s (limit x page) | requests | 429s | 429 share "
+              "| req/s over the pass | concurrency lowered | retry pauses | peak RSS MiB | verified |")
+            w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+            for r in bf_rl:
+                req, n429 = r["pg_requests"], r["pg_status_429"]
+                w(f"| {r['run']} | {r['size']:,} | {r['page']} | {r['latency_s'] * 1000:.0f} | {r['rate_limit']:g} | {fmt_int(r['records_per_s'])} "
+                  f"| {fmt_int(r['rate_limit'] * r['page'])} | {req:,} | {n429:,} | {n429 / req:.1%} | {fmt(req / r['seconds'], 1)} "
+                  f"| {r.get('throttle_lowered', 0)} | {r.get('retry_pauses', 0)} | {fmt(r['rss_mib'], 1)} | {'yes' if r.get('verified') else '-'} |")
+            w("")
+        w("| mode | API | run | rec/s | pass s | pages | backfill | load1 before |")
+        w("|---|---|---:|---:|---:|---:|---|---:|")
+        for r in rows:
+            if r["kind"].startswith("bf_"):
+                mode = "--fetch-concurrency 1" if r["kind"].endswith("_seq") else "default"
+                api = {"bf_latency": "latency", "bf_flat": "no latency", "bf_ratelimit": "rate limit"}[r["kind"].removesuffix("_seq")]
+                w(f"| {mode} | {api} | {r['run']} | {fmt_int(r['records_per_s'])} | {fmt(r['seconds'])} | {r['pages']:,} "
+                  f"| {'yes' if r.get('backfill') else 'no'} | {fmt(r.get('load1'), 2)} |")
+        w("")
+
     lat = [r for r in rows if r["kind"] == "latency"]
     if lat:
         w("### Continuous mode: update in the API -> message readable in Kafka\n")
@@ -307,6 +368,31 @@ def main():
         w(f"| {n:,} pipelines (run {r['run']}): first-sync CPU per record <= {TARGET_MANY_RATIO}x one pipeline's "
           f"| {fmt(ratio)}x ({fmt(r['first_cpu_per_record_us'], 1)} vs {fmt(r.get('single_cpu_per_record_us'), 1)} us) "
           f"| {verdict(None if ratio is None else ratio <= TARGET_MANY_RATIO)} |")
+    for kind, s_, p in bf_keys:
+        d, q = m(kind, s_, p, "records_per_s"), m(kind + "_seq", s_, p, "records_per_s")
+        rss = max((r["rss_mib"] for r in by.get((kind, s_, p), [])), default=None)
+        if kind == "bf_latency":
+            lat_s = med(r.get("latency_s") for r in by.get((kind, s_, p), []))
+            limit = p / lat_s
+            w(f"| backfill, {s_:,} records, page {p}, latency {lat_s * 1000:.0f} ms: default settings >= {TARGET_BF_X_LIMIT:.0f}x "
+              f"the sequential limit ({fmt_int(limit)} rec/s) | {fmt(d / limit if d else None, 2)}x ({fmt_int(d)} rec/s; "
+              f"--fetch-concurrency 1: {fmt_int(q)} rec/s, {fmt(q / limit if q else None, 2)}x) "
+              f"| {verdict(None if d is None else d / limit >= TARGET_BF_X_LIMIT)} |")
+        else:
+            pr = bf_paired(kind, s_, p)
+            ratio = d / q if d and q else None
+            worst = min((x for x in (ratio, pr) if x is not None), default=None)
+            w(f"| backfill, {s_:,} records, page {p}, no added latency: default >= {TARGET_BF_FLAT} of --fetch-concurrency 1 "
+              f"| {fmt(ratio)} of medians ({fmt_int(d)} vs {fmt_int(q)} rec/s), {fmt(pr)} per run "
+              f"| {verdict(None if worst is None else worst >= TARGET_BF_FLAT)} |")
+        w(f"| backfill, {s_:,} records, page {p} ({'latency' if kind == 'bf_latency' else 'no added latency'}): peak RSS <= {TARGET_RSS_MIB:.0f} MiB "
+          f"(largest run, default settings) | {fmt(rss, 1)} MiB | {verdict(None if rss is None else rss <= TARGET_RSS_MIB)} |")
+    if bf_rl:
+        lost = [r for r in bf_rl if not r.get("verified")]
+        share = max(r["pg_status_429"] / r["pg_requests"] for r in bf_rl)
+        w(f"| backfill against a rate limit: no loss (records, distinct keys, `keysetsync verify`) | "
+          f"{len(bf_rl) - len(lost)} of {len(bf_rl)} runs verified | {verdict(not lost)} |")
+        w(f"| (information) backfill against a rate limit: 429s / requests, worst run | {share:.1%} | - |")
     for r in lat:
         t = r["target_p99_ms"]
         w(f"| continuous p99 <= interval + {TARGET_LAT_SLACK_MS:.0f} ms ({r.get('delivery', 'default')}) | {fmt(r['p99_ms'], 0)} ms (target {t} ms) "

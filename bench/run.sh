@@ -12,7 +12,10 @@
 # ratio of their records/s), an incremental sync (bench/incremental), the update-to-Kafka latency
 # of `keysetsync run` in both delivery modes (bench/latency), the cost of many pipelines in one
 # process (bench/manypipes: first sync, idle pass, wall, CPU, peak RSS, CPU per record against one
-# pipeline's, pprof heap and CPU of the idle passes), the peak memory of `keysetsync once` through one tie of 1,000,000 records at
+# pipeline's, pprof heap and CPU of the idle passes), the parallel backfill (bench section
+# "backfill": `keysetsync once` with the defaults against `--fetch-concurrency 1`, interleaved, on a
+# playground answering each page in 100 ms, on one that rate-limits, and on 1M records with no added
+# latency; peak RSS, the playground's 429s, `keysetsync verify`), the peak memory of `keysetsync once` through one tie of 1,000,000 records at
 # one second against a tie of 10,000, with an after-id API (bench/tie), a CPU profile of a
 # 1M-record pass (BenchmarkSyncPass + pprof), and a table of medians with the ratio
 # e2e / min(broker, api) and the targets of the performance issue.
@@ -21,16 +24,18 @@
 #                                     # 1,000 pipelines
 #   BENCH_QUICK=1 bench/run.sh        # quick: 100k only, 1 run, shorter latency run, ties of
 #                                     # 10k and 100k, 100 pipelines
-#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_LATENCY=0 BENCH_PROFILE=0 BENCH_BACKFILL=0 bench/run.sh
 #                                     # many pipelines alone (1,000: about 10 min)
-#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_LATENCY=0 BENCH_PROFILE=0 BENCH_BACKFILL=0 bench/run.sh
 #                                     # the wide tie alone (about 3 min)
-#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_PROFILE=0 bench/run.sh
+#   BENCH_MATRIX=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_PROFILE=0 BENCH_BACKFILL=0 bench/run.sh
 #                                     # exactly-once against at-least-once alone: throughput
 #                                     # and continuous latency
+#   BENCH_MATRIX=0 BENCH_EOS=0 BENCH_INCREMENTAL=0 BENCH_TIE=0 BENCH_MANY=0 BENCH_LATENCY=0 BENCH_PROFILE=0 BENCH_CURSOR=0 bench/run.sh
+#                                     # the parallel backfill alone (about 14 min; quick: 6 min)
 #
 # Environment (defaults in brackets):
-#   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 BENCH_LAT_SECONDS=20
+#   BENCH_QUICK        1: BENCH_SIZES=100000 BENCH_RUNS=1 (so BENCH_BF_RUNS=1) BENCH_LAT_SECONDS=20
 #                      BENCH_TIE_SIZES="10000 100000" [0]
 #   BENCH_MATRIX       0: skip the throughput matrix (broker, API, e2e, one page at a time) [1];
 #                      its keysetsync runs with the binary's default delivery (exactly-once)
@@ -88,6 +93,24 @@
 #                      the followed store against the old whole-topic scan (BenchmarkCursorLoad) [1]
 #   BENCH_CURSOR_SIZES / BENCH_CURSOR_RUNS   records in the cursor topic ["1000 100000 1000000";
 #                      quick: "1000 100000"] / runs of the benchmark, the table shows medians [3]
+#   BENCH_BACKFILL     1: run the parallel-backfill measurement (issue 11) [1]:
+#                      latency: a playground of BENCH_BF_RECORDS records, pages of BENCH_BF_PAGE_SIZE,
+#                      every page answered after --latency BENCH_BF_LATENCY; `keysetsync once` with the
+#                      default settings against `--fetch-concurrency 1`, interleaved (order flips
+#                      every run), BENCH_BF_RUNS runs of each;
+#                      rate limit: the same with the playground's --rate-limit BENCH_BF_RATE_LIMIT,
+#                      default settings, a fresh playground per run (its 429s and requests are that
+#                      run's), the topic checked with `keysetsync verify`;
+#                      flat: BENCH_BF_FLAT_RECORDS records, no added latency, pages of each of
+#                      BENCH_BF_FLAT_PAGE_SIZES: defaults against --fetch-concurrency 1, interleaved
+#   BENCH_BF_RECORDS / BENCH_BF_PAGE_SIZE / BENCH_BF_LATENCY / BENCH_BF_RATE_LIMIT   [100000] / [100]
+#                      / [100ms] / [50 requests/s; 0 skips the rate-limit measurement]
+#   BENCH_BF_FLAT_RECORDS / BENCH_BF_FLAT_PAGE_SIZES   [1000000; 0 skips it] / ["100 1000": at 100
+#                      the first pages wait on the API more than half their time and the backfill
+#                      engages, at 1000 decoding weighs more and it does not]
+#   BENCH_BF_RUNS      runs of each mode [BENCH_RUNS]
+#   BENCH_BF_VERIFY    1: `keysetsync verify` the topic of every default-settings run against a
+#                      twin playground (same seed and records, no latency, no rate limit) [1]
 #   BENCH_PROFILE      1: CPU profile of one pass [1]
 #   BENCH_PROFILE_RECORDS / BENCH_PROFILE_PAGE_SIZE   [largest size] / [1000]
 #
@@ -148,6 +171,15 @@ LAT_RECORDS="${BENCH_LAT_RECORDS:-10000}"
 LAT_PAGE="${BENCH_LAT_PAGE_SIZE:-1000}"
 LAT_DELIVERY="${BENCH_LAT_DELIVERY-exactly-once at-least-once}"
 PROFILE="${BENCH_PROFILE:-1}"
+BACKFILL="${BENCH_BACKFILL:-1}"
+BF_RECORDS="${BENCH_BF_RECORDS:-100000}"
+BF_PAGE="${BENCH_BF_PAGE_SIZE:-100}"
+BF_LATENCY="${BENCH_BF_LATENCY:-100ms}"
+BF_RATE_LIMIT="${BENCH_BF_RATE_LIMIT:-50}"
+BF_FLAT_RECORDS="${BENCH_BF_FLAT_RECORDS:-1000000}"
+BF_FLAT_PAGES="${BENCH_BF_FLAT_PAGE_SIZES:-100 1000}"
+BF_RUNS="${BENCH_BF_RUNS:-$RUNS}"
+BF_VERIFY="${BENCH_BF_VERIFY:-1}"
 CURSOR="${BENCH_CURSOR:-1}"
 CURSOR_SIZES="${BENCH_CURSOR_SIZES:-$d_cursor}"
 CURSOR_RUNS="${BENCH_CURSOR_RUNS:-3}"
@@ -164,7 +196,7 @@ PREFIX="bench-$RUN_ID-"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
-for v in $CURSOR_SIZES $CURSOR_RUNS $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND $MANY_PIPELINES $MANY_RECORDS $MANY_PAGE $MANY_PASSES $MANY_RUNS; do
+for v in $CURSOR_SIZES $CURSOR_RUNS $SIZES $PAGES $RUNS $EOS_SIZES $EOS_PAGE $EOS_RUNS $TIE_SIZES $TIE_RUNS $STEP_TIMEOUT $LAT_RECORDS $LAT_PAGE $PROFILE_RECORDS $PROFILE_PAGE $INCR_PER_SECOND $MANY_PIPELINES $MANY_RECORDS $MANY_PAGE $MANY_PASSES $MANY_RUNS $BF_RECORDS $BF_PAGE $BF_FLAT_PAGES $BF_RUNS; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || ks_die "not a positive integer: $v (BENCH_SIZES, BENCH_PAGE_SIZES, BENCH_RUNS, ...)"
 done
 # Loopback only: the broker list, like everything else, must be this machine.
@@ -274,6 +306,7 @@ say "building keysetsync and the bench tools from $SRC into $OUT/bin"
   [ "$LAT" != 1 ] || echo "latency: delivery=[${LAT_DELIVERY:-binary default}] ${LAT_SECONDS}s interval=$LAT_INTERVAL rate=$LAT_RATE/s"
   [ "$TIE" != 1 ] || echo "tie: sizes=[$TIE_SIZES] runs=$TIE_RUNS shapes=$TIE_SHAPES"
   [ "$MANY" != 1 ] || echo "many pipelines: $MANY_PIPELINES x $MANY_RECORDS records, page $MANY_PAGE, run --interval $MANY_INTERVAL, $MANY_PASSES idle passes, runs=$MANY_RUNS"
+  [ "$BACKFILL" != 1 ] || echo "backfill: $BF_RECORDS records, page $BF_PAGE, latency $BF_LATENCY, rate limit $BF_RATE_LIMIT/s; flat $BF_FLAT_RECORDS records, pages [$BF_FLAT_PAGES]; runs=$BF_RUNS verify=$BF_VERIFY"
   echo "env: keysetsync=[${BENCH_KEYSETSYNC_ENV:-}] apidrain=[${BENCH_APIDRAIN_ENV:-}]"
 } >"$OUT/machine.txt"
 sed 's/^/    /' "$OUT/machine.txt" >&2
@@ -291,14 +324,15 @@ EOF
 
 # ------------------------------------------------------------------ playground
 
-# start_playground SIZE PAGE: starts `keysetsync playground` on a free loopback port; sets
-# PG_URL and PG_PID.
+# start_playground SIZE PAGE [FLAG...]: starts `keysetsync playground` on a free loopback port,
+# with the FLAGs (e.g. --latency 100ms); sets PG_URL, PG_PID and PG_LOG.
 start_playground() {
   local size=$1 page=$2 log i addr=""
   PG_STARTS=$((PG_STARTS + 1))
   log="$OUT/logs/playground-$PG_STARTS-$1-$2.log"
+  PG_LOG=$log
   : >"$log"
-  "$BIN" playground --records "$size" --page-size "$page" --addr 127.0.0.1:0 --log-format json >"$log" 2>&1 &
+  "$BIN" playground --records "$size" --page-size "$page" --addr 127.0.0.1:0 --log-format json "${@:3}" >"$log" 2>&1 &
   PG_PID=$!
   PG_PIDS+=("$PG_PID")
   for ((i = 0; i < 600; i++)); do
@@ -389,7 +423,8 @@ measure_broker() {
 # measure_once SIZE PAGE RUN URL BATCH PG_PID [BIN [NAME [FLAG...]]]: `keysetsync once` into fresh
 # topics, under /usr/bin/time -v (peak RSS, CPU). NAME (default e2e) names its topics and log;
 # the FLAGs are added to its command line. Afterwards the topic must hold exactly SIZE records
-# with SIZE distinct keys, read as a read_committed consumer reads it.
+# with SIZE distinct keys, read as a read_committed consumer reads it; with MO_VERIFY_URL set,
+# `keysetsync verify` must also find every id of that API in the topic at its latest version.
 measure_once() {
   local size=$1 page=$2 run=$3 url=$4 batch=$5 pg=$6 bin=${7:-$BIN} name=${8:-e2e} n keys extra
   local flags=("${@:9}")
@@ -409,6 +444,14 @@ measure_once() {
   read -r n keys < <("$TOOLS/topics" --brokers "$BROKERS" records "$topic") || ks_die "could not read $topic"
   [ "$n" = "$size" ] && [ "$keys" = "$size" ] ||
     ks_die "keysetsync once ${flags[*]}: topic $topic holds $n committed records with $keys distinct keys, want $size"
+  if [ -n "${MO_VERIFY_URL:-}" ]; then
+    timeout -k 10 "$STEP_TIMEOUT" "$bin" verify --api-url "$MO_VERIFY_URL" --brokers "$BROKERS" --topic "$topic" \
+      --cursor-topic "$ctopic" --pipeline bench --log-format json >"$OUT/logs/verify-$tag.out" 2>"$OUT/logs/verify-$tag.log" || {
+      cat "$OUT/logs/verify-$tag.out" >&2
+      ks_die "keysetsync verify of $topic against $MO_VERIFY_URL failed ($OUT/logs/verify-$tag.log)"
+    }
+    extra+=("verified=1")
+  fi
   "$TOOLS/topics" --brokers "$BROKERS" delete "$topic" "$ctopic"
   "$PY" bench/parse.py once "$log" "$tf" "$size" "$batch" "${extra[@]}"
 }
@@ -481,6 +524,86 @@ if [ "$EOS" = 1 ]; then
     done
     stop_playground "$PG_PID"
   done
+fi
+
+# ------------------------------------------------------------------ parallel backfill
+
+# bf_pair SIZE PAGE RUN URL PG_PID KIND: `keysetsync once` with the default settings (KIND bf_<KIND>)
+# and with --fetch-concurrency 1 (bf_<KIND>_seq) on one playground, the order flipping every run,
+# so that load drifting during a run, and what one measurement leaves behind for the next, fall
+# on both alike. The default run's topic is verified (MO_VERIFY_URL) when BF_VERIFY_URL is set.
+bf_pair() {
+  local size=$1 page=$2 run=$3 url=$4 pg=$5 kind=$6 order="par seq" mode r
+  ((run % 2)) || order="seq par"
+  for mode in $order; do
+    if [ "$mode" = par ]; then
+      say "backfill ($kind): $size records, page $page, run $run/$BF_RUNS: keysetsync once (default settings)"
+      r="$(MO_VERIFY_URL="${BF_VERIFY_URL:-}" measure_once "$size" "$page" "$run" "$url" 1000 "$pg" "$BIN" "bf-$kind")"
+      emit "bf_$kind" "$size" "$page" "$run" "$(bf_with "$r" latency_s="$BF_KIND_LATENCY_S")"
+    else
+      say "backfill ($kind): $size records, page $page, run $run/$BF_RUNS: keysetsync once --fetch-concurrency 1"
+      r="$(measure_once "$size" "$page" "$run" "$url" 1000 "$pg" "$BIN" "bf-$kind-seq" --fetch-concurrency 1)"
+      emit "bf_${kind}_seq" "$size" "$page" "$run" "$(bf_with "$r" latency_s="$BF_KIND_LATENCY_S")"
+    fi
+  done
+}
+
+# bf_with JSON K=V...: JSON with the numbers V added as K.
+bf_with() {
+  "$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update((k, float(v)) for k, v in (a.split("=", 1) for a in sys.argv[2:])); print(json.dumps(d))' "$@"
+}
+
+# A twin playground for `keysetsync verify`: the same seed and records (so the same data), no
+# latency and no rate limit, so that reading the API in full takes seconds.
+bf_twin() {
+  BF_VERIFY_URL=
+  [ "$BF_VERIFY" = 1 ] || return 0
+  start_playground "$1" 1000
+  BF_VERIFY_URL=$PG_URL BF_TWIN_PID=$PG_PID
+}
+
+if [ "$BACKFILL" = 1 ]; then
+  # The added latency in seconds, for the sequential limit page / latency in the report.
+  BF_LATENCY_S="$("$PY" -c '
+import re, sys
+m = re.fullmatch(r"([0-9.]+)(ms|s)", sys.argv[1])
+if not m: sys.exit("BENCH_BF_LATENCY: give ms or s, e.g. 100ms")
+print(float(m.group(1)) / (1000 if m.group(2) == "ms" else 1))' "$BF_LATENCY")" || ks_die "BENCH_BF_LATENCY=$BF_LATENCY"
+  bf_twin "$BF_RECORDS"
+  # 1. A latency-bound API: the sequential limit is page / latency.
+  start_playground "$BF_RECORDS" "$BF_PAGE" --latency "$BF_LATENCY"
+  say "backfill: playground of $BF_RECORDS records, page $BF_PAGE, --latency $BF_LATENCY on ${PG_URL%/pagination/keyset}"
+  for ((run = 1; run <= BF_RUNS; run++)); do
+    BF_KIND_LATENCY_S=$BF_LATENCY_S bf_pair "$BF_RECORDS" "$BF_PAGE" "$run" "$PG_URL" "$PG_PID" latency
+  done
+  stop_playground "$PG_PID"
+  # 2. The same API rate-limited: a fresh playground per run, so that its requests and 429s
+  # (its "playground stopped" line) are that run's alone.
+  if [ "$BF_RATE_LIMIT" != 0 ]; then
+    for ((run = 1; run <= BF_RUNS; run++)); do
+      start_playground "$BF_RECORDS" "$BF_PAGE" --latency "$BF_LATENCY" --rate-limit "$BF_RATE_LIMIT"
+      say "backfill (rate limit): $BF_RECORDS records, page $BF_PAGE, --latency $BF_LATENCY --rate-limit $BF_RATE_LIMIT, run $run/$BF_RUNS: keysetsync once (default settings)"
+      r="$(MO_VERIFY_URL="${BF_VERIFY_URL:-}" measure_once "$BF_RECORDS" "$BF_PAGE" "$run" "$PG_URL" 1000 "$PG_PID" "$BIN" bf-ratelimit)"
+      stop_playground "$PG_PID"
+      r="$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2]), rate_limit=float(sys.argv[3]), latency_s=float(sys.argv[4])); print(json.dumps(d))' \
+        "$r" "$("$PY" bench/parse.py playground "$PG_LOG")" "$BF_RATE_LIMIT" "$BF_LATENCY_S")"
+      emit bf_ratelimit "$BF_RECORDS" "$BF_PAGE" "$run" "$r"
+    done
+  fi
+  [ -z "${BF_TWIN_PID:-}" ] || stop_playground "$BF_TWIN_PID"
+  # 3. An API that is not the bottleneck: the backfill must not engage, or not cost.
+  if [ "$BF_FLAT_RECORDS" != 0 ]; then
+    for page in $BF_FLAT_PAGES; do
+      start_playground "$BF_FLAT_RECORDS" "$page"
+      say "backfill (no added latency): playground of $BF_FLAT_RECORDS records, page $page on ${PG_URL%/pagination/keyset}"
+      # An unmeasured drain first, so that the first measured mode does not pay for a cold playground.
+      measure_api "$BF_FLAT_RECORDS" "$page" 0 "$PG_URL" "$PG_PID" >/dev/null
+      for ((run = 1; run <= BF_RUNS; run++)); do
+        BF_VERIFY_URL='' BF_KIND_LATENCY_S=0 bf_pair "$BF_FLAT_RECORDS" "$page" "$run" "$PG_URL" "$PG_PID" flat
+      done
+      stop_playground "$PG_PID"
+    done
+  fi
 fi
 
 # ------------------------------------------------------------------ incremental

@@ -179,7 +179,8 @@ func TestBackfillWhileTheAPIChanges(t *testing.T) {
 
 // TestBackfillOfSkewedData: almost every record sits in the last hundredth of the span (most
 // records updated recently). The range holding them is split again and again by the workers
-// that finished the sparse ones; every record is delivered exactly once.
+// that finished the sparse ones; every record is delivered exactly once, and records_fetched
+// counts no page tail past a range's end.
 func TestBackfillOfSkewedData(t *testing.T) {
 	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
 	api := keysettest.New(t, 100, true, keysettest.Compound)
@@ -198,6 +199,8 @@ func TestBackfillOfSkewedData(t *testing.T) {
 	_, n := p.Latest(t)
 	assert.Equal(t, 6500, n, "each record once")
 	assert.Equal(t, n, st.Produced)
+	assert.Equal(t, st.Produced+st.Skipped, st.Fetched,
+		"records fetched: those produced and those read again, not the tails of ranges' last pages past their ends (the next ranges')")
 	assert.GreaterOrEqual(t, obs.MaxActive(), 6, "the dense range kept most workers busy")
 	assert.Empty(t, p.Store.Back, "the committed cursor went back")
 }

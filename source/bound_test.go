@@ -116,7 +116,8 @@ func TestBoundedWalkSplitsATieAtItsEnd(t *testing.T) {
 }
 
 // TestBoundedWalkStopsAtItsEnd: a range that reaches its end asks for no page after the one
-// holding its first record at or after the end, even though the API holds many more.
+// holding its first record at or after the end, even though the API holds many more, and does
+// not count that page's records from the end on as fetched (the next range does).
 func TestBoundedWalkStopsAtItsEnd(t *testing.T) {
 	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
 	api := keysettest.New(t, 50, true, keysettest.Compound)
@@ -141,6 +142,8 @@ func TestBoundedWalkStopsAtItsEnd(t *testing.T) {
 		require.NoError(t, err)
 	}
 	assert.Equal(t, 120, n)
+	st := w.Stats()
+	assert.Equal(t, n+st.Skipped, st.Fetched, "records fetched: those returned and those read again (%d), not the third page's records at or after the end, the next range's", st.Skipped)
 	assert.True(t, b.ended)
 	assert.LessOrEqual(t, len(api.Requests()), 4, "pages of 50 for 120 records, the third holding the end")
 	assert.Equal(t, end, w.Position().LastUpdatedAt.Add(time.Second), "the position is the last record before the end")

@@ -723,6 +723,9 @@ func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, la
 			return recs, first, last, lastID, true, false, nil
 		}
 		if !end.IsZero() && !u.UpdatedAt.Before(end) {
+			// The rest of the page is the next range's, which fetches it again and counts it:
+			// counted here too, a backfill's records_fetched would exceed what the API holds.
+			w.stats.Fetched -= raw.Len() - i
 			return recs, first, last, lastID, false, true, nil
 		}
 		if first.IsZero() {
