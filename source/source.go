@@ -269,26 +269,30 @@ func (s *Source) backoff(attempt int, err error) time.Duration {
 
 // fetchOnce requests target; shown is target as errors and the page show it.
 func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if s.user != nil {
-		// As net/http does for user info in a request's URL (a client's transport may still
-		// set its own Authorization over it); the URL itself never carries it, so neither do
-		// the *url.Error messages of the client.
-		pw, _ := s.user.Password()
-		req.SetBasicAuth(s.user.Username(), pw)
-	}
 	// The request and the body only wait on the API: the pass's slot (package schedule) goes to
 	// another pipeline meanwhile, so a stalled API holds only its own pipeline.
 	var resp *http.Response
 	var body []byte
 	var wait time.Duration // until the answer's headers: what the backfill weighs (Config.BackfillMinWait)
-	err = schedule.Outside(ctx, func() error {
+	err := schedule.Outside(ctx, func() error {
+		// The timeout bounds the API's answer only, not the wait for the slot after it (Outside
+		// takes it back under the pass's ctx): with 1,000 pipelines a page read in time may queue
+		// behind the other passes for longer than the timeout, and was then thrown away and
+		// fetched again, again and again.
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Accept", "application/json")
+		if s.user != nil {
+			// As net/http does for user info in a request's URL (a client's transport may
+			// still set its own Authorization over it); the URL itself never carries it, so
+			// neither do the *url.Error messages of the client.
+			pw, _ := s.user.Password()
+			req.SetBasicAuth(s.user.Username(), pw)
+		}
 		sent := time.Now()
 		resp, err = s.cfg.Client.Do(req)
 		if err != nil {

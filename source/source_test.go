@@ -1,6 +1,7 @@
 package source_test
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/sourcetest"
 	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/schedule"
 	"github.com/keysetsync/keysetsync/source"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -93,3 +95,43 @@ func TestSourceSendsTheContractsParameters(t *testing.T) {
 
 // badPipeline runs one pass of a Pipeline over scripted pages into kfake and returns the error
 // and the cursor it left.
+
+// With many pipelines a page can be read in time and then wait behind the other passes for the
+// slot longer than the request timeout: that wait is not the API's, so the page is kept, not
+// failed and fetched again.
+func TestSourceTimeoutLeavesOutTheWaitForTheSlot(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	h := &sourcetest.Scripted{Answers: []sourcetest.Answer{{Status: 200, Body: okPage}}}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, Timeout: timeout, MaxAttempts: 1})
+	require.NoError(t, err)
+
+	lim := schedule.NewLimiter(1)
+	ctx, slot, err := lim.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	defer slot.Release()
+	// Another pass queues for the only slot and gets it while the fetch is outside.
+	other := make(chan *schedule.Slot, 1)
+	go func() {
+		_, s, err := lim.Hold(t.Context(), nil)
+		assert.NoError(t, err)
+		other <- s
+	}()
+	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	fetched := make(chan error, 1)
+	go func() {
+		p, err := src.Fetch(ctx, 1, source.Query{Since: cursor.Start})
+		if err == nil && p.Len() != 1 {
+			err = fmt.Errorf("page of %d records, want 1", p.Len())
+		}
+		fetched <- err
+	}()
+	held := <-other
+	// The API answered and the fetch waits for the slot back; it keeps waiting past its timeout.
+	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	time.Sleep(4 * timeout)
+	held.Release()
+	require.NoError(t, <-fetched)
+	assert.Len(t, h.Requests(), 1)
+}

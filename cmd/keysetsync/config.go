@@ -427,9 +427,10 @@ func (js *jobSet) serveMetrics(limiter *schedule.Limiter, log *slog.Logger) erro
 // the metadata of every topic of the cluster and refreshes it every few seconds, so a client per
 // pipeline cost each idle pipeline about 5 MiB and a metadata refresh of the whole cluster
 // (issue 12, BENCHMARKS.md "Many pipelines"). Transactional producers share it too: each has its
-// own transactional id, not its own connections. Jobs are opened one after the other, so no lock.
+// own transactional id, not its own connections. Jobs open a few at a time (openJobs): mu guards m.
 type kafkaClients struct {
-	m map[kafkaClientKey]*kafka.Client
+	mu sync.Mutex
+	m  map[kafkaClientKey]*kafka.Client
 }
 
 // kafkaClientKey is what makes two clients different: the brokers and the security flags (TLS
@@ -441,6 +442,8 @@ type kafkaClientKey struct {
 
 func (c *kafkaClients) get(sec *kafkaSecurityFlags, brokers string, log *slog.Logger) (*kafka.Client, error) {
 	k := kafkaClientKey{brokers: strings.Join(brokerList(brokers), ","), sec: sec.kafkaSecuritySettings}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if cl, ok := c.m[k]; ok {
 		return cl, nil
 	}
@@ -456,6 +459,8 @@ func (c *kafkaClients) get(sec *kafkaSecurityFlags, brokers string, log *slog.Lo
 }
 
 func (c *kafkaClients) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, cl := range c.m {
 		cl.Close()
 	}
@@ -525,17 +530,71 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		js.close()
 		return nil, err
 	}
-	for i, j := range jobs {
-		if err := j.open(ctx, js.clients); err != nil {
-			js.jobs = jobs[:i] // j closed what it opened
-			js.close()
-			if multi {
-				err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
-			}
-			return nil, err
-		}
+	if err := openJobs(ctx, jobs, js.clients, multi); err != nil {
+		js.close() // a job that failed closed what it opened; one never opened holds nothing
+		return nil, err
 	}
 	return js, nil
+}
+
+// openConcurrency is how many pipelines open at once. An open mostly waits on the broker (topic
+// checks or creation and the wait for its leader, the producer id): one after the other, 1,000
+// new pipelines took 60 to 90 s to open on a fresh local broker before their first pass
+// (BENCHMARKS.md "Many pipelines"). A few at a time, so that a thousand do not ask the broker
+// for a thousand topics at once.
+const openConcurrency = 8
+
+// openJobs opens the jobs, openConcurrency at a time; the first error, named by its pipeline
+// when multi, stops the others (boundedFirstError).
+func openJobs(ctx context.Context, jobs []*job, clients *kafkaClients, multi bool) error {
+	return boundedFirstError(ctx, len(jobs), openConcurrency, func(ctx context.Context, i int) error {
+		j := jobs[i]
+		err := j.open(ctx, clients)
+		if err != nil && multi {
+			err = fmt.Errorf("pipeline %q: %w", j.flags.pipeline, err)
+		}
+		return err
+	})
+}
+
+// boundedFirstError runs fn(ctx, i) for every i below n, in order, at most limit at once. The
+// first error cancels the ctx the others run with, none is started after it, and it is returned
+// once every started fn has returned; the errors of those it cancelled are not. When the
+// caller's ctx ends first, its error is returned.
+func boundedFirstError(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, max(limit, 1))
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(ctx, i); err != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				if first == nil {
+					first = err
+					cancel() // before the slot is given back: no fn starts after it
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err() // the caller's ctx ended: fns left unstarted
+	}
+	return first
 }
 
 // closeJobs closes the jobs, not what they share (jobSet.close).

@@ -365,7 +365,7 @@ func TestPipelinesShareOneKafkaClientPerCluster(t *testing.T) {
 		"  - {pipeline: pc, api-url: 'http://127.0.0.1:1/keyset', topic: '" + kafkatest.Topic(t, "u") + "', brokers: ' " + strings.Join(one.Brokers, " , ") + " '}\n" +
 		"  - {pipeline: pd, api-url: 'http://127.0.0.1:1/keyset', topic: '" + kafkatest.Topic(t, "u") + "', brokers: '" + strings.Join(other.Brokers, ",") + "'}\n"
 	var errb bytes.Buffer
-	e := &env{stdout: io.Discard, stderr: &errb, getenv: func(string) string { return "" }}
+	e := &env{stdout: io.Discard, stderr: &lockedWriter{w: &errb}, getenv: func(string) string { return "" }}
 	set, err := startJobs(t.Context(), e, []string{"--config", writeConfig(t, body)}, "once", "", nil)
 	require.NoError(t, err, errb.String())
 	t.Cleanup(set.close)

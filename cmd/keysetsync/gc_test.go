@@ -30,7 +30,7 @@ func TestMemoryLimitIsSetForThePipelinesOfTheProcess(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var set int64
 			var errb bytes.Buffer
-			e := &env{stdout: io.Discard, stderr: &errb, getenv: func(string) string { return "" },
+			e := &env{stdout: io.Discard, stderr: &lockedWriter{w: &errb}, getenv: func(string) string { return "" },
 				memoryLimit: func(n int) int64 { set = memoryLimit(n); return set }}
 			jobs, err := startJobs(t.Context(), e, c.args, "once", "", nil)
 			require.NoError(t, err, errb.String())
