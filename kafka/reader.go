@@ -155,7 +155,7 @@ func (r *Reader) Follow(ctx context.Context, partition int, offset int64, fn fun
 			} else if time.Since(failingSince) > r.cfg.RetryFor {
 				return fmt.Errorf("fetch %s/%d at offset %d: still failing after %s: %w", name, partition, offset, r.cfg.RetryFor, err)
 			}
-			if !sleep(ctx, delay) {
+			if retry.Sleep(ctx, delay) != nil {
 				return nil
 			}
 			delay = min(2*delay, 2*time.Second)
@@ -208,7 +208,7 @@ func (r *Reader) retry(ctx context.Context, fn func() error) error {
 		if err == nil || !r.retryable(err) || time.Now().After(deadline) {
 			return err
 		}
-		if !sleep(ctx, delay) {
+		if retry.Sleep(ctx, delay) != nil {
 			return err
 		}
 		delay = min(2*delay, 2*time.Second)
@@ -243,16 +243,4 @@ func (c *Client) listOffsets(ctx context.Context, name string, partitions []int,
 		}
 	}
 	return out, nil
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -110,14 +110,7 @@ func (b *txnBackoff) wait(ctx context.Context) error {
 	}
 	d := b.next/2 + rand.N(b.next/2+1)
 	b.next = min(2*b.next, txnBackoffMax)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return retry.Sleep(ctx, d)
 }
 
 // txnTransportGate bounds how long transport failures in a row (connection refused or reset,

@@ -89,13 +89,22 @@ func Do(ctx context.Context, p Policy, fn func() (progressed bool, err error)) e
 		if p.OnRetry != nil {
 			p.OnRetry(err, attempt)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if Sleep(ctx, wait) != nil {
 			return err
-		case <-t.C:
 		}
 		delay = min(2*delay, most)
+	}
+}
+
+// Sleep waits for d, or returns ctx's error when ctx ends first: the one backoff wait of every
+// retry loop.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

@@ -231,7 +231,7 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer, lim
 		obs.APIRetry(APIErrorKind(err))
 		s.log.Warn("api request failed, retrying", "page", page, "attempt", attempt, "max_attempts", s.cfg.MaxAttempts, "wait", wait, "err", err)
 		// A backoff holds no slot (package schedule): other pipelines work meanwhile.
-		if err := schedule.Outside(ctx, func() error { return sleep(ctx, wait) }); err != nil {
+		if err := schedule.Outside(ctx, func() error { return retry.Sleep(ctx, wait) }); err != nil {
 			return nil, err
 		}
 	}
@@ -240,18 +240,6 @@ func (s *Source) fetch(ctx context.Context, page int, q Query, obs Observer, lim
 		return nil, fmt.Errorf("page %d after %d of %d attempts: %w", page, attempts, s.cfg.MaxAttempts, lastErr)
 	}
 	return nil, fmt.Errorf("page %d: GET %s after %d of %d attempts: %w: %w", page, shown, attempts, s.cfg.MaxAttempts, ErrAPI, lastErr)
-}
-
-// sleep waits for d or until ctx ends (then its error).
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func (s *Source) backoff(attempt int, err error) time.Duration {

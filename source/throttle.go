@@ -34,7 +34,6 @@ func OutcomeOf(err error) throttle.Outcome {
 	}
 	var he *HTTPError
 	if errors.As(err, &he) && he.Retryable() { // the same statuses: the API could serve it later
-
 		return throttle.Overloaded(he.RetryAfter)
 	}
 	return throttle.Failed
