@@ -324,29 +324,39 @@ type wireRange struct {
 func marshalBackfill(b *Backfill) *wireBackfill {
 	w := &wireBackfill{Horizon: FormatTime(b.Horizon), Ranges: make([]wireRange, len(b.Ranges))}
 	for i, r := range b.Ranges {
-		w.Ranges[i] = wireRange{From: FormatTime(r.From), Done: r.Done}
+		wr := wireRange{From: FormatTime(r.From), Done: r.Done}
 		if !r.Done {
-			w.Ranges[i] = wireRange{From: FormatTime(r.From), LastUpdatedAt: FormatTime(r.LastUpdatedAt), Delivered: r.Delivered,
-				Partial: r.DeliveredPartial, LastID: r.LastID, TieSettled: r.TieSettled}
+			wr.LastUpdatedAt, wr.Delivered, wr.Partial, wr.LastID, wr.TieSettled = FormatTime(r.LastUpdatedAt), r.Delivered, r.DeliveredPartial, r.LastID, r.TieSettled
 		}
+		w.Ranges[i] = wr
 	}
 	return w
+}
+
+// parseField reads the time of a cursor's JSON field, or says which field holds what and what it
+// should hold.
+func parseField(field, s string) (time.Time, error) {
+	t, err := ParseTime(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time such as %s", field, s, TimeLayout)
+	}
+	return t, nil
 }
 
 func unmarshalBackfill(w *wireBackfill, last time.Time) (*Backfill, error) {
 	var err error
 	b := &Backfill{Ranges: make([]Range, len(w.Ranges))}
-	if b.Horizon, err = ParseTime(w.Horizon); err != nil {
-		return nil, fmt.Errorf("horizon %q: want an RFC 3339 time such as %s", w.Horizon, TimeLayout)
+	if b.Horizon, err = parseField("horizon", w.Horizon); err != nil {
+		return nil, err
 	}
 	for i, wr := range w.Ranges {
 		r := Range{Done: wr.Done, Delivered: wr.Delivered, DeliveredPartial: wr.Partial, LastID: wr.LastID, TieSettled: wr.TieSettled}
-		if r.From, err = ParseTime(wr.From); err != nil {
-			return nil, fmt.Errorf("range %d: from %q: want an RFC 3339 time such as %s", i, wr.From, TimeLayout)
+		if r.From, err = parseField("from", wr.From); err != nil {
+			return nil, fmt.Errorf("range %d: %w", i, err)
 		}
 		if !r.Done {
-			if r.LastUpdatedAt, err = ParseTime(wr.LastUpdatedAt); err != nil {
-				return nil, fmt.Errorf("range %d: last_updated_at %q: want an RFC 3339 time such as %s", i, wr.LastUpdatedAt, TimeLayout)
+			if r.LastUpdatedAt, err = parseField("last_updated_at", wr.LastUpdatedAt); err != nil {
+				return nil, fmt.Errorf("range %d: %w", i, err)
 			}
 		}
 		b.Ranges[i] = r
@@ -401,23 +411,23 @@ func Unmarshal(b []byte) (Cursor, error) {
 	if w.Version > Version {
 		return Cursor{}, fmt.Errorf("%w: version %d is newer than this build understands (%d)", ErrCorrupt, w.Version, Version)
 	}
-	t, err := ParseTime(w.LastUpdatedAt)
+	t, err := parseField("last_updated_at", w.LastUpdatedAt)
 	if err != nil {
-		return Cursor{}, fmt.Errorf("%w: last_updated_at %q: want an RFC 3339 time such as %s", ErrCorrupt, w.LastUpdatedAt, TimeLayout)
+		return Cursor{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	if err := checkSeq(w.Seq); err != nil {
 		return Cursor{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	c := Cursor{Pipeline: w.Pipeline, LastUpdatedAt: t, Delivered: w.Delivered, DeliveredPartial: w.Partial, LastID: w.LastID, TieSettled: w.TieSettled, Seq: w.Seq, Records: w.Records}
 	if w.LookbackFrom != "" {
-		if c.LookbackFrom, err = ParseTime(w.LookbackFrom); err != nil {
-			return Cursor{}, fmt.Errorf("%w: lookback_from %q: want an RFC 3339 time such as %s", ErrCorrupt, w.LookbackFrom, TimeLayout)
+		if c.LookbackFrom, err = parseField("lookback_from", w.LookbackFrom); err != nil {
+			return Cursor{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 	}
 	for id, d := range w.Lookback { // the format before lookback_digests
-		at, err := ParseTime(d[0])
+		at, err := parseField("updatedAt", d[0])
 		if err != nil {
-			return Cursor{}, fmt.Errorf("%w: delivered_in_lookback[%q]: updatedAt %q: want an RFC 3339 time such as %s", ErrCorrupt, id, d[0], TimeLayout)
+			return Cursor{}, fmt.Errorf("%w: delivered_in_lookback[%q]: %w", ErrCorrupt, id, err)
 		}
 		if c.Lookback == nil {
 			c.Lookback = make(map[uint64]time.Time, len(w.Lookback))
