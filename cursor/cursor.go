@@ -124,6 +124,22 @@ type Range struct {
 	TieSettled       bool
 }
 
+// Position is c's position fields alone (LastUpdatedAt, Delivered, DeliveredPartial, LastID,
+// TieSettled): where a walk resumes, without the pipeline's counters or a backfill.
+func (c Cursor) Position() Cursor {
+	return Cursor{LastUpdatedAt: c.LastUpdatedAt, Delivered: c.Delivered, DeliveredPartial: c.DeliveredPartial, LastID: c.LastID, TieSettled: c.TieSettled}
+}
+
+// RangeAt is the unfinished range starting at from whose walk stands at pos's position.
+func RangeAt(from time.Time, pos Cursor) Range {
+	return Range{From: from, LastUpdatedAt: pos.LastUpdatedAt, Delivered: pos.Delivered, DeliveredPartial: pos.DeliveredPartial, LastID: pos.LastID, TieSettled: pos.TieSettled}
+}
+
+// Position is where the walk of r, an unfinished range, stands, as a cursor's position fields.
+func (r Range) Position() Cursor {
+	return Cursor{LastUpdatedAt: r.LastUpdatedAt, Delivered: r.Delivered, DeliveredPartial: r.DeliveredPartial, LastID: r.LastID, TieSettled: r.TieSettled}
+}
+
 // End is where range i of b ends: the next range's From, or Horizon for the last.
 func (b *Backfill) End(i int) time.Time {
 	if i+1 < len(b.Ranges) {

@@ -225,7 +225,8 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 		end = b.Ranges[0].From
 	}
 	first := bf.add(c.LastUpdatedAt, end, c.LastUpdatedAt, s.rangeWalker(main, bf.cursorBytes))
-	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: positionOf(c)}}, top: positionOf(c), base: positionOf(c)}
+	at := c.Position()
+	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: at}}, top: at, base: at}
 	for i, r := range b.Ranges {
 		if r.Done {
 			pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, done: true})
@@ -236,7 +237,7 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 			}
 			continue
 		}
-		pos := cursor.Cursor{LastUpdatedAt: r.LastUpdatedAt, Delivered: r.Delivered, DeliveredPartial: r.DeliveredPartial, LastID: r.LastID, TieSettled: r.TieSettled}
+		pos := r.Position()
 		bf.add(r.From, b.End(i), r.LastUpdatedAt, s.rangeWalker(pos, bf.cursorBytes))
 		pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, pos: pos})
 	}
@@ -268,11 +269,6 @@ func (s *Pipeline) rangeWalker(pos cursor.Cursor, cursorBytes int) *source.Walke
 	opt.Lookback = 0
 	opt.MaxCursorBytes = cursorBytes
 	return source.NewWalker(s.cfg.Source, s.cfg.Codec, pos, opt, s.log)
-}
-
-// positionOf is c's position fields alone.
-func positionOf(c cursor.Cursor) cursor.Cursor {
-	return cursor.Cursor{LastUpdatedAt: c.LastUpdatedAt, Delivered: c.Delivered, DeliveredPartial: c.DeliveredPartial, LastID: c.LastID, TieSettled: c.TieSettled}
 }
 
 // item is one page of a range, or the end of the range (done).
@@ -632,9 +628,7 @@ func (m *model) cursor() cursor.Cursor {
 			c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: r.from, Done: true})
 			continue
 		}
-		p := capLastID(r.pos)
-		c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: r.from, LastUpdatedAt: p.LastUpdatedAt, Delivered: p.Delivered,
-			DeliveredPartial: p.DeliveredPartial, LastID: p.LastID, TieSettled: p.TieSettled})
+		c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.RangeAt(r.from, capLastID(r.pos)))
 	}
 	return c
 }
