@@ -306,9 +306,16 @@ func TestCursorStoreTombstoneInALaterPartition(t *testing.T) {
 						require.NoError(t, err)
 						rec.Value = kafkago.NewBytes(b)
 					}
-					res, err := client.Produce(txnCtx(t), &kafkago.ProduceRequest{Topic: name, Partition: part, RequiredAcks: kafkago.RequireAll, Records: kafkago.NewRecordReader(rec)})
+					// A topic just created may not have its leaders known yet (NOT_LEADER_FOR_PARTITION
+					// on a fresh broker): retried as any retryable Kafka answer.
+					err := retry.Do(txnCtx(t), retry.Policy{Budget: 30 * time.Second, Retryable: retry.IsRetryable, What: "produce"}, func() (bool, error) {
+						res, err := client.Produce(txnCtx(t), &kafkago.ProduceRequest{Topic: name, Partition: part, RequiredAcks: kafkago.RequireAll, Records: kafkago.NewRecordReader(rec)})
+						if err == nil {
+							err = res.Error
+						}
+						return false, kafka.Classify(err)
+					})
 					require.NoError(t, err)
-					require.NoError(t, res.Error)
 				}
 				s := openCursorStore(t, tg, name)
 				t.Cleanup(func() { s.Close() })
