@@ -195,7 +195,7 @@ func (pw *passWalk) start(ctx context.Context, pos cursor.Cursor) {
 	n := pw.s.cfg.FetchConcurrency
 	bf := pw.s.newBackfill(ctx, pw.horizon, n)
 	first := bf.add(pos.LastUpdatedAt, pw.horizon, pos.LastUpdatedAt, pw.cur)
-	pw.m = model{horizon: pw.horizon, ranges: []modelRange{{from: first.from, pos: pos}}, top: pos, base: pos}
+	pw.m = model{horizon: pw.horizon, prec: bf.prec, ranges: []modelRange{{from: first.from, pos: pos}}, top: pos, base: pos}
 	pw.ranges[first.id] = pw.cur.Stats() // counted with the ranges' from now on
 	pw.s.log.Info("backfill started: the cursor is far behind, walking ranges up to the horizon concurrently",
 		"from", cursor.FormatTime(pos.LastUpdatedAt), "horizon", cursor.FormatTime(pw.horizon), "workers", n)
@@ -210,42 +210,54 @@ func (pw *passWalk) resume(ctx context.Context, c cursor.Cursor) {
 	s := pw.s
 	b := c.Backfill
 	pw.horizon = b.Horizon
-	unfinished := 1
-	for _, r := range b.Ranges {
-		if !r.Done {
-			unfinished++
-		}
-	}
+	m, walks := resumeModel(c, s.cfg.Source.Contract().TimeFormat.Precision())
 	n := max(s.cfg.FetchConcurrency, 1)
-	bf := s.newBackfill(ctx, b.Horizon, max(n, unfinished))
+	bf := s.newBackfill(ctx, b.Horizon, max(n, len(walks)))
+	for _, w := range walks {
+		bf.add(w.from, w.to, w.pos.LastUpdatedAt, s.rangeWalker(w.pos, bf.cursorBytes))
+	}
+	pw.m = m
+	s.log.Info("resuming a backfill", "from", cursor.FormatTime(c.LastUpdatedAt), "horizon", cursor.FormatTime(b.Horizon),
+		"ranges", len(b.Ranges)+1, "unfinished", len(walks), "workers", n)
+	pw.bf = bf
+	pw.prog.backfill.Store(bf)
+	bf.run(n)
+}
+
+// rangeWalk is an unfinished range of a loaded backfill: [from, to), its walk standing at pos.
+type rangeWalk struct {
+	from, to time.Time
+	pos      cursor.Cursor
+}
+
+// resumeModel is the model of a loaded cursor's backfill, and its unfinished ranges to walk,
+// the cursor's own first; prec is the API's time precision.
+func resumeModel(c cursor.Cursor, prec time.Duration) (model, []rangeWalk) {
+	b := c.Backfill
 	main := c
 	main.Backfill = nil
 	end := b.Horizon
 	if len(b.Ranges) > 0 {
 		end = b.Ranges[0].From
 	}
-	first := bf.add(c.LastUpdatedAt, end, c.LastUpdatedAt, s.rangeWalker(main, bf.cursorBytes))
+	walks := []rangeWalk{{from: c.LastUpdatedAt, to: end, pos: main}}
 	at := c.Position()
-	pw.m = model{horizon: b.Horizon, ranges: []modelRange{{from: first.from, pos: at}}, top: at, base: at}
+	m := model{horizon: b.Horizon, prec: prec, ranges: []modelRange{{from: c.LastUpdatedAt, pos: at}}, top: at, base: at}
 	for i, r := range b.Ranges {
 		if r.Done {
-			pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, done: true})
+			m.ranges = append(m.ranges, modelRange{from: r.From, done: true})
 			// Where its newest record stood is not kept: its end is a position after every
 			// record of it (none delivered there), so the final walk does not read it again.
-			if end := b.End(i); end.After(pw.m.top.LastUpdatedAt) {
-				pw.m.top = cursor.Cursor{LastUpdatedAt: end, Delivered: map[string]string{}}
+			if end := b.End(i); end.After(m.top.LastUpdatedAt) {
+				m.top = cursor.Cursor{LastUpdatedAt: end, Delivered: map[string]string{}}
 			}
 			continue
 		}
 		pos := r.Position()
-		bf.add(r.From, b.End(i), r.LastUpdatedAt, s.rangeWalker(pos, bf.cursorBytes))
-		pw.m.ranges = append(pw.m.ranges, modelRange{from: r.From, pos: pos})
+		walks = append(walks, rangeWalk{from: r.From, to: b.End(i), pos: pos})
+		m.ranges = append(m.ranges, modelRange{from: r.From, pos: pos})
 	}
-	s.log.Info("resuming a backfill", "from", cursor.FormatTime(c.LastUpdatedAt), "horizon", cursor.FormatTime(b.Horizon),
-		"ranges", len(b.Ranges)+1, "unfinished", unfinished, "workers", n)
-	pw.bf = bf
-	pw.prog.backfill.Store(bf)
-	bf.run(n)
+	return m, walks
 }
 
 // endBackfill goes on sequentially from the newest record the ranges delivered: every range is
@@ -531,6 +543,7 @@ func (bf *backfill) progress() (active, unfinished int, done float64) {
 // cursor's own position.
 type model struct {
 	horizon time.Time
+	prec    time.Duration // the API's time precision
 	ranges  []modelRange
 	// top is the greatest position of a range walked to its end: once every range is done,
 	// the cursor's position (the final walk re-reads from there, not from the horizon, so a
@@ -596,7 +609,9 @@ func (m *model) apply(it item) error {
 	// A range that returned nothing stands at its start, after every record before it: it
 	// would hide a record committed late there.
 	if p := m.ranges[i].pos; !unstarted(p, it.from) {
-		if p.LastUpdatedAt.After(m.top.LastUpdatedAt) {
+		// At top's time, p is at least as far: a done range's end (resumed) stands there with
+		// nothing delivered, while p lists the records of its range's start delivered.
+		if !p.LastUpdatedAt.Before(m.top.LastUpdatedAt) {
 			m.top = p
 		}
 		if i == 0 {
@@ -618,11 +633,19 @@ func (m *model) cursor() cursor.Cursor {
 		return capLastID(m.top)
 	}
 	c, rest := m.ranges[0].pos, m.ranges[1:]
-	if r := m.ranges[0]; unstarted(r.pos, r.from) && r.from.After(m.base.LastUpdatedAt) {
-		c, rest = m.base, m.ranges // everything between them was delivered
-	}
 	c = capLastID(c)
-	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(rest))}
+	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(rest)+1)}
+	if r := m.ranges[0]; unstarted(r.pos, r.from) && r.from.After(m.base.LastUpdatedAt) {
+		// Everything between them was delivered: the cursor stands at base, its own range
+		// holding base's time only (its tie, listed as delivered), and what follows up to the
+		// lowest range is done. Without that done range a resumed pass would walk it again:
+		// its records twice, which exactly-once forbids.
+		c, rest = capLastID(m.base), m.ranges
+		c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(rest)+1)}
+		if next := m.base.LastUpdatedAt.Add(max(m.prec, 1)); next.Before(r.from) {
+			c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: next, Done: true})
+		}
+	}
 	for _, r := range rest {
 		if r.done {
 			c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: r.from, Done: true})
