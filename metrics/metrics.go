@@ -98,7 +98,7 @@ type Metrics struct {
 	txnCommitted, txnAborted, fencedTotal               prometheus.Counter
 	produceErrors, apiErrors, apiRetries, passes        *prometheus.CounterVec
 	batchAck, cursorCommit, pageFetch, slotWait         prometheus.Histogram
-	cursorTimestamp, remaining, degraded                prometheus.Gauge
+	cursorTimestamp, remaining, degraded, lastSuccessTS prometheus.Gauge
 	backfillActive, backfillUnfinished, fetchLimit      prometheus.Gauge
 
 	mu     sync.Mutex
@@ -114,6 +114,9 @@ type Metrics struct {
 	lastErr      string
 	failingSince time.Time
 	failures     int
+	// passStarted is when the running pass loaded its cursor (zero between passes), lastPage
+	// when the API last answered a page, lastSuccess when a pass last succeeded.
+	passStarted, lastPage, lastSuccess time.Time
 }
 
 // New makes the metrics of pipeline in a registry of their own: a Process of one.
@@ -181,6 +184,7 @@ func (p *Process) Pipeline(pipeline string) *Metrics {
 	m.backfillActive = gauge("backfill_ranges_active", "Ranges a parallel backfill walks right now (0 while no backfill runs).")
 	m.backfillUnfinished = gauge("backfill_ranges_unfinished", "Ranges of a parallel backfill not walked to their end yet (0 while no backfill runs).")
 	m.fetchLimit = gauge("backfill_fetch_limit", "API requests a parallel backfill may have in flight at once (its workers, or the adaptive limit).")
+	m.lastSuccessTS = gauge("last_success_timestamp_seconds", "When a pass last succeeded, as Unix seconds (0 until one did): alert on now minus it, which grows while passes fail or stall, unlike the cursor lag, which also grows while the source has nothing new.")
 	m.reg.MustRegister(m.cursorTimestamp, m.remaining, m.degraded, &lagCollector{m: m, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "cursor_lag_seconds"),
 		"Now minus the committed cursor's updatedAt, computed at scrape time; absent until a cursor is known. It grows while the source has nothing newer.",
 		nil, labels)})
@@ -228,6 +232,7 @@ func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 func (m *Metrics) PassStarted(at time.Time) {
 	m.mu.Lock()
 	m.loaded = true
+	m.passStarted = m.now()
 	m.mu.Unlock()
 	if !at.IsZero() {
 		m.setCursor(at)
@@ -252,6 +257,11 @@ func (m *Metrics) PassFinished(err error) {
 	m.passes.WithLabelValues(result).Inc()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.passStarted = time.Time{}
+	if err == nil {
+		m.lastSuccess = m.now()
+		m.lastSuccessTS.Set(unixSeconds(m.lastSuccess))
+	}
 	switch {
 	case errors.Is(err, source.ErrTieOverflow):
 		// Not failing: everything readable is committed; degraded for good (Status).
@@ -274,6 +284,9 @@ func (m *Metrics) PassFinished(err error) {
 // PageFetched implements pipeline.Observer.
 func (m *Metrics) PageFetched(records, _ int, d time.Duration) {
 	m.pages.Inc()
+	m.mu.Lock()
+	m.lastPage = m.now()
+	m.mu.Unlock()
 	m.recordsFetched.Add(float64(records))
 	m.pageFetch.Observe(d.Seconds())
 }

@@ -101,6 +101,8 @@ func TestObserverEventsBecomeMetrics(t *testing.T) {
 		{"not degraded by a failed pass", func(o pipeline.Observer) { o.PassFinished(errors.New("x")); o.PassFinished(nil) }, "keysetsync_degraded", nil, 0},
 		{"degraded by records the API cannot serve", func(o pipeline.Observer) { o.PassFinished(tieOverflow) }, "keysetsync_degraded", nil, 1},
 		{"degraded for good", func(o pipeline.Observer) { o.PassFinished(tieOverflow); o.PassFinished(nil) }, "keysetsync_degraded", nil, 1},
+		{"no success yet", func(o pipeline.Observer) { o.PassFinished(errors.New("x")) }, "keysetsync_last_success_timestamp_seconds", nil, 0},
+		{"last success", func(o pipeline.Observer) { o.PassFinished(nil); o.PassFinished(errors.New("x")) }, "keysetsync_last_success_timestamp_seconds", nil, float64(now.Unix())},
 		{"slot waits", func(o pipeline.Observer) {
 			o.(*metrics.Metrics).SlotWaited(time.Second)
 			o.(*metrics.Metrics).SlotWaited(0)
@@ -230,7 +232,17 @@ func TestStatusOfAPipeline(t *testing.T) {
 	}{
 		{"connecting", func(*metrics.Metrics) {}, metrics.Status{Status: "unavailable", Reason: "connecting to Kafka: the topics are not checked yet"}},
 		{"open, no cursor yet", func(m *metrics.Metrics) { m.Opened() }, metrics.Status{Status: "unavailable", Reason: "the cursor is not loaded yet"}},
-		{"loaded", func(m *metrics.Metrics) { m.Opened(); m.PassStarted(time.Time{}) }, metrics.Status{Status: "ok"}},
+		{"loaded", func(m *metrics.Metrics) { m.Opened(); m.PassStarted(time.Time{}) }, metrics.Status{Status: "ok", PassStarted: &since}},
+		{"a pass running long after its API's last page: stalled", func(m *metrics.Metrics) {
+			m.Opened()
+			m.PassStarted(time.Time{})
+			m.PassFinished(nil)
+			clock = clock.Add(time.Minute)
+			m.PassStarted(time.Time{})
+			clock = clock.Add(time.Minute)
+			m.PageFetched(10, 1000, time.Millisecond)
+			clock = clock.Add(time.Hour)
+		}, metrics.Status{Status: "ok", LastSuccess: &since, PassStarted: ptr(now.Add(time.Minute)), LastPage: ptr(now.Add(2 * time.Minute))}},
 		{"failing since the first failure in a row", func(m *metrics.Metrics) {
 			m.Opened()
 			m.PassStarted(time.Time{})
@@ -242,14 +254,15 @@ func TestStatusOfAPipeline(t *testing.T) {
 			m.Opened()
 			m.PassStarted(time.Time{})
 			m.PassFinished(errors.New("API down"))
+			clock = clock.Add(time.Minute)
 			m.PassFinished(nil)
-		}, metrics.Status{Status: "ok"}},
+		}, metrics.Status{Status: "ok", LastSuccess: ptr(now.Add(time.Minute))}},
 		{"degraded", func(m *metrics.Metrics) {
 			m.Opened()
 			m.PassStarted(time.Time{})
 			m.PassFinished(tieOverflow)
 			m.PassFinished(nil)
-		}, metrics.Status{Status: "degraded", Reason: tieOverflow.Error()}},
+		}, metrics.Status{Status: "degraded", Reason: tieOverflow.Error(), LastSuccess: &since}},
 		{"failing before loading stays unavailable, with its error", func(m *metrics.Metrics) {
 			m.Opened()
 			m.PassFinished(errors.New("no cursor"))
@@ -265,6 +278,8 @@ func TestStatusOfAPipeline(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // TestProcessReadiness: the process is ready once every pipeline loaded its cursor, unless
 // one is degraded; failing pipelines are listed but do not make it unready.

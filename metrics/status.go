@@ -25,13 +25,20 @@ type Status struct {
 	Error    string     `json:"error,omitempty"`
 	Since    *time.Time `json:"since,omitempty"`
 	Failures int        `json:"consecutive_failures,omitempty"`
+	// PassStarted is when the pass running now loaded its cursor (unset between passes),
+	// LastPage when the API last answered a page, LastSuccess when a pass last succeeded: a
+	// pass running long with an old LastPage is stalled on its API before it fails (after
+	// --api-timeout and its retries).
+	PassStarted *time.Time `json:"pass_started,omitempty"`
+	LastPage    *time.Time `json:"last_page,omitempty"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
 }
 
 // Status is the pipeline's status now.
 func (m *Metrics) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := Status{Pipeline: m.name, Status: StatusOK}
+	st := Status{Pipeline: m.name, Status: StatusOK, PassStarted: utc(m.passStarted), LastPage: utc(m.lastPage), LastSuccess: utc(m.lastSuccess)}
 	if m.failures > 0 {
 		since := m.failingSince.UTC()
 		st.Status, st.Error, st.Since, st.Failures = StatusFailing, m.lastErr, &since, m.failures
@@ -48,6 +55,15 @@ func (m *Metrics) Status() Status {
 		st.Status, st.Reason = StatusDegraded, m.degradedBy
 	}
 	return st
+}
+
+// utc is t in UTC, or nil when it is zero.
+func utc(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }
 
 // Readiness is the body of /readyz: the process's status and every pipeline's.

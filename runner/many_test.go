@@ -264,12 +264,14 @@ func TestManyPipelinesStayInSyncWhileSomeAPIsFailOrStall(t *testing.T) {
 		switch kind(i) {
 		case "healthy":
 			assert.Equal(t, "ok", st.Status, "pipeline %d", i)
+			assert.True(t, st.LastSuccess != nil && st.LastPage != nil, "pipeline %d: last success and page: %+v", i, st)
 		case "failing", "retrying":
 			assert.Equal(t, "failing", st.Status, "pipeline %d", i)
 			assert.Contains(t, st.Error, "500", "pipeline %d", i)
 		case "stalled":
 			assert.Equal(t, "failing", st.Status, "pipeline %d", i)
 			assert.Contains(t, st.Error, "deadline exceeded", "pipeline %d", i)
+			assert.Nil(t, st.LastPage, "pipeline %d: its API never answered a page", i)
 		}
 	}
 	resp := httptest.NewRecorder()
