@@ -306,29 +306,18 @@ func (f *follower) cursorOf(pipeline string) (cursor.Cursor, error) {
 // network failure is returned at once (the caller's retries span a broker restart), as a
 // scan does.
 func (f *follower) endOffsets(ctx context.Context, parts []int) (map[int]int64, error) {
-	req := &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{}, IsolationLevel: kafkago.ReadCommitted}
+	reqs := make([]kafkago.OffsetRequest, 0, len(parts))
 	for _, p := range parts {
-		req.Topics[f.topic] = append(req.Topics[f.topic], kafkago.LastOffsetOf(p))
+		reqs = append(reqs, kafkago.LastOffsetOf(p))
 	}
 	r := &txnReader{topic: f.topic, few: true}
 	ends := make(map[int]int64, len(parts))
 	err := txnRetry(ctx, nil, r.isTransient(), nil, func(ctx context.Context) error {
-		res, err := f.client.client.ListOffsets(ctx, req)
-		if err != nil {
-			return err
+		res, err := f.client.listOffsets(ctx, f.topic, parts, reqs, true)
+		for p, po := range res {
+			ends[p] = po.LastOffset
 		}
-		for _, p := range res.Topics[f.topic] {
-			if p.Error != nil {
-				return fmt.Errorf("partition %d: %w", p.Partition, p.Error)
-			}
-			ends[p.Partition] = p.LastOffset
-		}
-		for _, p := range parts {
-			if _, ok := ends[p]; !ok {
-				return fmt.Errorf("partition %d missing from the list offsets answer: %w", p, kafkago.NetworkException)
-			}
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, Classify(fmt.Errorf("%s (read_committed): end offsets: %w", f.topic, err))

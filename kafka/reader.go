@@ -239,7 +239,8 @@ func (c *Client) listOffsets(ctx context.Context, name string, partitions []int,
 	}
 	for _, p := range partitions {
 		if _, ok := out[p]; !ok {
-			return nil, fmt.Errorf("list offsets of %s/%d: no answer for the partition", name, p)
+			// A broker's glitch, not a verdict on the partition: retryable, as a network error.
+			return nil, fmt.Errorf("list offsets of %s/%d: no answer for the partition: %w", name, p, kafkago.NetworkException)
 		}
 	}
 	return out, nil
