@@ -265,3 +265,53 @@ func TestBackfillOnlyWhenTheAPIIsTheBottleneck(t *testing.T) {
 		})
 	}
 }
+
+// TestBackfillDeadLettersOnce: invalid records (sent to the dead-letter topic) at the start of
+// ranges. A range's walk stops at its first valid record at or after its end; an invalid one
+// before it, on the same page but already the next range's, must be left to that range too,
+// or both ranges send its dead letter: every invalid record is one dead letter, as in a
+// sequential pass, and every valid one is delivered once.
+func TestBackfillDeadLettersOnce(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		afterID bool
+		workers int
+	}{{"after-id", true, 8}, {"compound token", false, 8}, {"sequential", true, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := keysettest.New(t, 100, tc.afterID, keysettest.Compound)
+			const seconds = 1000
+			for s := range seconds {
+				// At every second, an invalid record first (ids sort "a" < "b"): wherever a
+				// range starts, the record at its start is an invalid one.
+				at := t0.Add(time.Duration(s) * time.Second)
+				api.Put(keysettest.Record{ID: fmt.Sprintf("a%05d", s), UpdatedAt: at, Invalid: true},
+					keysettest.Record{ID: fmt.Sprintf("b%05d", s), UpdatedAt: at, Name: "v1"})
+			}
+			obs := &pipelinetest.BackfillObserver{}
+			dlq := kafkatest.Topic(t, "dlq")
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 300, backfilled(tc.workers, obs), func(c *pipeline.Config) { c.DLQTopic = dlq })
+			kafkatest.CreateTopic(t, p.Target, dlq, 1, nil)
+			st, err := p.Pipeline.Pass(t.Context())
+			require.NoError(t, err)
+			if tc.workers > 1 {
+				assert.Greater(t, obs.MaxActive(), 2, "ranges were walked concurrently")
+			}
+			letters := map[string]int{}
+			for _, m := range kafkatest.ReadAll(t, p.Target, dlq) {
+				letters[string(m.Key)]++
+			}
+			var twice []string
+			for id, n := range letters {
+				if n > 1 {
+					twice = append(twice, id)
+				}
+			}
+			assert.Empty(t, twice, "invalid records sent to the dead-letter topic more than once")
+			assert.Len(t, letters, seconds, "every invalid record is a dead letter")
+			assert.Equal(t, seconds, st.Invalid, "invalid records counted once each")
+			_, n := p.Latest(t)
+			assert.Equal(t, seconds, n, "every valid record once")
+		})
+	}
+}
