@@ -118,6 +118,11 @@ type WalkOptions struct {
 type seenAt struct {
 	at time.Time
 	fp string
+	// of, for a dead letter, is the invalid record's own update time when it could be read
+	// and is after the position it is held at: the position moves there when a valid record
+	// of that time follows, and the dead letter moves with it, so that the inclusive re-read
+	// of that time does not send it again.
+	of time.Time
 }
 
 // defaultStateLimit is how many records one update time, and separately the lookback window,
@@ -431,8 +436,17 @@ func (w *Walker) advance(t time.Time) {
 			w.lbFrom = from // the old position's records were not held
 		}
 	}
+	var carried []string // dead letters of time t, held at the old position
+	for id, s := range w.seen {
+		if s.of.Equal(t) {
+			carried = append(carried, id)
+		}
+	}
 	clear(w.seen)
 	w.at, w.atID, w.atExact, w.atN, w.atBytes = t, "", true, 0, 0
+	for _, id := range carried {
+		w.remember(id, t, "invalid")
+	}
 }
 
 // Stats returns the counts so far.
@@ -459,6 +473,17 @@ func (w *Walker) probe(ctx context.Context, t time.Time) (bool, error) {
 		}
 	}
 	return t.Before(w.opt.Now().Add(-settleAfter)), nil
+}
+
+// invalidAt reads the update time of record i of raw, invalid for another reason, if it has
+// a valid one: where its dead letter belongs.
+func (w *Walker) invalidAt(raw *RawPage, i int) (time.Time, bool) {
+	obj, err := raw.object(i)
+	if err != nil {
+		return time.Time{}, false
+	}
+	_, at, _, err := w.src.Contract().key(obj)
+	return at, err == nil
 }
 
 // updatedAt reads the update time of record i of raw, if it has a valid one.
@@ -706,6 +731,12 @@ func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, la
 				w.opt.Observer.InvalidRecord()
 				return recs, first, last, lastID, false, false, rerr
 			}
+			at, timed := w.invalidAt(raw, i)
+			if timed && !end.IsZero() && !at.Before(end) {
+				// The next range's, as a valid record there would be: it dead-letters it.
+				w.stats.Fetched -= raw.Len() - i
+				return recs, first, last, lastID, false, true, nil
+			}
 			b := raw.Raw(i)
 			key := "invalid:" + fingerprint(b)
 			if _, dup := w.seen[key]; dup && w.atExact {
@@ -713,6 +744,10 @@ func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, la
 				continue
 			}
 			w.remember(key, w.at, "invalid")
+			if s, ok := w.seen[key]; ok && timed && at.After(w.at) {
+				s.of = at
+				w.seen[key] = s
+			}
 			w.stats.Invalid++
 			w.opt.Observer.InvalidRecord()
 			recs = append(recs, Record{Raw: b, Page: w.page, Index: i, URL: raw.URL, Invalid: rerr, ID: rerr.ID})
