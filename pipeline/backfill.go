@@ -653,7 +653,52 @@ func (m *model) cursor() cursor.Cursor {
 		}
 		c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.RangeAt(r.from, capLastID(r.pos)))
 	}
+	fitDelivered(&c)
 	return c
+}
+
+// fitDelivered makes the positions of c (its own and its ranges') with the longest delivered
+// lists partial, longest first, until the lists fit what cursor.MaxBytes leaves them. Each
+// walk lists at most its share (rangeCursorBytes), which fits; but the ranges of a loaded
+// cursor list what the share of the backfill that wrote it allowed until their walks take a
+// page again, and a backfill resumed with more workers than that one gives its new ranges
+// their own share on top. A partial position re-reads its time on resume (duplicates, never a
+// loss), as a walk's own does.
+func fitDelivered(c *cursor.Cursor) {
+	b := c.Backfill
+	budget := cursor.MaxBytes - source.CursorReserve - backfillFrame - (len(b.Ranges)+1)*rangeEntryBytes
+	type list struct {
+		delivered *map[string]string
+		partial   *bool
+		bytes     int
+	}
+	size := func(d map[string]string) int {
+		n := 0
+		for id, fp := range d {
+			n += cursor.EntryBytes(id, len(fp))
+		}
+		return n
+	}
+	lists := []list{{&c.Delivered, &c.DeliveredPartial, size(c.Delivered)}}
+	total := lists[0].bytes
+	for i := range b.Ranges {
+		if r := &b.Ranges[i]; !r.Done {
+			lists = append(lists, list{&r.Delivered, &r.DeliveredPartial, size(r.Delivered)})
+			total += lists[len(lists)-1].bytes
+		}
+	}
+	if total <= budget {
+		return
+	}
+	slices.SortFunc(lists, func(a, b list) int { return b.bytes - a.bytes })
+	for _, l := range lists {
+		if total <= budget || l.bytes == 0 {
+			return
+		}
+		// A new map: the model's positions share theirs with the committed cursors.
+		*l.delivered, *l.partial = map[string]string{}, true
+		total -= l.bytes
+	}
 }
 
 // capLastID leaves out a LastID longer than a range's share allows: the range then reads its

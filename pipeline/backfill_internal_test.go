@@ -34,6 +34,10 @@ func TestBackfillCursorWithinMaxBytes(t *testing.T) {
 			back, err := cursor.Unmarshal(b)
 			require.NoError(t, err)
 			assert.Len(t, back.Backfill.Ranges, ranges-1)
+			assert.False(t, back.DeliveredPartial, "what every walk lists fits: none is made partial")
+			for i, r := range back.Backfill.Ranges {
+				assert.False(t, r.DeliveredPartial, "range %d: what every walk lists fits: none is made partial", i)
+			}
 		})
 	}
 }
