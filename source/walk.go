@@ -196,7 +196,11 @@ type Walker struct {
 	// rereadUntil is the cursor's LastID while a partial tie is read again from its start:
 	// the records up to it were delivered before.
 	rereadUntil string
-	tokens      map[uint64]struct{} // tokens followed since the last progress: a repeat is a loop
+	// resendAt is the time of a loaded position that is partial with no LastID to tell how far
+	// its tie was read (no after-id parameter, or an id too long to keep): every record read at
+	// it may have been delivered before, and is counted as resent, on whatever page it comes.
+	resendAt time.Time
+	tokens   map[uint64]struct{} // tokens followed since the last progress: a repeat is a loop
 
 	// bound, when set, ends the walk at a range's end (a parallel backfill; see SetBound).
 	bound Bound
@@ -267,6 +271,9 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 	// before), and expect records from there.
 	w.low = w.low.Truncate(w.prec)
 	w.q = Query{Since: w.low}
+	if !w.atExact && (!w.after || w.atID == "") {
+		w.resendAt = at
+	}
 	switch {
 	case !w.atExact && w.after && w.atID != "" && opt.Lookback == 0 && c.TieSettled:
 		// The middle of a tie that could no longer change when it was read: go on from there.
@@ -772,7 +779,7 @@ func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, la
 			continue
 		}
 		switch {
-		case u.UpdatedAt.Equal(w.at) && !w.atExact && (w.rereadUntil != "" || w.q.AfterID == "" && w.q.Token == nil),
+		case u.UpdatedAt.Equal(w.at) && !w.atExact && (w.rereadUntil != "" || w.q.AfterID == "" && w.q.Token == nil || w.at.Equal(w.resendAt)),
 			!w.lbFrom.IsZero() && u.UpdatedAt.Before(w.lbFrom):
 			// Read again from before what the walk holds exactly: it may have been delivered
 			// before. (A request by position or token brings only records past what was read.)
