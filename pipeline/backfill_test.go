@@ -315,3 +315,43 @@ func TestBackfillDeadLettersOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestBackfillEndingInATieSendsItOnce: the newest records before the horizon share one time,
+// more of them than a range's share of the cursor lists (its position is partial), fewer than
+// a page (no probe says the tie is settled), or with ids too long for a range to keep as its
+// LastID. One pass, no failure: the walk that goes on from the backfill's end must not read that
+// tie again and re-send it, as a sequential pass, which holds it in memory, does not.
+func TestBackfillEndingInATieSendsItOnce(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		afterID bool
+		idLen   int
+		workers int
+	}{
+		{"after-id", true, 36, 8},
+		{"after-id, long ids", true, 300, 8},
+		{"compound token", false, 36, 8},
+		{"sequential", true, 36, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := keysettest.New(t, 500, tc.afterID, keysettest.Compound)
+			for i := range 3000 {
+				api.Put(keysettest.Record{ID: fmt.Sprintf("r%05d", i), UpdatedAt: t0.Add(time.Duration(i) * time.Second), Name: "v1"})
+			}
+			// 200 records at the newest time: over 10 KiB of ids, more than a range's share for 8 workers.
+			api.Tie(strings.Repeat("t", tc.idLen-9), t0.Add(3000*time.Second), 200)
+			obs := &pipelinetest.BackfillObserver{}
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 500, backfilled(tc.workers, obs))
+			st, err := p.Pipeline.Pass(t.Context())
+			require.NoError(t, err)
+			if tc.workers > 1 {
+				assert.Greater(t, obs.MaxActive(), 2, "ranges were walked concurrently")
+			}
+			p.RequireInSync(t)
+			assert.Zero(t, p.Duplicates(t), "records sent twice by one pass that never failed")
+			assert.Equal(t, 3200, st.Produced)
+			assert.Zero(t, st.Resent)
+		})
+	}
+}
