@@ -317,14 +317,19 @@ func (w *Walker) SetBound(b Bound, maxCursorBytes int) {
 // Position returns the cursor fields (LastUpdatedAt, Delivered, Lookback and what says how
 // complete they are) that cover every record Next returned so far, within
 // WalkOptions.MaxCursorBytes. The maps are copies, at most that size.
-func (w *Walker) Position() cursor.Cursor {
+func (w *Walker) Position() cursor.Cursor { return w.PositionWithin(w.opt.MaxCursorBytes) }
+
+// PositionWithin is Position within maxCursorBytes instead of WalkOptions.MaxCursorBytes: a
+// parallel backfill's range keeps to its share of the cursor while it runs, and hands the walk
+// after the backfill what it holds, up to a whole cursor or more.
+func (w *Walker) PositionWithin(maxCursorBytes int) cursor.Cursor {
 	w.prune()
 	c := cursor.Cursor{LastUpdatedAt: w.at, Delivered: map[string]string{}, LookbackFrom: w.lbFrom}
 	if w.after && len(w.atID) <= cursor.MaxLastIDBytes {
 		c.LastID = w.atID
 		c.TieSettled = w.tieSettled && w.tieAt.Equal(w.at)
 	}
-	budget := w.opt.MaxCursorBytes - CursorReserve
+	budget := maxCursorBytes - CursorReserve
 	if w.atExact && w.atBytes <= budget {
 		budget -= w.atBytes
 		for id, s := range w.seen {
