@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,12 +27,30 @@ import (
 // simServer serves recs, sorted by (time, id), as a keyset API: pages of pageSize from
 // updated_since (inclusive), after (time, after_id), or a compound scroll_param "time|id".
 type simServer struct {
+	mu       sync.Mutex
 	recs     []simRecord
 	pageSize int
 }
 
+// move updates the record id: it moves to time at, after every other.
+func (s *simServer) move(id string, at int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.IndexFunc(s.recs, func(r simRecord) bool { return r.id == id })
+	s.recs = append(slices.Delete(s.recs, i, i+1), simRecord{at: at, id: id})
+}
+
+// snapshot is the records now.
+func (s *simServer) snapshot() []simRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.recs)
+}
+
 func (s *simServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var from int
 	if tok := q.Get("scroll_param"); tok != "" {
 		ts, id, _ := strings.Cut(tok, "|")
@@ -119,7 +138,9 @@ func TestBackfillWalkersResumeExactly(t *testing.T) {
 		src, err := source.NewSource(source.SourceConfig{URL: api.URL, Contract: contract, MaxAttempts: 1})
 		require.NoError(t, err)
 		// The API's newest records are its clock: a tie with nothing after it may still grow.
-		now := func() time.Time { return simTime(width + 3) }
+		// Records updated during the pass move there, one second later each.
+		clock := width + 3
+		now := func() time.Time { return simTime(clock) }
 		s := &Pipeline{cfg: Config{Source: src, Codec: codec, Walk: source.WalkOptions{Now: now}, FetchConcurrency: 4, Observer: observerOrNop(nil)},
 			log: slog.New(slog.DiscardHandler)}
 		share := rangeCursorBytes(4)
@@ -131,13 +152,19 @@ func TestBackfillWalkersResumeExactly(t *testing.T) {
 		desc := fmt.Sprintf("seed %d (page %d, after-id %v, small share %v)", seed, page, afterID, small)
 
 		// The pass's sequential walk reads a page or two, then backfills from where it stands.
-		delivered := map[string]int{}
+		delivered := map[string]int{}        // by version (id and time)
+		latest := map[string]time.Time{}     // by id: the time of the version delivered last
+		ids := make([]string, len(srv.recs)) // what may be updated
+		for i, r := range srv.recs {
+			ids[i] = r.id
+		}
 		w0 := source.NewWalker(src, codec, cursor.Cursor{}, s.cfg.Walk, nil)
 		for range rnd.IntN(3) {
 			recs, err := w0.Next(ctx)
 			require.NoError(t, err, desc)
 			for _, r := range recs {
-				delivered[r.ID]++
+				delivered[version(r)]++
+				latest[r.ID] = r.UpdatedAt
 			}
 		}
 		pos := w0.Position()
@@ -158,6 +185,12 @@ func TestBackfillWalkersResumeExactly(t *testing.T) {
 		var queue []item
 		for step := 0; len(bf.spans) > 0 || len(queue) > 0; step++ {
 			require.Less(t, step, 5000, desc)
+			if rnd.IntN(10) == 0 {
+				// A record is updated during the backfill: its new version is after the
+				// horizon, for the final walk.
+				clock++
+				srv.move(ids[rnd.IntN(len(ids))], clock)
+			}
 			switch r := rnd.IntN(12); {
 			case rnd.IntN(30) == 0 && step > 0:
 				// A crash: the next pass resumes the committed cursor; what was queued is lost.
@@ -201,9 +234,12 @@ func TestBackfillWalkersResumeExactly(t *testing.T) {
 				queue = queue[1:]
 				require.NoError(t, m.apply(it), desc)
 				for _, r := range it.recs {
-					if delivered[r.ID]++; delivered[r.ID] > 1 {
+					if delivered[version(r)]++; delivered[version(r)] > 1 {
 						dups++
 					}
+					require.False(t, r.UpdatedAt.Before(latest[r.ID]), "%s: %s's version of %s delivered after that of %s",
+						desc, r.ID, cursor.FormatTime(r.UpdatedAt), cursor.FormatTime(latest[r.ID]))
+					latest[r.ID] = r.UpdatedAt
 				}
 			}
 		}
@@ -227,6 +263,9 @@ func TestBackfillWalkersResumeExactly(t *testing.T) {
 	require.Greater(t, crashes, 100, "backfills resumed, and resumed again")
 }
 
+// version identifies a record's version: its id and update time.
+func version(r source.Record) string { return r.ID + "@" + cursor.FormatTime(r.UpdatedAt) }
+
 // requireWalkersResume resumes c with walkers as a pass does (its unfinished ranges walked to
 // their ends, then the final walk from where the model leaves them) and fails unless every
 // record of srv not in delivered is read once, and those in it not at all, but (unless exact)
@@ -248,7 +287,7 @@ func requireWalkersResume(t *testing.T, s *Pipeline, share int, c cursor.Cursor,
 			}
 			require.NoError(t, err, desc)
 			for _, r := range recs {
-				read[r.ID]++
+				read[version(r)]++
 			}
 			its = append(its, item{recs: recs, pos: w.Position()})
 		}
@@ -276,13 +315,14 @@ func requireWalkersResume(t *testing.T, s *Pipeline, share int, c cursor.Cursor,
 	}
 	drain(source.NewWalker(s.cfg.Source, s.cfg.Codec, c, s.cfg.Walk, nil))
 	extra := 0
-	for _, r := range srv.recs {
+	for _, r := range srv.snapshot() {
+		v := r.id + "@" + cursor.FormatTime(simTime(r.at))
 		want := 1
-		if delivered[r.id] > 0 {
+		if delivered[v] > 0 {
 			want = 0
 		}
-		require.GreaterOrEqual(t, read[r.id], want, "%s: record %s (at %d) lost; cursor %s", desc, r.id, r.at, committed)
-		extra += read[r.id] - want
+		require.GreaterOrEqual(t, read[v], want, "%s: record %s (at %d) lost; cursor %s", desc, r.id, r.at, committed)
+		extra += read[v] - want
 	}
 	require.LessOrEqual(t, extra, resent, "%s: records read again that no walk counted as resent; cursor %s", desc, committed)
 	if exact {
