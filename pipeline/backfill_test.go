@@ -355,3 +355,59 @@ func TestBackfillEndingInATieSendsItOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestBackfillResumesExactlyOnceWithAnotherConcurrency: a backfill fails after some commits (a
+// cursor commit refused after its batch was acknowledged), and the next pass resumes it with
+// another --fetch-concurrency (1: sequentially). In the exactly-once view (of the failed pass's
+// messages only those its last committed cursor counts are kept, as aborted transactions are
+// dropped) every record is in the topic once, and the committed cursor never goes back.
+func TestBackfillResumesExactlyOnceWithAnotherConcurrency(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	resumed := 0
+	for _, tc := range []struct{ before, after, failAfter int }{
+		{8, 1, 3}, {8, 1, 9}, {8, 2, 5}, {2, 16, 4}, {2, 16, 8}, {4, 4, 6}, {16, 3, 7},
+	} {
+		t.Run(fmt.Sprintf("%d then %d workers, fail after %d", tc.before, tc.after, tc.failAfter), func(t *testing.T) {
+			api := keysettest.New(t, 50, true, keysettest.Compound)
+			for i := range 3000 {
+				api.Put(keysettest.Record{ID: fmt.Sprintf("r%05d", i), UpdatedAt: t0.Add(time.Duration(i%1500) * time.Second), Name: "v1"})
+			}
+			for i, s := range []int{375, 750, 1125} {
+				api.Tie(fmt.Sprintf("tie%d-", i), t0.Add(time.Duration(s)*time.Second), 120)
+			}
+			var cfg pipeline.Config
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 150, backfilled(tc.before, nil),
+				func(c *pipeline.Config) { c.MaxInFlight = 1; cfg = *c })
+			p.Store.FailAfter = tc.failAfter
+			_, err := p.Pipeline.Pass(t.Context())
+			require.Error(t, err)
+			c, err := p.Store.Load(t.Context(), "p")
+			require.NoError(t, err)
+			if c.Backfill != nil {
+				resumed++
+			}
+			failed := kafkatest.ReadAll(t, p.Target, p.Topic)
+			require.GreaterOrEqual(t, len(failed), int(c.Records))
+
+			p.Store.FailAfter = 0
+			cfg.FetchConcurrency = tc.after
+			again, err := pipeline.New(cfg)
+			require.NoError(t, err)
+			_, err = again.Pass(t.Context())
+			require.NoError(t, err)
+			all := kafkatest.ReadAll(t, p.Target, p.Topic)
+			view := append(failed[:c.Records:c.Records], all[len(failed):]...)
+			seen := map[string]int{}
+			var twice []string
+			for _, m := range view {
+				if seen[string(m.Key)]++; seen[string(m.Key)] == 2 {
+					twice = append(twice, string(m.Key))
+				}
+			}
+			assert.Empty(t, twice, "records in the exactly-once view twice")
+			assert.Len(t, seen, len(api.Snapshot()), "every record in the exactly-once view")
+			assert.Empty(t, p.Store.Back, "the committed cursor went back")
+		})
+	}
+	assert.Positive(t, resumed, "failures that left a backfill's ranges in the cursor")
+}
