@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -272,7 +273,7 @@ func (pw *passWalk) endBackfill() {
 	pw.bf, pw.ended = nil, true
 	pw.prog.backfill.Store(nil)
 	pw.s.cfg.Observer.BackfillRanges(0, 0)
-	pw.cur = source.NewWalker(pw.s.cfg.Source, pw.s.cfg.Codec, pw.m.cursor(), pw.s.cfg.Walk, pw.s.log)
+	pw.cur = source.NewWalker(pw.s.cfg.Source, pw.s.cfg.Codec, pw.m.final(), pw.s.cfg.Walk, pw.s.log)
 }
 
 // rangeWalker walks one range from pos; the backfill bounds it.
@@ -285,10 +286,13 @@ func (s *Pipeline) rangeWalker(pos cursor.Cursor, cursorBytes int) *source.Walke
 
 // item is one page of a range, or the end of the range (done).
 type item struct {
-	span  int       // the range's id
-	from  time.Time // where the range starts: the model finds it by it
-	recs  []source.Record
-	pos   cursor.Cursor // the range's position after the page
+	span int       // the range's id
+	from time.Time // where the range starts: the model finds it by it
+	recs []source.Record
+	pos  cursor.Cursor // the range's position after the page; with done, its last, within a whole cursor
+	// held, with done, is the position as the walk held it, every record at its time listed
+	// (up to WalkOptions.StateLimit): where the final walk goes on if this range is the newest.
+	held  cursor.Cursor
 	done  bool
 	to    time.Time // with done: where the range ended (a split may have moved it down)
 	stats source.WalkStats
@@ -501,7 +505,10 @@ func (bf *backfill) walk(sp *span) error {
 			bf.active--
 			bf.s.cfg.Observer.BackfillRanges(bf.active, len(bf.spans))
 			bf.mu.Unlock()
-			return bf.put(item{span: sp.id, from: sp.from, done: true, to: to, stats: sp.walker.Stats()})
+			// Its share of the cursor bounded what it listed while other ranges ran; done, it
+			// may be the newest range, where the final walk goes on (model.final).
+			return bf.put(item{span: sp.id, from: sp.from, done: true, to: to, stats: sp.walker.Stats(),
+				pos: sp.walker.PositionWithin(cursor.MaxBytes), held: sp.walker.PositionWithin(math.MaxInt)})
 		}
 		it := item{span: sp.id, from: sp.from, recs: recs, pos: sp.walker.Position(), stats: sp.walker.Stats(), err: err}
 		if perr := bf.put(it); perr != nil {
@@ -549,6 +556,8 @@ type model struct {
 	// the cursor's position (the final walk re-reads from there, not from the horizon, so a
 	// record committed late before the horizon is still read).
 	top cursor.Cursor
+	// topHeld is top as its walk held it (item.held), zero for a top of a loaded cursor.
+	topHeld cursor.Cursor
 	// base is the position of the last range folded into the cursor's own: while the lowest
 	// range has not started, the cursor stands there rather than at that range's start, so
 	// that its position never goes back once every range is done (top is at least base).
@@ -606,13 +615,17 @@ func (m *model) apply(it item) error {
 			return err
 		}
 	}
+	p, held := m.ranges[i].pos, cursor.Cursor{}
+	if !it.pos.LastUpdatedAt.IsZero() { // the walk's last position, within a whole cursor
+		p, held = it.pos, it.held
+	}
 	// A range that returned nothing stands at its start, after every record before it: it
 	// would hide a record committed late there.
-	if p := m.ranges[i].pos; !unstarted(p, it.from) {
+	if !unstarted(p, it.from) {
 		// At top's time, p is at least as far: a done range's end (resumed) stands there with
 		// nothing delivered, while p lists the records of its range's start delivered.
 		if !p.LastUpdatedAt.Before(m.top.LastUpdatedAt) {
-			m.top = p
+			m.top, m.topHeld = p, held
 		}
 		if i == 0 {
 			m.base = p
@@ -653,7 +666,62 @@ func (m *model) cursor() cursor.Cursor {
 		}
 		c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.RangeAt(r.from, capLastID(r.pos)))
 	}
+	fitDelivered(&c)
 	return c
+}
+
+// fitDelivered makes the positions of c (its own and its ranges') with the longest delivered
+// lists partial, longest first, until the lists fit what cursor.MaxBytes leaves them. Each
+// walk lists at most its share (rangeCursorBytes), which fits; but the ranges of a loaded
+// cursor list what the share of the backfill that wrote it allowed until their walks take a
+// page again, and a backfill resumed with more workers than that one gives its new ranges
+// their own share on top. A partial position re-reads its time on resume (duplicates, never a
+// loss), as a walk's own does.
+func fitDelivered(c *cursor.Cursor) {
+	b := c.Backfill
+	budget := cursor.MaxBytes - source.CursorReserve - backfillFrame - (len(b.Ranges)+1)*rangeEntryBytes
+	type list struct {
+		delivered *map[string]string
+		partial   *bool
+		bytes     int
+	}
+	size := func(d map[string]string) int {
+		n := 0
+		for id, fp := range d {
+			n += cursor.EntryBytes(id, len(fp))
+		}
+		return n
+	}
+	lists := []list{{&c.Delivered, &c.DeliveredPartial, size(c.Delivered)}}
+	total := lists[0].bytes
+	for i := range b.Ranges {
+		if r := &b.Ranges[i]; !r.Done {
+			lists = append(lists, list{&r.Delivered, &r.DeliveredPartial, size(r.Delivered)})
+			total += lists[len(lists)-1].bytes
+		}
+	}
+	if total <= budget {
+		return
+	}
+	slices.SortFunc(lists, func(a, b list) int { return b.bytes - a.bytes })
+	for _, l := range lists {
+		if total <= budget || l.bytes == 0 {
+			return
+		}
+		// A new map: the model's positions share theirs with the committed cursors.
+		*l.delivered, *l.partial = map[string]string{}, true
+		total -= l.bytes
+	}
+}
+
+// final is where the walk after the backfill starts, every range done: top as its walk held
+// it. The cursor lists only what fits, and a tie read again from a partial position is
+// re-sent: in the same pass, where a sequential walk, holding the tie, sends it once.
+func (m *model) final() cursor.Cursor {
+	if len(m.ranges) == 0 && m.topHeld.LastUpdatedAt.Equal(m.top.LastUpdatedAt) && !m.topHeld.LastUpdatedAt.IsZero() {
+		return m.topHeld
+	}
+	return m.cursor()
 }
 
 // capLastID leaves out a LastID longer than a range's share allows: the range then reads its

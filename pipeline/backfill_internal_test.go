@@ -23,28 +23,7 @@ func TestBackfillCursorWithinMaxBytes(t *testing.T) {
 	for _, n := range []int{1, 2, 8, 16, 32} {
 		t.Run(fmt.Sprint(n, " workers"), func(t *testing.T) {
 			ranges := 2*n + 1
-			share := rangeCursorBytes(n) - source.CursorReserve
-			require.Positive(t, share)
-			full := func(r int) cursor.Cursor {
-				at := t0.Add(time.Duration(r) * time.Hour)
-				c := cursor.Cursor{LastUpdatedAt: at, Delivered: map[string]string{}, TieSettled: true,
-					LastID: strings.Repeat("<", maxRangeLastIDBytes/6)}
-				used := 0
-				for i := 0; ; i++ {
-					id := fmt.Sprintf("<&>%d\u2028", i)
-					e := cursor.EntryBytes(id, 16)
-					if used+e > share {
-						return c
-					}
-					used += e
-					c.Delivered[id] = "0123456789abcdef"
-				}
-			}
-			m := model{horizon: t0.Add(time.Duration(ranges) * time.Hour)}
-			for r := range ranges {
-				// Every other range done: done ranges between unfinished ones are never merged.
-				m.ranges = append(m.ranges, modelRange{from: t0.Add(time.Duration(r) * time.Hour), done: r%2 == 1 && r > 0, pos: full(r)})
-			}
+			m := fullModel(t, t0, n)
 			c := m.cursor()
 			c.Pipeline = strings.Repeat("p", 200)
 			c.Seq, c.Records, c.CommittedAt = cursor.MaxSeq, 1<<62, t0
@@ -55,6 +34,77 @@ func TestBackfillCursorWithinMaxBytes(t *testing.T) {
 			back, err := cursor.Unmarshal(b)
 			require.NoError(t, err)
 			assert.Len(t, back.Backfill.Ranges, ranges-1)
+			assert.False(t, back.DeliveredPartial, "what every walk lists fits: none is made partial")
+			for i, r := range back.Backfill.Ranges {
+				assert.False(t, r.DeliveredPartial, "range %d: what every walk lists fits: none is made partial", i)
+			}
+		})
+	}
+}
+
+// fullModel is the largest backfill n workers make (2n+1 ranges, every other one done, see
+// rangeCursorBytes), each unfinished range, hours apart, standing at its start with what its
+// walk may list at most (fullPosition).
+func fullModel(t *testing.T, t0 time.Time, n int) model {
+	ranges := 2*n + 1
+	m := model{horizon: t0.Add(time.Duration(ranges) * time.Hour), prec: time.Nanosecond}
+	for r := range ranges {
+		// Every other range done: done ranges between unfinished ones are never merged.
+		at := t0.Add(time.Duration(r) * time.Hour)
+		m.ranges = append(m.ranges, modelRange{from: at, done: r%2 == 1 && r > 0, pos: fullPosition(t, at, rangeCursorBytes(n))})
+	}
+	return m
+}
+
+// fullPosition is a position at `at` listing as much as a walk of maxCursorBytes lists, with
+// ids that JSON escapes the most and the longest LastID a range keeps.
+func fullPosition(t *testing.T, at time.Time, maxCursorBytes int) cursor.Cursor {
+	share := maxCursorBytes - source.CursorReserve
+	require.Positive(t, share)
+	c := cursor.Cursor{LastUpdatedAt: at, Delivered: map[string]string{}, TieSettled: true,
+		LastID: strings.Repeat("<", maxRangeLastIDBytes/6)}
+	used := 0
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("<&>%d\u2028", i)
+		e := cursor.EntryBytes(id, 16)
+		if used+e > share {
+			return c
+		}
+		used += e
+		c.Delivered[id] = "0123456789abcdef"
+	}
+}
+
+// TestBackfillResumedCursorWithinMaxBytes: a backfill of few workers stops with its ranges
+// listing all their share of the cursor allows, and is resumed with more workers
+// (--fetch-concurrency raised, or the default after a run with a low one). The extra workers
+// split the unfinished ranges at once, and their walks list their own share (what resume gives
+// each walker) while the loaded ranges, not yet read again, still list what the old share
+// allowed: every cursor committed meanwhile stays within cursor.MaxBytes.
+func TestBackfillResumedCursorWithinMaxBytes(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 123456789, time.UTC)
+	for _, tc := range []struct{ was, now int }{{2, 8}, {4, 8}, {2, 32}, {8, 16}, {8, 8}, {8, 1}} {
+		t.Run(fmt.Sprintf("%d then %d workers", tc.was, tc.now), func(t *testing.T) {
+			old := fullModel(t, t0, tc.was)
+			c := old.cursor()
+			c.Pipeline, c.Seq, c.Records, c.CommittedAt = strings.Repeat("p", 200), cursor.MaxSeq, 1<<62, t0
+			b, err := cursor.Marshal(c)
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(b), cursor.MaxBytes, "the cursor that was committed")
+			m, walks := resumeModel(c, time.Nanosecond)
+			share := rangeCursorBytes(max(tc.now, len(walks))) // each resumed walker's MaxCursorBytes (resume)
+			for k := range max(tc.now-len(walks), 0) {
+				// Idle workers split the unfinished ranges, round robin: the k-th split of a
+				// range starts k+1 minutes into it, its first page standing in a tie.
+				w := walks[k%len(walks)]
+				from := w.from.Add(time.Duration(k/len(walks)+1) * time.Minute)
+				require.NoError(t, m.apply(item{from: from, pos: fullPosition(t, from.Add(time.Second), share)}))
+				next := m.cursor()
+				next.Pipeline, next.Seq, next.Records, next.CommittedAt = c.Pipeline, c.Seq, c.Records, c.CommittedAt
+				b, err := cursor.Marshal(next)
+				require.NoError(t, err)
+				assert.LessOrEqual(t, len(b), cursor.MaxBytes, "after %d splits, %d ranges", k+1, len(next.Backfill.Ranges))
+			}
 		})
 	}
 }

@@ -265,3 +265,149 @@ func TestBackfillOnlyWhenTheAPIIsTheBottleneck(t *testing.T) {
 		})
 	}
 }
+
+// TestBackfillDeadLettersOnce: invalid records (sent to the dead-letter topic) at the start of
+// ranges. A range's walk stops at its first valid record at or after its end; an invalid one
+// before it, on the same page but already the next range's, must be left to that range too,
+// or both ranges send its dead letter: every invalid record is one dead letter, as in a
+// sequential pass, and every valid one is delivered once.
+func TestBackfillDeadLettersOnce(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		afterID bool
+		workers int
+	}{{"after-id", true, 8}, {"compound token", false, 8}, {"sequential", true, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := keysettest.New(t, 100, tc.afterID, keysettest.Compound)
+			const seconds = 1000
+			for s := range seconds {
+				// At every second, an invalid record first (ids sort "a" < "b"): wherever a
+				// range starts, the record at its start is an invalid one.
+				at := t0.Add(time.Duration(s) * time.Second)
+				api.Put(keysettest.Record{ID: fmt.Sprintf("a%05d", s), UpdatedAt: at, Invalid: true},
+					keysettest.Record{ID: fmt.Sprintf("b%05d", s), UpdatedAt: at, Name: "v1"})
+			}
+			obs := &pipelinetest.BackfillObserver{}
+			dlq := kafkatest.Topic(t, "dlq")
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 300, backfilled(tc.workers, obs), func(c *pipeline.Config) { c.DLQTopic = dlq })
+			kafkatest.CreateTopic(t, p.Target, dlq, 1, nil)
+			st, err := p.Pipeline.Pass(t.Context())
+			require.NoError(t, err)
+			if tc.workers > 1 {
+				assert.Greater(t, obs.MaxActive(), 2, "ranges were walked concurrently")
+			}
+			letters := map[string]int{}
+			for _, m := range kafkatest.ReadAll(t, p.Target, dlq) {
+				letters[string(m.Key)]++
+			}
+			var twice []string
+			for id, n := range letters {
+				if n > 1 {
+					twice = append(twice, id)
+				}
+			}
+			assert.Empty(t, twice, "invalid records sent to the dead-letter topic more than once")
+			assert.Len(t, letters, seconds, "every invalid record is a dead letter")
+			assert.Equal(t, seconds, st.Invalid, "invalid records counted once each")
+			_, n := p.Latest(t)
+			assert.Equal(t, seconds, n, "every valid record once")
+		})
+	}
+}
+
+// TestBackfillEndingInATieSendsItOnce: the newest records before the horizon share one time,
+// more of them than a range's share of the cursor lists (its position is partial), fewer than
+// a page (no probe says the tie is settled), or with ids too long for a range to keep as its
+// LastID. One pass, no failure: the walk that goes on from the backfill's end must not read that
+// tie again and re-send it, as a sequential pass, which holds it in memory, does not.
+func TestBackfillEndingInATieSendsItOnce(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		afterID bool
+		idLen   int
+		workers int
+	}{
+		{"after-id", true, 36, 8},
+		{"after-id, long ids", true, 300, 8},
+		{"compound token", false, 36, 8},
+		{"sequential", true, 36, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := keysettest.New(t, 500, tc.afterID, keysettest.Compound)
+			for i := range 3000 {
+				api.Put(keysettest.Record{ID: fmt.Sprintf("r%05d", i), UpdatedAt: t0.Add(time.Duration(i) * time.Second), Name: "v1"})
+			}
+			// 200 records at the newest time: over 10 KiB of ids, more than a range's share for 8 workers.
+			api.Tie(strings.Repeat("t", tc.idLen-9), t0.Add(3000*time.Second), 200)
+			obs := &pipelinetest.BackfillObserver{}
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 500, backfilled(tc.workers, obs))
+			st, err := p.Pipeline.Pass(t.Context())
+			require.NoError(t, err)
+			if tc.workers > 1 {
+				assert.Greater(t, obs.MaxActive(), 2, "ranges were walked concurrently")
+			}
+			p.RequireInSync(t)
+			assert.Zero(t, p.Duplicates(t), "records sent twice by one pass that never failed")
+			assert.Equal(t, 3200, st.Produced)
+			assert.Zero(t, st.Resent)
+		})
+	}
+}
+
+// TestBackfillResumesExactlyOnceWithAnotherConcurrency: a backfill fails after some commits (a
+// cursor commit refused after its batch was acknowledged), and the next pass resumes it with
+// another --fetch-concurrency (1: sequentially). In the exactly-once view (of the failed pass's
+// messages only those its last committed cursor counts are kept, as aborted transactions are
+// dropped) every record is in the topic once, and the committed cursor never goes back.
+func TestBackfillResumesExactlyOnceWithAnotherConcurrency(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	resumed := 0
+	for _, tc := range []struct{ before, after, failAfter int }{
+		{8, 1, 3}, {8, 1, 9}, {8, 2, 5}, {2, 16, 4}, {2, 16, 8}, {4, 4, 6}, {16, 3, 7},
+	} {
+		t.Run(fmt.Sprintf("%d then %d workers, fail after %d", tc.before, tc.after, tc.failAfter), func(t *testing.T) {
+			api := keysettest.New(t, 50, true, keysettest.Compound)
+			for i := range 3000 {
+				api.Put(keysettest.Record{ID: fmt.Sprintf("r%05d", i), UpdatedAt: t0.Add(time.Duration(i%1500) * time.Second), Name: "v1"})
+			}
+			for i, s := range []int{375, 750, 1125} {
+				api.Tie(fmt.Sprintf("tie%d-", i), t0.Add(time.Duration(s)*time.Second), 120)
+			}
+			var cfg pipeline.Config
+			p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 150, backfilled(tc.before, nil),
+				func(c *pipeline.Config) { c.MaxInFlight = 1; cfg = *c })
+			p.Store.FailAfter = tc.failAfter
+			_, err := p.Pipeline.Pass(t.Context())
+			require.Error(t, err)
+			c, err := p.Store.Load(t.Context(), "p")
+			require.NoError(t, err)
+			if c.Backfill != nil {
+				resumed++
+			}
+			failed := kafkatest.ReadAll(t, p.Target, p.Topic)
+			require.GreaterOrEqual(t, len(failed), int(c.Records))
+
+			p.Store.FailAfter = 0
+			cfg.FetchConcurrency = tc.after
+			again, err := pipeline.New(cfg)
+			require.NoError(t, err)
+			_, err = again.Pass(t.Context())
+			require.NoError(t, err)
+			all := kafkatest.ReadAll(t, p.Target, p.Topic)
+			view := append(failed[:c.Records:c.Records], all[len(failed):]...)
+			seen := map[string]int{}
+			var twice []string
+			for _, m := range view {
+				if seen[string(m.Key)]++; seen[string(m.Key)] == 2 {
+					twice = append(twice, string(m.Key))
+				}
+			}
+			assert.Empty(t, twice, "records in the exactly-once view twice")
+			assert.Len(t, seen, len(api.Snapshot()), "every record in the exactly-once view")
+			assert.Empty(t, p.Store.Back, "the committed cursor went back")
+		})
+	}
+	assert.Positive(t, resumed, "failures that left a backfill's ranges in the cursor")
+}

@@ -96,6 +96,9 @@ type Slot struct {
 	held    bool
 	done    bool // Released: a slot got back later goes straight back
 	outside int  // goroutines of the pass in Outside
+	// taking says a goroutine of the pass is getting the slot back: another that returns from
+	// Outside meanwhile goes on, rather than take a second slot the pass would never give back.
+	taking bool
 }
 
 type slotKey struct{}
@@ -149,9 +152,11 @@ func (s *Slot) Release() {
 
 // Outside runs fn, which only waits on something outside the process (a request to an API, a
 // backoff), without the slot ctx carries: the slot goes to the next waiting pass, and when fn
-// returns the pass waits for a slot again, behind the passes that asked meanwhile. Without a slot
-// in ctx it just runs fn. If ctx ends while waiting to get the slot back, fn's error, or else
-// ctx's, is returned.
+// returns the pass waits for a slot again, behind the passes that asked meanwhile. Goroutines of
+// one pass (a parallel backfill's workers) share its one slot: it is lent while any of them is
+// Outside, and taken back once, by the last to return; one that returns while another takes it
+// back goes on. Without a slot in ctx it just runs fn. If ctx ends while waiting to get the slot
+// back, fn's error, or else ctx's, is returned.
 func Outside(ctx context.Context, fn func() error) error {
 	s, _ := ctx.Value(slotKey{}).(*Slot)
 	if s == nil {
@@ -170,12 +175,17 @@ func Outside(ctx context.Context, fn func() error) error {
 	err := fn()
 	s.mu.Lock()
 	s.outside--
-	back := s.outside == 0 && !s.held
+	back := s.outside == 0 && !s.held && !s.taking
+	s.taking = s.taking || back
 	s.mu.Unlock()
 	if !back {
 		return err
 	}
-	if terr := s.take(ctx); terr != nil && err == nil {
+	terr := s.take(ctx)
+	s.mu.Lock()
+	s.taking = false
+	s.mu.Unlock()
+	if terr != nil && err == nil {
 		return terr
 	}
 	return err

@@ -178,3 +178,64 @@ func TestWithoutLimiterNothingWaits(t *testing.T) {
 	assert.NoError(t, schedule.Outside(ctx, func() error { return nil }))
 	s.Release()
 }
+
+// TestConcurrentOutsideTakesTheSlotBackOnce: the workers of one pass (a parallel backfill)
+// wait on the API at once. One returns while the slot is taken and queues to get it back; a
+// second goes Outside and returns meanwhile. They must get the pass its one slot back, not one
+// each: a slot taken twice is released once, and every such leak leaves the process a slot
+// short for good, until no pass of any pipeline can run.
+func TestConcurrentOutsideTakesTheSlotBackOnce(t *testing.T) {
+	l := schedule.NewLimiter(2)
+	ctx, pass, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	_, other, err := l.Hold(t.Context(), nil) // another pass holds the second slot
+	require.NoError(t, err)
+
+	// Worker b waits on the API: the pass's slot goes to a third pass.
+	inside, answer := make(chan struct{}), make(chan struct{})
+	bDone := make(chan error)
+	go func() {
+		bDone <- schedule.Outside(ctx, func() error {
+			close(inside)
+			<-answer
+			return nil
+		})
+	}()
+	<-inside
+	_, third, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	close(answer) // b's answer came: it queues for the slot
+	queued(t, l, 1)
+
+	// Worker a's request comes and goes while b waits for the slot.
+	aDone := make(chan error)
+	go func() { aDone <- schedule.Outside(ctx, func() error { return nil }) }()
+	// a goes on (b brings the pass's slot back), or queues for a slot of its own.
+	aWent := false
+	require.Eventually(t, func() bool {
+		select {
+		case err := <-aDone:
+			require.NoError(t, err)
+			aWent = true
+		default:
+		}
+		return aWent || l.Waiting() == 2
+	}, 10*time.Second, time.Millisecond)
+
+	third.Release()
+	require.NoError(t, <-bDone)
+	other.Release()
+	if !aWent {
+		require.NoError(t, <-aDone)
+	}
+	pass.Release()
+
+	// Every pass released: both slots are free.
+	done, cancel := context.WithCancel(t.Context())
+	cancel() // a free slot is taken at once; none free fails at once
+	for i := range 2 {
+		_, s, err := l.Hold(done, nil)
+		require.NoError(t, err, "slot %d of 2 leaked: taken back twice for one pass, released once", i+1)
+		defer s.Release()
+	}
+}

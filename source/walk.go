@@ -118,6 +118,11 @@ type WalkOptions struct {
 type seenAt struct {
 	at time.Time
 	fp string
+	// of, for a dead letter, is the invalid record's own update time when it could be read
+	// and is after the position it is held at: the position moves there when a valid record
+	// of that time follows, and the dead letter moves with it, so that the inclusive re-read
+	// of that time does not send it again.
+	of time.Time
 }
 
 // defaultStateLimit is how many records one update time, and separately the lookback window,
@@ -191,7 +196,11 @@ type Walker struct {
 	// rereadUntil is the cursor's LastID while a partial tie is read again from its start:
 	// the records up to it were delivered before.
 	rereadUntil string
-	tokens      map[uint64]struct{} // tokens followed since the last progress: a repeat is a loop
+	// resendAt is the time of a loaded position that is partial with no LastID to tell how far
+	// its tie was read (no after-id parameter, or an id too long to keep): every record read at
+	// it may have been delivered before, and is counted as resent, on whatever page it comes.
+	resendAt time.Time
+	tokens   map[uint64]struct{} // tokens followed since the last progress: a repeat is a loop
 
 	// bound, when set, ends the walk at a range's end (a parallel backfill; see SetBound).
 	bound Bound
@@ -262,6 +271,9 @@ func NewWalker(src *Source, codec *avro.Codec, c cursor.Cursor, opt WalkOptions,
 	// before), and expect records from there.
 	w.low = w.low.Truncate(w.prec)
 	w.q = Query{Since: w.low}
+	if !w.atExact && (!w.after || w.atID == "") {
+		w.resendAt = at
+	}
 	switch {
 	case !w.atExact && w.after && w.atID != "" && opt.Lookback == 0 && c.TieSettled:
 		// The middle of a tie that could no longer change when it was read: go on from there.
@@ -305,14 +317,19 @@ func (w *Walker) SetBound(b Bound, maxCursorBytes int) {
 // Position returns the cursor fields (LastUpdatedAt, Delivered, Lookback and what says how
 // complete they are) that cover every record Next returned so far, within
 // WalkOptions.MaxCursorBytes. The maps are copies, at most that size.
-func (w *Walker) Position() cursor.Cursor {
+func (w *Walker) Position() cursor.Cursor { return w.PositionWithin(w.opt.MaxCursorBytes) }
+
+// PositionWithin is Position within maxCursorBytes instead of WalkOptions.MaxCursorBytes: a
+// parallel backfill's range keeps to its share of the cursor while it runs, and hands the walk
+// after the backfill what it holds, up to a whole cursor or more.
+func (w *Walker) PositionWithin(maxCursorBytes int) cursor.Cursor {
 	w.prune()
 	c := cursor.Cursor{LastUpdatedAt: w.at, Delivered: map[string]string{}, LookbackFrom: w.lbFrom}
 	if w.after && len(w.atID) <= cursor.MaxLastIDBytes {
 		c.LastID = w.atID
 		c.TieSettled = w.tieSettled && w.tieAt.Equal(w.at)
 	}
-	budget := w.opt.MaxCursorBytes - CursorReserve
+	budget := maxCursorBytes - CursorReserve
 	if w.atExact && w.atBytes <= budget {
 		budget -= w.atBytes
 		for id, s := range w.seen {
@@ -431,8 +448,17 @@ func (w *Walker) advance(t time.Time) {
 			w.lbFrom = from // the old position's records were not held
 		}
 	}
+	var carried []string // dead letters of time t, held at the old position
+	for id, s := range w.seen {
+		if s.of.Equal(t) {
+			carried = append(carried, id)
+		}
+	}
 	clear(w.seen)
 	w.at, w.atID, w.atExact, w.atN, w.atBytes = t, "", true, 0, 0
+	for _, id := range carried {
+		w.remember(id, t, "invalid")
+	}
 }
 
 // Stats returns the counts so far.
@@ -459,6 +485,17 @@ func (w *Walker) probe(ctx context.Context, t time.Time) (bool, error) {
 		}
 	}
 	return t.Before(w.opt.Now().Add(-settleAfter)), nil
+}
+
+// invalidAt reads the update time of record i of raw, invalid for another reason, if it has
+// a valid one: where its dead letter belongs.
+func (w *Walker) invalidAt(raw *RawPage, i int) (time.Time, bool) {
+	obj, err := raw.object(i)
+	if err != nil {
+		return time.Time{}, false
+	}
+	_, at, _, err := w.src.Contract().key(obj)
+	return at, err == nil
 }
 
 // updatedAt reads the update time of record i of raw, if it has a valid one.
@@ -706,6 +743,12 @@ func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, la
 				w.opt.Observer.InvalidRecord()
 				return recs, first, last, lastID, false, false, rerr
 			}
+			at, timed := w.invalidAt(raw, i)
+			if timed && !end.IsZero() && !at.Before(end) {
+				// The next range's, as a valid record there would be: it dead-letters it.
+				w.stats.Fetched -= raw.Len() - i
+				return recs, first, last, lastID, false, true, nil
+			}
 			b := raw.Raw(i)
 			key := "invalid:" + fingerprint(b)
 			if _, dup := w.seen[key]; dup && w.atExact {
@@ -713,6 +756,10 @@ func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, la
 				continue
 			}
 			w.remember(key, w.at, "invalid")
+			if s, ok := w.seen[key]; ok && timed && at.After(w.at) {
+				s.of = at
+				w.seen[key] = s
+			}
 			w.stats.Invalid++
 			w.opt.Observer.InvalidRecord()
 			recs = append(recs, Record{Raw: b, Page: w.page, Index: i, URL: raw.URL, Invalid: rerr, ID: rerr.ID})
@@ -737,7 +784,7 @@ func (w *Walker) add(raw *RawPage, cut, end time.Time) (recs []Record, first, la
 			continue
 		}
 		switch {
-		case u.UpdatedAt.Equal(w.at) && !w.atExact && (w.rereadUntil != "" || w.q.AfterID == "" && w.q.Token == nil),
+		case u.UpdatedAt.Equal(w.at) && !w.atExact && (w.rereadUntil != "" || w.q.AfterID == "" && w.q.Token == nil || w.at.Equal(w.resendAt)),
 			!w.lbFrom.IsZero() && u.UpdatedAt.Before(w.lbFrom):
 			// Read again from before what the walk holds exactly: it may have been delivered
 			// before. (A request by position or token brings only records past what was read.)

@@ -52,6 +52,9 @@ type Record struct {
 	ID        string
 	UpdatedAt time.Time
 	Name      string
+	// Invalid serves the record with a name that is an object, not a string: a record the
+	// walk refuses (a dead letter with a dead-letter topic), its id and updatedAt readable.
+	Invalid bool
 }
 
 // Request is one request the API answered: its query and how many records it returned.
@@ -177,6 +180,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	data := make([]map[string]any, len(page))
 	for i, rec := range page {
 		data[i] = map[string]any{"id": rec.ID, "name": rec.Name, "updatedAt": rec.UpdatedAt.Format(TimeLayout)}
+		if rec.Invalid {
+			data[i]["name"] = map[string]any{"not": "a string"}
+		}
 	}
 	var next any
 	if end < len(a.recs) {
