@@ -54,16 +54,20 @@ func (c *configFile) errorf(line int, format string, args ...any) error {
 	return fmt.Errorf("%w: config file %s, line %d: %s", errUsage, c.path, line, fmt.Sprintf(format, args...))
 }
 
-// applyConfigFile loads the file named by fs's --config (if it has that flag and it is set) and
-// sets every flag whose source is still the default from the file's top-level keys.
-func applyConfigFile(fs *flag.FlagSet, source map[string]string) (*configFile, error) {
+// applyConfigFile loads the file named by fs's --config (if it has that flag and it is set),
+// unless loaded is that file already, and sets every flag whose source is still the default
+// from the file's top-level keys.
+func applyConfigFile(fs *flag.FlagSet, source map[string]string, loaded *configFile) (*configFile, error) {
 	cf := fs.Lookup(configFlag)
 	if cf == nil || cf.Value.String() == "" {
 		return nil, nil
 	}
-	c, err := loadConfig(cf.Value.String(), fs)
-	if err != nil {
-		return nil, err
+	c := loaded
+	if c == nil || c.path != cf.Value.String() {
+		var err error
+		if c, err = loadConfig(cf.Value.String(), fs); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.apply(fs, c.entries, source, false); err != nil {
 		return nil, err
@@ -323,7 +327,7 @@ func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile
 			interval = &ps.interval
 		}
 		ps.fs, ps.flags = syncFlagSet(e, name, summary, interval, extra...)
-		p, err := parseFlagSources(e, ps.fs, args)
+		p, err := parseFlagSourcesWith(e, ps.fs, args, c)
 		if err != nil {
 			return nil, err
 		}
