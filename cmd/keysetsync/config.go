@@ -528,7 +528,7 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 	servePprof(e.getenv, log)
 	if e.memoryLimit != nil && len(jobs) > 1 {
 		log.Info("soft memory limit raised for the pipelines (GOMEMLIMIT overrides it)",
-			"pipelines", len(jobs), "memory_limit_mib", e.memoryLimit(len(jobs))>>20)
+			"pipelines", len(jobs), "max_concurrent_passes", limiter.Size(), "memory_limit_mib", e.memoryLimit(len(jobs), limiter.Size())>>20)
 	}
 	if err := js.serveMetrics(limiter, log); err != nil {
 		js.close()
