@@ -114,18 +114,8 @@ func TestSourceTimeoutLeavesOutTheWaitForTheSlot(t *testing.T) {
 	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, Timeout: timeout, MaxAttempts: 1})
 	require.NoError(t, err)
 
-	lim := schedule.NewLimiter(1)
-	ctx, slot, err := lim.Hold(t.Context(), nil)
-	require.NoError(t, err)
-	defer slot.Release()
 	// Another pass queues for the only slot and gets it while the fetch is outside.
-	other := make(chan *schedule.Slot, 1)
-	go func() {
-		_, s, err := lim.Hold(t.Context(), nil)
-		assert.NoError(t, err)
-		other <- s
-	}()
-	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	lim, ctx, other := slotAndAnotherPass(t)
 	fetched := make(chan error, 1)
 	go func() {
 		p, err := src.Fetch(ctx, 1, source.Query{Since: cursor.Start})
@@ -141,6 +131,24 @@ func TestSourceTimeoutLeavesOutTheWaitForTheSlot(t *testing.T) {
 	held.Release()
 	require.NoError(t, <-fetched)
 	assert.Len(t, h.Requests(), 1)
+}
+
+// slotAndAnotherPass holds the only slot of a limiter for a pass (ctx carries it) and starts
+// another pass, queued for that slot: it comes on other once the first gives it away.
+func slotAndAnotherPass(t *testing.T) (lim *schedule.Limiter, ctx context.Context, other <-chan *schedule.Slot) {
+	t.Helper()
+	lim = schedule.NewLimiter(1)
+	ctx, slot, err := lim.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	t.Cleanup(slot.Release)
+	got := make(chan *schedule.Slot, 1)
+	go func() {
+		_, s, err := lim.Hold(t.Context(), nil)
+		assert.NoError(t, err)
+		got <- s
+	}()
+	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	return lim, ctx, got
 }
 
 // readWatch is a transport whose answers tell when their body is first read.
@@ -177,17 +185,7 @@ func TestSourceReadsTheBodyOnlyWithTheSlot(t *testing.T) {
 	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, Client: &http.Client{Transport: w}, MaxAttempts: 1})
 	require.NoError(t, err)
 
-	lim := schedule.NewLimiter(1)
-	ctx, slot, err := lim.Hold(t.Context(), nil)
-	require.NoError(t, err)
-	defer slot.Release()
-	other := make(chan *schedule.Slot, 1)
-	go func() {
-		_, s, err := lim.Hold(t.Context(), nil)
-		assert.NoError(t, err)
-		other <- s
-	}()
-	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	lim, ctx, other := slotAndAnotherPass(t)
 	fetched := make(chan error, 1)
 	go func() {
 		_, err := src.Fetch(ctx, 1, source.Query{Since: cursor.Start})
