@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/runner"
@@ -368,6 +369,7 @@ type job struct {
 	interval time.Duration // run's --interval
 
 	limiter *schedule.Limiter // the process's, shared by every job
+	codec   *avro.Codec       // the process's, shared by every job
 	metrics *metrics.Metrics  // nil without --metrics-addr; its server is the jobSet's
 
 	runner *runner.Runner
@@ -516,9 +518,13 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval, stores: stores})
 	}
 	limiter := newLimiter(top.maxPasses)
+	codec, err := avro.NewCodec()
+	if err != nil {
+		return nil, err
+	}
 	js := &jobSet{jobs: jobs, stores: stores, clients: &kafkaClients{}}
 	for _, j := range jobs {
-		j.limiter = limiter
+		j.limiter, j.codec = limiter, codec
 	}
 	log, err := top.logger(e) // the process's: no pipeline attribute
 	if err != nil {

@@ -57,3 +57,17 @@ func TestGOMEMLIMITWins(t *testing.T) {
 	env := map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"} // both set: tuneGC changes nothing
 	assert.Nil(t, tuneGC(func(k string) string { return env[k] }))
 }
+
+// The pipelines of a process share what is the same for all of them and safe to share: one
+// Avro codec (1,000 codecs were 13 MB of the live heap of 1,000 pipelines).
+func TestPipelinesShareOneCodec(t *testing.T) {
+	tg := kafkatest.NewFake(t)
+	path, _, _ := twoPipelines(t, tg, [2]int{5, 5})
+	e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	jobs, err := startJobs(t.Context(), e, []string{"--config", path}, "once", "", nil)
+	require.NoError(t, err)
+	defer jobs.close()
+	require.Len(t, jobs.jobs, 2)
+	require.NotNil(t, jobs.jobs[0].codec)
+	assert.Same(t, jobs.jobs[0].codec, jobs.jobs[1].codec)
+}
