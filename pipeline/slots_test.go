@@ -85,7 +85,7 @@ func TestABatchInFlightCountsAgainstTheSlots(t *testing.T) {
 		}
 	})
 	first = <-sent // batch 1 awaits its acknowledgement
-	<-asked         // and the pass waits on its API for page 2
+	<-asked        // and the pass waits on its API for page 2
 	go func() {
 		_, s, err := l.Hold(t.Context(), nil)
 		if assert.NoError(t, err) {
