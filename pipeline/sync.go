@@ -18,6 +18,7 @@ import (
 	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/retry"
+	"github.com/keysetsync/keysetsync/schedule"
 	"github.com/keysetsync/keysetsync/sink"
 	"github.com/keysetsync/keysetsync/source"
 	"github.com/keysetsync/keysetsync/throttle"
@@ -256,6 +257,10 @@ type batch struct {
 	pages   int // pages fetched up to this batch, for the logs
 	// cursor, with ExactlyOnce, is the cursor that is msgs' last message: committed with it.
 	cursor *cursor.Cursor
+	// unpin ends the batch's pin on the pass's slot (schedule.Pin), once the Sink answered it
+	// or it was dropped: while a pass has batches in flight it keeps its slot, so the batches in
+	// memory are bounded by the process's slots, not by its pipelines.
+	unpin func()
 
 	enqueued time.Time // when it was handed to the Sink, for Observer.BatchAcked
 
@@ -266,7 +271,7 @@ type batch struct {
 }
 
 func newBatch(msgs []sink.Message, pos cursor.Cursor, pages int) *batch {
-	return &batch{msgs: msgs, records: len(msgs), pos: pos, pages: pages, done: make(chan struct{})}
+	return &batch{msgs: msgs, records: len(msgs), pos: pos, pages: pages, done: make(chan struct{}), unpin: func() {}}
 }
 
 // finish is the batch's done for Sink.Send. The Sink calls it once (internal/sinktest checks);
@@ -334,7 +339,8 @@ func (s *Pipeline) Pass(ctx context.Context) (Stats, error) {
 	}()
 	err = s.produce(ctx, p, batches, abort, stop)
 	stop()
-	for range batches { // let the fetcher see abort and end
+	for b := range batches { // let the fetcher see abort and end
+		b.unpin()
 	}
 	if err == nil {
 		err = fetchErr
@@ -410,10 +416,13 @@ func (s *Pipeline) fetch(ctx context.Context, walk pager, prog *progress, out ch
 				return nil
 			default:
 			}
+			b := newBatch(msgs, walk.Position(), walk.Stats().Pages)
+			b.unpin = schedule.Pin(ctx)
 			select {
-			case out <- newBatch(msgs, walk.Position(), walk.Stats().Pages):
+			case out <- b:
 				msgs = nil
 			case <-abort:
+				b.unpin()
 				return nil
 			}
 		}
@@ -439,6 +448,7 @@ func (s *Pipeline) produce(ctx context.Context, p *pass, batches <-chan *batch, 
 		select {
 		case inflight <- b: // blocks while MaxInFlight batches await their acknowledgement
 		case <-abort:
+			b.unpin() // dropped: the committer never sees it
 		}
 		// After a failure nothing more is written: it could never be committed, only duplicated.
 		select {
@@ -485,37 +495,43 @@ func (s *Pipeline) failed(ctx context.Context, err error) error {
 func (s *Pipeline) commitInOrder(ctx context.Context, p *pass, inflight <-chan *batch, stop func()) error {
 	var failure error
 	for b := range inflight {
-		if failure != nil {
-			continue
-		}
-		upTo := cursor.FormatTime(b.pos.LastUpdatedAt)
-		t := time.NewTimer(s.cfg.WriteTimeout)
-		select {
-		case <-b.done:
-			t.Stop()
-		case <-t.C:
-			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s: not acknowledged within %s: %w", ErrProduce, b.records, upTo, s.cfg.WriteTimeout, context.DeadlineExceeded)
-			s.cfg.Observer.ProduceFailed(true)
-			stop()
-			continue
-		}
-		if err := b.err; errors.Is(err, ErrCommit) { // its cursor could not be made: not sent
-			failure = err
-			stop()
-			continue
-		} else if err != nil {
-			failure = s.produceFailed(b, err)
-			stop()
-			continue
-		}
-		s.observeAck(b)
-		s.log.Debug("batch acknowledged, committing cursor", "records", b.records, "up_to", upTo)
-		if err := s.commit(ctx, p, b); err != nil {
-			failure = fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, b.records, upTo, err)
-			stop()
-		}
+		failure = s.commitNext(ctx, p, b, failure, stop)
+		b.unpin()
 	}
 	return failure
+}
+
+// commitNext is commitInOrder's step for b, the next batch, after failure (nil: none yet); it
+// returns the pass's failure after b.
+func (s *Pipeline) commitNext(ctx context.Context, p *pass, b *batch, failure error, stop func()) error {
+	if failure != nil {
+		return failure
+	}
+	upTo := cursor.FormatTime(b.pos.LastUpdatedAt)
+	t := time.NewTimer(s.cfg.WriteTimeout)
+	select {
+	case <-b.done:
+		t.Stop()
+	case <-t.C:
+		s.cfg.Observer.ProduceFailed(true)
+		stop()
+		return fmt.Errorf("%w: batch of %d records up to updatedAt %s: not acknowledged within %s: %w", ErrProduce, b.records, upTo, s.cfg.WriteTimeout, context.DeadlineExceeded)
+	}
+	if err := b.err; errors.Is(err, ErrCommit) { // its cursor could not be made: not sent
+		stop()
+		return err
+	} else if err != nil {
+		failure = s.produceFailed(b, err)
+		stop()
+		return failure
+	}
+	s.observeAck(b)
+	s.log.Debug("batch acknowledged, committing cursor", "records", b.records, "up_to", upTo)
+	if err := s.commit(ctx, p, b); err != nil {
+		stop()
+		return fmt.Errorf("%w: batch of %d records up to updatedAt %s was acknowledged: %w", ErrCommit, b.records, upTo, err)
+	}
+	return nil
 }
 
 // produceFailed is the pass's error for a batch the Sink failed, told to the Observer.

@@ -5,6 +5,13 @@
 // encoding records, producing); a pass gives it back while it only waits on something outside
 // (Outside: an API request, a backoff between requests), so a slow, stalled or failing API never
 // keeps the other pipelines waiting.
+//
+// Slots bound memory too, which is what lets one process run a thousand pipelines: a pass
+// counts as working, and keeps its slot while it waits on its API, as long as any of its
+// goroutines holds data it pinned (Pin: a batch produced and not yet acknowledged). It gives the
+// slot away at the last Unpin. Pins are held only for waits that end on their own (Kafka's
+// acknowledgements, bounded by the write timeout), never across a wait on the API, so a stalled
+// API still holds no slot once its pass's batches are acknowledged.
 package schedule
 
 import (
@@ -96,6 +103,7 @@ type Slot struct {
 	held    bool
 	done    bool // Released: a slot got back later goes straight back
 	outside int  // goroutines of the pass in Outside
+	pins    int  // data of the pass pinned to the slot (Pin): Outside keeps the slot while any
 	// taking says a goroutine of the pass is getting the slot back: another that returns from
 	// Outside meanwhile goes on, rather than take a second slot the pass would never give back.
 	taking bool
@@ -152,19 +160,58 @@ func (s *Slot) Release() {
 
 // Outside runs fn, which only waits on something outside the process (a request to an API, a
 // backoff), without the slot ctx carries: the slot goes to the next waiting pass, and when fn
-// returns the pass waits for a slot again, behind the passes that asked meanwhile. Goroutines of
-// one pass (a parallel backfill's workers) share its one slot: it is lent while any of them is
-// Outside, and taken back once, by the last to return; one that returns while another takes it
-// back goes on. Without a slot in ctx it just runs fn. If ctx ends while waiting to get the slot
-// back, fn's error, or else ctx's, is returned.
+// returns the pass waits for a slot again, behind the passes that asked meanwhile. While the pass
+// has data pinned (Pin) it keeps the slot until the last Unpin. Goroutines of one pass (a
+// parallel backfill's workers) share its one slot: it is lent while any of them is Outside, and
+// taken back once, by the last to return; one that returns while another takes it back goes on.
+// Without a slot in ctx it just runs fn. If ctx ends while waiting to get the slot back, fn's error, or else ctx's, is
+// returned.
 func Outside(ctx context.Context, fn func() error) error {
 	s, _ := ctx.Value(slotKey{}).(*Slot)
 	if s == nil {
 		return fn()
 	}
+	s.enter()
+	return s.exit(ctx, fn())
+}
+
+// OutsideAfter runs fn, which works with the slot ctx carries but may end up waiting on
+// something outside (reading an answer's body from an API that may stall mid-way), holding the
+// slot for up to grace: if fn still runs then, the pass goes Outside until fn returns. A stalled
+// API thus holds a slot for grace at most.
+func OutsideAfter(ctx context.Context, grace time.Duration, fn func() error) error {
+	s, _ := ctx.Value(slotKey{}).(*Slot)
+	if s == nil {
+		return fn()
+	}
+	var mu sync.Mutex
+	state := 0 // 0: fn runs with the slot, 1: fn runs Outside, 2: fn returned first
+	t := time.AfterFunc(grace, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if state == 0 {
+			state = 1
+			s.enter()
+		}
+	})
+	err := fn()
+	t.Stop()
+	mu.Lock()
+	went := state == 1
+	state = 2
+	mu.Unlock()
+	if !went {
+		return err
+	}
+	return s.exit(ctx, err)
+}
+
+// enter counts a goroutine of the pass Outside; the first gives the slot away unless data is
+// pinned.
+func (s *Slot) enter() {
 	s.mu.Lock()
 	s.outside++
-	give := s.outside == 1 && s.held
+	give := s.outside == 1 && s.pins == 0 && s.held
 	if give {
 		s.held = false
 	}
@@ -172,10 +219,14 @@ func Outside(ctx context.Context, fn func() error) error {
 	if give {
 		s.l.release()
 	}
-	err := fn()
+}
+
+// exit counts a goroutine back from Outside, with err, fn's error; the last one back waits for
+// the slot again if the pass gave it away.
+func (s *Slot) exit(ctx context.Context, err error) error {
 	s.mu.Lock()
 	s.outside--
-	back := s.outside == 0 && !s.held && !s.taking
+	back := s.outside == 0 && !s.held && !s.done && !s.taking
 	s.taking = s.taking || back
 	s.mu.Unlock()
 	if !back {
@@ -189,4 +240,34 @@ func Outside(ctx context.Context, fn func() error) error {
 		return terr
 	}
 	return err
+}
+
+// Pin counts data the pass ctx carries holds now (a batch until Kafka acknowledged it) against
+// its slot: until the returned unpin (which does something only the first time it is called),
+// Outside keeps the slot, so that the passes holding data are never more than the slots. Pin
+// what is made while the pass holds its slot; never hold a pin across a wait on an API. Without
+// a slot in ctx it does nothing.
+func Pin(ctx context.Context) (unpin func()) {
+	s, _ := ctx.Value(slotKey{}).(*Slot)
+	if s == nil || s.l == nil {
+		return func() {}
+	}
+	s.mu.Lock()
+	s.pins++
+	s.mu.Unlock()
+	return sync.OnceFunc(s.unpin)
+}
+
+// unpin drops a pin; at the last one, a pass waiting Outside gives its slot away.
+func (s *Slot) unpin() {
+	s.mu.Lock()
+	s.pins--
+	give := s.pins == 0 && s.outside > 0 && s.held
+	if give {
+		s.held = false
+	}
+	s.mu.Unlock()
+	if give {
+		s.l.release()
+	}
 }

@@ -3,6 +3,7 @@ package schedule_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -238,4 +239,125 @@ func TestConcurrentOutsideTakesTheSlotBackOnce(t *testing.T) {
 		require.NoError(t, err, "slot %d of 2 leaked: taken back twice for one pass, released once", i+1)
 		defer s.Release()
 	}
+}
+
+// hold starts a pass that asks for a slot of l; its Slot comes on the returned channel once it
+// has one.
+func hold(t *testing.T, l *schedule.Limiter) <-chan *schedule.Slot {
+	t.Helper()
+	got := make(chan *schedule.Slot, 1)
+	go func() {
+		_, s, err := l.Hold(t.Context(), nil)
+		if assert.NoError(t, err) {
+			got <- s
+		}
+	}()
+	return got
+}
+
+// slotWithin awaits a pass's slot; a pass that never gets one fails the test instead of hanging.
+func slotWithin(t *testing.T, got <-chan *schedule.Slot, what string) *schedule.Slot {
+	t.Helper()
+	select {
+	case s := <-got:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no slot within 10s: %s", what)
+		return nil
+	}
+}
+
+// TestAPinnedPassKeepsItsSlotOutside: a pass with data pinned (a batch awaiting Kafka's
+// acknowledgement) keeps its slot while it waits on its API, so that no more passes hold data
+// than there are slots; the last unpin gives the slot to the next pass at once, while the first
+// still waits on its API.
+func TestAPinnedPassKeepsItsSlotOutside(t *testing.T) {
+	for _, pins := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d pins", pins), func(t *testing.T) {
+			l := schedule.NewLimiter(1)
+			ctx, s, err := l.Hold(t.Context(), nil)
+			require.NoError(t, err)
+			defer s.Release()
+			var unpins []func()
+			for range pins {
+				unpins = append(unpins, schedule.Pin(ctx))
+			}
+			err = schedule.Outside(ctx, func() error {
+				other := hold(t, l)
+				queued(t, l, 1) // the slot was not given away
+				for i, unpin := range unpins {
+					unpin()
+					unpin() // twice: counts once
+					if i < len(unpins)-1 {
+						assert.Equal(t, 1, l.Waiting(), "the slot went away with pins left")
+					}
+				}
+				slotWithin(t, other, "the last unpin gives the slot away").Release()
+				return nil
+			})
+			require.NoError(t, err)
+			// Back holding: another pass waits for it.
+			other := hold(t, l)
+			queued(t, l, 1)
+			s.Release()
+			slotWithin(t, other, "the pass released its slot").Release()
+		})
+	}
+}
+
+// TestAnUnpinnedPassGivesItsSlotAway: pins that ended before the pass goes Outside leave it
+// free to lend its slot, as if it had never pinned.
+func TestAnUnpinnedPassGivesItsSlotAway(t *testing.T) {
+	l := schedule.NewLimiter(1)
+	ctx, s, err := l.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	defer s.Release()
+	schedule.Pin(ctx)()
+	require.NoError(t, schedule.Outside(ctx, func() error {
+		slotWithin(t, hold(t, l), "an unpinned pass is Outside").Release()
+		return nil
+	}))
+}
+
+// TestOutsideAfterLendsTheSlotOnlyToAStall: work that may stall on something outside (a body
+// an API sends slowly) keeps the slot while it ends within its grace, and gives it away
+// when it runs longer, taking it back after.
+func TestOutsideAfterLendsTheSlotOnlyToAStall(t *testing.T) {
+	t.Run("within the grace", func(t *testing.T) {
+		l := schedule.NewLimiter(1)
+		ctx, s, err := l.Hold(t.Context(), nil)
+		require.NoError(t, err)
+		other := hold(t, l)
+		queued(t, l, 1)
+		done := make(chan error, 1)
+		go func() { done <- schedule.OutsideAfter(ctx, time.Hour, func() error { return nil }) }()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case s := <-other:
+			s.Release()
+			t.Fatal("the slot was given away though the work ended at once")
+		}
+		s.Release()
+		slotWithin(t, other, "the pass released its slot").Release()
+	})
+	t.Run("stalled", func(t *testing.T) {
+		l := schedule.NewLimiter(1)
+		ctx, s, err := l.Hold(t.Context(), nil)
+		require.NoError(t, err)
+		defer s.Release()
+		other := hold(t, l)
+		queued(t, l, 1)
+		boom := errors.New("stalled body broke off")
+		err = schedule.OutsideAfter(ctx, time.Millisecond, func() error {
+			// The stall: another pass gets the slot meanwhile.
+			slotWithin(t, other, "the slot of a stalled pass").Release()
+			return boom
+		})
+		assert.ErrorIs(t, err, boom)
+		next := hold(t, l)
+		queued(t, l, 1) // the pass holds its slot again
+		s.Release()
+		slotWithin(t, next, "the pass released its slot").Release()
+	})
 }

@@ -30,9 +30,12 @@ type SourceConfig struct {
 	// Contract names the API's parameters and where things are in its answers; the zero
 	// value is DefaultContract (the playground's).
 	Contract Contract
-	// Client sends the requests; nil means a client with Timeout.
+	// Client sends the requests; nil means a client like http.DefaultClient's. A Timeout of the
+	// client's own would also count the pass's wait for its slot between an answer's headers and
+	// its body (package schedule): leave it unset, Timeout bounds the requests.
 	Client *http.Client
-	// Timeout bounds one request, body included.
+	// Timeout bounds one request, body included, not counting the pass's wait for its slot
+	// after the answer's headers.
 	Timeout time.Duration
 	// MaxAttempts is how many times one page is requested before the pass fails.
 	MaxAttempts int
@@ -162,7 +165,7 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 		return nil, fmt.Errorf("%w: api contract: %w", ErrConfig, err)
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+		cfg.Client = &http.Client{}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -255,21 +258,29 @@ func (s *Source) backoff(attempt int, err error) time.Duration {
 	return s.cfg.BackoffMin + rand.N(ceil-s.cfg.BackoffMin+1)
 }
 
+// bodyGrace is how long a pass keeps its slot while it reads an answer's body: a body comes
+// in at once from an API that is not stalled (a page of 1,000 records in about a millisecond on
+// a local network), and one that stalls mid-way gives the slot to another pass after this.
+const bodyGrace = 250 * time.Millisecond
+
 // fetchOnce requests target; shown is target as errors and the page show it.
+//
+// The wait for the answer's headers only waits on the API: the pass's slot (package schedule)
+// goes to another pipeline meanwhile, so a stalled API holds only its own pipeline. The body is
+// read after the pass has its slot back: it waits in the connection, not in memory, while the
+// pass queues for its slot, so the pages in memory are bounded by the slots, not by the
+// pipelines (with a thousand of them a page each was most of the process's heap).
 func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage, error) {
-	// The request and the body only wait on the API: the pass's slot (package schedule) goes to
-	// another pipeline meanwhile, so a stalled API holds only its own pipeline.
+	// The timeout bounds the API's answer only, not the wait for the slot after its headers:
+	// with 1,000 pipelines a page answered in time may queue behind the other passes for longer
+	// than the timeout, and was then thrown away and fetched again, again and again.
+	rctx := newRequestContext(ctx, s.cfg.Timeout)
+	defer rctx.end(context.Canceled)
 	var resp *http.Response
 	var body []byte
 	var wait time.Duration // until the answer's headers: what the backfill weighs (Config.BackfillMinWait)
 	err := schedule.Outside(ctx, func() error {
-		// The timeout bounds the API's answer only, not the wait for the slot after it (Outside
-		// takes it back under the pass's ctx): with 1,000 pipelines a page read in time may queue
-		// behind the other passes for longer than the timeout, and was then thrown away and
-		// fetched again, again and again.
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, target, nil)
 		if err != nil {
 			return err
 		}
@@ -287,7 +298,18 @@ func (s *Source) fetchOnce(ctx context.Context, target, shown string) (*RawPage,
 			return err
 		}
 		wait = time.Since(sent)
+		rctx.pause() // now the pass waits for its slot
+		return nil
+	})
+	if resp != nil {
 		defer resp.Body.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	rctx.resume()
+	err = schedule.OutsideAfter(ctx, bodyGrace, func() error {
+		var err error
 		body, err = io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxPageBytes+1))
 		if err != nil {
 			return fmt.Errorf("read body of GET %s (status %d, %d bytes read): %w", shown, resp.StatusCode, len(body), &transferError{err})

@@ -1,9 +1,13 @@
 package source_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,24 +105,17 @@ func TestSourceSendsTheContractsParameters(t *testing.T) {
 // failed and fetched again.
 func TestSourceTimeoutLeavesOutTheWaitForTheSlot(t *testing.T) {
 	const timeout = 50 * time.Millisecond
-	h := &sourcetest.Scripted{Answers: []sourcetest.Answer{{Status: 200, Body: okPage}}}
+	// A page larger than what the connection buffers with the answer's headers: the fetch reads
+	// most of it after its wait for the slot.
+	page := strings.TrimSuffix(okPage, "}") + `,"pad":"` + strings.Repeat("x", 1<<20) + `"}`
+	h := &sourcetest.Scripted{Answers: []sourcetest.Answer{{Status: 200, Body: page}}}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, Timeout: timeout, MaxAttempts: 1})
 	require.NoError(t, err)
 
-	lim := schedule.NewLimiter(1)
-	ctx, slot, err := lim.Hold(t.Context(), nil)
-	require.NoError(t, err)
-	defer slot.Release()
 	// Another pass queues for the only slot and gets it while the fetch is outside.
-	other := make(chan *schedule.Slot, 1)
-	go func() {
-		_, s, err := lim.Hold(t.Context(), nil)
-		assert.NoError(t, err)
-		other <- s
-	}()
-	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	lim, ctx, other := slotAndAnotherPass(t)
 	fetched := make(chan error, 1)
 	go func() {
 		p, err := src.Fetch(ctx, 1, source.Query{Since: cursor.Start})
@@ -134,4 +131,122 @@ func TestSourceTimeoutLeavesOutTheWaitForTheSlot(t *testing.T) {
 	held.Release()
 	require.NoError(t, <-fetched)
 	assert.Len(t, h.Requests(), 1)
+}
+
+// slotAndAnotherPass holds the only slot of a limiter for a pass (ctx carries it) and starts
+// another pass, queued for that slot: it comes on other once the first gives it away.
+func slotAndAnotherPass(t *testing.T) (lim *schedule.Limiter, ctx context.Context, other <-chan *schedule.Slot) {
+	t.Helper()
+	lim = schedule.NewLimiter(1)
+	ctx, slot, err := lim.Hold(t.Context(), nil)
+	require.NoError(t, err)
+	t.Cleanup(slot.Release)
+	got := make(chan *schedule.Slot, 1)
+	go func() {
+		_, s, err := lim.Hold(t.Context(), nil)
+		assert.NoError(t, err)
+		got <- s
+	}()
+	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	return lim, ctx, got
+}
+
+// readWatch is a transport whose answers tell when their body is first read.
+type readWatch struct {
+	read chan struct{} // closed at the first Read of a body
+	once sync.Once
+}
+
+func (w *readWatch) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil {
+		resp.Body = &watchedBody{ReadCloser: resp.Body, w: w}
+	}
+	return resp, err
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	w *readWatch
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.w.once.Do(func() { close(b.w.read) })
+	return b.ReadCloser.Read(p)
+}
+
+// A page's body is read only once the pass has its slot back: while it queues for the slot the
+// answer waits unread in the connection, so the pages in memory are bounded by the slots, not by
+// the pipelines waiting for one.
+func TestSourceReadsTheBodyOnlyWithTheSlot(t *testing.T) {
+	srv := httptest.NewServer(&sourcetest.Scripted{Answers: []sourcetest.Answer{{Status: 200, Body: okPage}}})
+	t.Cleanup(srv.Close)
+	w := &readWatch{read: make(chan struct{})}
+	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, Client: &http.Client{Transport: w}, MaxAttempts: 1})
+	require.NoError(t, err)
+
+	lim, ctx, other := slotAndAnotherPass(t)
+	fetched := make(chan error, 1)
+	go func() {
+		_, err := src.Fetch(ctx, 1, source.Query{Since: cursor.Start})
+		fetched <- err
+	}()
+	held := <-other // the fetch waits on the API without the slot
+	// The answer came (the fetch queues for the slot again) and its body is not read meanwhile.
+	require.Eventually(t, func() bool { return lim.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	select {
+	case <-w.read:
+		t.Fatal("the body was read while the pass waited for its slot")
+	default:
+	}
+	held.Release()
+	require.NoError(t, <-fetched)
+}
+
+// An API that sends its answer's headers and then stalls mid-body holds the pass's slot for a
+// moment only: another pass gets it while the body is awaited.
+func TestSourceStalledBodyGivesTheSlotAway(t *testing.T) {
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Length", "1000")
+		rw.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(rw, `{"data":[`)
+		rw.(http.Flusher).Flush()
+		select { // the rest never comes
+		case <-stop:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) })
+	w := &readWatch{read: make(chan struct{})}
+	src, err := source.NewSource(source.SourceConfig{URL: srv.URL, Client: &http.Client{Transport: w}, Timeout: time.Minute, MaxAttempts: 1})
+	require.NoError(t, err)
+
+	lim := schedule.NewLimiter(1)
+	ctx, cancel := context.WithCancel(t.Context())
+	ctx, slot, err := lim.Hold(ctx, nil)
+	require.NoError(t, err)
+	defer slot.Release()
+	fetched := make(chan error, 1)
+	go func() {
+		_, err := src.Fetch(ctx, 1, source.Query{Since: cursor.Start})
+		fetched <- err
+	}()
+	<-w.read // the pass has its slot back and reads the body, which stalls
+	other := make(chan *schedule.Slot, 1)
+	go func() {
+		_, s, err := lim.Hold(t.Context(), nil)
+		if assert.NoError(t, err) {
+			other <- s
+		}
+	}()
+	select {
+	case s := <-other:
+		s.Release()
+	case <-time.After(10 * time.Second):
+		t.Error("the slot stayed with a pass whose API stalled mid-body")
+	}
+	cancel()
+	assert.ErrorIs(t, <-fetched, context.Canceled)
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keysetsync/keysetsync/avro"
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/metrics"
 	"github.com/keysetsync/keysetsync/runner"
@@ -54,16 +55,20 @@ func (c *configFile) errorf(line int, format string, args ...any) error {
 	return fmt.Errorf("%w: config file %s, line %d: %s", errUsage, c.path, line, fmt.Sprintf(format, args...))
 }
 
-// applyConfigFile loads the file named by fs's --config (if it has that flag and it is set) and
-// sets every flag whose source is still the default from the file's top-level keys.
-func applyConfigFile(fs *flag.FlagSet, source map[string]string) (*configFile, error) {
+// applyConfigFile loads the file named by fs's --config (if it has that flag and it is set),
+// unless loaded is that file already, and sets every flag whose source is still the default
+// from the file's top-level keys.
+func applyConfigFile(fs *flag.FlagSet, source map[string]string, loaded *configFile) (*configFile, error) {
 	cf := fs.Lookup(configFlag)
 	if cf == nil || cf.Value.String() == "" {
 		return nil, nil
 	}
-	c, err := loadConfig(cf.Value.String(), fs)
-	if err != nil {
-		return nil, err
+	c := loaded
+	if c == nil || c.path != cf.Value.String() {
+		var err error
+		if c, err = loadConfig(cf.Value.String(), fs); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.apply(fs, c.entries, source, false); err != nil {
 		return nil, err
@@ -323,7 +328,7 @@ func pipelineFlagSets(e *env, args []string, name, summary string, c *configFile
 			interval = &ps.interval
 		}
 		ps.fs, ps.flags = syncFlagSet(e, name, summary, interval, extra...)
-		p, err := parseFlagSources(e, ps.fs, args)
+		p, err := parseFlagSourcesWith(e, ps.fs, args, c)
 		if err != nil {
 			return nil, err
 		}
@@ -364,6 +369,7 @@ type job struct {
 	interval time.Duration // run's --interval
 
 	limiter *schedule.Limiter // the process's, shared by every job
+	codec   *avro.Codec       // the process's, shared by every job
 	metrics *metrics.Metrics  // nil without --metrics-addr; its server is the jobSet's
 
 	runner *runner.Runner
@@ -512,9 +518,13 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 		jobs = append(jobs, &job{flags: f, log: log, interval: ps.interval, stores: stores})
 	}
 	limiter := newLimiter(top.maxPasses)
+	codec, err := avro.NewCodec()
+	if err != nil {
+		return nil, err
+	}
 	js := &jobSet{jobs: jobs, stores: stores, clients: &kafkaClients{}}
 	for _, j := range jobs {
-		j.limiter = limiter
+		j.limiter, j.codec = limiter, codec
 	}
 	log, err := top.logger(e) // the process's: no pipeline attribute
 	if err != nil {
@@ -524,7 +534,7 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 	servePprof(e.getenv, log)
 	if e.memoryLimit != nil && len(jobs) > 1 {
 		log.Info("soft memory limit raised for the pipelines (GOMEMLIMIT overrides it)",
-			"pipelines", len(jobs), "memory_limit_mib", e.memoryLimit(len(jobs))>>20)
+			"pipelines", len(jobs), "max_concurrent_passes", limiter.Size(), "memory_limit_mib", e.memoryLimit(len(jobs), limiter.Size())>>20)
 	}
 	if err := js.serveMetrics(limiter, log); err != nil {
 		js.close()

@@ -30,9 +30,10 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
-	// memoryLimit, when set, sets the process's soft memory limit for a number of pipelines and
-	// returns it (see tuneGC); nil when GOMEMLIMIT chose it, and in tests (the limit is global).
-	memoryLimit func(pipelines int) int64
+	// memoryLimit, when set, sets the process's soft memory limit for a number of pipelines
+	// sharing a number of pass slots and returns it (see tuneGC); nil when GOMEMLIMIT chose it,
+	// and in tests (the limit is global).
+	memoryLimit func(pipelines, slots int) int64
 }
 
 func commands() []command {
@@ -203,32 +204,39 @@ func usage(w io.Writer) {
 //
 // The limit is for one pipeline: it returns the function that raises it for the pipelines of a
 // config file (memoryLimit), nil when GOMEMLIMIT is set (the user's value stands).
-func tuneGC(getenv func(string) string) func(pipelines int) int64 {
+func tuneGC(getenv func(string) string) func(pipelines, slots int) int64 {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
 	if getenv("GOMEMLIMIT") != "" {
 		return nil
 	}
-	debug.SetMemoryLimit(memoryLimit(1))
-	return func(n int) int64 {
-		l := memoryLimit(n)
+	debug.SetMemoryLimit(memoryLimit(1, 1))
+	return func(n, slots int) int64 {
+		l := memoryLimit(n, slots)
 		debug.SetMemoryLimit(l)
 		return l
 	}
 }
 
-// The soft memory limit of n pipelines is baseMemoryLimit plus perPipelineMemory for each
-// pipeline after the first. A limit below the live heap makes the collector run without pause:
-// with the one-pipeline 48 MiB, 100 pipelines syncing at once (a live heap of about 130 MB,
-// 1.3 MB per pipeline with a pass running) took 2.3x the CPU of the same work without a limit,
-// and 100 idle ones 5x (bench/manypipes, BENCHMARKS.md "Many pipelines"). Set GOMEMLIMIT to
-// choose another limit (e.g. lower, trading CPU for memory, in a container with little).
+// The soft memory limit of n pipelines sharing slots pass slots (--max-concurrent-passes) is
+// baseMemoryLimit, the one pipeline's, plus perSlotMemory for each further slot they can fill,
+// plus perPipelineMemory for each pipeline after the first. What a pass holds while it works (a
+// page, its batches in flight) counts against its slot (package schedule: a pass keeps its slot
+// while a batch is unacknowledged, and reads a page only with its slot), so the live heap grows
+// with the slots, not the pipelines; each pipeline adds only what it keeps between passes.
+// Measured (bench/manypipes, BENCHMARKS.md "Many pipelines"): 1,000 pipelines on 8 slots had a
+// live heap of about 100-130 MB at the peak of their first sync, 2 MB per pipeline before the
+// slots bounded it. A limit too close to the live heap makes the collector run without pause
+// (with the one-pipeline 48 MiB, 100 pipelines took 2.3x the CPU); one far above it only lets
+// garbage fill it (GOGC=400: five times the live heap). Set GOMEMLIMIT to choose another limit.
 const (
 	baseMemoryLimit   = 48 << 20
-	perPipelineMemory = 2 << 20
+	perSlotMemory     = 40 << 20
+	perPipelineMemory = 128 << 10
 )
 
-func memoryLimit(pipelines int) int64 {
-	return baseMemoryLimit + int64(max(pipelines-1, 0))*perPipelineMemory
+func memoryLimit(pipelines, slots int) int64 {
+	busy := max(min(pipelines, slots), 1) // the slots the pipelines can fill at once
+	return baseMemoryLimit + int64(busy-1)*perSlotMemory + int64(max(pipelines-1, 0))*perPipelineMemory
 }

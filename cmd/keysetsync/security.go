@@ -12,7 +12,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/keysetsync/keysetsync/kafka"
 	"github.com/keysetsync/keysetsync/source"
@@ -223,8 +222,10 @@ func (a *apiAuthFlags) validate() []error {
 
 // client returns the HTTP client of the source API: nil (the Source's default) without
 // credentials, otherwise one whose transport adds them to every request to the host of apiURL
-// (not to a redirect to another host).
-func (a *apiAuthFlags) client(apiURL string, timeout time.Duration) (*http.Client, error) {
+// (not to a redirect to another host). It has no Timeout of its own: the Source bounds each
+// request by --api-timeout, without the pass's wait for its slot between the answer's headers
+// and its body, which a client's Timeout would count.
+func (a *apiAuthFlags) client(apiURL string) (*http.Client, error) {
 	if errs := a.validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", errUsage, errors.Join(errs...))
 	}
@@ -270,7 +271,7 @@ func (a *apiAuthFlags) client(apiURL string, timeout time.Duration) (*http.Clien
 		}
 		h.Add(name, value)
 	}
-	return &http.Client{Timeout: timeout, Transport: &authTransport{base: http.DefaultTransport, host: u.Host, header: h}}, nil
+	return &http.Client{Transport: &authTransport{base: http.DefaultTransport, host: u.Host, header: h}}, nil
 }
 
 // readSecret reads a one-line secret file (one trailing newline ignored); errors name the file

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -69,7 +68,7 @@ func TestAPIAuthTransport(t *testing.T) {
 	t.Run("bearer token and headers, only to the API's host", func(t *testing.T) {
 		a := apiAuthFlags{bearerTokenFile: write("tok", "tok-123\n")}
 		require.NoError(t, a.headers.Set("X-Api-Key: @"+write("key", "key-456\n")+"\nX-Tenant: acme"))
-		c, err := a.client(srv.URL+"/pagination/keyset", time.Second)
+		c, err := a.client(srv.URL + "/pagination/keyset")
 		require.NoError(t, err)
 		resp, err := c.Get(srv.URL + "/pagination/keyset?x=1")
 		require.NoError(t, err)
@@ -86,7 +85,7 @@ func TestAPIAuthTransport(t *testing.T) {
 	})
 	t.Run("basic auth", func(t *testing.T) {
 		a := apiAuthFlags{basicAuthFile: write("basic", "bob:pa:ss\n")}
-		c, err := a.client(srv.URL, time.Second)
+		c, err := a.client(srv.URL)
 		require.NoError(t, err)
 		resp, err := c.Get(srv.URL)
 		require.NoError(t, err)
@@ -99,17 +98,17 @@ func TestAPIAuthTransport(t *testing.T) {
 	})
 	t.Run("no credentials: the default client", func(t *testing.T) {
 		var a apiAuthFlags
-		c, err := a.client(srv.URL, time.Second)
+		c, err := a.client(srv.URL)
 		require.NoError(t, err)
 		assert.Nil(t, c)
 	})
 	t.Run("bad files name the flag, never the content", func(t *testing.T) {
 		a := apiAuthFlags{basicAuthFile: write("nocolon", "justasecret\n")}
-		_, err := a.client(srv.URL, time.Second)
+		_, err := a.client(srv.URL)
 		require.Error(t, err)
 		assert.NotContains(t, err.Error(), "justasecret")
 		a = apiAuthFlags{bearerTokenFile: write("twolines", "line1-secret\nline2\n")}
-		_, err = a.client(srv.URL, time.Second)
+		_, err = a.client(srv.URL)
 		require.Error(t, err)
 		assert.False(t, strings.Contains(err.Error(), "line1-secret"))
 	})

@@ -113,7 +113,7 @@ func (f *sourceFlags) newSource(maxAttempts int, logger *slog.Logger) (*source.S
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	httpClient, err := f.auth.client(f.apiURL, f.apiTimeout)
+	httpClient, err := f.auth.client(f.apiURL)
 	if err != nil {
 		return nil, err
 	}

@@ -191,7 +191,7 @@ func (j *job) open(ctx context.Context, clients *kafkaClients) (err error) {
 	if j.kafka, err = clients.get(&f.kafkaSec, f.brokers, log); err != nil {
 		return err
 	}
-	cfg.Kafka, cfg.Limiter = j.kafka, j.limiter
+	cfg.Kafka, cfg.Limiter, cfg.Codec = j.kafka, j.limiter, j.codec
 	if j.metrics != nil {
 		cfg.Observer, cfg.SlotWaited = j.metrics, j.metrics.SlotWaited
 	}
