@@ -53,6 +53,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bad duration in env", map[string]string{"KEYSETSYNC_INTERVAL": "soon"}, []string{"run"}, 2, `invalid value "soon" for KEYSETSYNC_INTERVAL`},
 		{"same topic twice", nil, []string{"once", "--topic", "x", "--cursor-topic", "x"}, 2, `--topic and --cursor-topic are both "x"`},
 		{"bad batch size", nil, []string{"once", "--batch-records", "0"}, 2, "--batch-records 0"},
+		{"fetch concurrency 0", nil, []string{"once", "--fetch-concurrency", "0"}, 2, "--fetch-concurrency 0: must be 1 to 32"},
+		{"fetch concurrency beyond the cursor's shares", nil, []string{"once", "--fetch-concurrency", "33"}, 2, "--fetch-concurrency 33: must be 1 to 32"},
 		{"bad log level", nil, []string{"once", "--log-level", "loud"}, 2, `--log-level "loud"`},
 		// The API settings are checked before Kafka is contacted: a usage error, not a connection failure.
 		{"bad api url", nil, []string{"once", "--brokers", "127.0.0.1:1", "--api-url", "ftp://x"}, 2, `api url "ftp://x": want http(s)://host/path`},

@@ -109,8 +109,11 @@ func (f *syncFlags) validate() error {
 	if f.maxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("--max-in-flight %d: must be at least 1", f.maxInFlight))
 	}
-	if f.fetchConc < 1 {
-		errs = append(errs, fmt.Errorf("--fetch-concurrency %d: must be at least 1", f.fetchConc))
+	if f.fetchConc < 1 || f.fetchConc > maxFetchConcurrency {
+		// Each range's share of the 64 KiB cursor shrinks with the workers: from about 59 no
+		// range could list a delivered id (every resume re-sends its ties), and past a few
+		// hundred the ranges' own entries no longer fit.
+		errs = append(errs, fmt.Errorf("--fetch-concurrency %d: must be 1 to %d (each backfill range gets its share of the 64 KiB cursor)", f.fetchConc, maxFetchConcurrency))
 	}
 	if f.maxReqPerSec < 0 {
 		errs = append(errs, fmt.Errorf("--max-requests-per-second %g: must not be negative", f.maxReqPerSec))
@@ -302,6 +305,10 @@ func (f *logFlags) logger(e *env) (*slog.Logger, error) {
 func openCursorStore(ctx context.Context, client *kafka.Client, topic string, replication int, log *slog.Logger) (*kafka.CursorStore, error) {
 	return kafka.NewCursorStore(ctx, kafka.CursorStoreConfig{Client: client, Topic: topic, ReplicationFactor: replication, Logger: log})
 }
+
+// maxFetchConcurrency is the most workers a backfill may have: at 32 each range still lists
+// about 900 bytes of delivered ids (pipeline.TestBackfillCursorWithinMaxBytes covers it).
+const maxFetchConcurrency = 32
 
 // backfillMinWait translates --backfill-min-wait to pipeline.Config.BackfillMinWait, whose zero
 // means its default: the flag's 0 (backfill whatever the API's speed) is a negative share there.
