@@ -83,18 +83,22 @@ type passWalk struct {
 	pages   int           // pages cur returned before the decision
 	spent   time.Duration // in cur.Next before the decision
 	decided bool          // whether to backfill was decided
-	bf      *backfill
-	m       model            // bf's ranges as of the pages taken so far
-	base    source.WalkStats // of walks that ended
-	ranges  map[int]source.WalkStats
-	ended   bool           // a backfill ended since flush was last asked
-	resumed *cursor.Cursor // a loaded cursor with a backfill, resumed by the first Next
+	// passHorizon is this pass's own horizon; horizon is a resumed backfill's saved one until
+	// it ends.
+	passHorizon time.Time
+	bf          *backfill
+	m           model            // bf's ranges as of the pages taken so far
+	base        source.WalkStats // of walks that ended
+	ranges      map[int]source.WalkStats
+	ended       bool           // a backfill ended since flush was last asked
+	resumed     *cursor.Cursor // a loaded cursor with a backfill, resumed by the first Next
 }
 
 func (s *Pipeline) newPassWalk(c cursor.Cursor, start time.Time, prog *progress) *passWalk {
 	pw := &passWalk{s: s, prog: prog, ranges: map[int]source.WalkStats{}}
 	prec := s.cfg.Source.Contract().TimeFormat.Precision()
 	pw.horizon = start.Add(-s.cfg.BackfillMargin).Truncate(prec).UTC()
+	pw.passHorizon = pw.horizon
 	if c.Backfill != nil {
 		pw.resumed, pw.decided = &c, true
 		return pw
@@ -274,6 +278,12 @@ func (pw *passWalk) endBackfill() {
 	pw.prog.backfill.Store(nil)
 	pw.s.cfg.Observer.BackfillRanges(0, 0)
 	pw.cur = source.NewWalker(pw.s.cfg.Source, pw.s.cfg.Codec, pw.m.final(), pw.s.cfg.Walk, pw.s.log)
+	if pw.passHorizon.After(pw.horizon) && pw.s.cfg.FetchConcurrency > 1 && pw.s.cfg.Walk.Lookback <= 0 {
+		// A resumed backfill ended at the horizon its cursor saved, which an outage after the
+		// crash may have left far behind the API: decide again, as a pass does at its start,
+		// against this pass's horizon (records updated since this pass began lie after it).
+		pw.horizon, pw.decided, pw.pages, pw.spent = pw.passHorizon, false, 0, 0
+	}
 }
 
 // rangeWalker walks one range from pos; the backfill bounds it.

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/keysetsync/keysetsync/cursor"
 	"github.com/keysetsync/keysetsync/internal/kafkatest"
 	"github.com/keysetsync/keysetsync/internal/keysettest"
+	"github.com/keysetsync/keysetsync/internal/logtest"
 	"github.com/keysetsync/keysetsync/internal/pipelinetest"
 	"github.com/keysetsync/keysetsync/pipeline"
 	"github.com/keysetsync/keysetsync/playground"
@@ -415,4 +417,31 @@ func TestBackfillResumesExactlyOnceWithAnotherConcurrency(t *testing.T) {
 		})
 	}
 	assert.Positive(t, resumed, "failures that left a backfill's ranges in the cursor")
+}
+
+// TestBackfillResumedFarBehindBackfillsAgain: a backfill was cut short by a crash, and the
+// next pass comes long after (an outage): the saved horizon lies far behind the API. Once the
+// resumed ranges are done, the rest up to this pass's horizon is backfilled too, not walked
+// page by page; every record is still delivered exactly once.
+func TestBackfillResumedFarBehindBackfillsAgain(t *testing.T) {
+	t0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	api := keysettest.New(t, 50, true, keysettest.Compound)
+	for i := range 3000 {
+		api.Put(keysettest.Record{ID: fmt.Sprintf("r%05d", i), UpdatedAt: t0.Add(time.Duration(i) * time.Second), Name: "v1"})
+	}
+	logs := &logtest.Buffer{}
+	p := keysettest.NewPipeline(t, api, source.WalkOptions{}, 200, backfilled(4, nil), func(c *pipeline.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	// What a crashed backfill left: its horizon at the 100th record, nothing delivered yet.
+	require.NoError(t, p.Store.Commit(t.Context(), cursor.Cursor{Pipeline: "p", Delivered: map[string]string{},
+		Backfill: &cursor.Backfill{Horizon: t0.Add(100 * time.Second)}}))
+	_, err := p.Pipeline.Pass(t.Context())
+	require.NoError(t, err)
+	out := logs.String()
+	require.Contains(t, out, "resuming a backfill")
+	assert.Contains(t, out[strings.Index(out, "backfill finished"):], "backfill started",
+		"after the resumed ranges, the rest up to this pass's horizon was backfilled")
+	p.RequireInSync(t)
+	assert.Zero(t, p.Duplicates(t))
 }
