@@ -40,8 +40,7 @@ func (m *Metrics) Status() Status {
 	defer m.mu.Unlock()
 	st := Status{Pipeline: m.name, Status: StatusOK, PassStarted: utc(m.passStarted), LastPage: utc(m.lastPage), LastSuccess: utc(m.lastSuccess)}
 	if m.failures > 0 {
-		since := m.failingSince.UTC()
-		st.Status, st.Error, st.Since, st.Failures = StatusFailing, m.lastErr, &since, m.failures
+		st.Status, st.Error, st.Since, st.Failures = StatusFailing, m.lastErr, utc(m.failingSince), m.failures
 	}
 	switch {
 	case !m.opened:

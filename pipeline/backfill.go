@@ -656,19 +656,19 @@ func (m *model) cursor() cursor.Cursor {
 		return capLastID(m.top)
 	}
 	c, rest := m.ranges[0].pos, m.ranges[1:]
-	c = capLastID(c)
-	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(rest)+1)}
+	var ranges []cursor.Range
 	if r := m.ranges[0]; unstarted(r.pos, r.from) && r.from.After(m.base.LastUpdatedAt) {
 		// Everything between them was delivered: the cursor stands at base, its own range
 		// holding base's time only (its tie, listed as delivered), and what follows up to the
 		// lowest range is done. Without that done range a resumed pass would walk it again:
 		// its records twice, which exactly-once forbids.
-		c, rest = capLastID(m.base), m.ranges
-		c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: make([]cursor.Range, 0, len(rest)+1)}
+		c, rest = m.base, m.ranges
 		if next := m.base.LastUpdatedAt.Add(max(m.prec, 1)); next.Before(r.from) {
-			c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: next, Done: true})
+			ranges = append(ranges, cursor.Range{From: next, Done: true})
 		}
 	}
+	c = capLastID(c)
+	c.Backfill = &cursor.Backfill{Horizon: m.horizon, Ranges: slices.Grow(ranges, len(rest))}
 	for _, r := range rest {
 		if r.done {
 			c.Backfill.Ranges = append(c.Backfill.Ranges, cursor.Range{From: r.from, Done: true})
