@@ -45,6 +45,7 @@ type Client struct {
 	cfg       Config
 	transport *kafkago.Transport
 	client    *kafkago.Client
+	creates   *topicCreates
 }
 
 // NewClient checks cfg and returns a Client; it does not connect yet. An error (a SASL user
@@ -72,8 +73,10 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.WrapTransport != nil {
 		rt = cfg.WrapTransport(tr)
 	}
-	return &Client{cfg: cfg, transport: tr,
-		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: rt, Timeout: cfg.RequestTimeout}}, nil
+	c := &Client{cfg: cfg, transport: tr,
+		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: rt, Timeout: cfg.RequestTimeout}}
+	c.creates = &topicCreates{send: c.sendCreateTopics, timeout: cfg.RequestTimeout}
+	return c, nil
 }
 
 // Brokers returns the bootstrap addresses.

@@ -130,14 +130,19 @@ func (c *Client) createTopic(ctx context.Context, spec TopicSpec) error {
 	for k, v := range spec.Configs {
 		tc.ConfigEntries = append(tc.ConfigEntries, kafkago.ConfigEntry{ConfigName: k, ConfigValue: v})
 	}
-	res, err := c.client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{tc}})
-	if err != nil {
-		return fmt.Errorf("create topic %q: %w", spec.Name, err)
-	}
-	if err := res.Errors[spec.Name]; err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
+	if err := c.creates.create(ctx, tc); err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %q: %w", spec.Name, err)
 	}
 	return nil
+}
+
+// sendCreateTopics is one CreateTopics request (topicCreates gathers its topics).
+func (c *Client) sendCreateTopics(ctx context.Context, topics []kafkago.TopicConfig) (map[string]error, error) {
+	res, err := c.client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: topics})
+	if err != nil {
+		return nil, err
+	}
+	return res.Errors, nil
 }
 
 // DeleteTopics deletes the topics; one that does not exist is not an error.
