@@ -90,6 +90,10 @@ type TxnProducer struct {
 	seq        map[txnPartition]int32 // next base sequence per partition, for pid/epoch
 	partitions map[string][]int       // topic -> sorted partition ids
 	balancer   kafkago.Murmur2Balancer
+	// leaders caches each partition's leader from the last Metadata answer (byLeader), until a
+	// produce round meets any transient answer: asking for it before every round was one
+	// request per transaction, a fifth of a thousand pipelines' requests.
+	leaders map[txnPartition]int
 
 	inTxn   bool
 	added   map[txnPartition]bool  // partitions added to the open transaction

@@ -71,6 +71,7 @@ func (p *TxnProducer) produceAll(ctx context.Context, streams []*txnStream, now 
 			b = txnBackoff{}
 			continue
 		}
+		p.leaders = nil // a leader may have moved: the retry groups by fresh metadata
 		// A round is a transport failure only if no partition got an answer from a broker.
 		transport := retrying[0].retry
 		for _, s := range retrying {
@@ -94,31 +95,37 @@ func (p *TxnProducer) produceAll(ctx context.Context, streams []*txnStream, now 
 	}
 }
 
-// byLeader groups streams by their partition's leader, from the client's cached metadata.
-// A leader that moved after this is caught by kafka-go's routing ("mismatching leaders") or
-// the broker (NOT_LEADER_OR_FOLLOWER), both retried.
+// byLeader groups streams by their partition's leader, as the last Metadata answer gave it
+// (p.leaders), asking again when a stream's partition is not in it. A leader that moved since
+// is caught by kafka-go's routing ("mismatching leaders") or the broker
+// (NOT_LEADER_OR_FOLLOWER), both retried, and a round with any transient answer drops the
+// cache (produceAll), so the retry groups by fresh metadata.
 func (p *TxnProducer) byLeader(ctx context.Context, streams []*txnStream) (map[int][]*txnStream, error) {
 	var topics []string
 	seen := map[string]bool{}
 	for _, s := range streams {
-		if !seen[s.tp.topic] {
+		if _, ok := p.leaders[s.tp]; !ok && !seen[s.tp.topic] {
 			seen[s.tp.topic] = true
 			topics = append(topics, s.tp.topic)
 		}
 	}
-	md, err := p.cfg.Client.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
-	if err != nil {
-		return nil, fmt.Errorf("metadata of %v: %w", topics, err)
-	}
-	leaders := map[txnPartition]int{}
-	for _, t := range md.Topics {
-		for _, pt := range t.Partitions {
-			leaders[txnPartition{t.Name, pt.ID}] = pt.Leader.ID
+	if len(topics) > 0 {
+		md, err := p.cfg.Client.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
+		if err != nil {
+			return nil, fmt.Errorf("metadata of %v: %w", topics, err)
+		}
+		if p.leaders == nil {
+			p.leaders = map[txnPartition]int{}
+		}
+		for _, t := range md.Topics {
+			for _, pt := range t.Partitions {
+				p.leaders[txnPartition{t.Name, pt.ID}] = pt.Leader.ID
+			}
 		}
 	}
 	groups := map[int][]*txnStream{}
 	for _, s := range streams {
-		l, ok := leaders[s.tp]
+		l, ok := p.leaders[s.tp]
 		if !ok {
 			return nil, fmt.Errorf("metadata: no leader known for %s/%d: %w", s.tp.topic, s.tp.partition, kafkago.LeaderNotAvailable)
 		}

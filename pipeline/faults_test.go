@@ -63,6 +63,7 @@ func (c *fiClock) now() time.Time { return time.Unix(c.unix.Load(), 0).UTC() }
 type fiOptions struct {
 	partitions  int
 	maxInFlight int
+	exactlyOnce bool
 }
 
 func fiPipeline(t *testing.T, tg kafkatest.Target, o fiOptions) (*pipelinetest.Env, *fiClock) {
@@ -70,7 +71,7 @@ func fiPipeline(t *testing.T, tg kafkatest.Target, o fiOptions) (*pipelinetest.E
 	clock.unix.Store(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).Unix())
 	p := pipelinetest.New(t, tg, pipelinetest.Options{
 		Playground:   playground.Config{Records: fiRecords, PageSize: fiPage, Seed: 31, Clock: clock.now},
-		BatchRecords: fiBatch, Partitions: o.partitions, MaxInFlight: o.maxInFlight,
+		BatchRecords: fiBatch, Partitions: o.partitions, MaxInFlight: o.maxInFlight, ExactlyOnce: o.exactlyOnce,
 	})
 	return p, clock
 }
@@ -523,30 +524,42 @@ func TestLeaderChangesLoseNothing(t *testing.T) {
 			},
 		},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			start := time.Now()
-			tg := kafkatest.NewFake(t, kfake.NumBrokers(brokers))
-			p, clock := fiPipeline(t, tg, fiOptions{partitions: partitions, maxInFlight: fiInFlight})
-			if c.during != nil {
-				c.during(t, tg.Fake, p)
+	// Both deliveries: the transactional producer keeps its partitions' leaders from one
+	// transaction to the next, and must learn that they moved.
+	for _, exactlyOnce := range []bool{false, true} {
+		for _, c := range cases {
+			name := c.name
+			if exactlyOnce {
+				name += " (exactly-once)"
 			}
-			failed, beyond := fiSyncUntilOK(t, p, 10)
-			changed := 0
-			if c.between != nil {
-				c.between(t, tg.Fake, p)
-				changed = fiChange(p, clock, 120, 40)
-				f, b := fiSyncUntilOK(t, p, 10)
-				failed, beyond = append(failed, f...), beyond+b
-			}
-			p.RequireInSync(t)
-			_, n := p.Latest(t)
-			dups := n - fiRecords - changed
-			t.Logf("%d failed passes; %d messages for %d records and %d changed ids: %d duplicates; %s",
-				len(failed), n, fiRecords, changed, dups, time.Since(start).Round(time.Millisecond))
-			assert.Equal(t, beyond, dups, "duplicates are exactly what failed passes wrote past their cursor")
-		})
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				start := time.Now()
+				tg := kafkatest.NewFake(t, kfake.NumBrokers(brokers))
+				p, clock := fiPipeline(t, tg, fiOptions{partitions: partitions, maxInFlight: fiInFlight, exactlyOnce: exactlyOnce})
+				if c.during != nil {
+					c.during(t, tg.Fake, p)
+				}
+				failed, beyond := fiSyncUntilOK(t, p, 10)
+				changed := 0
+				if c.between != nil {
+					c.between(t, tg.Fake, p)
+					changed = fiChange(p, clock, 120, 40)
+					f, b := fiSyncUntilOK(t, p, 10)
+					failed, beyond = append(failed, f...), beyond+b
+				}
+				p.RequireInSync(t)
+				_, n := p.Latest(t)
+				dups := n - fiRecords - changed
+				t.Logf("%d failed passes; %d messages for %d records and %d changed ids: %d duplicates; %s",
+					len(failed), n, fiRecords, changed, dups, time.Since(start).Round(time.Millisecond))
+				if exactlyOnce {
+					assert.Zero(t, dups, "exactly-once: every record version once (read_committed)")
+					return
+				}
+				assert.Equal(t, beyond, dups, "duplicates are exactly what failed passes wrote past their cursor")
+			})
+		}
 	}
 }
 

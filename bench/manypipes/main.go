@@ -4,8 +4,12 @@
 //
 // It measures, in this order, with the same binary:
 //
-//	single   `keysetsync once` of ONE pipeline over a playground of N*R records: the CPU per record
-//	         of a single pipeline doing the same total work (the baseline of the ratio)
+//	single   `keysetsync once --fetch-concurrency 1` of ONE pipeline over a playground of N*R
+//	         records: the CPU per record of a single pipeline doing the same total work the same
+//	         way (the baseline of the ratio). Sequential, as every pass of the N pipelines is (two
+//	         pages each): with the default a pass this far behind may start a parallel backfill
+//	         or not, depending on how fast the local API answers that moment, and a backfill's 8
+//	         walkers cost about twice the CPU per record, so the ratio swung with it.
 //	first    `keysetsync once --config` of the N pipelines from scratch: wall, CPU (user+sys),
 //	         peak RSS, CPU per record and its ratio to single's
 //	idle     the same again, nothing new: open (topic checks, cursor loads, producer ids) plus
@@ -144,7 +148,7 @@ func main() {
 			cleanups = append(cleanups, del)
 		}
 		fmt.Fprintf(os.Stderr, "manypipes: one pipeline over %d records\n", total)
-		o, err := benchkit.RunOnce(ctx, *bin, benchkit.SyncArgs(big.URL+"/pagination/keyset", rf.BrokerList, st, sct, "single")...)
+		o, err := benchkit.RunOnce(ctx, *bin, append(benchkit.SyncArgs(big.URL+"/pagination/keyset", rf.BrokerList, st, sct, "single"), "--fetch-concurrency", "1")...)
 		big.Close()
 		keepLog(*logDir, "single.log", o.Log)
 		if err != nil {
