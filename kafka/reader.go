@@ -245,3 +245,41 @@ func (c *Client) listOffsets(ctx context.Context, name string, partitions []int,
 	}
 	return out, nil
 }
+
+// lastOffsets asks for the last offset of every partition of parts (topic -> partitions) in one
+// ListOffsets call, which kafka-go sends as one request per partition leader; committed asks
+// for the last stable offsets. A partition's error, or a partition without an answer, fails it.
+func (c *Client) lastOffsets(ctx context.Context, parts map[string][]int, committed bool) (map[txnPartition]int64, error) {
+	iso := kafkago.ReadUncommitted
+	if committed {
+		iso = kafkago.ReadCommitted
+	}
+	req := &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{}, IsolationLevel: iso}
+	for topic, ps := range parts {
+		for _, p := range ps {
+			req.Topics[topic] = append(req.Topics[topic], kafkago.LastOffsetOf(p))
+		}
+	}
+	res, err := c.client.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %v: %w", parts, err)
+	}
+	out := map[txnPartition]int64{}
+	for topic, pos := range res.Topics {
+		for _, po := range pos {
+			if po.Error != nil {
+				return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
+			}
+			out[txnPartition{topic, po.Partition}] = po.LastOffset
+		}
+	}
+	for topic, ps := range parts {
+		for _, p := range ps {
+			if _, ok := out[txnPartition{topic, p}]; !ok {
+				// A broker's glitch, not a verdict on the partition: retryable, as a network error.
+				return nil, fmt.Errorf("list offsets of %s/%d: no answer for the partition: %w", topic, p, kafkago.NetworkException)
+			}
+		}
+	}
+	return out, nil
+}

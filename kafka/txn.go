@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -476,27 +478,33 @@ var errTxnNotStable = errors.New("last stable offset not yet past the transactio
 // The markers take milliseconds; another producer's transaction open since before ours holds
 // the last stable offset too, and this waits for it as well, until ctx ends.
 func (p *TxnProducer) awaitStable(ctx context.Context) error {
-	byTopic := map[string][]int{}
-	for tp := range p.written {
-		byTopic[tp.topic] = append(byTopic[tp.topic], tp.partition)
-	}
+	// One ListOffsets call per attempt for every partition not yet stable: a partition shared
+	// with other pipelines (the cursor topic's) may take several attempts while the others
+	// were stable at the first, and asking again for those, a request per topic, made most of
+	// a thousand pipelines' requests.
+	pending := maps.Clone(p.written)
 	return txnRetry(ctx, p.gate(), func(ctx context.Context, err error) bool {
 		return errors.Is(err, errTxnNotStable) || txnReadTransient(ctx, err)
 	}, p.logRetry("ListOffsets"), func(ctx context.Context) error {
-		for topic, parts := range byTopic {
-			reqs := make([]kafkago.OffsetRequest, len(parts))
-			for i, part := range parts {
-				reqs[i] = kafkago.LastOffsetOf(part)
+		parts := map[string][]int{}
+		for tp := range pending {
+			parts[tp.topic] = append(parts[tp.topic], tp.partition)
+		}
+		lso, err := p.cfg.Client.lastOffsets(ctx, parts, true)
+		if err != nil {
+			return err
+		}
+		var behind []string
+		for tp, want := range pending {
+			if at := lso[tp]; at < want {
+				behind = append(behind, fmt.Sprintf("%s/%d at %d, the transaction ends at %d", tp.topic, tp.partition, at, want))
+				continue
 			}
-			res, err := p.cfg.Client.listOffsets(ctx, topic, parts, reqs, true)
-			if err != nil {
-				return err
-			}
-			for _, part := range parts {
-				if lso, want := res[part].LastOffset, p.written[txnPartition{topic, part}]; lso < want {
-					return fmt.Errorf("%s/%d: at %d, the transaction ends at %d: %w", topic, part, lso, want, errTxnNotStable)
-				}
-			}
+			delete(pending, tp)
+		}
+		if len(behind) > 0 {
+			slices.Sort(behind)
+			return fmt.Errorf("%s: %w", strings.Join(behind, "; "), errTxnNotStable)
 		}
 		return nil
 	})

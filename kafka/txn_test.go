@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/listoffsets"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -531,6 +534,84 @@ func TestTxnCommitIsVisibleWhenItReturns(t *testing.T) {
 			want, err := all.Offsets(txnCtx(t), []int{0, 1})
 			require.NoError(t, err)
 			require.Equal(t, want, got, "transaction %d: the last stable offsets right after Commit are the high watermarks", i)
+		}
+	})
+}
+
+// txnListOffsetsTopics sends the topics of every ListOffsets request through it to seen.
+type txnListOffsetsTopics struct {
+	kafkago.RoundTripper
+	seen chan []string
+}
+
+func (l *txnListOffsetsTopics) RoundTrip(ctx context.Context, addr net.Addr, req protocol.Message) (protocol.Message, error) {
+	if r, ok := req.(*listoffsets.Request); ok {
+		var topics []string
+		for _, t := range r.Topics {
+			topics = append(topics, t.Topic)
+		}
+		select {
+		case l.seen <- topics:
+		default: // the test reads only the latest ones
+		}
+	}
+	return l.RoundTripper.RoundTrip(ctx, addr, req)
+}
+
+// Two producers share a partition, as pipelines share their cursor topic's: the second's
+// commit (its own topic and the shared partition) returns only once read_committed readers
+// see all of it, which on the shared partition means once the first producer's transaction,
+// open since before, has ended. Once its own topic is stable, it asks only for the shared
+// partition (it asked for every topic, a request each, at every attempt), and right after
+// Commit both are at their high watermark.
+func TestTxnCommitWaitsForASharedPartition(t *testing.T) {
+	kafkatest.Run(t, func(t *testing.T, tg kafkatest.Target) {
+		own, shared := kafkatest.Topic(t, "txnown"), kafkatest.Topic(t, "txnshared")
+		kafkatest.CreateTopic(t, tg, own, 2, nil)
+		kafkatest.CreateTopic(t, tg, shared, 1, nil)
+		first := txnNewProducer(t, tg.Kafka(t), "first-"+shared, nil)
+		require.NoError(t, first.Begin())
+		require.NoError(t, first.Produce(txnCtx(t), txnMsgs(shared, "first", 1, 1, 10)))
+
+		var logs logtest.Buffer
+		lo := &txnListOffsetsTopics{seen: make(chan []string, 10000)}
+		c := tg.KafkaConfig(t, kafka.Config{WrapTransport: func(rt kafkago.RoundTripper) kafkago.RoundTripper { lo.RoundTripper = rt; return lo }})
+		second := txnNewProducer(t, c, "second-"+shared, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		require.NoError(t, second.Begin())
+		require.NoError(t, second.Produce(txnCtx(t), append(txnMsgs(own, "second", 6, 6, 10), txnMsgs(shared, "second", 1, 1, 10)...)))
+		committed := make(chan error, 1)
+		go func() { committed <- second.Commit(txnCtx(t)) }()
+		logs.Await(t, "the second commit waiting for the shared partition alone", func(s string) bool {
+			for _, line := range strings.Split(s, "\n") {
+				if strings.Contains(line, "request=ListOffsets") && strings.Contains(line, shared+"/0 at") && !strings.Contains(line, own+"/") {
+					return true
+				}
+			}
+			return false
+		})
+		select {
+		case err := <-committed:
+			t.Fatalf("the second commit returned (%v) while the first transaction holds the shared partition", err)
+		default:
+		}
+		for len(lo.seen) > 0 { // the requests up to now
+			<-lo.seen
+		}
+		select {
+		case topics := <-lo.seen:
+			require.Equal(t, []string{shared}, topics, "once its own topic is stable, only the shared partition is asked for")
+		case <-txnCtx(t).Done():
+			t.Fatal("no ListOffsets request after the shared partition was found behind")
+		}
+		require.NoError(t, first.Commit(txnCtx(t)))
+		require.NoError(t, <-committed)
+
+		for topic, parts := range map[string][]int{own: {0, 1}, shared: {0}} {
+			got, err := tg.Kafka(t).NewReader(kafka.ReaderConfig{Topic: topic}).Offsets(txnCtx(t), parts)
+			require.NoError(t, err)
+			want, err := tg.Kafka(t).NewReader(kafka.ReaderConfig{Topic: topic, Uncommitted: true}).Offsets(txnCtx(t), parts)
+			require.NoError(t, err)
+			require.Equal(t, want, got, "%s: the last stable offsets right after Commit are the high watermarks", topic)
 		}
 	})
 }
