@@ -217,7 +217,8 @@ def main():
         w("### Many pipelines in one process (bench/manypipes)\n")
         w("N pipelines in one config file, each its own topic, one shared cursor topic, all reading one "
           "playground of R records (in the measuring process). `single`: ONE pipeline over a playground of "
-          "N x R records, the same total work (the baseline of the ratio). `first`: `once` of the N pipelines "
+          "N x R records, the same total work, sequential (`--fetch-concurrency 1`, as the N pipelines' 2-page "
+          "passes are), right before and right after the first sync: the mean of the two is the baseline of the ratio. `first`: `once` of the N pipelines "
           "from scratch. `idle once`: the same again with nothing new (open + one empty pass each). `idle run`: "
           "`run --interval`, the CPU of the process over the idle passes after every pipeline's first, per pass. "
           "CPU: user + system of the keysetsync process; peak RSS: its ru_maxrss. Every Kafka client holds and "
@@ -226,7 +227,7 @@ def main():
           + ", ".join(f"run {r['run']}: {fmt_int(r.get('cluster_topics_at_start'))} topics at start" for r in many) + ".\n")
         w("| run | step | pipelines | records | wall s | CPU s | peak RSS MiB | CPU us/record | CPU ms/pipeline pass |")
         w("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-        names = {"many_single": "single", "many_first": "first sync", "many_idle": "idle once", "many_run": "idle run"}
+        names = {"many_single": "single (before)", "many_first": "first sync", "many_single_after": "single (after)", "many_idle": "idle once", "many_run": "idle run"}
         for r in rows:
             if r["kind"] not in names:
                 continue
