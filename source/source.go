@@ -30,7 +30,7 @@ type SourceConfig struct {
 	// Contract names the API's parameters and where things are in its answers; the zero
 	// value is DefaultContract (the playground's).
 	Contract Contract
-	// Client sends the requests; nil means a client like http.DefaultClient's. A Timeout of the
+	// Client sends the requests; nil means one with a NewTransport(1) of its own. A Timeout of the
 	// client's own would also count the pass's wait for its slot between an answer's headers and
 	// its body (package schedule): leave it unset, Timeout bounds the requests.
 	Client *http.Client
@@ -165,7 +165,7 @@ func NewSource(cfg SourceConfig) (*Source, error) {
 		return nil, fmt.Errorf("%w: api contract: %w", ErrConfig, err)
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{}
+		cfg.Client = &http.Client{Transport: NewTransport(1)}
 	}
 	log := cfg.Logger
 	if log == nil {

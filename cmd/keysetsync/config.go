@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -370,6 +371,7 @@ type job struct {
 
 	limiter *schedule.Limiter // the process's, shared by every job
 	codec   *avro.Codec       // the process's, shared by every job
+	api     http.RoundTripper // the process's API transport (source.NewTransport), shared by every job
 	metrics *metrics.Metrics  // nil without --metrics-addr; its server is the jobSet's
 
 	runner *runner.Runner
@@ -522,9 +524,11 @@ func startJobs(ctx context.Context, e *env, args []string, name, summary string,
 	if err != nil {
 		return nil, err
 	}
+	// One API transport for the process: pipelines reading one host share its connections.
+	api := source.NewTransport(len(jobs))
 	js := &jobSet{jobs: jobs, stores: stores, clients: &kafkaClients{}}
 	for _, j := range jobs {
-		j.limiter, j.codec = limiter, codec
+		j.limiter, j.codec, j.api = limiter, codec, api
 	}
 	log, err := top.logger(e) // the process's: no pipeline attribute
 	if err != nil {

@@ -220,17 +220,17 @@ func (a *apiAuthFlags) validate() []error {
 	return errs
 }
 
-// client returns the HTTP client of the source API: nil (the Source's default) without
-// credentials, otherwise one whose transport adds them to every request to the host of apiURL
-// (not to a redirect to another host). It has no Timeout of its own: the Source bounds each
-// request by --api-timeout, without the pass's wait for its slot between the answer's headers
-// and its body, which a client's Timeout would count.
-func (a *apiAuthFlags) client(apiURL string) (*http.Client, error) {
+// client returns the HTTP client of the source API on base (the process's API transport,
+// source.NewTransport): with credentials, one whose transport adds them to every request to the
+// host of apiURL (not to a redirect to another host). It has no Timeout of its own: the Source
+// bounds each request by --api-timeout, without the pass's wait for its slot between the
+// answer's headers and its body, which a client's Timeout would count.
+func (a *apiAuthFlags) client(apiURL string, base http.RoundTripper) (*http.Client, error) {
 	if errs := a.validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", errUsage, errors.Join(errs...))
 	}
 	if a.bearerTokenFile == "" && a.basicAuthFile == "" && len(a.headers) == 0 {
-		return nil, nil
+		return &http.Client{Transport: base}, nil
 	}
 	u, err := url.Parse(apiURL)
 	if err != nil {
@@ -271,7 +271,7 @@ func (a *apiAuthFlags) client(apiURL string) (*http.Client, error) {
 		}
 		h.Add(name, value)
 	}
-	return &http.Client{Transport: &authTransport{base: http.DefaultTransport, host: u.Host, header: h}}, nil
+	return &http.Client{Transport: &authTransport{base: base, host: u.Host, header: h}}, nil
 }
 
 // readSecret reads a one-line secret file (one trailing newline ignored); errors name the file

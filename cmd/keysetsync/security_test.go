@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/keysetsync/keysetsync/source"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -68,7 +69,7 @@ func TestAPIAuthTransport(t *testing.T) {
 	t.Run("bearer token and headers, only to the API's host", func(t *testing.T) {
 		a := apiAuthFlags{bearerTokenFile: write("tok", "tok-123\n")}
 		require.NoError(t, a.headers.Set("X-Api-Key: @"+write("key", "key-456\n")+"\nX-Tenant: acme"))
-		c, err := a.client(srv.URL + "/pagination/keyset")
+		c, err := a.client(srv.URL+"/pagination/keyset", http.DefaultTransport)
 		require.NoError(t, err)
 		resp, err := c.Get(srv.URL + "/pagination/keyset?x=1")
 		require.NoError(t, err)
@@ -85,7 +86,7 @@ func TestAPIAuthTransport(t *testing.T) {
 	})
 	t.Run("basic auth", func(t *testing.T) {
 		a := apiAuthFlags{basicAuthFile: write("basic", "bob:pa:ss\n")}
-		c, err := a.client(srv.URL)
+		c, err := a.client(srv.URL, http.DefaultTransport)
 		require.NoError(t, err)
 		resp, err := c.Get(srv.URL)
 		require.NoError(t, err)
@@ -96,19 +97,20 @@ func TestAPIAuthTransport(t *testing.T) {
 		assert.Equal(t, "bob", u)
 		assert.Equal(t, "pa:ss", p)
 	})
-	t.Run("no credentials: the default client", func(t *testing.T) {
+	t.Run("no credentials: a client on the process's API transport", func(t *testing.T) {
 		var a apiAuthFlags
-		c, err := a.client(srv.URL)
+		base := source.NewTransport(1)
+		c, err := a.client(srv.URL, base)
 		require.NoError(t, err)
-		assert.Nil(t, c)
+		assert.Same(t, base, c.Transport)
 	})
 	t.Run("bad files name the flag, never the content", func(t *testing.T) {
 		a := apiAuthFlags{basicAuthFile: write("nocolon", "justasecret\n")}
-		_, err := a.client(srv.URL)
+		_, err := a.client(srv.URL, http.DefaultTransport)
 		require.Error(t, err)
 		assert.NotContains(t, err.Error(), "justasecret")
 		a = apiAuthFlags{bearerTokenFile: write("twolines", "line1-secret\nline2\n")}
-		_, err = a.client(srv.URL)
+		_, err = a.client(srv.URL, http.DefaultTransport)
 		require.Error(t, err)
 		assert.False(t, strings.Contains(err.Error(), "line1-secret"))
 	})

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -107,13 +108,14 @@ func (f *sourceFlags) schemaText() (string, error) {
 	return s.Text(), nil
 }
 
-// newSource builds the API client of the flags.
-func (f *sourceFlags) newSource(maxAttempts int, logger *slog.Logger) (*source.Source, error) {
+// newSource builds the API client of the flags, sending its requests through api (the
+// process's API transport, source.NewTransport).
+func (f *sourceFlags) newSource(api http.RoundTripper, maxAttempts int, logger *slog.Logger) (*source.Source, error) {
 	contract, err := f.contract()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	httpClient, err := f.auth.client(f.apiURL)
+	httpClient, err := f.auth.client(f.apiURL, api)
 	if err != nil {
 		return nil, err
 	}

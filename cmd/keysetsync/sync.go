@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime"
 	"strings"
 	"time"
@@ -187,7 +188,7 @@ func (j *job) open(ctx context.Context, clients *kafkaClients) (err error) {
 			j.close()
 		}
 	}()
-	cfg, err := f.runnerConfig(log)
+	cfg, err := f.runnerConfig(j.api, log)
 	if err != nil {
 		return err
 	}
@@ -219,8 +220,8 @@ func (j *job) close() {
 }
 
 // runnerConfig translates the flags into the runner's configuration (without its Kafka client
-// and Observer).
-func (f *syncFlags) runnerConfig(log *slog.Logger) (runner.Config, error) {
+// and Observer); its Source sends through api.
+func (f *syncFlags) runnerConfig(api http.RoundTripper, log *slog.Logger) (runner.Config, error) {
 	schemaText, err := f.source.schemaText()
 	if err != nil {
 		return runner.Config{}, fmt.Errorf("%w: %w", errUsage, err)
@@ -229,7 +230,7 @@ func (f *syncFlags) runnerConfig(log *slog.Logger) (runner.Config, error) {
 	if err != nil {
 		return runner.Config{}, err
 	}
-	src, err := f.source.newSource(f.apiMaxAttempts, log)
+	src, err := f.source.newSource(api, f.apiMaxAttempts, log)
 	if err != nil {
 		return runner.Config{}, err
 	}

@@ -65,7 +65,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	src, err := f.source.newSource(f.apiMaxAttempts, log)
+	src, err := f.source.newSource(source.NewTransport(1), f.apiMaxAttempts, log)
 	if err != nil {
 		return err
 	}
