@@ -25,12 +25,20 @@ func StreamWindow(pipelines int) int {
 	return min(max(streamBudget/max(pipelines, 1), minStreamWindow), maxStreamWindow)
 }
 
+// maxIdlePerHost bounds the idle HTTP/1.1 connections kept to one host (each holds two
+// goroutines and two 4 KiB buffers, about 20 KiB).
+const maxIdlePerHost = 256
+
 // NewTransport returns the HTTP transport for the API requests of a process running pipelines
 // pipelines: http.DefaultTransport's settings (proxy from the environment, timeouts, HTTP/2 over
-// TLS) with HTTP/2 streams' receive windows of StreamWindow(pipelines). One per process, shared
-// by its pipelines, so that requests to one host share its connections.
+// TLS) with HTTP/2 streams' receive windows of StreamWindow(pipelines), and an idle HTTP/1.1
+// connection kept per pipeline to a host (up to 256; the default keeps 2), so that pipelines
+// asking one host at once reuse their connections instead of dialing (and over TLS handshaking)
+// again for every page. One per process, shared by its pipelines.
 func NewTransport(pipelines int) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = min(max(pipelines, 2), maxIdlePerHost)
+	t.MaxIdleConns = max(t.MaxIdleConns, t.MaxIdleConnsPerHost)
 	if w := StreamWindow(pipelines); w < maxStreamWindow {
 		t.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: w}
 	}

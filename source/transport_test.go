@@ -5,11 +5,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keysetsync/keysetsync/cursor"
@@ -142,4 +146,56 @@ func TestSourceFetchesLargePagesOverHTTP2(t *testing.T) {
 	require.Equal(t, 30000, records)
 	require.Greater(t, biggest, 4*source.StreamWindow(1000), "pages larger than the window")
 	require.Positive(t, h2.Load(), "the requests went over HTTP/2")
+}
+
+// Pipelines asking one HTTP/1.1 host at once keep their connections between pages: a second
+// round of as many requests at once dials none. http.DefaultTransport keeps two per host, and the
+// rest were dialed (over TLS, handshaken) again for every page. The server answers a round only
+// once all its requests are in, so each round needs a connection per request; the second starts
+// once every connection of the first went back to the transport (httptrace's PutIdleConn).
+func TestAPITransportKeepsAConnectionPerPipeline(t *testing.T) {
+	const pipelines = 20
+	var dials atomic.Int32
+	var arrived sync.WaitGroup
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		arrived.Wait()
+		_, _ = w.Write([]byte("{}"))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	client := &http.Client{Transport: source.NewTransport(pipelines)}
+	put := make(chan error, 2*pipelines)
+	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{PutIdleConn: func(err error) { put <- err }})
+	round := func() {
+		arrived.Add(pipelines)
+		var wg sync.WaitGroup
+		for range pipelines {
+			wg.Go(func() {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+				if !assert.NoError(t, err) {
+					return
+				}
+				resp, err := client.Do(req)
+				if !assert.NoError(t, err) {
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			})
+		}
+		wg.Wait()
+		for range pipelines {
+			<-put // kept or closed: each connection is done with
+		}
+	}
+	round()
+	require.EqualValues(t, pipelines, dials.Load(), "the first round: a connection per request")
+	round()
+	require.EqualValues(t, pipelines, dials.Load(), "the second round reuses them all")
 }
