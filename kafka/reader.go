@@ -219,65 +219,68 @@ func (r *Reader) retry(ctx context.Context, fn func() error) error {
 // partition's error or a partition without an answer fails it. committed asks for the last
 // stable offset as a partition's last offset, instead of the high watermark.
 func (c *Client) listOffsets(ctx context.Context, name string, partitions []int, reqs []kafkago.OffsetRequest, committed bool) (map[int]kafkago.PartitionOffsets, error) {
-	iso := kafkago.ReadUncommitted
-	if committed {
-		iso = kafkago.ReadCommitted
+	what := fmt.Sprintf("topic %q", name)
+	if len(partitions) == 1 {
+		what = fmt.Sprintf("%s/%d", name, partitions[0])
 	}
-	res, err := c.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{name: reqs}, IsolationLevel: iso})
+	res, err := c.offsetsOf(ctx, what, map[string][]kafkago.OffsetRequest{name: reqs}, committed)
 	if err != nil {
-		if len(partitions) == 1 {
-			return nil, fmt.Errorf("list offsets of %s/%d: %w", name, partitions[0], err)
-		}
-		return nil, fmt.Errorf("list offsets of topic %q: %w", name, err)
+		return nil, err
 	}
-	out := map[int]kafkago.PartitionOffsets{}
-	for _, po := range res.Topics[name] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("list offsets of %s/%d: %w", name, po.Partition, po.Error)
-		}
-		out[po.Partition] = po
-	}
-	for _, p := range partitions {
-		if _, ok := out[p]; !ok {
-			// A broker's glitch, not a verdict on the partition: retryable, as a network error.
-			return nil, fmt.Errorf("list offsets of %s/%d: no answer for the partition: %w", name, p, kafkago.NetworkException)
-		}
+	out := make(map[int]kafkago.PartitionOffsets, len(res))
+	for tp, po := range res {
+		out[tp.partition] = po
 	}
 	return out, nil
 }
 
 // lastOffsets asks for the last offset of every partition of parts (topic -> partitions) in one
 // ListOffsets call, which kafka-go sends as one request per partition leader; committed asks
-// for the last stable offsets. A partition's error, or a partition without an answer, fails it.
+// for the last stable offsets.
 func (c *Client) lastOffsets(ctx context.Context, parts map[string][]int, committed bool) (map[txnPartition]int64, error) {
+	reqs := map[string][]kafkago.OffsetRequest{}
+	for topic, ps := range parts {
+		for _, p := range ps {
+			reqs[topic] = append(reqs[topic], kafkago.LastOffsetOf(p))
+		}
+	}
+	res, err := c.offsetsOf(ctx, fmt.Sprint(parts), reqs, committed)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[txnPartition]int64, len(res))
+	for tp, po := range res {
+		out[tp] = po.LastOffset
+	}
+	return out, nil
+}
+
+// offsetsOf sends reqs (by topic) in one ListOffsets call and returns the answer per partition;
+// a partition's error or a requested partition without an answer fails it. what names the
+// request in the error of a failed call.
+func (c *Client) offsetsOf(ctx context.Context, what string, reqs map[string][]kafkago.OffsetRequest, committed bool) (map[txnPartition]kafkago.PartitionOffsets, error) {
 	iso := kafkago.ReadUncommitted
 	if committed {
 		iso = kafkago.ReadCommitted
 	}
-	req := &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{}, IsolationLevel: iso}
-	for topic, ps := range parts {
-		for _, p := range ps {
-			req.Topics[topic] = append(req.Topics[topic], kafkago.LastOffsetOf(p))
-		}
-	}
-	res, err := c.client.ListOffsets(ctx, req)
+	res, err := c.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: reqs, IsolationLevel: iso})
 	if err != nil {
-		return nil, fmt.Errorf("list offsets of %v: %w", parts, err)
+		return nil, fmt.Errorf("list offsets of %s: %w", what, err)
 	}
-	out := map[txnPartition]int64{}
+	out := map[txnPartition]kafkago.PartitionOffsets{}
 	for topic, pos := range res.Topics {
 		for _, po := range pos {
 			if po.Error != nil {
 				return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
 			}
-			out[txnPartition{topic, po.Partition}] = po.LastOffset
+			out[txnPartition{topic, po.Partition}] = po
 		}
 	}
-	for topic, ps := range parts {
-		for _, p := range ps {
-			if _, ok := out[txnPartition{topic, p}]; !ok {
+	for topic, rs := range reqs {
+		for _, r := range rs {
+			if _, ok := out[txnPartition{topic, r.Partition}]; !ok {
 				// A broker's glitch, not a verdict on the partition: retryable, as a network error.
-				return nil, fmt.Errorf("list offsets of %s/%d: no answer for the partition: %w", topic, p, kafkago.NetworkException)
+				return nil, fmt.Errorf("list offsets of %s/%d: no answer for the partition: %w", topic, r.Partition, kafkago.NetworkException)
 			}
 		}
 	}
